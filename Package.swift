@@ -1,0 +1,28 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-mta-sts",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mtasts", targets: ["mtasts"]),
+        .library(name: "MTASTSCore", targets: ["MTASTSCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // zlib (gzip for TLS reports) through a tiny system-library shim; no extra package.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // Values and parsers, no I/O.
+        .target(name: "MTASTSCore", dependencies: ["CZlib"]),
+        // Commands, text/JSON output, exit codes.
+        .target(name: "MTASTSCLI", dependencies: [
+            "MTASTSCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"]),
+        .testTarget(name: "MTASTSCoreTests", dependencies: ["MTASTSCore"]),
+        .testTarget(name: "MTASTSCLITests", dependencies: ["mtasts", "MTASTSCore"]),
+    ]
+)

@@ -1,0 +1,371 @@
+/// A JSON value, members kept in document order (RFC 8259), from a small strict parser that also
+/// notes where a document departs from I-JSON (RFC 7493): duplicate member names, integers beyond
+/// ±2^53. Bounded nesting, so hostile input cannot exhaust the stack.
+public enum JSONValue: Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([JSONMember])
+
+    /// The first member of that name, for an object.
+    public subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first(where: { $0.key == key })?.value
+    }
+
+    public var stringValue: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "boolean"
+        case .int, .double: return "number"
+        case .string: return "string"
+        case .array: return "array"
+        case .object: return "object"
+        }
+    }
+}
+
+public struct JSONMember: Sendable, Equatable {
+    public var key: String
+    public var value: JSONValue
+    public init(_ key: String, _ value: JSONValue) {
+        self.key = key
+        self.value = value
+    }
+}
+
+public struct JSONParseError: Error, Sendable, CustomStringConvertible, Equatable {
+    public var message: String
+    public var offset: Int
+    public var description: String { "invalid JSON at byte \(offset): \(message)" }
+}
+
+public struct JSONParser {
+    /// Where the document departs from I-JSON, without failing the parse.
+    public private(set) var deviations: [String] = []
+    public static let maxDepth = 64
+
+    private let bytes: UnsafeBufferPointer<UInt8>
+    private var i = 0
+    private var depth = 0
+
+    private init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    /// Parses a complete document (optionally preceded by a UTF-8 byte-order mark).
+    public static func parse(_ data: [UInt8]) throws(JSONParseError) -> (value: JSONValue, deviations: [String]) {
+        let result: Result<(JSONValue, [String]), JSONParseError> = data.withUnsafeBufferPointer { buffer in
+            var parser = JSONParser(buffer)
+            do {
+                if buffer.count >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF {
+                    parser.i = 3
+                    parser.deviations.append("the document begins with a byte-order mark")
+                }
+                let value = try parser.parseValue()
+                parser.skipWhitespace()
+                if parser.i != buffer.count { throw parser.error("unexpected data after the JSON value") }
+                return .success((value, parser.deviations))
+            } catch let error as JSONParseError {
+                return .failure(error)
+            } catch {
+                return .failure(JSONParseError(message: "\(error)", offset: 0))
+            }
+        }
+        return try result.get()
+    }
+
+    private func error(_ message: String) -> JSONParseError { JSONParseError(message: message, offset: i) }
+
+    private mutating func skipWhitespace() {
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 { i += 1 } else { return }
+        }
+    }
+
+    private mutating func parseValue() throws(JSONParseError) -> JSONValue {
+        skipWhitespace()
+        guard i < bytes.count else { throw error("unexpected end of input") }
+        switch bytes[i] {
+        case UInt8(ascii: "{"): return try parseObject()
+        case UInt8(ascii: "["): return try parseArray()
+        case UInt8(ascii: "\""): return .string(try parseString())
+        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
+        default: throw error("unexpected character")
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(JSONParseError) {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= bytes.count else { throw error("unexpected end of input") }
+        for k in 0..<n where bytes[i + k] != word.utf8Start[k] { throw error("invalid literal") }
+        i += n
+    }
+
+    private mutating func enter() throws(JSONParseError) {
+        depth += 1
+        if depth > JSONParser.maxDepth { throw error("nesting deeper than \(JSONParser.maxDepth)") }
+    }
+
+    private mutating func parseObject() throws(JSONParseError) -> JSONValue {
+        try enter()
+        i += 1
+        var members: [JSONMember] = []
+        skipWhitespace()
+        if i < bytes.count && bytes[i] == UInt8(ascii: "}") {
+            i += 1
+            depth -= 1
+            return .object(members)
+        }
+        while true {
+            skipWhitespace()
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a member name") }
+            let key = try parseString()
+            skipWhitespace()
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
+            i += 1
+            let value = try parseValue()
+            if members.contains(where: { $0.key == key }) {
+                deviations.append("duplicate member name '\(key)' (the first is used)")
+            }
+            members.append(JSONMember(key, value))
+            skipWhitespace()
+            guard i < bytes.count else { throw error("unexpected end of input in an object") }
+            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+            if bytes[i] == UInt8(ascii: "}") { i += 1; break }
+            throw error("expected ',' or '}'")
+        }
+        depth -= 1
+        return .object(members)
+    }
+
+    private mutating func parseArray() throws(JSONParseError) -> JSONValue {
+        try enter()
+        i += 1
+        var items: [JSONValue] = []
+        skipWhitespace()
+        if i < bytes.count && bytes[i] == UInt8(ascii: "]") {
+            i += 1
+            depth -= 1
+            return .array(items)
+        }
+        while true {
+            items.append(try parseValue())
+            skipWhitespace()
+            guard i < bytes.count else { throw error("unexpected end of input in an array") }
+            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+            if bytes[i] == UInt8(ascii: "]") { i += 1; break }
+            throw error("expected ',' or ']'")
+        }
+        depth -= 1
+        return .array(items)
+    }
+
+    private mutating func parseString() throws(JSONParseError) -> String {
+        i += 1
+        let start = i
+        // Fast path: no escapes.
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == UInt8(ascii: "\"") {
+                let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
+                i += 1
+                guard let s = String(validating: slice, as: UTF8.self) else {
+                    i = start
+                    throw error("a string is not valid UTF-8")
+                }
+                return s
+            }
+            if b == UInt8(ascii: "\\") { break }
+            if b < 0x20 { throw error("a control character inside a string") }
+            i += 1
+        }
+        var out = Array(UnsafeBufferPointer(rebasing: bytes[start..<i]))
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == UInt8(ascii: "\"") {
+                i += 1
+                guard let s = String(validating: out, as: UTF8.self) else { throw error("a string is not valid UTF-8") }
+                return s
+            }
+            if b < 0x20 { throw error("a control character inside a string") }
+            if b != UInt8(ascii: "\\") {
+                out.append(b)
+                i += 1
+                continue
+            }
+            guard i + 1 < bytes.count else { break }
+            let e = bytes[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "\""): out.append(0x22)
+            case UInt8(ascii: "\\"): out.append(0x5C)
+            case UInt8(ascii: "/"): out.append(0x2F)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = try hex4()
+                if scalar >= 0xD800 && scalar < 0xDC00 {
+                    if i + 1 < bytes.count && bytes[i] == UInt8(ascii: "\\") && bytes[i + 1] == UInt8(ascii: "u") {
+                        i += 2
+                        let low = try hex4()
+                        if low >= 0xDC00 && low < 0xE000 {
+                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        } else {
+                            deviations.append("an unpaired UTF-16 surrogate in a string")
+                            scalar = 0xFFFD
+                        }
+                    } else {
+                        deviations.append("an unpaired UTF-16 surrogate in a string")
+                        scalar = 0xFFFD
+                    }
+                } else if scalar >= 0xDC00 && scalar < 0xE000 {
+                    deviations.append("an unpaired UTF-16 surrogate in a string")
+                    scalar = 0xFFFD
+                }
+                out.append(contentsOf: String(Character(Unicode.Scalar(scalar)!)).utf8)
+            default:
+                throw error("invalid escape")
+            }
+        }
+        throw error("unterminated string")
+    }
+
+    private mutating func hex4() throws(JSONParseError) -> UInt32 {
+        guard i + 4 <= bytes.count else { throw error("truncated \\u escape") }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            guard let h = ReportURI.hexValue(bytes[i]) else { throw error("invalid \\u escape") }
+            v = v << 4 | UInt32(h)
+            i += 1
+        }
+        return v
+    }
+
+    private mutating func parseNumber() throws(JSONParseError) -> JSONValue {
+        let start = i
+        if bytes[i] == UInt8(ascii: "-") { i += 1 }
+        let intStart = i
+        while i < bytes.count && bytes[i] >= 0x30 && bytes[i] <= 0x39 { i += 1 }
+        let intDigits = i - intStart
+        guard intDigits > 0 else { throw error("invalid number") }
+        if intDigits > 1 && bytes[intStart] == 0x30 { throw error("a number with a leading zero") }
+        var integral = true
+        if i < bytes.count && bytes[i] == UInt8(ascii: ".") {
+            integral = false
+            i += 1
+            let f = i
+            while i < bytes.count && bytes[i] >= 0x30 && bytes[i] <= 0x39 { i += 1 }
+            guard i > f else { throw error("invalid number") }
+        }
+        if i < bytes.count && (bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E")) {
+            integral = false
+            i += 1
+            if i < bytes.count && (bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-")) { i += 1 }
+            let e = i
+            while i < bytes.count && bytes[i] >= 0x30 && bytes[i] <= 0x39 { i += 1 }
+            guard i > e else { throw error("invalid number") }
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
+        if integral && intDigits <= 18, let v = Int64(text) {
+            if v > 9_007_199_254_740_991 || v < -9_007_199_254_740_991 {
+                deviations.append("the integer \(text) is outside ±2^53")
+            }
+            return .int(v)
+        }
+        guard let d = Double(text) else { throw error("invalid number") }
+        if integral { deviations.append("the integer \(text) is outside ±2^53") }
+        return .double(d)
+    }
+}
+
+// MARK: - Writing
+
+extension JSONValue {
+    /// Serialises the value. `pretty` indents with two spaces; members keep their order.
+    public func serialized(pretty: Bool = false) -> String {
+        var out = ""
+        out.reserveCapacity(1024)
+        write(into: &out, pretty: pretty, indent: 0)
+        return out
+    }
+
+    private func write(into out: inout String, pretty: Bool, indent: Int) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .int(let v): out += String(v)
+        case .double(let d):
+            if d.isFinite { out += d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) } else { out += "null" }
+        case .string(let s): JSONValue.writeString(s, into: &out)
+        case .array(let items):
+            if items.isEmpty { out += "[]"; return }
+            out += "["
+            for (k, item) in items.enumerated() {
+                if k > 0 { out += "," }
+                if pretty { out += "\n" + String(repeating: "  ", count: indent + 1) }
+                item.write(into: &out, pretty: pretty, indent: indent + 1)
+            }
+            if pretty { out += "\n" + String(repeating: "  ", count: indent) }
+            out += "]"
+        case .object(let members):
+            if members.isEmpty { out += "{}"; return }
+            out += "{"
+            for (k, member) in members.enumerated() {
+                if k > 0 { out += "," }
+                if pretty { out += "\n" + String(repeating: "  ", count: indent + 1) }
+                JSONValue.writeString(member.key, into: &out)
+                out += pretty ? ": " : ":"
+                member.value.write(into: &out, pretty: pretty, indent: indent + 1)
+            }
+            if pretty { out += "\n" + String(repeating: "  ", count: indent) }
+            out += "}"
+        }
+    }
+
+    static func writeString(_ s: String, into out: inout String) {
+        out += "\""
+        var plainStart = s.unicodeScalars.startIndex
+        var idx = plainStart
+        let scalars = s.unicodeScalars
+        while idx != scalars.endIndex {
+            let c = scalars[idx]
+            let escape: String?
+            switch c {
+            case "\"": escape = "\\\""
+            case "\\": escape = "\\\\"
+            case "\n": escape = "\\n"
+            case "\r": escape = "\\r"
+            case "\t": escape = "\\t"
+            default:
+                if c.value < 0x20 || c.value == 0x7F || c.value == 0x2028 || c.value == 0x2029 {
+                    let hex = String(c.value, radix: 16)
+                    escape = "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    escape = nil
+                }
+            }
+            if let escape {
+                out.unicodeScalars.append(contentsOf: scalars[plainStart..<idx])
+                out += escape
+                plainStart = scalars.index(after: idx)
+            }
+            idx = scalars.index(after: idx)
+        }
+        out.unicodeScalars.append(contentsOf: scalars[plainStart..<idx])
+        out += "\""
+    }
+}

@@ -1,0 +1,202 @@
+/// Where a TLS report goes: a `rua` URI of the `_smtp._tls` record (RFC 8460 §3).
+public enum ReportURI: Hashable, Sendable, CustomStringConvertible {
+    /// `mailto:` with the percent-decoded address.
+    case mailto(address: String, uri: String)
+    /// `https:`, delivered by POST.
+    case https(uri: String)
+
+    public var uri: String {
+        switch self {
+        case .mailto(_, let uri), .https(let uri): return uri
+        }
+    }
+    public var description: String { uri }
+
+    /// Parses one URI; returns nil with a diagnostic when it cannot be used.
+    /// A URI of another scheme is a warning (skipped, CONFORMANCE §4 item 29); a malformed one an error.
+    public static func parse(_ uri: String) -> (ReportURI?, Diagnostic?) {
+        let bytes = Array(uri.utf8)
+        guard let colon = bytes.firstIndex(of: 0x3A), colon > 0,
+            TXTRecordGrammar.isAlnum(bytes[0]) && !(bytes[0] >= 0x30 && bytes[0] <= 0x39),
+            bytes[..<colon].allSatisfy({ TXTRecordGrammar.isAlnum($0) || $0 == 0x2B || $0 == 0x2D || $0 == 0x2E })
+        else {
+            return (nil, Diagnostic(.error, "bad-uri", "'\(uri)' is not a URI (mailto:… or https://…)"))
+        }
+        if let bad = bytes.first(where: { $0 <= 0x20 || $0 >= 0x7F || $0 == 0x21 || $0 == 0x2C || $0 == 0x3B }) {
+            let shown = bad <= 0x20 || bad >= 0x7F ? String(format2: bad) : String(UnicodeScalar(bad))
+            return (nil, Diagnostic(.error, "bad-uri", "'\(uri)' contains \(shown); ',', '!', ';', spaces and controls must be percent-encoded"))
+        }
+        guard let decoded = percentDecode(bytes[(colon + 1)...]) else {
+            return (nil, Diagnostic(.error, "bad-uri", "'\(uri)' has a '%' not followed by two hexadecimal digits"))
+        }
+        let scheme = String(decoding: bytes[..<colon], as: UTF8.self).lowercased()
+        switch scheme {
+        case "mailto":
+            let address = decoded.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            guard let at = address.lastIndex(of: "@"), at != address.startIndex,
+                (try? DomainName(String(address[address.index(after: at)...]))) != nil
+            else {
+                return (nil, Diagnostic(.error, "bad-mailto", "'\(uri)' does not hold a valid address local@domain"))
+            }
+            return (.mailto(address: address, uri: uri), nil)
+        case "https":
+            guard decoded.hasPrefix("//") else {
+                return (nil, Diagnostic(.error, "bad-https", "'\(uri)' must be https://host/path"))
+            }
+            let authority = decoded.dropFirst(2).prefix(while: { $0 != "/" && $0 != "?" && $0 != "#" })
+            var host = authority.split(separator: "@").last.map(String.init) ?? ""
+            if let c = host.lastIndex(of: ":"), !host.hasSuffix("]") {
+                let port = host[host.index(after: c)...]
+                guard !port.isEmpty, port.allSatisfy(\.isASCIIDigit), let p = Int(port), p > 0, p < 65536 else {
+                    return (nil, Diagnostic(.error, "bad-https", "'\(uri)' has an invalid port"))
+                }
+                host = String(host[..<c])
+            }
+            guard (try? DomainName(host)) != nil || host.hasPrefix("[") else {
+                return (nil, Diagnostic(.error, "bad-https", "'\(uri)' does not name a valid host"))
+            }
+            return (.https(uri: uri), nil)
+        default:
+            return (nil, Diagnostic(.warning, "unsupported-scheme", "'\(uri)': only mailto: and https: are supported; this URI is skipped"))
+        }
+    }
+
+    static func percentDecode(_ bytes: ArraySlice<UInt8>) -> String? {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = bytes.startIndex
+        while i < bytes.endIndex {
+            let b = bytes[i]
+            if b == 0x25 {
+                guard i + 2 < bytes.endIndex,
+                    let h = hexValue(bytes[i + 1]), let l = hexValue(bytes[i + 2])
+                else { return nil }
+                out.append(h << 4 | l)
+                i += 3
+            } else {
+                out.append(b)
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 0x30...0x39: return b - 0x30
+        case 0x41...0x46: return b - 0x41 + 10
+        case 0x61...0x66: return b - 0x61 + 10
+        default: return nil
+        }
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}
+
+extension String {
+    init(format2 byte: UInt8) {
+        let hex = Array("0123456789ABCDEF")
+        self = "byte 0x" + String(hex[Int(byte >> 4)]) + String(hex[Int(byte & 0xF)])
+    }
+}
+
+/// The `_smtp._tls.<domain>` TXT record (RFC 8460 §3).
+public struct TLSRPTRecord: Hashable, Sendable {
+    /// The usable report destinations, in order.
+    public var rua: [ReportURI]
+    /// Extension fields (ignored).
+    public var extensions: [RecordField]
+
+    public init(rua: [ReportURI], extensions: [RecordField] = []) {
+        self.rua = rua
+        self.extensions = extensions
+    }
+
+    public static let version = "v=TLSRPTv1"
+
+    /// The record text this library would publish.
+    public var text: String { "v=TLSRPTv1; rua=" + rua.map(\.uri).joined(separator: ",") }
+
+    public struct ParseResult: Sendable {
+        public var record: TLSRPTRecord?
+        public var diagnostics: [Diagnostic]
+    }
+
+    public static func parse(_ text: String) -> ParseResult {
+        var (parsed, diagnostics) = TXTRecordGrammar.fields(of: text, version: version, kind: "tlsrpt")
+        guard let fields = parsed else { return ParseResult(record: nil, diagnostics: diagnostics) }
+        var rua: [ReportURI] = []
+        var sawRua = false
+        var seen: Set<String> = []
+        var extensions: [RecordField] = []
+        for field in fields {
+            if field.name == "rua" {
+                if sawRua {
+                    // Several rua fields: the grammar allows it; every URI is kept (delivering to
+                    // more destinations cannot change a report's meaning), with a warning.
+                    diagnostics.append(Diagnostic(.warning, "duplicate-rua", "several 'rua' fields; list every URI in one 'rua', separated by ','"))
+                }
+                sawRua = true
+                let uris = field.value.split(separator: ",", omittingEmptySubsequences: false)
+                    .map { $0.trimmingWSP() }
+                for uri in uris {
+                    guard !uri.isEmpty else {
+                        diagnostics.append(Diagnostic(.error, "empty-uri", "an empty URI in 'rua'"))
+                        continue
+                    }
+                    let (parsedURI, diagnostic) = ReportURI.parse(String(uri))
+                    if let diagnostic { diagnostics.append(diagnostic) }
+                    if let parsedURI {
+                        if rua.contains(parsedURI) {
+                            diagnostics.append(Diagnostic(.warning, "duplicate-uri", "'\(uri)' is listed twice"))
+                        } else {
+                            rua.append(parsedURI)
+                        }
+                    }
+                }
+                continue
+            }
+            if !TXTRecordGrammar.isExtensionValue(field.value) {
+                diagnostics.append(Diagnostic(.error, "bad-field-value", "the value '\(field.value)' of '\(field.name)' is empty or has a space, '=', ';' or a control character"))
+            } else if seen.contains(field.name) {
+                diagnostics.append(Diagnostic(.warning, "duplicate-field", "'\(field.name)' appears more than once; the first value is used"))
+            } else {
+                seen.insert(field.name)
+                extensions.append(field)
+                diagnostics.append(Diagnostic(.warning, "unknown-field", "unknown field '\(field.name)' is ignored"))
+            }
+        }
+        if !sawRua {
+            diagnostics.append(Diagnostic(.error, "missing-rua", "the required field 'rua' is missing"))
+        } else if rua.isEmpty && diagnostics.errors.isEmpty {
+            diagnostics.append(Diagnostic(.error, "no-usable-rua", "'rua' has no mailto: or https: URI"))
+        }
+        let record = diagnostics.errors.isEmpty ? TLSRPTRecord(rua: rua, extensions: extensions) : nil
+        return ParseResult(record: record, diagnostics: diagnostics)
+    }
+
+    /// RRset selection then parsing: nil when the domain has no usable TLSRPT record.
+    public static func select(_ rrset: [[String]]) -> (record: TLSRPTRecord?, diagnostics: [Diagnostic]) {
+        switch TXTRecordSet.select(rrset, prefix: version + ";") {
+        case .none:
+            return (nil, [Diagnostic(.error, "no-record", "no TXT record begins with 'v=TLSRPTv1;'")])
+        case .several(let all):
+            return (nil, [Diagnostic(.error, "multiple-records", "\(all.count) records begin with 'v=TLSRPTv1;'; exactly one is allowed, so senders send no reports")])
+        case .one(let text):
+            let result = parse(text)
+            return (result.record, result.diagnostics)
+        }
+    }
+}
+
+extension StringProtocol {
+    /// Drops spaces and tabs at both ends.
+    func trimmingWSP() -> SubSequence {
+        var s = self[...]
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return s
+    }
+}

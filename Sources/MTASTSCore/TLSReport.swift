@@ -1,0 +1,365 @@
+/// An SMTP TLS report (RFC 8460 §4).
+public struct TLSReport: Sendable, Equatable {
+    public var organizationName: String?
+    /// `date-range.start-datetime`, Unix seconds.
+    public var startDate: Int64
+    /// `date-range.end-datetime`, Unix seconds.
+    public var endDate: Int64
+    public var contactInfo: String?
+    public var reportID: String?
+    public var policies: [PolicyResult]
+
+    public init(organizationName: String?, startDate: Int64, endDate: Int64, contactInfo: String?, reportID: String?, policies: [PolicyResult]) {
+        self.organizationName = organizationName
+        self.startDate = startDate
+        self.endDate = endDate
+        self.contactInfo = contactInfo
+        self.reportID = reportID
+        self.policies = policies
+    }
+
+    public var totalSuccessful: Int { policies.reduce(0) { $0 + $1.successfulSessions } }
+    public var totalFailed: Int { policies.reduce(0) { $0 + $1.failedSessions } }
+}
+
+public struct PolicyResult: Sendable, Equatable {
+    public var policy: ReportPolicy
+    public var successfulSessions: Int
+    public var failedSessions: Int
+    public var failureDetails: [FailureDetail]
+
+    public init(policy: ReportPolicy, successfulSessions: Int, failedSessions: Int, failureDetails: [FailureDetail] = []) {
+        self.policy = policy
+        self.successfulSessions = successfulSessions
+        self.failedSessions = failedSessions
+        self.failureDetails = failureDetails
+    }
+}
+
+public struct ReportPolicy: Sendable, Equatable, Hashable {
+    public var type: PolicyType
+    /// `policy-string`: for STS one policy line per element; for TLSA one RR per element.
+    public var strings: [String]
+    /// `policy-domain` (A-label).
+    public var domain: String?
+    /// `mx-host`: the policy's MX patterns (STS).
+    public var mxHosts: [String]
+
+    public init(type: PolicyType, strings: [String] = [], domain: String?, mxHosts: [String] = []) {
+        self.type = type
+        self.strings = strings
+        self.domain = domain
+        self.mxHosts = mxHosts
+    }
+}
+
+public struct FailureDetail: Sendable, Equatable, Hashable {
+    public var resultType: ResultType
+    public var sendingMTAIP: String?
+    public var receivingMXHostname: String?
+    public var receivingMXHelo: String?
+    public var receivingIP: String?
+    public var failedSessionCount: Int
+    public var additionalInformation: String?
+    public var failureReasonCode: String?
+
+    public init(resultType: ResultType, sendingMTAIP: String? = nil, receivingMXHostname: String? = nil, receivingMXHelo: String? = nil, receivingIP: String? = nil, failedSessionCount: Int, additionalInformation: String? = nil, failureReasonCode: String? = nil) {
+        self.resultType = resultType
+        self.sendingMTAIP = sendingMTAIP
+        self.receivingMXHostname = receivingMXHostname
+        self.receivingMXHelo = receivingMXHelo
+        self.receivingIP = receivingIP
+        self.failedSessionCount = failedSessionCount
+        self.additionalInformation = additionalInformation
+        self.failureReasonCode = failureReasonCode
+    }
+}
+
+/// Why bytes are not a TLS report.
+public struct NotAReport: Error, Sendable, CustomStringConvertible, Equatable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+// MARK: - Decoding
+
+extension TLSReport {
+    /// A decoded report with every deviation from RFC 8460 that was tolerated.
+    public struct Decoded: Sendable {
+        public var report: TLSReport
+        public var diagnostics: [Diagnostic]
+    }
+
+    /// Decodes report JSON tolerantly (what real senders send, see interop/README.md) and lists each
+    /// deviation. Throws only when the bytes cannot be a report (not JSON, no date range, no policies).
+    public static func decode(json bytes: [UInt8]) throws(NotAReport) -> Decoded {
+        let value: JSONValue
+        var diagnostics: [Diagnostic] = []
+        do {
+            let parsed = try JSONParser.parse(bytes)
+            value = parsed.value
+            for deviation in parsed.deviations {
+                diagnostics.append(Diagnostic(.warning, "not-i-json", deviation))
+            }
+        } catch {
+            throw NotAReport("not JSON: \(error)")
+        }
+        return try decode(value, diagnostics: diagnostics)
+    }
+
+    public static func decode(_ value: JSONValue, diagnostics initial: [Diagnostic] = []) throws(NotAReport) -> Decoded {
+        var d = ReportDecoder(diagnostics: initial)
+        guard case .object = value else { throw NotAReport("the JSON document is \(value.typeName == "array" ? "an" : "a") \(value.typeName), not a report object") }
+        guard let range = value["date-range"] else { throw NotAReport("no 'date-range': not a TLS report") }
+        guard case .object = range else { throw NotAReport("'date-range' is not an object") }
+        let start = try d.date(range["start-datetime"], "start-datetime")
+        let end = try d.date(range["end-datetime"], "end-datetime")
+        if end < start { d.warn("bad-date-range", "end-datetime is before start-datetime") }
+
+        var policiesValue = value["policies"]
+        if policiesValue == nil, let alt = value["policy"] {
+            d.warn("policies-misnamed", "'policy' used where RFC 8460 names the member 'policies'")
+            policiesValue = alt
+        }
+        let items: [JSONValue]
+        switch policiesValue {
+        case .array(let a)?: items = a
+        case .object?:
+            d.warn("policies-not-array", "'policies' is a bare object; RFC 8460 requires an array")
+            items = [policiesValue!]
+        case nil: throw NotAReport("no 'policies': not a TLS report")
+        default: throw NotAReport("'policies' is a \(policiesValue!.typeName), not an array")
+        }
+
+        var policies: [PolicyResult] = []
+        for (index, item) in items.enumerated() {
+            guard case .object = item else {
+                d.warn("bad-policy-entry", "policies[\(index)] is not an object; skipped")
+                continue
+            }
+            policies.append(d.policyResult(item, index: index))
+        }
+        let organization = d.string(value["organization-name"], "organization-name", required: true)
+        let contact = d.string(value["contact-info"], "contact-info", required: true)
+        let reportID = d.string(value["report-id"], "report-id", required: true)
+        let report = TLSReport(organizationName: organization, startDate: start, endDate: end, contactInfo: contact, reportID: reportID, policies: policies)
+        return Decoded(report: report, diagnostics: d.diagnostics)
+    }
+}
+
+private struct ReportDecoder {
+    var diagnostics: [Diagnostic]
+
+    mutating func warn(_ code: String, _ message: String) { diagnostics.append(Diagnostic(.warning, code, message)) }
+    mutating func note(_ code: String, _ message: String) { diagnostics.append(Diagnostic(.info, code, message)) }
+
+    mutating func date(_ value: JSONValue?, _ name: String) throws(NotAReport) -> Int64 {
+        guard let text = value?.stringValue else { throw NotAReport("'date-range.\(name)' is missing or not a string") }
+        guard let parsed = RFC3339.parse(text) else { throw NotAReport("'date-range.\(name)' is not a date-time: '\(text)'") }
+        if parsed.hadNoZone {
+            warn("date-without-zone", "\(name) '\(text)' has no time zone; read as UTC")
+        }
+        return parsed.seconds
+    }
+
+    mutating func string(_ value: JSONValue?, _ name: String, required: Bool = false) -> String? {
+        switch value {
+        case .string(let s)?: return s
+        case nil, .null?:
+            if required { warn("missing-\(name)", "'\(name)' is \(value == nil ? "missing" : "null")") }
+            return nil
+        case .int(let v)?:
+            warn("not-a-string", "'\(name)' is a number, not a string")
+            return String(v)
+        case let other?:
+            warn("not-a-string", "'\(name)' is a \(other.typeName), not a string; ignored")
+            return nil
+        }
+    }
+
+    mutating func count(_ value: JSONValue?, _ name: String) -> Int {
+        switch value {
+        case .int(let v)?:
+            if v < 0 { warn("negative-count", "'\(name)' is negative (\(v))") }
+            return Int(clamping: v)
+        case .double(let v)? where v == v.rounded() && abs(v) < 1e15:
+            warn("count-not-integer", "'\(name)' is written as a fraction (\(v))")
+            return Int(v)
+        case .string(let s)? where Int(s) != nil:
+            warn("count-is-string", "'\(name)' is the string \"\(s)\", not a number")
+            return Int(s)!
+        case nil:
+            warn("missing-\(name)", "'\(name)' is missing; counted as 0")
+            return 0
+        case let other?:
+            warn("bad-count", "'\(name)' is a \(other.typeName); counted as 0")
+            return 0
+        }
+    }
+
+    mutating func stringArray(_ value: JSONValue?, _ name: String) -> [String] {
+        switch value {
+        case .array(let items)?:
+            var out: [String] = []
+            for item in items {
+                if let s = item.stringValue { out.append(s) } else { warn("bad-\(name)", "an element of '\(name)' is a \(item.typeName), not a string; skipped") }
+            }
+            return out
+        case .string(let s)?:
+            warn("\(name)-not-array", "'\(name)' is a string; RFC 8460 requires an array")
+            return [s]
+        case nil, .null?: return []
+        case let other?:
+            warn("bad-\(name)", "'\(name)' is a \(other.typeName); ignored")
+            return []
+        }
+    }
+
+    mutating func policyResult(_ item: JSONValue, index: Int) -> PolicyResult {
+        let where_ = "policies[\(index)]"
+        var policy = ReportPolicy(type: .other(""), domain: nil)
+        if case .object? = item["policy"], let p = item["policy"] {
+            if let t = string(p["policy-type"], "policy-type") {
+                policy.type = PolicyType(t)
+                if case .other = policy.type { warn("unknown-policy-type", "\(where_): unknown policy-type '\(t)'") }
+            } else {
+                warn("missing-policy-type", "\(where_): 'policy-type' is missing")
+            }
+            policy.strings = stringArray(p["policy-string"], "policy-string")
+            if policy.type == .tlsa, policy.strings.count == 1, policy.strings[0].hasPrefix("["),
+                let inner = try? JSONParser.parse(Array(policy.strings[0].utf8)).value, case .array(let rrs) = inner
+            {
+                let strings = rrs.compactMap(\.stringValue)
+                if strings.count == rrs.count {
+                    warn("policy-string-json-in-string", "\(where_): the TLSA policy-string is a JSON array inside a string (a known Microsoft quirk); expanded")
+                    policy.strings = strings
+                }
+            }
+            if p["policy-string"] == nil && policy.type != .noPolicyFound {
+                note("missing-policy-string", "\(where_): no 'policy-string'")
+            }
+            policy.domain = string(p["policy-domain"], "policy-domain")
+            if let domain = policy.domain {
+                if (try? DomainName(domain)).map({ $0.text == domain.lowercased() }) != true {
+                    warn("bad-policy-domain", "\(where_): policy-domain '\(domain)' is not an A-label domain name")
+                }
+            } else {
+                warn("missing-policy-domain", "\(where_): 'policy-domain' is missing")
+            }
+            if let mx = p["mx-host"] {
+                policy.mxHosts = stringArray(mx, "mx-host")
+            } else if let mx = p["mx-host-pattern"] {
+                warn("mx-host-misnamed", "\(where_): 'mx-host-pattern' used where RFC 8460 names the member 'mx-host'")
+                policy.mxHosts = stringArray(mx, "mx-host-pattern")
+            }
+        } else {
+            warn("missing-policy", "\(where_): no 'policy' object")
+        }
+        var successful = 0
+        var failed = 0
+        if case .object? = item["summary"], let s = item["summary"] {
+            successful = count(s["total-successful-session-count"], "total-successful-session-count")
+            failed = count(s["total-failure-session-count"], "total-failure-session-count")
+        } else {
+            warn("missing-summary", "\(where_): no 'summary' object; counted as 0")
+        }
+        var details: [FailureDetail] = []
+        switch item["failure-details"] {
+        case .array(let entries)?:
+            for entry in entries {
+                guard case .object = entry else {
+                    warn("bad-failure-detail", "\(where_): a failure-details entry is not an object; skipped")
+                    continue
+                }
+                details.append(failureDetail(entry, where_))
+            }
+        case nil, .null?: break
+        case let other?: warn("bad-failure-details", "\(where_): 'failure-details' is a \(other.typeName); ignored")
+        }
+        let sum = details.reduce(0) { $0 + $1.failedSessionCount }
+        if !details.isEmpty && sum != failed {
+            note("failure-count-mismatch", "\(where_): failure-details add up to \(sum), the summary says \(failed)")
+        }
+        return PolicyResult(policy: policy, successfulSessions: successful, failedSessions: failed, failureDetails: details)
+    }
+
+    mutating func failureDetail(_ e: JSONValue, _ where_: String) -> FailureDetail {
+        var type = ResultType.other("")
+        if let t = string(e["result-type"], "result-type") {
+            type = ResultType(t)
+            if !type.isRegistered { warn("unknown-result-type", "\(where_): result-type '\(t)' is not in the IANA registry; kept as it is") }
+        } else {
+            warn("missing-result-type", "\(where_): a failure detail has no 'result-type'")
+        }
+        var info = string(e["additional-information"], "additional-information")
+        if info == nil, let alt = string(e["additional-info-uri"], "additional-info-uri") {
+            warn("additional-information-misnamed", "\(where_): 'additional-info-uri' used where RFC 8460 names the member 'additional-information'")
+            info = alt
+        }
+        return FailureDetail(
+            resultType: type,
+            sendingMTAIP: string(e["sending-mta-ip"], "sending-mta-ip"),
+            receivingMXHostname: string(e["receiving-mx-hostname"], "receiving-mx-hostname"),
+            receivingMXHelo: string(e["receiving-mx-helo"], "receiving-mx-helo"),
+            receivingIP: string(e["receiving-ip"], "receiving-ip"),
+            failedSessionCount: count(e["failed-session-count"], "failed-session-count"),
+            additionalInformation: info,
+            failureReasonCode: string(e["failure-reason-code"], "failure-reason-code"))
+    }
+}
+
+// MARK: - Encoding
+
+extension TLSReport {
+    /// The canonical JSON form: RFC 8460 key names and order, dates as RFC 3339 UTC with `Z`,
+    /// `policy-string` and `mx-host` always arrays, absent optional members left out.
+    public var canonicalJSON: JSONValue {
+        var top: [JSONMember] = []
+        if let organizationName { top.append(JSONMember("organization-name", .string(organizationName))) }
+        top.append(JSONMember("date-range", .object([
+            JSONMember("start-datetime", .string(RFC3339.format(startDate))),
+            JSONMember("end-datetime", .string(RFC3339.format(endDate))),
+        ])))
+        if let contactInfo { top.append(JSONMember("contact-info", .string(contactInfo))) }
+        if let reportID { top.append(JSONMember("report-id", .string(reportID))) }
+        top.append(JSONMember("policies", .array(policies.map(\.canonicalJSON))))
+        return .object(top)
+    }
+
+    /// The canonical JSON as UTF-8 bytes.
+    public func encoded(pretty: Bool = false) -> [UInt8] { Array(canonicalJSON.serialized(pretty: pretty).utf8) }
+}
+
+extension PolicyResult {
+    var canonicalJSON: JSONValue {
+        var p: [JSONMember] = [JSONMember("policy-type", .string(policy.type.rawValue))]
+        if !policy.strings.isEmpty { p.append(JSONMember("policy-string", .array(policy.strings.map { .string($0) }))) }
+        if let domain = policy.domain { p.append(JSONMember("policy-domain", .string(domain))) }
+        if !policy.mxHosts.isEmpty { p.append(JSONMember("mx-host", .array(policy.mxHosts.map { .string($0) }))) }
+        var members: [JSONMember] = [
+            JSONMember("policy", .object(p)),
+            JSONMember("summary", .object([
+                JSONMember("total-successful-session-count", .int(Int64(successfulSessions))),
+                JSONMember("total-failure-session-count", .int(Int64(failedSessions))),
+            ])),
+        ]
+        if !failureDetails.isEmpty { members.append(JSONMember("failure-details", .array(failureDetails.map(\.canonicalJSON)))) }
+        return .object(members)
+    }
+}
+
+extension FailureDetail {
+    var canonicalJSON: JSONValue {
+        var m: [JSONMember] = [JSONMember("result-type", .string(resultType.rawValue))]
+        func add(_ key: String, _ v: String?) { if let v { m.append(JSONMember(key, .string(v))) } }
+        add("sending-mta-ip", sendingMTAIP)
+        add("receiving-mx-hostname", receivingMXHostname)
+        add("receiving-mx-helo", receivingMXHelo)
+        add("receiving-ip", receivingIP)
+        m.append(JSONMember("failed-session-count", .int(Int64(failedSessionCount))))
+        add("additional-information", additionalInformation)
+        add("failure-reason-code", failureReasonCode)
+        return .object(m)
+    }
+}
