@@ -1,0 +1,334 @@
+/// A small, strict-enough RFC 5322 / MIME (RFC 2045–2047, 2231) reader for report mail: folded
+/// headers, nested multiparts, base64 and quoted-printable bodies. It never throws on odd input:
+/// what cannot be understood is an empty or raw part; depth and part counts are bounded.
+public struct MIMEPart: Sendable {
+    public var headers: [Header]
+    public var contentType: MediaType
+    /// The body as transmitted (before Content-Transfer-Encoding decoding).
+    public var rawBody: ArraySlice<UInt8>
+    /// Sub-parts of a multipart (or the message of a message/rfc822 part).
+    public var parts: [MIMEPart]
+
+    public struct Header: Sendable, Equatable {
+        public var name: String
+        /// Unfolded value, surrounding white space trimmed.
+        public var value: String
+    }
+
+    public static let maxDepth = 12
+    public static let maxParts = 1000
+
+    /// The first header of that name (case-insensitive).
+    public func header(_ name: String) -> String? {
+        let lower = name.lowercased()
+        return headers.first { $0.name.lowercased() == lower }?.value
+    }
+
+    public var transferEncoding: String {
+        header("Content-Transfer-Encoding")?.lowercased().trimmingWSP().description ?? "7bit"
+    }
+
+    /// `filename` of Content-Disposition, else `name` of Content-Type.
+    public var filename: String? {
+        if let cd = header("Content-Disposition"), let name = MediaType.parameters(of: cd)["filename"] { return name }
+        return contentType.parameters["name"]
+    }
+
+    /// The body after Content-Transfer-Encoding decoding.
+    public var decodedBody: [UInt8] {
+        switch transferEncoding {
+        case "base64": return Base64.decode(rawBody)
+        case "quoted-printable": return QuotedPrintable.decode(rawBody)
+        default: return Array(rawBody)
+        }
+    }
+
+    /// Every leaf part, depth first.
+    public var leaves: [MIMEPart] {
+        parts.isEmpty ? [self] : parts.flatMap(\.leaves)
+    }
+
+    /// Parses a whole message (or a part: headers, empty line, body).
+    public static func parse(_ bytes: [UInt8]) -> MIMEPart {
+        var budget = maxParts
+        return parse(bytes[...], depth: 0, budget: &budget)
+    }
+
+    static func parse(_ bytes: ArraySlice<UInt8>, depth: Int, budget: inout Int, defaultType: MediaType = .textPlain) -> MIMEPart {
+        let (headers, bodyStart) = parseHeaders(bytes)
+        let body = bytes[bodyStart...]
+        let contentType = headers.first { $0.name.lowercased() == "content-type" }.flatMap { MediaType(parsing: $0.value) } ?? defaultType
+        var part = MIMEPart(headers: headers, contentType: contentType, rawBody: body, parts: [])
+        budget -= 1
+        guard depth < maxDepth, budget > 0 else { return part }
+        if contentType.type == "multipart", let boundary = contentType.parameters["boundary"], !boundary.isEmpty {
+            let childDefault: MediaType = contentType.subtype == "digest" ? .messageRFC822 : .textPlain
+            for slice in splitMultipart(body, boundary: Array(boundary.utf8)) {
+                guard budget > 0 else { break }
+                part.parts.append(parse(slice, depth: depth + 1, budget: &budget, defaultType: childDefault))
+            }
+        } else if contentType.type == "message" && contentType.subtype == "rfc822" {
+            let inner = part.decodedBody
+            part.parts = [parse(inner[...], depth: depth + 1, budget: &budget)]
+        }
+        return part
+    }
+
+    /// Reads the header block; returns the headers and where the body begins.
+    static func parseHeaders(_ bytes: ArraySlice<UInt8>) -> ([Header], Int) {
+        var headers: [Header] = []
+        var i = bytes.startIndex
+        var current: [UInt8] = []
+        func flush() {
+            guard !current.isEmpty else { return }
+            if let colon = current.firstIndex(of: 0x3A) {
+                let name = String(decoding: current[..<colon], as: UTF8.self).trimmingWSP()
+                let value = String(decoding: current[(colon + 1)...], as: UTF8.self).trimmingWSP()
+                if !name.isEmpty && !name.contains(" ") { headers.append(Header(name: String(name), value: String(value))) }
+            }
+            current.removeAll(keepingCapacity: true)
+        }
+        while i < bytes.endIndex {
+            let lineEnd = bytes[i...].firstIndex(of: 0x0A) ?? bytes.endIndex
+            var line = bytes[i..<lineEnd]
+            if line.last == 0x0D { line = line.dropLast() }
+            let next = lineEnd < bytes.endIndex ? lineEnd + 1 : lineEnd
+            if line.isEmpty {
+                flush()
+                return (headers, next)
+            }
+            if line.first == 0x20 || line.first == 0x09 {
+                if current.isEmpty && headers.isEmpty && i == bytes.startIndex {
+                    // A body that begins with white space: no header block at all.
+                    return ([], bytes.startIndex)
+                }
+                current.append(0x20)
+                current.append(contentsOf: line.drop(while: { $0 == 0x20 || $0 == 0x09 }))
+            } else {
+                if !line.contains(0x3A) {
+                    // Not a header line: the header block ended without an empty line.
+                    flush()
+                    return (headers, i)
+                }
+                flush()
+                current.append(contentsOf: line)
+            }
+            i = next
+        }
+        flush()
+        return (headers, bytes.endIndex)
+    }
+
+    /// Splits a multipart body at its delimiter lines (RFC 2046 §5.1.1). The line break before a
+    /// delimiter belongs to the delimiter; the preamble and epilogue are dropped.
+    static func splitMultipart(_ body: ArraySlice<UInt8>, boundary: [UInt8]) -> [ArraySlice<UInt8>] {
+        let delimiter: [UInt8] = [0x2D, 0x2D] + boundary
+        var parts: [ArraySlice<UInt8>] = []
+        var partStart: Int?
+        var i = body.startIndex
+        while i < body.endIndex {
+            let lineEnd = body[i...].firstIndex(of: 0x0A) ?? body.endIndex
+            let line = body[i..<lineEnd]
+            let next = lineEnd < body.endIndex ? lineEnd + 1 : lineEnd
+            if line.starts(with: delimiter) {
+                let rest = line.dropFirst(delimiter.count)
+                let isClose = rest.starts(with: [0x2D, 0x2D])
+                let tail = isClose ? rest.dropFirst(2) : rest
+                if tail.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) {
+                    if let start = partStart {
+                        var end = i
+                        if end > start && body[end - 1] == 0x0A { end -= 1 }
+                        if end > start && body[end - 1] == 0x0D { end -= 1 }
+                        parts.append(body[start..<max(start, end)])
+                    }
+                    if isClose { return parts }
+                    partStart = next
+                }
+            }
+            i = next
+        }
+        // No closing delimiter (a truncated message): keep what there is.
+        if let start = partStart, start < body.endIndex { parts.append(body[start...]) }
+        return parts
+    }
+}
+
+/// A media type with lowercase type, subtype and parameter names.
+public struct MediaType: Sendable, Equatable, CustomStringConvertible {
+    public var type: String
+    public var subtype: String
+    public var parameters: [String: String]
+
+    public static let textPlain = MediaType(type: "text", subtype: "plain", parameters: [:])
+    public static let messageRFC822 = MediaType(type: "message", subtype: "rfc822", parameters: [:])
+
+    public var essence: String { "\(type)/\(subtype)" }
+    public var description: String { essence }
+
+    public init(type: String, subtype: String, parameters: [String: String]) {
+        self.type = type
+        self.subtype = subtype
+        self.parameters = parameters
+    }
+
+    public init?(parsing value: String) {
+        let main = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingWSP().lowercased() } ?? ""
+        let pieces = main.split(separator: "/", maxSplits: 1)
+        guard pieces.count == 2, !pieces[0].isEmpty, !pieces[1].isEmpty else { return nil }
+        type = String(pieces[0]).trimmingWSP().description
+        subtype = String(pieces[1]).trimmingWSP().description
+        parameters = MediaType.parameters(of: value)
+    }
+
+    /// Parameters of a structured header value (`a/b; k=v; k2="quoted; v"`), RFC 2231 continuations
+    /// and charset'language'percent-encoded values included.
+    public static func parameters(of value: String) -> [String: String] {
+        var result: [String: String] = [:]
+        var continued: [String: [Int: String]] = [:]
+        let scalars = Array(value.unicodeScalars)
+        var i = 0
+        // Skip the leading token (media type or disposition).
+        while i < scalars.count && scalars[i] != ";" {
+            if scalars[i] == "\"" { i += 1; while i < scalars.count && scalars[i] != "\"" { i += 1 } }
+            i += 1
+        }
+        while i < scalars.count {
+            i += 1  // past ';'
+            while i < scalars.count && (scalars[i] == " " || scalars[i] == "\t") { i += 1 }
+            var name = ""
+            while i < scalars.count && scalars[i] != "=" && scalars[i] != ";" { name.unicodeScalars.append(scalars[i]); i += 1 }
+            name = name.trimmingWSP().lowercased()
+            guard i < scalars.count, scalars[i] == "=" else { continue }
+            i += 1
+            while i < scalars.count && (scalars[i] == " " || scalars[i] == "\t") { i += 1 }
+            var v = ""
+            if i < scalars.count && scalars[i] == "\"" {
+                i += 1
+                while i < scalars.count && scalars[i] != "\"" {
+                    if scalars[i] == "\\" && i + 1 < scalars.count { i += 1 }
+                    v.unicodeScalars.append(scalars[i])
+                    i += 1
+                }
+                while i < scalars.count && scalars[i] != ";" { i += 1 }
+            } else {
+                while i < scalars.count && scalars[i] != ";" { v.unicodeScalars.append(scalars[i]); i += 1 }
+                v = String(v.trimmingWSP())
+            }
+            guard !name.isEmpty else { continue }
+            // RFC 2231: name*=charset'lang'value, name*0=, name*1*=
+            var extended = false
+            if name.hasSuffix("*") {
+                extended = true
+                name.removeLast()
+            }
+            var section: Int?
+            if let star = name.lastIndex(of: "*"), let n = Int(name[name.index(after: star)...]) {
+                section = n
+                name = String(name[..<star])
+            }
+            if extended {
+                if section == nil || section == 0, let q1 = v.firstIndex(of: "'"), let q2 = v[v.index(after: q1)...].firstIndex(of: "'") {
+                    v = String(v[v.index(after: q2)...])
+                }
+                v = ReportURI.percentDecode(Array(v.utf8)[...]) ?? v
+            }
+            if let section {
+                continued[name, default: [:]][section] = v
+            } else if result[name] == nil {
+                result[name] = v
+            }
+        }
+        for (name, sections) in continued where result[name] == nil {
+            result[name] = sections.keys.sorted().map { sections[$0]! }.joined()
+        }
+        return result
+    }
+}
+
+public enum Base64 {
+    private static let table: [UInt8] = {
+        var t = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { t[Int(c)] = UInt8(i) }
+        t[Int(UInt8(ascii: "-"))] = 62
+        t[Int(UInt8(ascii: "_"))] = 63
+        return t
+    }()
+
+    /// Decodes base64, skipping line breaks and anything outside the alphabet; stops at '='.
+    public static func decode<C: Collection>(_ input: C) -> [UInt8] where C.Element == UInt8 {
+        var out: [UInt8] = []
+        out.reserveCapacity(input.count * 3 / 4)
+        var acc: UInt32 = 0
+        var bits = 0
+        for c in input {
+            if c == UInt8(ascii: "=") { break }
+            let v = table[Int(c)]
+            if v == 0xFF { continue }
+            acc = acc << 6 | UInt32(v)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+            }
+        }
+        return out
+    }
+
+    /// Encodes, wrapping lines at `lineLength` characters with CRLF (0: no wrapping).
+    public static func encode(_ input: [UInt8], lineLength: Int = 76) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(input.count * 4 / 3 + input.count / 38 + 4)
+        var col = 0
+        func emit(_ c: UInt8) {
+            if lineLength > 0 && col == lineLength {
+                out.append(0x0D)
+                out.append(0x0A)
+                col = 0
+            }
+            out.append(c)
+            col += 1
+        }
+        var i = 0
+        while i + 3 <= input.count {
+            let n = UInt32(input[i]) << 16 | UInt32(input[i + 1]) << 8 | UInt32(input[i + 2])
+            emit(alphabet[Int(n >> 18 & 63)]); emit(alphabet[Int(n >> 12 & 63)])
+            emit(alphabet[Int(n >> 6 & 63)]); emit(alphabet[Int(n & 63)])
+            i += 3
+        }
+        let rest = input.count - i
+        if rest > 0 {
+            let n = UInt32(input[i]) << 16 | (rest == 2 ? UInt32(input[i + 1]) << 8 : 0)
+            emit(alphabet[Int(n >> 18 & 63)]); emit(alphabet[Int(n >> 12 & 63)])
+            emit(rest == 2 ? alphabet[Int(n >> 6 & 63)] : UInt8(ascii: "=")); emit(UInt8(ascii: "="))
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+public enum QuotedPrintable {
+    public static func decode<C: Collection>(_ input: C) -> [UInt8] where C.Element == UInt8, C.Index == Int {
+        var out: [UInt8] = []
+        out.reserveCapacity(input.count)
+        var i = input.startIndex
+        while i < input.endIndex {
+            let c = input[i]
+            if c == UInt8(ascii: "=") {
+                // Soft line break: '=' then optional white space then (CR)LF.
+                var j = i + 1
+                while j < input.endIndex && (input[j] == 0x20 || input[j] == 0x09) { j += 1 }
+                if j < input.endIndex && input[j] == 0x0D { j += 1 }
+                if j < input.endIndex && input[j] == 0x0A { i = j + 1; continue }
+                if j == input.endIndex { break }
+                if i + 2 < input.endIndex, let h = ReportURI.hexValue(input[i + 1]), let l = ReportURI.hexValue(input[i + 2]) {
+                    out.append(h << 4 | l)
+                    i += 3
+                    continue
+                }
+            }
+            out.append(c)
+            i += 1
+        }
+        return out
+    }
+}

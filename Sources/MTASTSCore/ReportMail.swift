@@ -1,0 +1,156 @@
+/// A report as found in some input: the decoded report, where it came from, what was tolerated.
+public struct ParsedReport: Sendable {
+    public enum Source: String, Sendable {
+        case json, gzip, email
+    }
+    public var decoded: TLSReport.Decoded
+    public var source: Source
+    /// The JSON bytes of the report as received (after gzip and transfer decoding).
+    public var rawJSON: [UInt8]
+    /// The attachment's filename, for mail.
+    public var filename: String?
+    /// The attachment's media type, for mail.
+    public var mediaType: String?
+    public var report: TLSReport { decoded.report }
+    public var diagnostics: [Diagnostic] { decoded.diagnostics }
+}
+
+/// What a report message says about itself (RFC 8460 §5.3), for the record.
+public struct ReportMailHeaders: Sendable, Equatable {
+    public var from: String?
+    public var subject: String?
+    public var messageID: String?
+    public var date: String?
+    public var tlsReportDomain: String?
+    public var tlsReportSubmitter: String?
+    public var dkimSignature: String?
+}
+
+/// Reading TLS reports from bytes: JSON, gzip, or an email message (RFC 8460 §5.2, §5.3).
+public enum ReportReader {
+    /// RFC 8460 §5.2 notes 10 MB as a limit receivers commonly apply to a report.
+    public static let defaultMaxSize = 10 * 1024 * 1024
+
+    public struct Result: Sendable {
+        public var reports: [ParsedReport]
+        /// Findings about the container (mail headers, labels, filenames), not the report JSON.
+        public var diagnostics: [Diagnostic]
+        public var mail: ReportMailHeaders?
+    }
+
+    /// Reads whatever the bytes are. Throws `NotAReport` with a reason when they hold no report.
+    public static func read(_ bytes: [UInt8], maxSize: Int = defaultMaxSize) throws(NotAReport) -> Result {
+        if Gzip.isGzip(bytes) {
+            let json = try inflate(bytes, maxSize: maxSize)
+            let decoded = try TLSReport.decode(json: json)
+            return Result(reports: [ParsedReport(decoded: decoded, source: .gzip, rawJSON: json)], diagnostics: [], mail: nil)
+        }
+        if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D && $0 != 0x0A }),
+            first == UInt8(ascii: "{") || first == UInt8(ascii: "[") || first == 0xEF
+        {
+            let decoded = try TLSReport.decode(json: bytes)
+            return Result(reports: [ParsedReport(decoded: decoded, source: .json, rawJSON: bytes)], diagnostics: [], mail: nil)
+        }
+        return try readMail(bytes, maxSize: maxSize)
+    }
+
+    static func inflate(_ bytes: [UInt8], maxSize: Int) throws(NotAReport) -> [UInt8] {
+        do {
+            return try Gzip.decompress(bytes, maxSize: maxSize)
+        } catch {
+            throw NotAReport("gzip: \(error)")
+        }
+    }
+
+    /// Reads a report message: every part that carries a report (by media type, by filename, or
+    /// by content) is decoded; the human-readable parts are skipped.
+    public static func readMail(_ bytes: [UInt8], maxSize: Int = defaultMaxSize) throws(NotAReport) -> Result {
+        let message = MIMEPart.parse(bytes)
+        guard !message.headers.isEmpty else { throw NotAReport("neither JSON, gzip nor an email message") }
+        var diagnostics: [Diagnostic] = []
+        let headers = ReportMailHeaders(
+            from: message.header("From"), subject: message.header("Subject"), messageID: message.header("Message-ID"),
+            date: message.header("Date"), tlsReportDomain: message.header("TLS-Report-Domain"),
+            tlsReportSubmitter: message.header("TLS-Report-Submitter"), dkimSignature: message.header("DKIM-Signature"))
+
+        var reports: [ParsedReport] = []
+        var failures: [String] = []
+        for part in message.leaves {
+            let type = part.contentType
+            let filename = part.filename
+            let lowerName = filename?.lowercased() ?? ""
+            let labelled = type.subtype.hasPrefix("tlsrpt") || lowerName.hasSuffix(".json") || lowerName.hasSuffix(".json.gz")
+            let plausible = labelled || ["gzip", "x-gzip", "json", "octet-stream"].contains(type.subtype) || lowerName.hasSuffix(".gz")
+            guard plausible else { continue }
+            let body = part.decodedBody
+            do {
+                let compressed = Gzip.isGzip(body)
+                let json = compressed ? try inflate(body, maxSize: maxSize) : body
+                if json.count > maxSize { throw NotAReport("the report is larger than \(maxSize) bytes") }
+                let decoded = try TLSReport.decode(json: json)
+                var mediaDiagnostics: [Diagnostic] = []
+                let essence = type.essence
+                if essence == "application/tlsrpt+gzip" && !compressed {
+                    mediaDiagnostics.append(Diagnostic(.warning, "mislabelled-part", "the part is labelled application/tlsrpt+gzip but holds plain JSON"))
+                } else if essence == "application/tlsrpt+json" && compressed {
+                    mediaDiagnostics.append(Diagnostic(.warning, "mislabelled-part", "the part is labelled application/tlsrpt+json but holds gzip"))
+                } else if !type.subtype.hasPrefix("tlsrpt+") {
+                    mediaDiagnostics.append(Diagnostic(.warning, "report-media-type", "the report part is \(essence), not application/tlsrpt+gzip or +json"))
+                }
+                if let filename {
+                    switch ReportFilename.parse(filename) {
+                    case .failure(let why): mediaDiagnostics.append(Diagnostic(.warning, "report-filename", "filename \(why)"))
+                    case .success(let f):
+                        if f.compressed != compressed {
+                            mediaDiagnostics.append(Diagnostic(.warning, "report-filename", "the filename says \(f.compressed ? ".json.gz" : ".json") but the content is \(compressed ? "gzip" : "plain JSON")"))
+                        }
+                        if let domain = decoded.report.policies.first?.policy.domain, domain.lowercased() != f.policyDomain.lowercased() {
+                            mediaDiagnostics.append(Diagnostic(.warning, "filename-mismatch", "the filename names \(f.policyDomain), the report \(domain); the report wins (RFC 8460 §5.6)"))
+                        }
+                    }
+                }
+                var withMedia = decoded
+                withMedia.diagnostics += mediaDiagnostics
+                reports.append(ParsedReport(decoded: withMedia, source: .email, rawJSON: json, filename: filename, mediaType: essence))
+            } catch let error as NotAReport {
+                if labelled { failures.append("\(type.essence)\(filename.map { " '\($0)'" } ?? ""): \(error.reason)") }
+            } catch {
+                if labelled { failures.append("\(type.essence): \(error)") }
+            }
+        }
+        guard !reports.isEmpty else {
+            if let failure = failures.first { throw NotAReport("the report part is malformed: \(failure)") }
+            throw NotAReport("the message holds no TLS report")
+        }
+
+        // The container's conventions (RFC 8460 §5.3); the report body wins on disagreement (§5.6).
+        let top = message.contentType
+        if !(top.essence == "multipart/report" && top.parameters["report-type"]?.lowercased() == "tlsrpt") {
+            diagnostics.append(Diagnostic(.warning, "not-multipart-report", "the message is \(top.essence)\(top.parameters["report-type"].map { "; report-type=\($0)" } ?? ""), not multipart/report; report-type=\"tlsrpt\""))
+        }
+        let report = reports[0].report
+        if headers.tlsReportDomain == nil {
+            diagnostics.append(Diagnostic(.warning, "missing-tls-report-domain", "no TLS-Report-Domain header"))
+        } else if let d = headers.tlsReportDomain, let pd = report.policies.first?.policy.domain, d.lowercased() != pd.lowercased() {
+            diagnostics.append(Diagnostic(.warning, "tls-report-domain-mismatch", "TLS-Report-Domain says \(d), the report \(pd); the report wins"))
+        }
+        if headers.tlsReportSubmitter == nil {
+            diagnostics.append(Diagnostic(.warning, "missing-tls-report-submitter", "no TLS-Report-Submitter header"))
+        } else if let s = headers.tlsReportSubmitter, let contact = report.contactInfo, let at = contact.lastIndex(of: "@") {
+            let contactDomain = contact[contact.index(after: at)...].lowercased()
+            if contactDomain != s.lowercased() {
+                diagnostics.append(Diagnostic(.warning, "submitter-mismatch", "TLS-Report-Submitter \(s) is not the domain of contact-info \(contact)"))
+            }
+        }
+        if let subject = headers.subject {
+            if let parsed = ReportSubject.parse(subject) {
+                if let pd = report.policies.first?.policy.domain, parsed.domain.lowercased() != pd.lowercased() {
+                    diagnostics.append(Diagnostic(.warning, "subject-mismatch", "the subject names \(parsed.domain), the report \(pd); the report wins"))
+                }
+            } else {
+                diagnostics.append(Diagnostic(.info, "subject-convention", "the subject does not follow 'Report Domain: … Submitter: … Report-ID: …'"))
+            }
+        }
+        return Result(reports: reports, diagnostics: diagnostics, mail: headers)
+    }
+}
