@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+
+/// The `mtasts` command.
+public struct MTASTS: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "mtasts",
+        abstract: "MTA-STS (RFC 8461) and SMTP TLS Reporting (RFC 8460), both ends.",
+        discussion: """
+            Write and lint MTA-STS policies and DNS records, and read TLS reports.
+
+            Exit codes:
+              0  fine (warnings allowed)
+              1  problems found (an invalid policy or record, a file that is no report)
+              2  usage error
+              3  temporary failure (DNS or network); try again later
+
+            Results go to standard output (--json for machines), logs to standard error.
+            Colour is used only on a terminal, and never when NO_COLOR is set.
+            """,
+        version: "0.1.0",
+        subcommands: [PolicyCommand.self, RecordCommand.self, ReportCommand.self])
+
+    public init() {}
+
+    /// Runs the command line and exits with the documented codes (argument errors exit 2).
+    public static func runMain(_ arguments: [String]? = nil) -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            Foundation.exit(Exit.ok)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(Exit.usage)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+struct JSONFlag: ParsableArguments {
+    @Flag(name: .long, help: "Write machine-readable JSON to standard output.")
+    var json = false
+}
