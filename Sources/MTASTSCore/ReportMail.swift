@@ -51,6 +51,16 @@ public enum ReportReader {
             let decoded = try TLSReport.decode(json: bytes)
             return Result(reports: [ParsedReport(decoded: decoded, source: .json, rawJSON: bytes)], diagnostics: [], mail: nil)
         }
+        // A bare base64 text of a gzip report (as some tools save attachments).
+        if bytes.count >= 8, bytes.allSatisfy({ b in TXTRecordGrammar.isAlnum(b) || b == 0x2B || b == 0x2F || b == 0x3D || b == 0x0A || b == 0x0D }) {
+            let decodedBase64 = Base64.decode(bytes)
+            if Gzip.isGzip(decodedBase64) {
+                let json = try inflate(decodedBase64, maxSize: maxSize)
+                var decoded = try TLSReport.decode(json: json)
+                decoded.diagnostics.append(Diagnostic(.warning, "base64-file", "the file is base64 text of a gzip report, not the report itself"))
+                return Result(reports: [ParsedReport(decoded: decoded, source: .gzip, rawJSON: json)], diagnostics: [], mail: nil)
+            }
+        }
         return try readMail(bytes, maxSize: maxSize)
     }
 

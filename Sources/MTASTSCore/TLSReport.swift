@@ -178,7 +178,8 @@ private struct ReportDecoder {
         }
     }
 
-    mutating func count(_ value: JSONValue?, _ name: String) -> Int {
+    mutating func count(_ value: JSONValue?, _ key: String, _ where_: String) -> Int {
+        let name = "\(where_): \(key)"
         switch value {
         case .int(let v)?:
             if v < 0 { warn("negative-count", "'\(name)' is negative (\(v))") }
@@ -190,7 +191,7 @@ private struct ReportDecoder {
             warn("count-is-string", "'\(name)' is the string \"\(s)\", not a number")
             return Int(s)!
         case nil:
-            warn("missing-\(name)", "'\(name)' is missing; counted as 0")
+            warn("missing-\(key)", "\(where_): '\(key)' is missing; counted as 0")
             return 0
         case let other?:
             warn("bad-count", "'\(name)' is a \(other.typeName); counted as 0")
@@ -259,8 +260,8 @@ private struct ReportDecoder {
         var successful = 0
         var failed = 0
         if case .object? = item["summary"], let s = item["summary"] {
-            successful = count(s["total-successful-session-count"], "total-successful-session-count")
-            failed = count(s["total-failure-session-count"], "total-failure-session-count")
+            successful = count(s["total-successful-session-count"], "total-successful-session-count", where_)
+            failed = count(s["total-failure-session-count"], "total-failure-session-count", where_)
         } else {
             warn("missing-summary", "\(where_): no 'summary' object; counted as 0")
         }
@@ -303,7 +304,7 @@ private struct ReportDecoder {
             receivingMXHostname: string(e["receiving-mx-hostname"], "receiving-mx-hostname"),
             receivingMXHelo: string(e["receiving-mx-helo"], "receiving-mx-helo"),
             receivingIP: string(e["receiving-ip"], "receiving-ip"),
-            failedSessionCount: count(e["failed-session-count"], "failed-session-count"),
+            failedSessionCount: count(e["failed-session-count"], "failed-session-count", where_),
             additionalInformation: info,
             failureReasonCode: string(e["failure-reason-code"], "failure-reason-code"))
     }
