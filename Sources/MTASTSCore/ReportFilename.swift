@@ -62,10 +62,21 @@ public struct ReportSubject: Sendable, Equatable {
     public var submitter: String
     public var reportID: String
 
+    public init(domain: String, submitter: String, reportID: String) {
+        self.domain = domain
+        self.submitter = submitter
+        self.reportID = reportID
+    }
+
     public var text: String { "Report Domain: \(domain) Submitter: \(submitter) Report-ID: <\(reportID)>" }
 
+    /// The subject folded (FWS) so that no header line passes 78 characters.
+    public var folded: String { "Report Domain: \(domain)\r\n Submitter: \(submitter)\r\n Report-ID: <\(reportID)>" }
+
     public static func parse(_ subject: String) -> ReportSubject? {
-        let words = subject.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" })
+        // Split on scalars: "\r\n" is one Character in Swift.
+        let words = subject.unicodeScalars.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" })
+            .map { String(String.UnicodeScalarView($0)) }
         guard words.count == 7, words[0] == "Report", words[1] == "Domain:", words[3] == "Submitter:", words[5] == "Report-ID:" else {
             return nil
         }

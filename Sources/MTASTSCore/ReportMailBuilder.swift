@@ -49,7 +49,7 @@ public struct ReportMailBuilder: Sendable {
         var lines: [String] = [
             "From: \(from)",
             "To: \(to)",
-            "Subject: \(subject.text)",
+            "Subject: \(subject.folded)",
             "Date: \(RFC5322Date.format(date))",
             "Message-ID: <\(token).\(report.startDate)@\(submitter)>",
             "MIME-Version: 1.0",

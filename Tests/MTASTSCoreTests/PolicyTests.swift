@@ -1,0 +1,69 @@
+import Foundation
+import MTASTSCore
+import Testing
+
+@Suite struct PolicyTests {
+    @Test func policyVectors() throws {
+        let vectors = try loadVectors("policies.json")
+        #expect(vectors.count > 100)
+        for v in vectors {
+            var input = try #require(v["input"] as? String)
+            // Foundation's JSON reader drops a leading U+FEFF inside strings, so a BOM is a flag.
+            if v["prepend_bom"] as? Bool == true { input = "\u{FEFF}" + input }
+            let label = "\(v["case"]!) \(input.debugDescription)"
+            let result = STSPolicy.parse(input)
+            let sender = try #require(v["sender"] as? Bool)
+            let lint = try #require(v["lint"] as? Bool)
+            #expect((result.policy != nil) == sender, "\(label): sender view, \(result.diagnostics)")
+            #expect(result.isValid == lint, "\(label): lint view, \(result.diagnostics)")
+            if let mode = v["mode"] as? String { #expect(result.policy?.mode.rawValue == mode, "\(label)") }
+            if let maxAge = v["max_age"] as? Int { #expect(result.policy?.maxAge == maxAge, "\(label)") }
+            if let mx = v["mx"] as? [String] { #expect(result.policy?.mx.map(\.text) == mx, "\(label)") }
+            if let code = v["code"] as? String {
+                #expect(result.diagnostics.contains { $0.code == code }, "\(label): expected \(code) in \(result.diagnostics)")
+            }
+            if !sender { #expect(!result.diagnostics.errors.isEmpty, "\(label): rejected without an error") }
+        }
+    }
+
+    @Test func errorsCarryLineNumbers() {
+        let result = STSPolicy.parse("version: STSv1\nmode: enforce\nmx: bad_host.example\nmax_age: 86400\n")
+        let error = result.diagnostics.errors.first
+        #expect(error?.code == "bad-mx")
+        #expect(error?.line == 3)
+    }
+
+    @Test func renderRoundTrips() throws {
+        let text = "version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmax_age: 604800\n"
+        let policy = try #require(STSPolicy.parse(text).policy)
+        let rendered = policy.render()
+        #expect(rendered == "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n")
+        #expect(STSPolicy.parse(rendered).policy == policy)
+        #expect(policy.lines == ["version: STSv1", "mode: enforce", "mx: mail.example.com", "mx: *.example.net", "max_age: 604800"])
+    }
+
+    @Test func contentIDChangesWithTheContent() throws {
+        let a = STSPolicy(mode: .testing, maxAge: 86400, mx: [try MXPattern(strict: "mx.example.com")])
+        var b = a
+        b.mode = .enforce
+        #expect(a.contentID != b.contentID)
+        #expect(a.contentID == STSPolicy(mode: .testing, maxAge: 86400, mx: [try MXPattern(strict: "mx.example.com")]).contentID)
+        #expect(STSRecord.parse(STSRecord(id: a.contentID).text).record?.id == a.contentID)
+    }
+
+    @Test func policyMatchesItsMX() throws {
+        let policy = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: *.mail.protection.outlook.com\nmax_age: 604800\n").policy)
+        #expect(policy.matches(try DomainName("contoso-com.mail.protection.outlook.com")))
+        #expect(!policy.matches(try DomainName("mail.protection.outlook.com")))
+        #expect(!policy.matches(try DomainName("a.b.mail.protection.outlook.com")))
+    }
+
+    @Test func oversizedAndNonUTF8Bodies() {
+        var big = Array("version: STSv1\nmode: none\nmax_age: 86400\n".utf8)
+        big += Array(repeating: UInt8(ascii: "a"), count: 70_000)
+        #expect(STSPolicy.parse(big).diagnostics.contains { $0.code == "too-large" })
+        #expect(STSPolicy.parse(big).policy == nil)
+        let bad: [UInt8] = Array("version: STSv1\nmode: none\nmax_age: 86400\nx: ".utf8) + [0xFF, 0xFE]
+        #expect(STSPolicy.parse(bad).diagnostics.map(\.code) == ["not-utf8"])
+    }
+}
