@@ -34,8 +34,22 @@ struct ReportParse: ParsableCommand {
 
     func run() throws {
         var failed = 0
-        var results: [JSONValue] = []
         let paths = InputFiles.expand(files)
+        // Output is streamed: one file's result at a time, flushed in 64 KiB chunks.
+        var buffer: [UInt8] = []
+        var first = true
+        func emit(_ value: JSONValue) {
+            buffer += Array((first ? "[\n  " : ",\n  ").utf8)
+            first = false
+            buffer += value.serializedBytes(pretty: true, indent: 1)
+            flush(force: false)
+        }
+        func flush(force: Bool) {
+            if force || buffer.count > 1 << 16 {
+                FileHandle.standardOutput.write(Data(buffer))
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
         var text = ""
         for path in paths {
             let result: ReportReader.Result
@@ -45,7 +59,7 @@ struct ReportParse: ParsableCommand {
             } catch let error as NotAReport {
                 failed += 1
                 if output.json {
-                    results.append(.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("not a TLS report: \(error.reason)"))]))
+                    emit(.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("not a TLS report: \(error.reason)"))]))
                 } else if !quiet {
                     text += "\(path): \(Console.red("not a TLS report")): \(error.reason)\n"
                 }
@@ -54,12 +68,12 @@ struct ReportParse: ParsableCommand {
                 failed += 1
                 Console.err("\(error)")
                 if output.json {
-                    results.append(.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("\(error)"))]))
+                    emit(.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("\(error)"))]))
                 }
                 continue
             }
             if output.json {
-                results.append(json(path: path, result))
+                emit(json(path: path, result))
             } else if !quiet {
                 text += human(path: path, result)
             }
@@ -69,7 +83,8 @@ struct ReportParse: ParsableCommand {
             }
         }
         if output.json {
-            Console.out(JSONValue.array(results).serialized(pretty: true))
+            buffer += Array((first ? "[]\n" : "\n]\n").utf8)
+            flush(force: true)
         } else if !text.isEmpty {
             FileHandle.standardOutput.write(Data(text.utf8))
         }

@@ -297,75 +297,88 @@ public struct JSONParser {
 extension JSONValue {
     /// Serialises the value. `pretty` indents with two spaces; members keep their order.
     public func serialized(pretty: Bool = false) -> String {
-        var out = ""
+        String(decoding: serializedBytes(pretty: pretty), as: UTF8.self)
+    }
+
+    /// Serialises the value as UTF-8 bytes (linear time: written into one growing buffer).
+    public func serializedBytes(pretty: Bool = false, indent: Int = 0) -> [UInt8] {
+        var out: [UInt8] = []
         out.reserveCapacity(1024)
-        write(into: &out, pretty: pretty, indent: 0)
+        write(into: &out, pretty: pretty, indent: indent)
         return out
     }
 
-    private func write(into out: inout String, pretty: Bool, indent: Int) {
+    private static func newline(_ out: inout [UInt8], _ indent: Int) {
+        out.append(0x0A)
+        for _ in 0..<indent { out.append(0x20); out.append(0x20) }
+    }
+
+    private func write(into out: inout [UInt8], pretty: Bool, indent: Int) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let v): out += String(v)
+        case .null: out += Array("null".utf8)
+        case .bool(let b): out += Array((b ? "true" : "false").utf8)
+        case .int(let v): out += Array(String(v).utf8)
         case .double(let d):
-            if d.isFinite { out += d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) } else { out += "null" }
+            let text = d.isFinite ? (d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)) : "null"
+            out += Array(text.utf8)
         case .string(let s): JSONValue.writeString(s, into: &out)
         case .array(let items):
-            if items.isEmpty { out += "[]"; return }
-            out += "["
+            if items.isEmpty { out += [0x5B, 0x5D]; return }
+            out.append(0x5B)
             for (k, item) in items.enumerated() {
-                if k > 0 { out += "," }
-                if pretty { out += "\n" + String(repeating: "  ", count: indent + 1) }
+                if k > 0 { out.append(0x2C) }
+                if pretty { JSONValue.newline(&out, indent + 1) }
                 item.write(into: &out, pretty: pretty, indent: indent + 1)
             }
-            if pretty { out += "\n" + String(repeating: "  ", count: indent) }
-            out += "]"
+            if pretty { JSONValue.newline(&out, indent) }
+            out.append(0x5D)
         case .object(let members):
-            if members.isEmpty { out += "{}"; return }
-            out += "{"
+            if members.isEmpty { out += [0x7B, 0x7D]; return }
+            out.append(0x7B)
             for (k, member) in members.enumerated() {
-                if k > 0 { out += "," }
-                if pretty { out += "\n" + String(repeating: "  ", count: indent + 1) }
+                if k > 0 { out.append(0x2C) }
+                if pretty { JSONValue.newline(&out, indent + 1) }
                 JSONValue.writeString(member.key, into: &out)
-                out += pretty ? ": " : ":"
+                out.append(0x3A)
+                if pretty { out.append(0x20) }
                 member.value.write(into: &out, pretty: pretty, indent: indent + 1)
             }
-            if pretty { out += "\n" + String(repeating: "  ", count: indent) }
-            out += "}"
+            if pretty { JSONValue.newline(&out, indent) }
+            out.append(0x7D)
         }
     }
 
-    static func writeString(_ s: String, into out: inout String) {
-        out += "\""
-        var plainStart = s.unicodeScalars.startIndex
-        var idx = plainStart
-        let scalars = s.unicodeScalars
-        while idx != scalars.endIndex {
-            let c = scalars[idx]
-            let escape: String?
-            switch c {
-            case "\"": escape = "\\\""
-            case "\\": escape = "\\\\"
-            case "\n": escape = "\\n"
-            case "\r": escape = "\\r"
-            case "\t": escape = "\\t"
-            default:
-                if c.value < 0x20 || c.value == 0x7F || c.value == 0x2028 || c.value == 0x2029 {
-                    let hex = String(c.value, radix: 16)
-                    escape = "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    escape = nil
+    static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(0x22)
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        var utf8 = s.utf8.makeIterator()
+        var pending: [UInt8] = []
+        while let b = utf8.next() {
+            switch b {
+            case 0x22: out += [0x5C, 0x22]
+            case 0x5C: out += [0x5C, 0x5C]
+            case 0x0A: out += [0x5C, 0x6E]
+            case 0x0D: out += [0x5C, 0x72]
+            case 0x09: out += [0x5C, 0x74]
+            case 0x00..<0x20, 0x7F:
+                out += [0x5C, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+            case 0xE2:
+                // U+2028 and U+2029 (E2 80 A8/A9) are escaped for JavaScript consumers.
+                pending = [b]
+                if let b1 = utf8.next() {
+                    pending.append(b1)
+                    if let b2 = utf8.next() {
+                        pending.append(b2)
+                        if b1 == 0x80 && (b2 == 0xA8 || b2 == 0xA9) {
+                            out += [0x5C, 0x75, 0x32, 0x30, 0x32, b2 == 0xA8 ? 0x38 : 0x39]
+                            continue
+                        }
+                    }
                 }
+                out += pending
+            default: out.append(b)
             }
-            if let escape {
-                out.unicodeScalars.append(contentsOf: scalars[plainStart..<idx])
-                out += escape
-                plainStart = scalars.index(after: idx)
-            }
-            idx = scalars.index(after: idx)
         }
-        out.unicodeScalars.append(contentsOf: scalars[plainStart..<idx])
-        out += "\""
+        out.append(0x22)
     }
 }

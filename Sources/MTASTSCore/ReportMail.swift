@@ -114,6 +114,9 @@ public enum ReportReader {
                         if f.compressed != compressed {
                             mediaDiagnostics.append(Diagnostic(.warning, "report-filename", "the filename says \(f.compressed ? ".json.gz" : ".json") but the content is \(compressed ? "gzip" : "plain JSON")"))
                         }
+                        if f.begin != decoded.report.startDate || f.end != decoded.report.endDate {
+                            mediaDiagnostics.append(Diagnostic(.info, "filename-dates", "the filename's timestamps \(f.begin)–\(f.end) differ from the report's date range; the report wins (RFC 8460 §5.6)"))
+                        }
                         if let domain = decoded.report.policies.first?.policy.domain, domain.lowercased() != f.policyDomain.lowercased() {
                             mediaDiagnostics.append(Diagnostic(.warning, "filename-mismatch", "the filename names \(f.policyDomain), the report \(domain); the report wins (RFC 8460 §5.6)"))
                         }

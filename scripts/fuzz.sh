@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
+# AddressSanitizer) and runs each for SECONDS, seeded with the test vectors and the interop data.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail)
+# A crash or a failed round-trip check exits non-zero and leaves the input in .build-fuzz/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-30}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail)
+out=.build-fuzz
+mkdir -p "$out"
+interop=${MTASTS_INTEROP:-../shared/interop}
+
+source_of() {
+    case "$1" in
+        policy) echo Fuzz/FuzzPolicy.swift ;;
+        records) echo Fuzz/FuzzRecords.swift ;;
+        report-json) echo Fuzz/FuzzReportJSON.swift ;;
+        report-mail) echo Fuzz/FuzzReportMail.swift ;;
+        *) echo "unknown fuzz target: $1" >&2; exit 2 ;;
+    esac
+}
+
+seed() {
+    local target=$1 dir=$out/corpus-$1
+    mkdir -p "$dir"
+    python3 - "$target" "$dir" "$interop" <<'PY'
+import json, os, sys, glob, shutil
+target, dir, interop = sys.argv[1:4]
+vec = 'Tests/MTASTSCoreTests/Vectors'
+n = 0
+def put(data):
+    global n
+    n += 1
+    open(os.path.join(dir, f'seed-{n:04}'), 'wb').write(data)
+if target == 'policy':
+    for v in json.load(open(f'{vec}/policies.json')): put(v['input'].encode())
+elif target == 'records':
+    for name in ('sts-records.json', 'tlsrpt-records.json'):
+        for v in json.load(open(f'{vec}/{name}')):
+            put(b'\x00'.join(b'\x01'.join(s.encode() for s in rr) for rr in v['rrset']))
+else:
+    for path in glob.glob(f'{interop}/reports/**/*', recursive=True):
+        if os.path.isfile(path) and (target == 'report-mail' or path.endswith('.json')):
+            put(open(path, 'rb').read())
+PY
+}
+
+for t in "${targets[@]}"; do
+    src=$(source_of "$t")
+    bin=$out/fuzz-$t
+    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
+        echo "building fuzz target $t"
+        swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name MTASTSCore -I Sources/CZlib \
+            Sources/MTASTSCore/*.swift "$src" -o "$bin" 2>&1 | grep -v "Cannot export local symbol" || true
+    fi
+    seed "$t"
+    echo "fuzzing $t for ${seconds}s"
+    (cd "$out" && "./fuzz-$t" -max_total_time="$seconds" -max_len=262144 -rss_limit_mb=2048 -timeout=10 \
+        -print_final_stats=1 "corpus-$t" 2>&1 | grep -E "^(stat::number_of_executed_units|==|SUMMARY|Done)|ERROR|panic|Fatal" || true)
+    # libFuzzer leaves crash-*/leak-*/timeout-* files for a failure.
+    if ls "$out"/crash-* "$out"/leak-* "$out"/timeout-* >/dev/null 2>&1; then
+        echo "fuzz target $t failed; inputs in $out" >&2
+        exit 1
+    fi
+done
+echo "fuzz: ${#targets[@]} targets ran without a crash"
