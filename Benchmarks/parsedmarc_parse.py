@@ -5,6 +5,7 @@ import parsedmarc
 
 logging.disable(logging.CRITICAL)
 root = sys.argv[1]
+dump = "--no-dump" not in sys.argv
 paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
 size = sum(os.path.getsize(p) for p in paths)
 ok = failed = 0
@@ -13,7 +14,8 @@ with open(os.devnull, "w") as sink:
     for p in paths:
         try:
             result = parsedmarc.parse_report_file(p, offline=True)
-            sink.write(json.dumps(result, default=str))
+            if dump:
+                sink.write(json.dumps(result, default=str))
             ok += 1
         except Exception:
             failed += 1

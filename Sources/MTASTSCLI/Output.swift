@@ -71,31 +71,67 @@ enum InputFiles {
             guard data.count <= maxSize else { throw Failure(description: "standard input is larger than \(maxSize) bytes") }
             return [UInt8](data)
         }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw Failure(description: "\(path): cannot open (\(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file"))")
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let why = errno == ENOENT ? "no such file" : String(cString: strerror(errno))
+            throw Failure(description: "\(path): cannot open (\(why))")
         }
-        defer { try? handle.close() }
-        let data = try handle.read(upToCount: maxSize + 1) ?? Data()
-        guard data.count <= maxSize else { throw Failure(description: "\(path): larger than \(maxSize) bytes") }
-        return [UInt8](data)
+        defer { close(fd) }
+        var st = stat()
+        let hint = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) : 65_536
+        var bytes = [UInt8](repeating: 0, count: min(hint, maxSize) + 1)
+        var count = 0
+        while true {
+            if count == bytes.count {
+                guard bytes.count <= maxSize else { break }
+                bytes += [UInt8](repeating: 0, count: min(bytes.count, maxSize + 1 - bytes.count))
+            }
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "\(path): cannot read (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 { break }
+            count += n
+        }
+        guard count <= maxSize else { throw Failure(description: "\(path): larger than \(maxSize) bytes") }
+        bytes.removeSubrange(count...)
+        return bytes
     }
 
     static func expand(_ paths: [String]) -> [String] {
         var out: [String] = []
-        let fm = FileManager.default
         for path in paths {
-            var isDir: ObjCBool = false
-            if path != "-", fm.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-                let files = (fm.enumerator(atPath: path)?.allObjects as? [String] ?? []).sorted()
-                for f in files {
-                    let full = (path as NSString).appendingPathComponent(f)
-                    var sub: ObjCBool = false
-                    if fm.fileExists(atPath: full, isDirectory: &sub), !sub.boolValue { out.append(full) }
-                }
+            var st = stat()
+            if path != "-", stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+                walk(path, into: &out)
             } else {
                 out.append(path)
             }
         }
         return out
+    }
+
+    /// Regular files below a directory, sorted by name at each level (readdir, no Foundation).
+    private static func walk(_ dir: String, into out: inout [String]) {
+        guard let handle = opendir(dir) else { return }
+        var entries: [(name: String, isDir: Bool)] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            var isDir = entry.pointee.d_type == DT_DIR
+            if entry.pointee.d_type == DT_UNKNOWN || entry.pointee.d_type == DT_LNK {
+                var st = stat()
+                isDir = stat(dir + "/" + name, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+            }
+            entries.append((name, isDir))
+        }
+        closedir(handle)
+        let base = dir.hasSuffix("/") ? dir : dir + "/"
+        for entry in entries.sorted(by: { $0.name < $1.name }) {
+            if entry.isDir { walk(base + entry.name, into: &out) } else { out.append(base + entry.name) }
+        }
     }
 }

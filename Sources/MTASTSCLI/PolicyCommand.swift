@@ -184,7 +184,7 @@ struct PolicyInit: ParsableCommand {
         case .testing:
             lines.append("#  - Senders now report (TLS-RPT) but still deliver when the checks fail.")
             lines.append("#  - Read the daily reports for a week or two; fix every MX that fails.")
-            lines.append("#  - Then run: mtasts policy init --domain \(d.text) --mode enforce --mx \(policy.mx.map(\.text).joined(separator: " "))")
+            lines.append("#  - Then run: mtasts policy init --domain \(d.text) --mode enforce --mx \(policy.mx.map { $0.isWildcard ? "'\($0.text)'" : $0.text }.joined(separator: " "))")
             lines.append("#    publish the new file first, then the new _mta-sts record (its id changes with the policy).")
         case .enforce:
             lines.append("#  - Senders that honour MTA-STS will refuse to deliver to an MX that fails TLS or is not listed.")

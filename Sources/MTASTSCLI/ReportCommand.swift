@@ -32,61 +32,93 @@ struct ReportParse: ParsableCommand {
 
     @OptionGroup var output: JSONFlag
 
-    func run() throws {
-        var failed = 0
-        let paths = InputFiles.expand(files)
-        // Output is streamed: one file's result at a time, flushed in 64 KiB chunks.
-        var buffer: [UInt8] = []
-        var first = true
-        func emit(_ value: JSONValue) {
-            buffer += Array((first ? "[\n  " : ",\n  ").utf8)
-            first = false
-            buffer += value.serializedBytes(pretty: true, indent: 1)
-            flush(force: false)
-        }
-        func flush(force: Bool) {
-            if force || buffer.count > 1 << 16 {
-                FileHandle.standardOutput.write(Data(buffer))
-                buffer.removeAll(keepingCapacity: true)
-            }
-        }
-        var text = ""
-        for path in paths {
-            let result: ReportReader.Result
-            do {
-                let bytes = try InputFiles.read(path, maxSize: maxSize * 2)
-                result = try ReportReader.read(bytes, maxSize: maxSize)
-            } catch let error as NotAReport {
-                failed += 1
-                if output.json {
-                    emit(.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("not a TLS report: \(error.reason)"))]))
-                } else if !quiet {
-                    text += "\(path): \(Console.red("not a TLS report")): \(error.reason)\n"
-                }
-                continue
-            } catch {
-                failed += 1
-                Console.err("\(error)")
-                if output.json {
-                    emit(.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("\(error)"))]))
-                }
-                continue
-            }
+    @Option(help: "Files parsed in parallel (default: the number of CPUs).")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        if jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if maxSize < 1 { throw ValidationError("--max-size must be positive") }
+    }
+
+    /// One file's outcome: the bytes to print (JSON element or text) and whether it failed.
+    struct Outcome {
+        var output: [UInt8] = []
+        var failed = false
+        var log: String?
+    }
+
+    func process(_ path: String) -> Outcome {
+        var outcome = Outcome()
+        let result: ReportReader.Result
+        do {
+            let bytes = try InputFiles.read(path, maxSize: maxSize * 2)
+            result = try ReportReader.read(bytes, maxSize: maxSize)
+        } catch let error as NotAReport {
+            outcome.failed = true
             if output.json {
-                emit(json(path: path, result))
+                outcome.output = JSONValue.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("not a TLS report: \(error.reason)"))]).serializedBytes(pretty: true, indent: 1)
             } else if !quiet {
-                text += human(path: path, result)
+                outcome.output = Array("\(path): \(Console.red("not a TLS report")): \(error.reason)\n".utf8)
             }
-            if text.utf8.count > 1 << 16 {
-                FileHandle.standardOutput.write(Data(text.utf8))
-                text = ""
+            return outcome
+        } catch {
+            outcome.failed = true
+            outcome.log = "\(error)"
+            if output.json {
+                outcome.output = JSONValue.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("\(error)"))]).serializedBytes(pretty: true, indent: 1)
             }
+            return outcome
         }
         if output.json {
-            buffer += Array((first ? "[]\n" : "\n]\n").utf8)
-            flush(force: true)
-        } else if !text.isEmpty {
-            FileHandle.standardOutput.write(Data(text.utf8))
+            outcome.output = json(path: path, result).serializedBytes(pretty: true, indent: 1)
+        } else if !quiet {
+            outcome.output = Array(human(path: path, result).utf8)
+        }
+        return outcome
+    }
+
+    func run() throws {
+        let paths = InputFiles.expand(files)
+        var failed = 0
+        var buffer: [UInt8] = []
+        var first = true
+        // Files are parsed in batches, each batch across --jobs threads; results are printed in
+        // input order as each batch completes, so output is streamed and memory stays bounded.
+        let batchSize = max(64, jobs * 64)
+        var batchStart = 0
+        while batchStart < paths.count {
+            let batch = Array(paths[batchStart..<min(paths.count, batchStart + batchSize)])
+            batchStart += batch.count
+            var outcomes = [Outcome](repeating: Outcome(), count: batch.count)
+            if jobs == 1 || batch.count == 1 || paths.first == "-" {
+                for (i, path) in batch.enumerated() { outcomes[i] = process(path) }
+            } else {
+                let workers = min(jobs, batch.count)
+                let command = UncheckedSendable(self)
+                outcomes.withUnsafeMutableBufferPointer { slots in
+                    // Each worker writes only its own slots (i ≡ worker mod workers).
+                    let base = UncheckedSendable(slots.baseAddress!)
+                    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                        for i in stride(from: worker, to: batch.count, by: workers) {
+                            (base.value + i).pointee = command.value.process(batch[i])
+                        }
+                    }
+                }
+            }
+            for outcome in outcomes {
+                if outcome.failed { failed += 1 }
+                if let log = outcome.log { Console.err(log) }
+                if output.json {
+                    buffer += Array((first ? "[\n  " : ",\n  ").utf8)
+                    first = false
+                }
+                buffer += outcome.output
+            }
+            FileHandle.standardOutput.write(Data(buffer))
+            buffer.removeAll(keepingCapacity: true)
+        }
+        if output.json {
+            FileHandle.standardOutput.write(Data((first ? "[]\n" : "\n]\n").utf8))
         }
         if failed > 0 { throw ExitCode(Exit.problems) }
     }
@@ -146,4 +178,10 @@ struct ReportParse: ParsableCommand {
         for d in result.diagnostics where d.severity != .info { out += Console.line(for: d) + "\n" }
         return out
     }
+}
+
+/// Hands a value to worker threads that use it without sharing mutable state.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

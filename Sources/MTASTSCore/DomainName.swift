@@ -29,8 +29,8 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible, Comparabl
     ///   - string: the name as written; a trailing dot and surrounding spaces are tolerated.
     ///   - allowUnderscore: accept `_` in labels (`_mta-sts.example.com`, `_smtp._tls…`).
     public init(_ string: String, allowUnderscore: Bool = false) throws(Invalid) {
-        var s = string.trimmingCharacters(in: .whitespaces)
-        if s.hasSuffix(".") { s.removeLast() }
+        var s = String(string.trimmingWSP())
+        if s.utf8.last == 0x2E { s.removeLast() }
         guard !s.isEmpty else { throw Invalid(input: string, reason: "empty") }
         if !s.unicodeScalars.allSatisfy(\.isASCII) {
             var components = URLComponents()
@@ -40,7 +40,7 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible, Comparabl
             else { throw Invalid(input: string, reason: "cannot be converted to IDNA A-labels") }
             s = encoded
         }
-        s = s.lowercased()
+        if s.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) { s = s.lowercased() }
         guard s.utf8.count <= 253 else { throw Invalid(input: string, reason: "longer than 253 octets") }
         for label in s.split(separator: ".", omittingEmptySubsequences: false) {
             if let reason = DomainName.labelProblem(label, allowUnderscore: allowUnderscore) {
@@ -52,7 +52,7 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible, Comparabl
 
     /// Normalises a recipient or domain input: `User@Example.Test.` becomes `example.test`.
     public init(addressOrDomain string: String) throws(Invalid) {
-        var s = string.trimmingCharacters(in: .whitespaces)
+        var s = String(string.trimmingWSP())
         if let at = s.lastIndex(of: "@") { s = String(s[s.index(after: at)...]) }
         try self.init(s)
     }

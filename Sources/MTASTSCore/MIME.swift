@@ -13,6 +13,8 @@ public struct MIMEPart: Sendable {
         public var name: String
         /// Unfolded value, surrounding white space trimmed.
         public var value: String
+        /// `name` in lowercase, for look-ups.
+        var key: String
     }
 
     public static let maxDepth = 12
@@ -21,7 +23,7 @@ public struct MIMEPart: Sendable {
     /// The first header of that name (case-insensitive).
     public func header(_ name: String) -> String? {
         let lower = name.lowercased()
-        return headers.first { $0.name.lowercased() == lower }?.value
+        return headers.first { $0.key == lower }?.value
     }
 
     public var transferEncoding: String {
@@ -57,7 +59,7 @@ public struct MIMEPart: Sendable {
     static func parse(_ bytes: ArraySlice<UInt8>, depth: Int, budget: inout Int, defaultType: MediaType = .textPlain) -> MIMEPart {
         let (headers, bodyStart) = parseHeaders(bytes)
         let body = bytes[bodyStart...]
-        let contentType = headers.first { $0.name.lowercased() == "content-type" }.flatMap { MediaType(parsing: $0.value) } ?? defaultType
+        let contentType = headers.first { $0.key == "content-type" }.flatMap { MediaType(parsing: $0.value) } ?? defaultType
         var part = MIMEPart(headers: headers, contentType: contentType, rawBody: body, parts: [])
         budget -= 1
         guard depth < maxDepth, budget > 0 else { return part }
@@ -82,9 +84,16 @@ public struct MIMEPart: Sendable {
         func flush() {
             guard !current.isEmpty else { return }
             if let colon = current.firstIndex(of: 0x3A) {
-                let name = String(decoding: current[..<colon], as: UTF8.self).trimmingWSP()
-                let value = String(decoding: current[(colon + 1)...], as: UTF8.self).trimmingWSP()
-                if !name.isEmpty && !name.contains(" ") { headers.append(Header(name: String(name), value: String(value))) }
+                func isWSP(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+                var nameBytes = current[..<colon]
+                while let l = nameBytes.last, isWSP(l) { nameBytes = nameBytes.dropLast() }
+                var valueBytes = current[(colon + 1)...]
+                while let f = valueBytes.first, isWSP(f) { valueBytes = valueBytes.dropFirst() }
+                while let l = valueBytes.last, isWSP(l) { valueBytes = valueBytes.dropLast() }
+                if !nameBytes.isEmpty && !nameBytes.contains(where: isWSP) {
+                    let name = String(decoding: nameBytes, as: UTF8.self)
+                    headers.append(Header(name: name, value: String(decoding: valueBytes, as: UTF8.self), key: name.lowercased()))
+                }
             }
             current.removeAll(keepingCapacity: true)
         }

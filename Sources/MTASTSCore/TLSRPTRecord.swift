@@ -192,11 +192,18 @@ public struct TLSRPTRecord: Hashable, Sendable {
 }
 
 extension StringProtocol {
-    /// Drops spaces and tabs at both ends.
-    func trimmingWSP() -> SubSequence {
-        var s = self[...]
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return s
+    /// Drops spaces and tabs at both ends (by UTF-8 code units: no grapheme breaking).
+    func trimmingWSP() -> Substring {
+        let whole = Substring(self)
+        let u = whole.utf8
+        var start = u.startIndex
+        var end = u.endIndex
+        while start < end, u[start] == 0x20 || u[start] == 0x09 { start = u.index(after: start) }
+        while end > start {
+            let before = u.index(before: end)
+            guard u[before] == 0x20 || u[before] == 0x09 else { break }
+            end = before
+        }
+        return whole[start..<end]
     }
 }
