@@ -25,12 +25,7 @@ public struct ReportMailBuilder: Sendable {
 
     /// A stable, alphanumeric token derived from the report id (boundary, filename unique-id).
     var token: String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in (report.reportID ?? "\(report.startDate)\(policyDomain)").utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01B3
-        }
-        return String(hash, radix: 36)
+        String(FNV1a.hash((report.reportID ?? "\(report.startDate)\(policyDomain)").utf8), radix: 36)
     }
 
     public var filename: ReportFilename {

@@ -203,12 +203,19 @@ extension STSPolicy {
     /// A record id derived from the policy content (FNV-1a, 64 bits, in hex): the same policy gives
     /// the same id, a changed policy a new one, so `_mta-sts` changes exactly when the policy does.
     public var contentID: String {
+        let hex = String(FNV1a.hash(render().utf8), radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+/// 64-bit FNV-1a: a small, stable, non-cryptographic hash for ids and tokens.
+enum FNV1a {
+    static func hash<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in render().utf8 {
+        for byte in bytes {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01B3
         }
-        let hex = String(hash, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        return hash
     }
 }
