@@ -10,6 +10,11 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
     ],
     targets: [
         // zlib (gzip for TLS reports) through a tiny system-library shim; no extra package.
@@ -17,11 +22,24 @@ let package = Package(
         // glibc's libresolv through a small C shim; DNS look-ups with the AD bit.
         .systemLibrary(name: "CResolv", path: "Sources/CResolv"),
         .target(name: "MailDNS", dependencies: ["CResolv"]),
+        // Strict HTTPS policy fetch, SMTP STARTTLS probe, certificate checks (RFC 8461 §3.3, §4).
+        .target(name: "MTASTSNet", dependencies: [
+            "MTASTSCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+        ]),
+        // `mtasts check`: the end-to-end domain checker.
+        .target(name: "MTASTSCheck", dependencies: ["MTASTSCore", "MTASTSNet", "MailDNS"]),
         // Values and parsers, no I/O.
         .target(name: "MTASTSCore", dependencies: ["CZlib"]),
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
-            "MTASTSCore",
+            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"]),
@@ -29,7 +47,14 @@ let package = Package(
         .testTarget(name: "MTASTSCoreTests", dependencies: ["MTASTSCore"], exclude: ["Vectors"]),
         .testTarget(name: "MTASTSCLITests", dependencies: ["mtasts", "MTASTSCore"]),
         // Real components for tests: dnsmasq, test CAs, local HTTPS and SMTP servers.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+        ], path: "Tests/TestSupport"),
         .testTarget(name: "MailDNSTests", dependencies: ["MailDNS", "TestSupport"]),
     ]
 )

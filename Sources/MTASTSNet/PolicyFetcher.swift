@@ -1,0 +1,207 @@
+import Foundation
+import MTASTSCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// The outcome of fetching `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (RFC 8461 §3.3).
+public struct PolicyFetchResult: Sendable {
+    /// The body, when the fetch met every rule (TLS, certificate, 200, no redirect, size, time).
+    public var body: [UInt8]?
+    /// Why not: the RFC 8460 result type (`sts-policy-fetch-error` or `sts-webpki-invalid`) and a reason.
+    public var failure: (type: ResultType, reason: String)?
+    public var status: Int?
+    public var contentType: String?
+    /// `Location` of a redirect (reported, never followed).
+    public var location: String?
+    public var certificate: PeerCertificate?
+    public var certificateVerdict: CertificateVerdict?
+    public var tlsVersion: String?
+    public var elapsed: Duration = .zero
+
+    /// Content-Type is `text/plain`, parameters aside (RFC 8461 §3.2 SHOULD).
+    public var isTextPlain: Bool {
+        guard let contentType else { return false }
+        return contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } == "text/plain"
+    }
+}
+
+/// Strict policy fetches: connects to an address our own resolver returned while SNI and the
+/// certificate check use the policy host's name; TLS 1.2+; HTTP 200 only; redirects never
+/// followed; the body capped while it streams; one deadline for the whole fetch, so a server that
+/// trickles bytes is cut off.
+public struct PolicyFetcher: Sendable {
+    public var checker: CertificateChecker
+    public var port: Int
+    public var connectTimeout: TimeAmount
+    public var deadline: TimeAmount
+    public var maxBody: Int
+    public var group: any EventLoopGroup
+
+    public init(checker: CertificateChecker, port: Int = 443, connectTimeout: TimeAmount = .seconds(10), deadline: TimeAmount = .seconds(60), maxBody: Int = STSPolicy.maxBodySize, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.checker = checker
+        self.port = port
+        self.connectTimeout = connectTimeout
+        self.deadline = deadline
+        self.maxBody = maxBody
+        self.group = group
+    }
+
+    /// Fetches the policy of `domain` from `address` (an IP our resolver gave for `mta-sts.DOMAIN`).
+    public func fetch(domain: DomainName, address: String) async -> PolicyFetchResult {
+        let host = domain.policyHost
+        let start = ContinuousClock.now
+        let record = VerificationRecord()
+        var result = PolicyFetchResult()
+        let promise = group.next().makePromise(of: HTTPOutcome.self)
+        let maxBody = self.maxBody
+        do {
+            let tls = try TLSSetup.clientHandler(host: host, checker: checker, record: record, strict: true)
+            let bootstrap = ClientBootstrap(group: group)
+                .connectTimeout(connectTimeout)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(tls)
+                        try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder())
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                        try channel.pipeline.syncOperations.addHandler(PolicyResponseHandler(host: host, maxBody: maxBody, promise: promise))
+                    }
+                }
+            let channel = try await bootstrap.connect(host: address, port: port).get()
+            let timer = channel.eventLoop.scheduleTask(in: deadline) {
+                promise.fail(FetchError.timeout)
+                channel.close(promise: nil)
+            }
+            defer { timer.cancel() }
+            let outcome: HTTPOutcome
+            do {
+                outcome = try await promise.futureResult.get()
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
+            if let ssl = try? await channel.pipeline.handler(type: NIOSSLClientHandler.self).get() {
+                result.tlsVersion = TLSSetup.describe(ssl.tlsVersion)
+            }
+            channel.close(promise: nil)
+            result.status = Int(outcome.head.status.code)
+            result.contentType = outcome.head.headers.first(name: "content-type")
+            result.location = outcome.head.headers.first(name: "location")
+            if outcome.head.status.code != 200 {
+                let what = (300..<400).contains(Int(outcome.head.status.code))
+                    ? "a redirect (\(outcome.head.status.code)\(result.location.map { " to \($0)" } ?? "")), which senders never follow"
+                    : "HTTP status \(outcome.head.status.code); only 200 is a policy"
+                result.failure = (.stsPolicyFetchError, what)
+            } else {
+                result.body = outcome.body
+            }
+        } catch let error as FetchError {
+            result.failure = (.stsPolicyFetchError, error.reason(deadline: deadline, maxBody: maxBody))
+        } catch {
+            if let verdict = record.verdict, case .invalid(_, let why) = verdict {
+                result.failure = (.stsWebPKIInvalid, "the certificate of \(host) is not valid: \(why)")
+            } else {
+                result.failure = (.stsPolicyFetchError, PolicyFetcher.describe(error, host: host, address: address, port: port))
+            }
+        }
+        result.certificate = record.peer
+        result.certificateVerdict = record.verdict
+        result.elapsed = ContinuousClock.now - start
+        return result
+    }
+
+    static func describe(_ error: any Error, host: String, address: String, port: Int) -> String {
+        if let e = error as? ChannelError, case .connectTimeout = e { return "connecting to \(address):\(port) timed out" }
+        if let e = error as? IOError { return "cannot connect to \(address):\(port) (\(e.description))" }
+        if error is NIOConnectionError { return "cannot connect to \(address):\(port)" }
+        if let e = error as? NIOSSLError { return "TLS with \(host) failed: \(e)" }
+        return "\(error)"
+    }
+}
+
+struct HTTPOutcome: Sendable {
+    var head: HTTPResponseHead
+    var body: [UInt8]
+}
+
+enum FetchError: Error {
+    case timeout
+    case tooLarge(Int)
+    case closedEarly
+
+    func reason(deadline: TimeAmount, maxBody: Int) -> String {
+        switch self {
+        case .timeout: return "no complete answer within \(deadline.nanoseconds / 1_000_000_000) s (a slow or trickling server)"
+        case .tooLarge(let n): return "the policy is larger than \(maxBody) bytes (\(n) bytes read or announced)"
+        case .closedEarly: return "the connection closed before the response was complete"
+        }
+    }
+}
+
+/// Sends the GET, collects the response, refuses bodies over the cap as they stream.
+final class PolicyResponseHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let host: String
+    let maxBody: Int
+    let promise: EventLoopPromise<HTTPOutcome>
+    var head: HTTPResponseHead?
+    var body: [UInt8] = []
+    var done = false
+
+    init(host: String, maxBody: Int, promise: EventLoopPromise<HTTPOutcome>) {
+        self.host = host
+        self.maxBody = maxBody
+        self.promise = promise
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: host)
+        headers.add(name: "User-Agent", value: "mtasts/0.1 (MTA-STS)")
+        headers.add(name: "Accept", value: "text/plain")
+        headers.add(name: "Connection", value: "close")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/.well-known/mta-sts.txt", headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > maxBody {
+                finish(context, .failure(FetchError.tooLarge(length)))
+            }
+        case .body(var buffer):
+            if body.count + buffer.readableBytes > maxBody {
+                finish(context, .failure(FetchError.tooLarge(body.count + buffer.readableBytes)))
+                return
+            }
+            body += buffer.readBytes(length: buffer.readableBytes) ?? []
+        case .end:
+            if let head { finish(context, .success(HTTPOutcome(head: head, body: body))) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(context, .failure(FetchError.closedEarly))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(context, .failure(error))
+    }
+
+    private func finish(_ context: ChannelHandlerContext, _ result: Result<HTTPOutcome, any Error>) {
+        guard !done else { return }
+        done = true
+        promise.completeWith(result)
+        if case .failure = result { context.close(promise: nil) }
+    }
+}

@@ -1,0 +1,74 @@
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+/// A certificate authority made in the test (never checked in, never stale), and leaves of every
+/// kind the checks must tell apart: good, expired, wrong name, untrusted (another CA), CN-only,
+/// wildcard.
+public struct TestCA: Sendable {
+    public let key: P256.Signing.PrivateKey
+    public let certificate: Certificate
+    public let name: DistinguishedName
+
+    public var pem: String { (try? certificate.serializeAsPEM().pemString) ?? "" }
+
+    public init(commonName: String = "mtasts Test CA") throws {
+        key = P256.Signing.PrivateKey()
+        name = try DistinguishedName { CommonName(commonName) }
+        let now = Date()
+        certificate = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey),
+            notValidBefore: now.addingTimeInterval(-86_400), notValidAfter: now.addingTimeInterval(86_400 * 365),
+            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+            },
+            issuerPrivateKey: .init(key))
+    }
+
+    /// A leaf and its key, as PEM.
+    public struct Leaf: Sendable {
+        public var certificatePEM: String
+        public var keyPEM: String
+    }
+
+    public enum Validity: Sendable {
+        case current, expired, notYetValid
+    }
+
+    /// Issues a leaf for `dnsNames` (SANs). With `dnsNames` empty the name goes only into the
+    /// subject CN (the "CN-only" certificate RFC 8461 rejects).
+    public func issue(dnsNames: [String], commonName: String? = nil, validity: Validity = .current) throws -> Leaf {
+        let leafKey = P256.Signing.PrivateKey()
+        let now = Date()
+        let (from, to): (Date, Date)
+        switch validity {
+        case .current: (from, to) = (now.addingTimeInterval(-3600), now.addingTimeInterval(86_400 * 30))
+        case .expired: (from, to) = (now.addingTimeInterval(-86_400 * 30), now.addingTimeInterval(-86_400))
+        case .notYetValid: (from, to) = (now.addingTimeInterval(86_400), now.addingTimeInterval(86_400 * 30))
+        }
+        let subject = try DistinguishedName { CommonName(commonName ?? dnsNames.first ?? "leaf") }
+        let extensions = try Certificate.Extensions {
+            Critical(BasicConstraints.notCertificateAuthority)
+            Critical(KeyUsage(digitalSignature: true))
+            try ExtendedKeyUsage([.serverAuth])
+            if !dnsNames.isEmpty {
+                SubjectAlternativeNames(dnsNames.map { GeneralName.dnsName($0) })
+            }
+        }
+        let cert = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(leafKey.publicKey),
+            notValidBefore: from, notValidAfter: to, issuer: name, subject: subject,
+            signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions, issuerPrivateKey: .init(key))
+        return Leaf(certificatePEM: try cert.serializeAsPEM().pemString, keyPEM: leafKey.pemRepresentation)
+    }
+
+    /// Writes the CA certificate to a PEM file (for `--ca-file`) and returns its path.
+    public func writePEM(to directory: URL) throws -> String {
+        let path = directory.appendingPathComponent("ca-\(UUID().uuidString).pem").path
+        try pem.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+}
