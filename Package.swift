@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"]),
         // Golden vectors are read from the source tree (input beside expected output).
         .testTarget(name: "MTASTSCoreTests", dependencies: ["MTASTSCore"], exclude: ["Vectors"]),
-        .testTarget(name: "MTASTSCLITests", dependencies: ["mtasts", "MTASTSCore"]),
+        .testTarget(name: "MTASTSCLITests", dependencies: ["mtasts", "MTASTSCore", "TestSupport"]),
         // Real components for tests: dnsmasq, test CAs, local HTTPS and SMTP servers.
         .target(name: "TestSupport", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
@@ -56,5 +56,6 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "MailDNSTests", dependencies: ["MailDNS", "TestSupport"]),
+        .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

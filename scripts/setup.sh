@@ -2,7 +2,7 @@
 # Installs what building and testing need on a fresh Debian machine (run as root). Idempotent:
 # apt-get runs only when a package is missing.
 set -euo pipefail
-packages=(zlib1g-dev python3 time dnsmasq-base)
+packages=(zlib1g-dev python3 time dnsmasq-base openssl ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

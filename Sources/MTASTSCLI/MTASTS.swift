@@ -2,12 +2,13 @@ import ArgumentParser
 import Foundation
 
 /// The `mtasts` command.
-public struct MTASTS: ParsableCommand {
+public struct MTASTS: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "mtasts",
         abstract: "MTA-STS (RFC 8461) and SMTP TLS Reporting (RFC 8460), both ends.",
         discussion: """
-            Write and lint MTA-STS policies and DNS records, and read TLS reports.
+            Write and lint MTA-STS policies and DNS records, check a domain's whole set-up, and read
+            TLS reports.
 
             Exit codes:
               0  fine (warnings allowed)
@@ -19,15 +20,19 @@ public struct MTASTS: ParsableCommand {
             Colour is used only on a terminal, and never when NO_COLOR is set.
             """,
         version: "0.1.0",
-        subcommands: [PolicyCommand.self, RecordCommand.self, ReportCommand.self])
+        subcommands: [PolicyCommand.self, RecordCommand.self, ReportCommand.self, CheckCommand.self])
 
     public init() {}
 
     /// Runs the command line and exits with the documented codes (argument errors exit 2).
-    public static func runMain(_ arguments: [String]? = nil) -> Never {
+    public static func runMain(_ arguments: [String]? = nil) async -> Never {
         do {
             var command = try parseAsRoot(arguments)
-            try command.run()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
             Foundation.exit(Exit.ok)
         } catch {
             let code = exitCode(for: error)

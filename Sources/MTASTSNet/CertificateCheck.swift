@@ -106,8 +106,10 @@ public struct CertificateChecker: Sendable {
         let nameOK = CertificateChecker.matches(dnsNames: info.dnsNames, host: host)
         if case .validCertificate = fullResult, nameOK { return (.valid, info) }
 
-        // 2. Is there a chain to a trusted root at all (judged inside the leaf's validity)?
-        let inside = leaf.notValidBefore.addingTimeInterval(leaf.notValidAfter.timeIntervalSince(leaf.notValidBefore) / 2)
+        // 2. Is there a chain to a trusted root at all? Judged at a moment inside the leaf's
+        //    validity (now, or the nearest edge of it), so that an expired leaf is not called untrusted.
+        let inside = now > leaf.notValidAfter ? leaf.notValidAfter.addingTimeInterval(-1)
+            : now < leaf.notValidBefore ? leaf.notValidBefore.addingTimeInterval(1) : now
         var chainOnly = Verifier(rootCertificates: store) { RFC5280Policy(validationTime: inside) }
         let chainResult = await chainOnly.validate(leaf: leaf, intermediates: intermediates)
         guard case .validCertificate(let chain) = chainResult else {

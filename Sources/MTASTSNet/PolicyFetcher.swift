@@ -90,7 +90,7 @@ public struct PolicyFetcher: Sendable {
             result.location = outcome.head.headers.first(name: "location")
             if outcome.head.status.code != 200 {
                 let what = (300..<400).contains(Int(outcome.head.status.code))
-                    ? "a redirect (\(outcome.head.status.code)\(result.location.map { " to \($0)" } ?? "")), which senders never follow"
+                    ? "a redirect (\(outcome.head.status.code))\(result.location.map { " to \($0)" } ?? ""), which senders never follow"
                     : "HTTP status \(outcome.head.status.code); only 200 is a policy"
                 result.failure = (.stsPolicyFetchError, what)
             } else {

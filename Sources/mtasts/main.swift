@@ -1,3 +1,3 @@
 import MTASTSCLI
 
-MTASTS.runMain()
+await MTASTS.runMain()

@@ -6,7 +6,7 @@ import Foundation
 public final class DNSMasq: @unchecked Sendable {
     public let port: UInt16
     public var server: String { "127.0.0.1:\(port)" }
-    private let process: Process
+    private let process: Spawned
     private let directory: URL
 
     public struct Missing: Error, CustomStringConvertible {
@@ -32,23 +32,17 @@ public final class DNSMasq: @unchecked Sendable {
             config += lines
             let file = directory.appendingPathComponent("dnsmasq.conf")
             try config.joined(separator: "\n").appending("\n").write(to: file, atomically: true, encoding: .utf8)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["--conf-file=\(file.path)", "--keep-in-foreground"]
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
+            let errPath = directory.appendingPathComponent("stderr").path
+            let p = try Spawned(binary, ["--conf-file=\(file.path)", "--keep-in-foreground"], stderrPath: errPath)
             // dnsmasq exits at once when the port is taken; otherwise it is serving after its bind.
             Thread.sleep(forTimeInterval: 0.15)
-            if p.isRunning, DNSMasq.portAnswers(port) {
+            if !p.hasExited, DNSMasq.portAnswers(port) {
                 self.port = port
                 self.process = p
                 return
             }
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-            lastError = String(decoding: err.fileHandleForReading.availableData, as: UTF8.self)
+            p.stop()
+            lastError = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         }
         throw Missing(description: "dnsmasq did not start: \(lastError)")
     }
@@ -69,9 +63,7 @@ public final class DNSMasq: @unchecked Sendable {
     public var log: String { (try? String(contentsOf: directory.appendingPathComponent("log"), encoding: .utf8)) ?? "" }
 
     deinit {
-        // SIGKILL: a child spawned from a test thread may inherit a mask that blocks SIGTERM.
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.stop()
         try? FileManager.default.removeItem(at: directory)
     }
 }

@@ -6,7 +6,7 @@ import X509
 /// A certificate authority made in the test (never checked in, never stale), and leaves of every
 /// kind the checks must tell apart: good, expired, wrong name, untrusted (another CA), CN-only,
 /// wildcard.
-public struct TestCA: Sendable {
+public struct TestCA: @unchecked Sendable {
     public let key: P256.Signing.PrivateKey
     public let certificate: Certificate
     public let name: DistinguishedName
@@ -19,7 +19,7 @@ public struct TestCA: Sendable {
         let now = Date()
         certificate = try Certificate(
             version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey),
-            notValidBefore: now.addingTimeInterval(-86_400), notValidAfter: now.addingTimeInterval(86_400 * 365),
+            notValidBefore: now.addingTimeInterval(-86_400 * 365), notValidAfter: now.addingTimeInterval(86_400 * 365),
             issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))

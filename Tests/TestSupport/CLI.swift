@@ -1,28 +1,28 @@
 import Foundation
-import Testing
 
 /// Runs the real `mtasts` binary, built beside the test bundle.
-enum CLI {
-    static var binary: URL {
+public enum CLI {
+    public static var binary: URL {
         if let env = ProcessInfo.processInfo.environment["MTASTS_BIN"] { return URL(fileURLWithPath: env) }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         return exe.deletingLastPathComponent().appendingPathComponent("mtasts")
     }
 
-    static let interop: URL = {
+    public static let interop: URL = {
         if let env = ProcessInfo.processInfo.environment["MTASTS_INTEROP"] { return URL(fileURLWithPath: env) }
+        // <project>/Tests/TestSupport/CLI.swift → <project>/../shared/interop
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/interop")
     }()
 
-    struct Output {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var json: Any? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8), options: [.fragmentsAllowed]) }
+    public struct Output {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+        public var json: Any? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8), options: [.fragmentsAllowed]) }
     }
 
-    static func run(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = [:]) throws -> Output {
+    public static func run(_ arguments: [String], stdin: Data? = nil, environment: [String: String] = [:]) throws -> Output {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments

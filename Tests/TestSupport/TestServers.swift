@@ -1,0 +1,197 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// How a test policy host answers `GET /.well-known/mta-sts.txt`.
+public enum PolicyBehaviour: Sendable {
+    /// A complete response.
+    case respond(status: Int, contentType: String?, body: String, extraHeaders: [String] = [])
+    /// A body of `size` bytes sent as fast as possible (Content-Length announced or chunked).
+    case large(size: Int, announceLength: Bool)
+    /// Sends the head, then one body byte every `interval` (a slow loris answer).
+    case trickle(body: String, interval: TimeAmount)
+}
+
+/// How a test MX answers an SMTP client.
+public enum SMTPBehaviour: Sendable {
+    /// Banner, EHLO with STARTTLS, TLS with the given certificate.
+    case starttls
+    /// Banner and EHLO without STARTTLS.
+    case noSTARTTLS
+    /// Banner, then silence (a tarpit).
+    case stallAfterBanner
+}
+
+/// A TLS server on one loopback address and port, for the test's lifetime.
+public final class TestServer: @unchecked Sendable {
+    public let address: String
+    public let port: Int
+    let channel: any Channel
+
+    /// An HTTPS policy host with the certificate `leaf` (PEM), answering as `behaviour`.
+    public static func policyHost(address: String, port: Int, leaf: TestCA.Leaf, behaviour: PolicyBehaviour) throws -> TestServer {
+        let context = try serverContext(leaf)
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(PolicyHostHandler(behaviour: behaviour))
+                }
+            }
+            .bind(host: address, port: port).wait()
+        return TestServer(address: address, port: port, channel: channel)
+    }
+
+    /// An SMTP MX host; `leaf` is the certificate it presents after STARTTLS.
+    public static func mx(address: String, port: Int, hostname: String, leaf: TestCA.Leaf?, behaviour: SMTPBehaviour) throws -> TestServer {
+        let context = try leaf.map(serverContext)
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(hostname: hostname, context: context, behaviour: behaviour))
+                }
+            }
+            .bind(host: address, port: port).wait()
+        return TestServer(address: address, port: port, channel: channel)
+    }
+
+    init(address: String, port: Int, channel: any Channel) {
+        self.address = address
+        self.port = port
+        self.channel = channel
+    }
+
+    static func serverContext(_ leaf: TestCA.Leaf) throws -> NIOSSLContext {
+        let cert = try NIOSSLCertificate(bytes: Array(leaf.certificatePEM.utf8), format: .pem)
+        let key = try NIOSSLPrivateKey(bytes: Array(leaf.keyPEM.utf8), format: .pem)
+        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(cert)], privateKey: .privateKey(key))
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// A free TCP port on loopback (bound and released).
+    public static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    deinit { try? channel.close().wait() }
+}
+
+final class PolicyHostHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let behaviour: PolicyBehaviour
+    var request = ""
+    var answered = false
+
+    init(behaviour: PolicyBehaviour) { self.behaviour = behaviour }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        request += buffer.readString(length: buffer.readableBytes) ?? ""
+        guard !answered, request.contains("\r\n\r\n") else { return }
+        answered = true
+        func write(_ s: String) { context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: s)), promise: nil) }
+        switch behaviour {
+        case .respond(let status, let contentType, let body, let extra):
+            var head = "HTTP/1.1 \(status) X\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
+            if let contentType { head += "Content-Type: \(contentType)\r\n" }
+            for h in extra { head += h + "\r\n" }
+            write(head + "\r\n" + body)
+            context.close(promise: nil)
+        case .large(let size, let announce):
+            let chunk = String(repeating: "x", count: 8192)
+            if announce {
+                write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(size)\r\n\r\n")
+                var left = size
+                while left > 0 { let n = min(left, chunk.count); write(String(chunk.prefix(n))); left -= n }
+            } else {
+                write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+                var left = size
+                while left > 0 { let n = min(left, chunk.count); write(String(n, radix: 16) + "\r\n" + String(chunk.prefix(n)) + "\r\n"); left -= n }
+                write("0\r\n\r\n")
+            }
+            context.close(promise: nil)
+        case .trickle(let body, let interval):
+            write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+            let bytes = Array(body.utf8)
+            let channel = context.channel
+            for (i, b) in bytes.enumerated() {
+                channel.eventLoop.scheduleTask(in: interval * Int64(i + 1)) {
+                    channel.writeAndFlush(channel.allocator.buffer(bytes: [b]), promise: nil)
+                }
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
+
+final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let hostname: String
+    let context: NIOSSLContext?
+    let behaviour: SMTPBehaviour
+    var pending = ""
+    var tls = false
+
+    init(hostname: String, context: NIOSSLContext?, behaviour: SMTPBehaviour) {
+        self.hostname = hostname
+        self.context = context
+        self.behaviour = behaviour
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        send(context, "220 \(hostname) ESMTP test")
+    }
+
+    private func send(_ context: ChannelHandlerContext, _ line: String) {
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: line + "\r\n")), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        pending += buffer.readString(length: buffer.readableBytes) ?? ""
+        while let range = pending.range(of: "\r\n") {
+            let line = String(pending[..<range.lowerBound])
+            pending = String(pending[range.upperBound...])
+            handle(context, line)
+        }
+    }
+
+    private func handle(_ context: ChannelHandlerContext, _ line: String) {
+        if case .stallAfterBanner = behaviour { return }
+        let verb = line.split(separator: " ").first.map { $0.uppercased() } ?? ""
+        switch verb {
+        case "EHLO":
+            var lines = ["250-\(hostname)", "250-PIPELINING", "250-SIZE 10240000"]
+            if case .starttls = behaviour, !tls { lines.append("250-STARTTLS") }
+            lines.append("250 8BITMIME")
+            for l in lines { send(context, l) }
+        case "STARTTLS":
+            guard case .starttls = behaviour, let sslContext = self.context else { return send(context, "502 5.5.1 no") }
+            send(context, "220 2.0.0 Ready to start TLS")
+            tls = true
+            try? context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext), position: .first)
+        case "QUIT":
+            send(context, "221 2.0.0 Bye")
+            context.close(promise: nil)
+        default:
+            send(context, "250 OK")
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+}
