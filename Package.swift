@@ -56,6 +56,8 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "MailDNSTests", dependencies: ["MailDNS", "TestSupport"]),
+        // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
+        .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

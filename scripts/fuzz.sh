@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
 # AddressSanitizer) and runs each for SECONDS, seeded with the test vectors and the interop data.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns)
 # A crash or a failed round-trip check exits non-zero and leaves the input in .build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail)
+[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns)
 out=.build-fuzz
 mkdir -p "$out"
 interop=${MTASTS_INTEROP:-../shared/interop}
@@ -19,6 +19,7 @@ source_of() {
         records) echo Fuzz/FuzzRecords.swift ;;
         report-json) echo Fuzz/FuzzReportJSON.swift ;;
         report-mail) echo Fuzz/FuzzReportMail.swift ;;
+        dns) echo Fuzz/FuzzDNS.swift ;;
         *) echo "unknown fuzz target: $1" >&2; exit 2 ;;
     esac
 }
@@ -37,6 +38,16 @@ def put(data):
     open(os.path.join(dir, f'seed-{n:04}'), 'wb').write(data)
 if target == 'policy':
     for v in json.load(open(f'{vec}/policies.json')): put(v['input'].encode())
+elif target == 'dns':
+    # A response to "test TXT" with a TXT answer and an MX answer, names compressed.
+    import struct
+    q = b'\x04test\x00' + struct.pack('>HH', 16, 1)
+    txt = b'\x0bv=STSv1;id1'
+    a1 = b'\xc0\x0c' + struct.pack('>HHIH', 16, 1, 3600, len(txt)) + txt
+    mx = struct.pack('>H', 10) + b'\x02mx\xc0\x0c'
+    a2 = b'\xc0\x0c' + struct.pack('>HHIH', 15, 1, 3600, len(mx)) + mx
+    put(struct.pack('>HHHHHH', 0x1234, 0x81a0, 1, 2, 0, 0) + q + a1 + a2)
+    put(bytes(12))
 elif target == 'records':
     for name in ('sts-records.json', 'tlsrpt-records.json'):
         for v in json.load(open(f'{vec}/{name}')):
@@ -51,10 +62,14 @@ PY
 for t in "${targets[@]}"; do
     src=$(source_of "$t")
     bin=$out/fuzz-$t
-    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
+    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
         echo "building fuzz target $t"
-        swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name MTASTSCore -I Sources/CZlib \
-            Sources/MTASTSCore/*.swift "$src" -o "$bin" 2>&1 | grep -v "Cannot export local symbol" || true
+        if [ "$t" = dns ]; then
+            module=(-module-name MailDNS Sources/MailDNS/DNSMessage.swift)
+        else
+            module=(-module-name MTASTSCore -I Sources/CZlib Sources/MTASTSCore/*.swift)
+        fi
+        swiftc -O -sanitize=fuzzer,address -parse-as-library "${module[@]}" "$src" -o "$bin" 2>&1 | grep -v "Cannot export local symbol" || true
     fi
     seed "$t"
     echo "fuzzing $t for ${seconds}s"

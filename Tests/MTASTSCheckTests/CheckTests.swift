@@ -73,6 +73,19 @@ final class World: @unchecked Sendable {
         try domain("notlsrpt.test", policy: policy(enforce("notlsrpt.test")), tlsrpt: false)
         try domain("nopolicyhost.test", policy: nil)
 
+        // DNS shapes: a null MX, an MX that is a CNAME, an MX without an address, a rua whose
+        // domain takes no mail, TLSA on an MX, a policy pattern that matches no MX.
+        zone.append(#"txt-record=_mta-sts.nullmx.test,"v=STSv1; id=n1;""#)
+        zone.append("dns-rr=nullmx.test,15,000000")
+        try domain("mxcname.test", policy: policy("version: STSv1\nmode: testing\nmx: mxalias.mxcname.test\nmax_age: 86400\n"), mx: nil, mxName: "mxalias.mxcname.test")
+        zone.append("cname=mxalias.mxcname.test,mx.good.test")
+        try domain("noaddr.test", policy: policy(enforce("noaddr.test")), mx: nil)
+        zone.append(#"txt-record=_smtp._tls.badrua.test,"v=TLSRPTv1; rua=mailto:reports@nomail.test""#)
+        try domain("badrua.test", policy: policy(enforce("badrua.test")), tlsrpt: false)
+        zone.append("dns-rr=_25._tcp.mx.dane.test,52,030101AABBCCDD")
+        try domain("dane.test", policy: policy(enforce("dane.test")))
+        try domain("unusedpattern.test", policy: policy("version: STSv1\nmode: enforce\nmx: mx.unusedpattern.test\nmx: *.old.example\nmax_age: 604800\n"))
+
         // An independent TLS peer: openssl s_server -WWW serving the policy file from a folder.
         let a = address()
         zone.append(#"txt-record=_mta-sts.openssl.test,"v=STSv1; id=o1;""#)
@@ -193,6 +206,20 @@ final class World: @unchecked Sendable {
         // Results come in input order.
         let order = try #require(out.json as? [[String: Any]]).map { $0["domain"] as! String }
         #expect(Array(order.prefix(3)) == ["expired.test", "wrongname.test", "untrusted.test"])
+    }
+
+    @Test func dnsShapes() throws {
+        let world = try CheckTests.world.get()
+        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test"])
+        let all = try reports(out)
+        #expect(codes(all["nullmx.test"]).contains("null-mx"), "\(codes(all["nullmx.test"]))")
+        #expect(codes(all["mxcname.test"], "warning").contains("mx-is-cname"), "\(codes(all["mxcname.test"]))")
+        #expect(codes(all["noaddr.test"], "error").contains("mx-no-address"), "\(codes(all["noaddr.test"]))")
+        #expect(codes(all["badrua.test"], "warning").contains("tlsrpt-rua-no-mx"), "\(codes(all["badrua.test"]))")
+        #expect(codes(all["dane.test"], "info").contains("dane-tlsa"), "\(codes(all["dane.test"]))")
+        #expect(((all["dane.test"]?["mx"] as? [[String: Any]])?.first?["tlsa"] as? Bool) == true)
+        #expect(codes(all["unusedpattern.test"], "warning").contains("policy-mx-unused"), "\(codes(all["unusedpattern.test"]))")
+        #expect(codes(all["unusedpattern.test"], "error").isEmpty)
     }
 
     @Test func exitCodesAndOptions() throws {

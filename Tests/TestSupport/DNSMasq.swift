@@ -5,7 +5,8 @@ import Foundation
 /// forwarded to a closed port, so they fail (SERVFAIL/REFUSED) as a broken upstream would.
 public final class DNSMasq: @unchecked Sendable {
     public let port: UInt16
-    public var server: String { "127.0.0.1:\(port)" }
+    public let address: String
+    public var server: String { "\(address):\(port)" }
     private let process: Spawned
     private let directory: URL
 
@@ -15,16 +16,17 @@ public final class DNSMasq: @unchecked Sendable {
 
     /// - Parameter lines: dnsmasq configuration lines (`txt-record=…`, `mx-host=…`, `host-record=…`,
     ///   `cname=…`, `dns-rr=…`).
-    public init(lines: [String], localDomains: [String] = ["test"], failing: [String] = []) throws {
+    public init(lines: [String], localDomains: [String] = ["test"], failing: [String] = [], address: String = "127.0.0.1", fixedPort: UInt16? = nil) throws {
+        self.address = address
         let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].first { FileManager.default.isExecutableFile(atPath: $0) }
         guard let binary else { throw Missing(description: "dnsmasq is not installed (apt-get install dnsmasq-base); scripts/setup.sh installs it") }
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("dnsmasq-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var lastError = ""
         for _ in 0..<20 {
-            let port = UInt16.random(in: 20_000...60_000)
+            let port = fixedPort ?? UInt16.random(in: 20_000...60_000)
             var config = [
-                "port=\(port)", "listen-address=127.0.0.1", "bind-interfaces", "no-resolv", "no-hosts", "user=root",
+                "port=\(port)", "listen-address=\(address)", "bind-interfaces", "no-resolv", "no-hosts", "user=root",
                 "pid-file=", "log-facility=\(directory.path)/log",
             ]
             config += localDomains.map { "local=/\($0)/" }
@@ -36,7 +38,7 @@ public final class DNSMasq: @unchecked Sendable {
             let p = try Spawned(binary, ["--conf-file=\(file.path)", "--keep-in-foreground"], stderrPath: errPath)
             // dnsmasq exits at once when the port is taken; otherwise it is serving after its bind.
             Thread.sleep(forTimeInterval: 0.15)
-            if !p.hasExited, DNSMasq.portAnswers(port) {
+            if !p.hasExited, DNSMasq.portAnswers(port, address) {
                 self.port = port
                 self.process = p
                 return
@@ -48,13 +50,13 @@ public final class DNSMasq: @unchecked Sendable {
     }
 
     /// Is something bound to UDP 127.0.0.1:port? (A bind that fails with EADDRINUSE says yes.)
-    private static func portAnswers(_ port: UInt16) -> Bool {
+    private static func portAnswers(_ port: UInt16, _ address: String) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_addr.s_addr = inet_addr(address)
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         return rc != 0
     }
