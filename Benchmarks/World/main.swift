@@ -32,8 +32,7 @@ let policyLeaf = try ca.issue(dnsNames: domains.map { "mta-sts.\($0)" })
 let policyHost = try TestServer.policyHost(address: "127.0.0.2", port: 443, leaf: policyLeaf, behaviour: .respond(status: 200, contentType: "text/plain", body: policy))
 let mx = try TestServer.mx(address: "127.0.0.3", port: 25, hostname: "mx.bench", leaf: ca.issue(dnsNames: ["*.mx.bench"]), behaviour: .starttls)
 let dns = try DNSMasq(lines: zone, localDomains: ["bench"], address: "127.0.0.53", fixedPort: 53)
-print("ready dns=\(dns.server) ca=\(caFile) domains=\(dir.appendingPathComponent("domains.txt").path)")
-fflush(stdout)
+FileHandle.standardOutput.write(Data("ready dns=\(dns.server) ca=\(caFile) domains=\(dir.appendingPathComponent("domains.txt").path)\n".utf8))
 withExtendedLifetime((policyHost, mx, dns)) {
     while true { sleep(3600) }
 }
