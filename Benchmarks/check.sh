@@ -48,14 +48,20 @@ PY
 measure "mtasts --concurrency 1: " "$n" "$bindir/mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 1 --file "$list"
 head -n "$peer_n" "$list" >"$work/peer-domains.txt"
 measure "mtasts --concurrency 1: " "$peer_n" "$bindir/mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 1 --file "$work/peer-domains.txt"
+# checkdmarc fetches the policy through the system resolver: give it a private mount namespace
+# whose /etc/resolv.conf names the benchmark's dnsmasq, and the benchmark CA as its trust store.
+echo "nameserver ${dns%:53}" >"$work/resolv.conf"
 REQUESTS_CA_BUNDLE=$ca SSL_CERT_FILE=$ca measure "checkdmarc 6.0.4:        " "$peer_n" \
-    .build-bench/venv/bin/checkdmarc --nameserver "${dns%:53}" --check-mx-tls -f json "$work/peer-domains.txt"
+    unshare -m sh -c "mount --bind '$work/resolv.conf' /etc/resolv.conf && exec .build-bench/venv/bin/checkdmarc --nameserver '${dns%:53}' --check-mx-tls -f json '$work/peer-domains.txt'"
 python3 - "$work/out.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 r = r if isinstance(r, list) else [r]
 ok = sum(1 for d in r if d.get("mta_sts", {}).get("valid"))
-print(f"  checkdmarc: {len(r)} domains, MTA-STS valid for {ok}")
+tls = sum(1 for d in r for h in d.get("mx", {}).get("hosts", []) if h.get("starttls"))
+print(f"  checkdmarc: {len(r)} domains, MTA-STS valid for {ok}, MX with STARTTLS seen for {tls}")
+if r and not r[0].get("mta_sts", {}).get("valid"):
+    print("  checkdmarc's first MTA-STS result:", r[0].get("mta_sts"))
 PY
 python3 - "$work/results" <<'PY'
 import re, sys

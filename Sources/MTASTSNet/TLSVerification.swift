@@ -21,14 +21,19 @@ final class VerificationRecord: @unchecked Sendable {
 }
 
 enum TLSSetup {
-    /// A client context: TLS 1.2 or newer (RFC 8461 §7.2), verification done by our callback.
-    static func clientContext() throws -> NIOSSLContext {
+    /// The client context: TLS 1.2 or newer (RFC 8461 §7.2), verification done by our callback.
+    /// One context serves every connection (BoringSSL contexts are thread-safe); it loads no trust
+    /// roots of its own, since the callback checks chains against the `CertificateChecker`'s.
+    static let sharedContext: Result<NIOSSLContext, any Error> = Result {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
+        configuration.trustRoots = .certificates([])
         // .noHostnameVerification plus a custom callback: the callback decides, and it checks the name.
         configuration.certificateVerification = .noHostnameVerification
         return try NIOSSLContext(configuration: configuration)
     }
+
+    static func clientContext() throws -> NIOSSLContext { try sharedContext.get() }
 
     /// A handler whose verification classifies the chain with `checker`; `strict` fails the
     /// handshake on an invalid chain, otherwise the handshake goes on and the verdict is recorded.
