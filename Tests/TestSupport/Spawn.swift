@@ -3,16 +3,24 @@ import Foundation
 /// A long-lived helper process (dnsmasq, openssl s_server) started with posix_spawn. Foundation's
 /// Process is not used for these: its reaper blocks in wait4 on a still-running child, and then
 /// never notices that another child (the mtasts under test) has exited.
+///
+/// The helper dies with the test process: it runs under a small shell that also watches a pipe
+/// from this process and kills the helper when the pipe closes — at `stop()`, or when this
+/// process ends in any way (a test runner that exits without running deinit, a crash, SIGKILL).
 public final class Spawned: @unchecked Sendable {
     public let pid: pid_t
+    private var lifeline: Int32 = -1
 
     /// Starts `path` with `arguments`, standard input/output/error to /dev/null
     /// (or standard error to `stderrPath`). Signals are unblocked and reset in the child.
     public init(_ path: String, _ arguments: [String], stderrPath: String? = nil) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe2(&fds, O_CLOEXEC) == 0 else { throw DNSMasq.Missing(description: "pipe: \(String(cString: strerror(errno)))") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
+        posix_spawn_file_actions_addclose(&actions, fds[1])
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var attributes = posix_spawnattr_t()
@@ -25,12 +33,20 @@ public final class Spawned: @unchecked Sendable {
         posix_spawnattr_setsigmask(&attributes, &none)
         posix_spawnattr_setsigdefault(&attributes, &all)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        // sh -c: start the helper with /dev/null as input, kill it when the lifeline (stdin) closes,
+        // and exit when the helper exits (so an early exit, e.g. a port in use, is seen).
+        let script = #"exec 3<&0; "$@" </dev/null & c=$!; ( read _ <&3; kill -9 $c 2>/dev/null ) & exec 3<&-; wait $c"#
+        let argv = (["/bin/sh", "-c", script, "sh", path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw DNSMasq.Missing(description: "cannot start \(path): \(String(cString: strerror(rc)))") }
+        let rc = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
+        close(fds[0])
+        guard rc == 0 else {
+            close(fds[1])
+            throw DNSMasq.Missing(description: "cannot start \(path): \(String(cString: strerror(rc)))")
+        }
         self.pid = pid
+        lifeline = fds[1]
     }
 
     /// Has the process exited (reaping it if so)?
@@ -40,7 +56,9 @@ public final class Spawned: @unchecked Sendable {
     }
 
     public func stop() {
-        kill(pid, SIGKILL)
+        guard lifeline >= 0 else { return }
+        close(lifeline)  // the watcher kills the helper; the shell then exits
+        lifeline = -1
         var status: Int32 = 0
         waitpid(pid, &status, 0)
     }
