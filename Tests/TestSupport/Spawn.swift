@@ -15,7 +15,10 @@ public final class Spawned: @unchecked Sendable {
     /// (or standard error to `stderrPath`). Signals are unblocked and reset in the child.
     public init(_ path: String, _ arguments: [String], stderrPath: String? = nil) throws {
         var fds: [Int32] = [0, 0]
-        guard pipe2(&fds, O_CLOEXEC) == 0 else { throw DNSMasq.Missing(description: "pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fds) == 0 else { throw DNSMasq.Missing(description: "pipe: \(String(cString: strerror(errno)))") }
+        // Neither end may leak into other children (dup2 onto 0 clears the flag in this child).
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
