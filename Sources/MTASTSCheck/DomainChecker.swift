@@ -20,6 +20,16 @@ public struct Finding: Sendable, Equatable {
     }
 }
 
+extension Finding {
+    /// A parser's diagnostics as findings about one record: codes prefixed, messages naming it.
+    static func from(_ diagnostics: [Diagnostic], codePrefix: String, subject: String) -> [Finding] {
+        diagnostics.map { d in
+            let severity: Severity = d.severity == .error ? .error : (d.severity == .warning ? .warning : .info)
+            return Finding(severity, codePrefix + d.code, "\(subject): \(d.message)", subject: subject)
+        }
+    }
+}
+
 /// What was learned about one MX host.
 public struct MXReport: Sendable {
     public var host: String
@@ -107,10 +117,7 @@ public struct DomainChecker: Sendable {
                 report.findings.append(Finding(.warning, "sts-record-spf", "an SPF record answers at \(name) (a wildcard or a CNAME to the apex?)", subject: name))
             }
             let (record, diagnostics) = STSRecord.select(rrset)
-            for d in diagnostics {
-                let severity: Finding.Severity = d.severity == .error ? .error : (d.severity == .warning ? .warning : .info)
-                report.findings.append(Finding(severity, "sts-record-\(d.code)", "\(name): \(d.message)", subject: name))
-            }
+            report.findings += Finding.from(diagnostics, codePrefix: "sts-record-", subject: name)
             report.stsRecord = rrset.map { $0.joined() }.first { $0.hasPrefix("v=STSv1") } ?? rrset.first?.joined()
             report.stsID = record?.id
         }
@@ -274,10 +281,7 @@ public struct DomainChecker: Sendable {
             let rrset = a.records.map { $0.map { String(decoding: $0, as: UTF8.self) } }
             let (record, diagnostics) = TLSRPTRecord.select(rrset)
             report.tlsrptRecord = rrset.map { $0.joined() }.first { $0.hasPrefix("v=TLSRPTv1") }
-            for d in diagnostics {
-                let severity: Finding.Severity = d.severity == .error ? .error : (d.severity == .warning ? .warning : .info)
-                report.findings.append(Finding(severity, "tlsrpt-record-\(d.code)", "\(name): \(d.message)", subject: name))
-            }
+            report.findings += Finding.from(diagnostics, codePrefix: "tlsrpt-record-", subject: name)
             for uri in record?.rua ?? [] {
                 guard case .mailto(let address, _) = uri, let at = address.lastIndex(of: "@") else { continue }
                 let mailDomain = String(address[address.index(after: at)...])
@@ -290,11 +294,5 @@ public struct DomainChecker: Sendable {
                 }
             }
         }
-    }
-}
-
-extension Result where Failure == DNSError {
-    init(catching body: () async throws(DNSError) -> Success) async {
-        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }

@@ -230,7 +230,8 @@ private final class StatePool: @unchecked Sendable {
 }
 
 extension Result where Failure == DNSError {
-    init(catching body: () async throws(DNSError) -> Success) async {
+    /// Captures a look-up's outcome, so that several can run at once with `async let`.
+    public init(catching body: () async throws(DNSError) -> Success) async {
         do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }
