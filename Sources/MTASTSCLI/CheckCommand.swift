@@ -77,9 +77,14 @@ struct CheckCommand: AsyncParsableCommand {
         let domainChecker = DomainChecker(resolver: resolver, fetcher: fetcher, probe: probe)
 
         let progress = !output.json && isatty(2) != 0 && parsed.count > 1
-        let reports = await withTaskGroup(of: (Int, DomainReport).self) { group in
-            var results = [DomainReport?](repeating: nil, count: parsed.count)
+        let json = output.json
+        // Reports are printed as soon as every earlier one is out: input order, and memory bounded
+        // by what is in flight (at most --concurrency reports wait), not by the number of domains.
+        var verdicts: [DomainReport.Verdict] = []
+        await withTaskGroup(of: (Int, DomainReport).self) { group in
+            var waiting: [Int: DomainReport] = [:]
             var next = 0
+            var printed = 0
             var done = 0
             func start(_ group: inout TaskGroup<(Int, DomainReport)>) {
                 let index = next
@@ -88,24 +93,30 @@ struct CheckCommand: AsyncParsableCommand {
                 next += 1
             }
             while next < min(concurrency, parsed.count) { start(&group) }
+            if json { FileHandle.standardOutput.write(Data("[".utf8)) }
             for await (index, report) in group {
-                results[index] = report
+                waiting[index] = report
                 done += 1
                 if progress { FileHandle.standardError.write(Data("\r\(done)/\(parsed.count) checked".utf8)) }
+                while let ready = waiting.removeValue(forKey: printed) {
+                    verdicts.append(ready.verdict)
+                    let text: [UInt8]
+                    if json {
+                        text = Array((printed == 0 ? "\n  " : ",\n  ").utf8) + CheckCommand.json(ready).serializedBytes(pretty: true, indent: 1)
+                    } else {
+                        text = Array(((printed == 0 ? "" : "\n") + CheckCommand.human(ready) + "\n").utf8)
+                    }
+                    if progress { FileHandle.standardError.write(Data("\r".utf8)) }
+                    FileHandle.standardOutput.write(Data(text))
+                    printed += 1
+                }
                 if next < parsed.count { start(&group) }
             }
+            if json { FileHandle.standardOutput.write(Data((printed == 0 ? "]\n" : "\n]\n").utf8)) }
             if progress { FileHandle.standardError.write(Data("\n".utf8)) }
-            return results.compactMap { $0 }
         }
-
-        if output.json {
-            let doc = JSONValue.array(reports.map(CheckCommand.json))
-            Console.out(doc.serialized(pretty: true))
-        } else {
-            Console.out(reports.map(CheckCommand.human).joined(separator: "\n"))
-        }
-        if reports.contains(where: { $0.verdict == .errors }) { throw ExitCode(Exit.problems) }
-        if reports.contains(where: { $0.verdict == .temporary }) { throw ExitCode(Exit.temporary) }
+        if verdicts.contains(.errors) { throw ExitCode(Exit.problems) }
+        if verdicts.contains(.temporary) { throw ExitCode(Exit.temporary) }
     }
 
     static func json(_ r: DomainReport) -> JSONValue {

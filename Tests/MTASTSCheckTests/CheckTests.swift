@@ -84,6 +84,7 @@ final class World: @unchecked Sendable {
         try domain("badrua.test", policy: policy(enforce("badrua.test")), tlsrpt: false)
         zone.append("dns-rr=_25._tcp.mx.dane.test,52,030101AABBCCDD")
         try domain("dane.test", policy: policy(enforce("dane.test")))
+        try domain("expiring.test", policy: policy(enforce("expiring.test")), policyLeaf: ca.issue(dnsNames: ["mta-sts.expiring.test"], validity: .expiringIn(days: 5)))
         try domain("unusedpattern.test", policy: policy("version: STSv1\nmode: enforce\nmx: mx.unusedpattern.test\nmx: *.old.example\nmax_age: 604800\n"))
 
         // An independent TLS peer: openssl s_server -WWW serving the policy file from a folder.
@@ -210,7 +211,7 @@ final class World: @unchecked Sendable {
 
     @Test func dnsShapes() throws {
         let world = try CheckTests.world.get()
-        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test"])
+        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test", "expiring.test"])
         let all = try reports(out)
         #expect(codes(all["nullmx.test"]).contains("null-mx"), "\(codes(all["nullmx.test"]))")
         #expect(codes(all["mxcname.test"], "warning").contains("mx-is-cname"), "\(codes(all["mxcname.test"]))")
@@ -220,6 +221,10 @@ final class World: @unchecked Sendable {
         #expect(((all["dane.test"]?["mx"] as? [[String: Any]])?.first?["tlsa"] as? Bool) == true)
         #expect(codes(all["unusedpattern.test"], "warning").contains("policy-mx-unused"), "\(codes(all["unusedpattern.test"]))")
         #expect(codes(all["unusedpattern.test"], "error").isEmpty)
+        // A policy certificate that expires in 5 days: a warning with the count.
+        #expect(codes(all["expiring.test"], "warning").contains("policy-certificate-expiring"), "\(codes(all["expiring.test"]))")
+        let expiring = ((all["expiring.test"]?["findings"] as? [[String: Any]]) ?? []).first { $0["code"] as? String == "policy-certificate-expiring" }
+        #expect((expiring?["message"] as? String)?.contains("expires in 5 days") == true)
     }
 
     @Test func exitCodesAndOptions() throws {

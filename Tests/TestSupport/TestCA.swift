@@ -36,6 +36,8 @@ public struct TestCA: @unchecked Sendable {
 
     public enum Validity: Sendable {
         case current, expired, notYetValid
+        /// Valid now, expiring in this many days.
+        case expiringIn(days: Int)
     }
 
     /// Issues a leaf for `dnsNames` (SANs). With `dnsNames` empty the name goes only into the
@@ -48,6 +50,7 @@ public struct TestCA: @unchecked Sendable {
         case .current: (from, to) = (now.addingTimeInterval(-3600), now.addingTimeInterval(86_400 * 30))
         case .expired: (from, to) = (now.addingTimeInterval(-86_400 * 30), now.addingTimeInterval(-86_400))
         case .notYetValid: (from, to) = (now.addingTimeInterval(86_400), now.addingTimeInterval(86_400 * 30))
+        case .expiringIn(let days): (from, to) = (now.addingTimeInterval(-86_400 * 60), now.addingTimeInterval(86_400 * Double(days) + 3600))
         }
         let subject = try DistinguishedName { CommonName(commonName ?? dnsNames.first ?? "leaf") }
         let extensions = try Certificate.Extensions {
