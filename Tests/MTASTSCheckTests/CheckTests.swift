@@ -84,6 +84,9 @@ final class World: @unchecked Sendable {
         try domain("badrua.test", policy: policy(enforce("badrua.test")), tlsrpt: false)
         zone.append("dns-rr=_25._tcp.mx.dane.test,52,030101AABBCCDD")
         try domain("dane.test", policy: policy(enforce("dane.test")))
+        try domain("spf.test", policy: policy(enforce("spf.test")), sts: ["v=STSv1; id=s1;", "v=spf1 -all"])
+        zone.append("cname=_mta-sts.cnamed.test,_mta-sts.good.test")
+        try domain("cnamed.test", policy: policy(enforce("cnamed.test")), sts: [])
         try domain("expiring.test", policy: policy(enforce("expiring.test")), policyLeaf: ca.issue(dnsNames: ["mta-sts.expiring.test"], validity: .expiringIn(days: 5)))
         try domain("unusedpattern.test", policy: policy("version: STSv1\nmode: enforce\nmx: mx.unusedpattern.test\nmx: *.old.example\nmax_age: 604800\n"))
 
@@ -211,7 +214,7 @@ final class World: @unchecked Sendable {
 
     @Test func dnsShapes() throws {
         let world = try CheckTests.world.get()
-        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test", "expiring.test"])
+        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test", "expiring.test", "spf.test", "cnamed.test"])
         let all = try reports(out)
         #expect(codes(all["nullmx.test"]).contains("null-mx"), "\(codes(all["nullmx.test"]))")
         #expect(codes(all["mxcname.test"], "warning").contains("mx-is-cname"), "\(codes(all["mxcname.test"]))")
@@ -221,6 +224,13 @@ final class World: @unchecked Sendable {
         #expect(((all["dane.test"]?["mx"] as? [[String: Any]])?.first?["tlsa"] as? Bool) == true)
         #expect(codes(all["unusedpattern.test"], "warning").contains("policy-mx-unused"), "\(codes(all["unusedpattern.test"]))")
         #expect(codes(all["unusedpattern.test"], "error").isEmpty)
+        // An SPF record beside the _mta-sts record; an _mta-sts record reached through a CNAME.
+        #expect(codes(all["spf.test"], "warning").contains("sts-record-spf"), "\(codes(all["spf.test"]))")
+        #expect(all["spf.test"]?["sts_id"] as? String == "s1")
+        #expect(codes(all["cnamed.test"], "info").contains("sts-record-cname"), "\(codes(all["cnamed.test"]))")
+        #expect(all["cnamed.test"]?["sts_id"] as? String == "goodtest1")
+        // Mode and max_age advice reach the checker's findings.
+        #expect(codes(all["mxcname.test"], "info").contains("policy-mode-testing"), "\(codes(all["mxcname.test"]))")
         // A policy certificate that expires in 5 days: a warning with the count.
         #expect(codes(all["expiring.test"], "warning").contains("policy-certificate-expiring"), "\(codes(all["expiring.test"]))")
         let expiring = ((all["expiring.test"]?["findings"] as? [[String: Any]]) ?? []).first { $0["code"] as? String == "policy-certificate-expiring" }
