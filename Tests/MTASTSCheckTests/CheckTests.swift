@@ -237,6 +237,17 @@ final class World: @unchecked Sendable {
         #expect((expiring?["message"] as? String)?.contains("expires in 5 days") == true)
     }
 
+    /// The AD bit: a record the resolver validated with DNSSEC is reported as such.
+    @Test func dnssecStatus() throws {
+        let fake = try FakeDNS(txt: ["_mta-sts.signed.test": "v=STSv1; id=sig1;"])
+        let out = try CLI.run(["check", "--json", "--dns-server", fake.server, "--no-smtp", "--timeout", "2", "signed.test"])
+        let r = try #require(try reports(out)["signed.test"])
+        #expect(codes(r, "info").contains("dnssec-signed"), "\(codes(r))")
+        #expect(r["sts_id"] as? String == "sig1")
+        let world = try CheckTests.world.get()
+        #expect(codes(try reports(try world.check(["good.test"], ["--no-smtp"]))["good.test"], "info").contains("dnssec-unsigned"))
+    }
+
     @Test func exitCodesAndOptions() throws {
         let world = try CheckTests.world.get()
         // A temporary DNS failure: exit 3.
