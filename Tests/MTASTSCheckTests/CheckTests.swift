@@ -87,6 +87,11 @@ final class World: @unchecked Sendable {
         try domain("spf.test", policy: policy(enforce("spf.test")), sts: ["v=STSv1; id=s1;", "v=spf1 -all"])
         zone.append("cname=_mta-sts.cnamed.test,_mta-sts.good.test")
         try domain("cnamed.test", policy: policy(enforce("cnamed.test")), sts: [])
+        try domain("badrecord.test", policy: policy(enforce("badrecord.test")), sts: ["v=STSv1; id=bad-id;"])
+        try domain("shortage.test", policy: policy("version: STSv1\nmode: enforce\nmx: mx.shortage.test\nmax_age: 86400\n"))
+        try domain("twotlsrpt.test", policy: policy(enforce("twotlsrpt.test")), tlsrpt: false)
+        zone.append(#"txt-record=_smtp._tls.twotlsrpt.test,"v=TLSRPTv1; rua=mailto:a@good.test""#)
+        zone.append(#"txt-record=_smtp._tls.twotlsrpt.test,"v=TLSRPTv1; rua=mailto:b@good.test""#)
         try domain("expiring.test", policy: policy(enforce("expiring.test")), policyLeaf: ca.issue(dnsNames: ["mta-sts.expiring.test"], validity: .expiringIn(days: 5)))
         try domain("unusedpattern.test", policy: policy("version: STSv1\nmode: enforce\nmx: mx.unusedpattern.test\nmx: *.old.example\nmax_age: 604800\n"))
 
@@ -214,7 +219,8 @@ final class World: @unchecked Sendable {
 
     @Test func dnsShapes() throws {
         let world = try CheckTests.world.get()
-        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test", "expiring.test", "spf.test", "cnamed.test"])
+        let out = try world.check(["nullmx.test", "mxcname.test", "noaddr.test", "badrua.test", "dane.test", "unusedpattern.test", "expiring.test", "spf.test", "cnamed.test",
+                                   "nothing.test", "badrecord.test", "shortage.test", "twotlsrpt.test"])
         let all = try reports(out)
         #expect(codes(all["nullmx.test"]).contains("null-mx"), "\(codes(all["nullmx.test"]))")
         #expect(codes(all["mxcname.test"], "warning").contains("mx-is-cname"), "\(codes(all["mxcname.test"]))")
@@ -231,6 +237,11 @@ final class World: @unchecked Sendable {
         #expect(all["cnamed.test"]?["sts_id"] as? String == "goodtest1")
         // Mode and max_age advice reach the checker's findings.
         #expect(codes(all["mxcname.test"], "info").contains("policy-mode-testing"), "\(codes(all["mxcname.test"]))")
+        // No records at all; a record with a bad id; a short max_age in enforce; two TLS-RPT records.
+        #expect(codes(all["nothing.test"], "error").contains("sts-record-missing"), "\(codes(all["nothing.test"]))")
+        #expect(codes(all["badrecord.test"], "error").contains("sts-record-bad-id"), "\(codes(all["badrecord.test"]))")
+        #expect(codes(all["shortage.test"], "info").contains("policy-max-age-short-enforce"), "\(codes(all["shortage.test"]))")
+        #expect(codes(all["twotlsrpt.test"], "error").contains("tlsrpt-record-multiple-records"), "\(codes(all["twotlsrpt.test"]))")
         // A policy certificate that expires in 5 days: a warning with the count.
         #expect(codes(all["expiring.test"], "warning").contains("policy-certificate-expiring"), "\(codes(all["expiring.test"]))")
         let expiring = ((all["expiring.test"]?["findings"] as? [[String: Any]]) ?? []).first { $0["code"] as? String == "policy-certificate-expiring" }
