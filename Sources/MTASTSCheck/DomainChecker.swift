@@ -21,6 +21,11 @@ public struct Finding: Sendable, Equatable {
 }
 
 extension Finding {
+    /// A look-up that failed for now (SERVFAIL, time-out): the check is incomplete, not failed.
+    static func dnsTemporary(_ what: String, _ error: DNSError, subject: String? = nil) -> Finding {
+        Finding(.warning, "dns-temporary", "could not look up \(what): \(error)", subject: subject ?? what)
+    }
+
     /// A parser's diagnostics as findings about one record: codes prefixed, messages naming it.
     static func from(_ diagnostics: [Diagnostic], codePrefix: String, subject: String) -> [Finding] {
         diagnostics.map { d in
@@ -106,7 +111,7 @@ public struct DomainChecker: Sendable {
             report.findings.append(Finding(.error, "sts-record-missing", "\(name) has no TXT record: senders see no MTA-STS policy. Publish \"v=STSv1; id=…;\" once the policy file is served.", subject: name))
         case .failure(let e):
             report.temporary = true
-            report.findings.append(Finding(.warning, "dns-temporary", "could not look up \(name): \(e)", subject: name))
+            report.findings.append(.dnsTemporary(name, e))
         case .success(let a):
             if !a.cnames.isEmpty {
                 report.findings.append(Finding(.info, "sts-record-cname", "\(name) is a CNAME to \(a.cnames.joined(separator: " → ")); senders follow it", subject: name))
@@ -134,7 +139,7 @@ public struct DomainChecker: Sendable {
             if error.isNoRecords {
                 return (nil, [Finding(.error, ResultType.stsPolicyFetchError.rawValue, "the policy host \(host) has no A or AAAA record", subject: host)], false)
             }
-            return (nil, [Finding(.warning, "dns-temporary", "could not look up \(host): \(error)", subject: host)], true)
+            return (nil, [.dnsTemporary(host, error)], true)
         }
         let address = addresses.first { !$0.contains(":") } ?? addresses[0]
         let fetch = await fetcher.fetch(domain: domain, address: address)
@@ -191,7 +196,7 @@ public struct DomainChecker: Sendable {
             return
         case .failure(let e):
             report.temporary = true
-            report.findings.append(Finding(.warning, "dns-temporary", "could not look up the MX of \(domain.text): \(e)", subject: domain.text))
+            report.findings.append(.dnsTemporary("the MX of \(domain.text)", e, subject: domain.text))
             return
         case .success(let a):
             records = a.records.sorted { ($0.preference, $0.exchange) < ($1.preference, $1.exchange) }
@@ -276,7 +281,7 @@ public struct DomainChecker: Sendable {
             report.findings.append(Finding(.warning, "tlsrpt-record-missing", "\(name) has no TXT record: senders cannot report TLS failures to you. Publish \"v=TLSRPTv1; rua=mailto:…\".", subject: name))
         case .failure(let e):
             report.temporary = true
-            report.findings.append(Finding(.warning, "dns-temporary", "could not look up \(name): \(e)", subject: name))
+            report.findings.append(.dnsTemporary(name, e))
         case .success(let a):
             let rrset = a.records.map { $0.map { String(decoding: $0, as: UTF8.self) } }
             let (record, diagnostics) = TLSRPTRecord.select(rrset)
