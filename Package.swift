@@ -33,6 +33,11 @@ let package = Package(
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ]),
+        // The Postfix socketmap protocol: netstring codec, request keys, replies.
+        .target(name: "Socketmap", dependencies: [
+            "MTASTSCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         // `mtasts check`: the end-to-end domain checker.
         .target(name: "MTASTSCheck", dependencies: ["MTASTSCore", "MTASTSNet", "MailDNS"]),
         // Values and parsers, no I/O.
@@ -56,6 +61,11 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "MailDNSTests", dependencies: ["MailDNS", "TestSupport"]),
+        .testTarget(name: "SocketmapTests", dependencies: [
+            "Socketmap", "MTASTSCore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOTestUtils", package: "swift-nio"),
+        ]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),

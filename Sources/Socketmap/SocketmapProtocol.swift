@@ -1,0 +1,75 @@
+import MTASTSCore
+
+/// A socketmap request, `name key` (Postfix socketmap_table(5)).
+public struct SocketmapRequest: Sendable, Equatable {
+    public var name: String
+    public var key: String
+
+    public init(name: String, key: String) {
+        self.name = name
+        self.key = key
+    }
+
+    /// Parses a request payload; nil when it is not `name SP key` in UTF-8.
+    public static func parse(_ payload: [UInt8]) -> SocketmapRequest? {
+        guard let text = String(validating: payload, as: UTF8.self), let space = text.firstIndex(of: " ") else { return nil }
+        let name = String(text[..<space])
+        let key = String(text[text.index(after: space)...])
+        guard !name.isEmpty, !key.isEmpty, !key.contains(" ") else { return nil }
+        return SocketmapRequest(name: name, key: key)
+    }
+}
+
+/// What the TLS policy map is asked: Postfix passes the next-hop, which may carry brackets, a
+/// port or a trailing dot. Domain patterns (`.example.com`) and address literals are not policy
+/// domains (RFC 8461 §3.4: address literals are not covered), so they have none.
+public enum SocketmapKey {
+    public static func policyDomain(_ key: String) -> DomainName? {
+        var k = Substring(key)
+        if k.hasPrefix(".") { return nil }
+        if k.hasPrefix("[") {
+            guard let close = k.firstIndex(of: "]") else { return nil }
+            k = k[k.index(after: k.startIndex)..<close]
+        } else if let colon = k.lastIndex(of: ":"), k.firstIndex(of: ":") == colon {
+            k = k[..<colon]  // host:port (one colon; several would be IPv6)
+        }
+        if k.contains(":") { return nil }  // IPv6 literal
+        let labels = k.split(separator: ".", omittingEmptySubsequences: false).filter { !$0.isEmpty }
+        if labels.count == 4, labels.allSatisfy({ Int($0).map { $0 >= 0 && $0 <= 255 } == true }) { return nil }  // IPv4
+        return try? DomainName(String(k))
+    }
+}
+
+/// The replies of the TLS policy map.
+public enum SocketmapReply {
+    public static let notFound = "NOTFOUND "
+
+    public static func temporary(_ reason: String) -> String { "TEMP " + sanitize(reason) }
+    public static func permanent(_ reason: String) -> String { "PERM " + sanitize(reason) }
+
+    /// `OK secure match=… servername=hostname` for a policy that applies, else `NOTFOUND `:
+    /// mode none, and testing unless `strictTesting`, are no TLS requirement for Postfix.
+    /// `match=` lists the patterns (`*.x` written `.x`, Postfix's form) sorted, so the reply is
+    /// deterministic. With `tlsrpt` (Postfix ≥ 3.10) the TLSRPT attributes follow.
+    public static func render(policy: STSPolicy, domain: DomainName, strictTesting: Bool = false, tlsrpt: Bool = false) -> String {
+        switch policy.mode {
+        case .none: return notFound
+        case .testing where !strictTesting: return notFound
+        default: break
+        }
+        guard !policy.mx.isEmpty else { return notFound }
+        let match = policy.mx.map { $0.isWildcard ? "." + $0.base : $0.text }.sorted().joined(separator: ":")
+        var reply = "OK secure match=\(match) servername=hostname"
+        if tlsrpt {
+            reply += " policy_type=sts policy_domain=\(domain.text)"
+            reply += policy.mx.map { " mx_host_pattern=\($0.text)" }.joined()
+            reply += policy.lines.map { " { policy_string = \($0) }" }.joined()
+        }
+        return reply
+    }
+
+    /// Replies are one line of printable ASCII.
+    static func sanitize(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? $0 : "?" }))
+    }
+}
