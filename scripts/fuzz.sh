@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
 # AddressSanitizer) and runs each for SECONDS, seeded with the test vectors and the interop data.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns netstring)
 # A crash or a failed round-trip check exits non-zero and leaves the input in .build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns)
+[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns netstring)
 out=.build-fuzz
 mkdir -p "$out"
 interop=${MTASTS_INTEROP:-../shared/interop}
@@ -20,6 +20,7 @@ source_of() {
         report-json) echo Fuzz/FuzzReportJSON.swift ;;
         report-mail) echo Fuzz/FuzzReportMail.swift ;;
         dns) echo Fuzz/FuzzDNS.swift ;;
+        netstring) echo Fuzz/FuzzNetstring.swift ;;
         *) echo "unknown fuzz target: $1" >&2; exit 2 ;;
     esac
 }
@@ -38,6 +39,9 @@ def put(data):
     open(os.path.join(dir, f'seed-{n:04}'), 'wb').write(data)
 if target == 'policy':
     for v in json.load(open(f'{vec}/policies.json')): put(v['input'].encode())
+elif target == 'netstring':
+    for seed in [b'3:abc,', b'0:,', b'17:5:Hello,6:World!,,', b'8:tls a.bc,13:tls good.loc.,', b'3:aa', b'3:aaa_']:
+        put(seed)
 elif target == 'dns':
     # A response to "test TXT" with a TXT answer and an MX answer, names compressed.
     import struct
@@ -62,10 +66,12 @@ PY
 for t in "${targets[@]}"; do
     src=$(source_of "$t")
     bin=$out/fuzz-$t
-    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
+    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS Sources/Socketmap "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
         echo "building fuzz target $t"
         if [ "$t" = dns ]; then
             module=(-module-name MailDNS Sources/MailDNS/DNSMessage.swift)
+        elif [ "$t" = netstring ]; then
+            module=(-module-name Socketmap Sources/Socketmap/NetstringParser.swift)
         else
             module=(-module-name MTASTSCore -I Sources/CZlib Sources/MTASTSCore/*.swift)
         fi

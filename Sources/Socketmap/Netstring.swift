@@ -1,18 +1,5 @@
 import NIOCore
 
-/// Why a netstring stream cannot be read further (the Postfix socketmap protocol frames every
-/// request and reply as a netstring, `LEN ":" BYTES ","`).
-public struct NetstringError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: String, Sendable {
-        case badLength = "the length is not a decimal number"
-        case tooLong = "the request is longer than the limit"
-        case badTerminator = "the netstring does not end in ','"
-    }
-    public var kind: Kind
-    public init(kind: Kind) { self.kind = kind }
-    public var description: String { kind.rawValue }
-}
-
 /// Decodes netstrings from a byte stream: one payload per netstring, pipelined requests in order,
 /// a length limit checked before any payload is buffered.
 public struct NetstringDecoder: ByteToMessageDecoder {
@@ -39,27 +26,11 @@ public struct NetstringDecoder: ByteToMessageDecoder {
     /// nothing) when more bytes are needed. Throws for a stream that cannot be valid.
     public static func next(from buffer: inout ByteBuffer, maxLength: Int) throws(NetstringError) -> ByteBuffer? {
         let view = buffer.readableBytesView
-        var length = 0
-        var digits = 0
-        var index = view.startIndex
-        while index < view.endIndex {
-            let b = view[index]
-            if b == UInt8(ascii: ":") { break }
-            guard b >= 0x30 && b <= 0x39 else { throw NetstringError(kind: .badLength) }
-            length = length * 10 + Int(b - 0x30)
-            digits += 1
-            guard length <= maxLength, digits <= 10 else { throw NetstringError(kind: .tooLong) }
-            index += 1
-        }
-        guard index < view.endIndex else { return nil }  // no ':' yet
-        guard digits > 0 else { throw NetstringError(kind: .badLength) }
-        let headerLength = digits + 1
-        guard view.count >= headerLength + length + 1 else { return nil }
-        guard view[view.startIndex + headerLength + length] == UInt8(ascii: ",") else { throw NetstringError(kind: .badTerminator) }
-        buffer.moveReaderIndex(forwardBy: headerLength)
-        let payload = buffer.readSlice(length: length)!
-        buffer.moveReaderIndex(forwardBy: 1)
-        return payload
+        let outcome = try NetstringParser.next(view, maxLength: maxLength)
+        guard case .complete(let payload, let consumed) = outcome else { return nil }
+        let slice = buffer.getSlice(at: buffer.readerIndex + payload.lowerBound, length: payload.count)!
+        buffer.moveReaderIndex(forwardBy: consumed)
+        return slice
     }
 }
 
