@@ -156,7 +156,8 @@ struct CheckCommand: AsyncParsableCommand {
             var m: [JSONMember] = [
                 JSONMember("host", .string(mx.host)),
                 JSONMember("preference", .int(Int64(mx.preference))),
-                JSONMember("addresses", .array(mx.addresses.filter { !$0.hasPrefix("cname:") }.map { .string($0) })),
+                JSONMember("addresses", .array(mx.addresses.map { .string($0) })),
+                JSONMember("cname", str(mx.cname)),
                 JSONMember("pattern", str(mx.matchedPattern)),
                 JSONMember("tlsa", .bool(mx.tlsa)),
             ]

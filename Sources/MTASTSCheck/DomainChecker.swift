@@ -40,6 +40,8 @@ public struct MXReport: Sendable {
     public var host: String
     public var preference: UInt16
     public var addresses: [String] = []
+    /// The CNAME target, when the MX host name is an alias.
+    public var cname: String?
     public var matchedPattern: String?
     public var probe: ProbeResult?
     public var tlsa: Bool = false
@@ -235,8 +237,8 @@ public struct DomainChecker: Sendable {
         async let tlsa = Result { () async throws(DNSError) in try await resolver.tlsa("_25._tcp.\(record.exchange)") }
         if case .success(let a) = await addresses { mx.addresses = a }
         if case .success(let t) = await tlsa { mx.tlsa = !t.records.isEmpty }
-        if case .success(let c) = await cname, !c.records.isEmpty { mx.addresses.append("cname:" + c.records[0]) }
-        if let probe, let address = mx.addresses.first(where: { !$0.hasPrefix("cname:") && !$0.contains(":") }) ?? mx.addresses.first(where: { !$0.hasPrefix("cname:") }) {
+        if case .success(let c) = await cname { mx.cname = c.records.first }
+        if let probe, let address = mx.addresses.first(where: { !$0.contains(":") }) ?? mx.addresses.first {
             mx.probe = await probe.probe(mx: record.exchange, address: address)
         }
         return mx
@@ -246,11 +248,10 @@ public struct DomainChecker: Sendable {
         var out: [Finding] = []
         let enforce = policy?.mode == .enforce
         let consequence = enforce ? "senders that enforce MTA-STS will not deliver to it" : "in enforce mode senders would not deliver to it"
-        if let cname = mx.addresses.first(where: { $0.hasPrefix("cname:") }) {
-            out.append(Finding(.warning, "mx-is-cname", "\(mx.host) is a CNAME (to \(cname.dropFirst(6))); RFC 5321 wants MX targets to be host names with addresses", subject: mx.host))
+        if let cname = mx.cname {
+            out.append(Finding(.warning, "mx-is-cname", "\(mx.host) is a CNAME (to \(cname)); RFC 5321 wants MX targets to be host names with addresses", subject: mx.host))
         }
-        let addresses = mx.addresses.filter { !$0.hasPrefix("cname:") }
-        if addresses.isEmpty {
+        if mx.addresses.isEmpty {
             out.append(Finding(.error, "mx-no-address", "\(mx.host) has no A or AAAA record", subject: mx.host))
         }
         if let policy, policy.mode != .none, mx.matchedPattern == nil {

@@ -110,8 +110,14 @@ public struct CertificateChecker: Sendable {
         //    validity (now, or the nearest edge of it), so that an expired leaf is not called untrusted.
         let inside = now > leaf.notValidAfter ? leaf.notValidAfter.addingTimeInterval(-1)
             : now < leaf.notValidBefore ? leaf.notValidBefore.addingTimeInterval(1) : now
-        var chainOnly = Verifier(rootCertificates: store) { RFC5280Policy(validationTime: inside) }
-        let chainResult = await chainOnly.validate(leaf: leaf, intermediates: intermediates)
+        // When the leaf is within its dates that moment is `now`, and step 1 already answered.
+        let chainResult: CertificateValidationResult
+        if inside == now {
+            chainResult = fullResult
+        } else {
+            var chainOnly = Verifier(rootCertificates: store) { RFC5280Policy(validationTime: inside) }
+            chainResult = await chainOnly.validate(leaf: leaf, intermediates: intermediates)
+        }
         guard case .validCertificate(let chain) = chainResult else {
             let self_ = leaf.issuer == leaf.subject ? " (self-signed)" : ""
             return (.invalid(.certificateNotTrusted, "the certificate\(self_), issued by \(leaf.issuer), does not chain to a trusted root"), info)

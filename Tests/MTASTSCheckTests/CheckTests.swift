@@ -224,6 +224,7 @@ final class World: @unchecked Sendable {
         let all = try reports(out)
         #expect(codes(all["nullmx.test"]).contains("null-mx"), "\(codes(all["nullmx.test"]))")
         #expect(codes(all["mxcname.test"], "warning").contains("mx-is-cname"), "\(codes(all["mxcname.test"]))")
+        #expect(((all["mxcname.test"]?["mx"] as? [[String: Any]])?.first?["cname"] as? String) == "mx.good.test")
         #expect(codes(all["noaddr.test"], "error").contains("mx-no-address"), "\(codes(all["noaddr.test"]))")
         #expect(codes(all["badrua.test"], "warning").contains("tlsrpt-rua-no-mx"), "\(codes(all["badrua.test"]))")
         #expect(codes(all["dane.test"], "info").contains("dane-tlsa"), "\(codes(all["dane.test"]))")
