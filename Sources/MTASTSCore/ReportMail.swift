@@ -40,28 +40,41 @@ public enum ReportReader {
 
     /// Reads whatever the bytes are. Throws `NotAReport` with a reason when they hold no report.
     public static func read(_ bytes: [UInt8], maxSize: Int = defaultMaxSize) throws(NotAReport) -> Result {
+        func single(_ payload: Payload, source: ParsedReport.Source) -> Result {
+            Result(reports: [ParsedReport(decoded: payload.decoded, source: source, rawJSON: payload.json)], diagnostics: [], mail: nil)
+        }
         if Gzip.isGzip(bytes) {
-            let json = try inflate(bytes, maxSize: maxSize)
-            let decoded = try TLSReport.decode(json: json)
-            return Result(reports: [ParsedReport(decoded: decoded, source: .gzip, rawJSON: json)], diagnostics: [], mail: nil)
+            return single(try decodePayload(bytes, maxSize: maxSize), source: .gzip)
         }
         if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D && $0 != 0x0A }),
             first == UInt8(ascii: "{") || first == UInt8(ascii: "[") || first == 0xEF
         {
-            let decoded = try TLSReport.decode(json: bytes)
-            return Result(reports: [ParsedReport(decoded: decoded, source: .json, rawJSON: bytes)], diagnostics: [], mail: nil)
+            return single(try decodePayload(bytes, maxSize: maxSize), source: .json)
         }
         // A bare base64 text of a gzip report (as some tools save attachments).
         if bytes.count >= 8, bytes.allSatisfy({ b in TXTRecordGrammar.isAlnum(b) || b == 0x2B || b == 0x2F || b == 0x3D || b == 0x0A || b == 0x0D }) {
             let decodedBase64 = Base64.decode(bytes)
             if Gzip.isGzip(decodedBase64) {
-                let json = try inflate(decodedBase64, maxSize: maxSize)
-                var decoded = try TLSReport.decode(json: json)
-                decoded.diagnostics.append(Diagnostic(.warning, "base64-file", "the file is base64 text of a gzip report, not the report itself"))
-                return Result(reports: [ParsedReport(decoded: decoded, source: .gzip, rawJSON: json)], diagnostics: [], mail: nil)
+                var payload = try decodePayload(decodedBase64, maxSize: maxSize)
+                payload.decoded.diagnostics.append(Diagnostic(.warning, "base64-file", "the file is base64 text of a gzip report, not the report itself"))
+                return single(payload, source: .gzip)
             }
         }
         return try readMail(bytes, maxSize: maxSize)
+    }
+
+    /// A report payload: gzip or JSON, at most `maxSize` bytes of JSON (gzip is inflated no further).
+    struct Payload {
+        var json: [UInt8]
+        var compressed: Bool
+        var decoded: TLSReport.Decoded
+    }
+
+    static func decodePayload(_ bytes: [UInt8], maxSize: Int) throws(NotAReport) -> Payload {
+        let compressed = Gzip.isGzip(bytes)
+        let json = compressed ? try inflate(bytes, maxSize: maxSize) : bytes
+        if json.count > maxSize { throw NotAReport("the report is larger than \(maxSize) bytes") }
+        return Payload(json: json, compressed: compressed, decoded: try TLSReport.decode(json: json))
     }
 
     static func inflate(_ bytes: [UInt8], maxSize: Int) throws(NotAReport) -> [UInt8] {
@@ -94,10 +107,8 @@ public enum ReportReader {
             guard plausible else { continue }
             let body = part.decodedBody
             do {
-                let compressed = Gzip.isGzip(body)
-                let json = compressed ? try inflate(body, maxSize: maxSize) : body
-                if json.count > maxSize { throw NotAReport("the report is larger than \(maxSize) bytes") }
-                let decoded = try TLSReport.decode(json: json)
+                let payload = try decodePayload(body, maxSize: maxSize)
+                let (json, compressed, decoded) = (payload.json, payload.compressed, payload.decoded)
                 var mediaDiagnostics: [Diagnostic] = []
                 let essence = type.essence
                 if essence == "application/tlsrpt+gzip" && !compressed {

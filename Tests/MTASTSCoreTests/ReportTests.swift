@@ -116,6 +116,11 @@ import Testing
         #expect(throws: Gzip.Failure.self) { try Gzip.decompress(Array(small.dropLast(6)), maxSize: 100) }
         #expect(throws: Gzip.Failure.self) { try Gzip.decompress([0x1F, 0x8B, 1, 2, 3], maxSize: 100) }
         #expect(throws: Gzip.Failure.self) { try Gzip.decompress([], maxSize: 100) }
+        // The size bound holds for plain JSON as it does for inflated gzip.
+        let json = Array(#"{"date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-01T23:59:59Z"},"policies":[]}"#.utf8)
+        #expect(throws: NotAReport.self) { try ReportReader.read(json, maxSize: 50) }
+        #expect(throws: NotAReport.self) { try ReportReader.read(Gzip.compress(json), maxSize: 50) }
+        #expect((try? ReportReader.read(json, maxSize: json.count)) != nil)
     }
 
     @Test func filenames() {
