@@ -64,12 +64,7 @@ public struct STSRecord: Hashable, Sendable {
 
     /// RRset selection then parsing: nil when the domain has no available policy record.
     public static func select(_ rrset: [[String]]) -> (record: STSRecord?, diagnostics: [Diagnostic]) {
-        switch TXTRecordSet.select(rrset, prefix: version + ";") {
-        case .none:
-            return (nil, [Diagnostic(.error, "no-record", "no TXT record begins with 'v=STSv1;'")])
-        case .several(let all):
-            return (nil, [Diagnostic(.error, "multiple-records", "\(all.count) records begin with 'v=STSv1;'; exactly one is allowed, so senders see no policy")])
-        case .one(let text):
+        TXTRecordSet.selectAndParse(rrset, version: version, consequence: "senders see no policy") { text in
             let result = parse(text)
             return (result.record, result.diagnostics)
         }

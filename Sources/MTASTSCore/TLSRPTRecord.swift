@@ -179,12 +179,7 @@ public struct TLSRPTRecord: Hashable, Sendable {
 
     /// RRset selection then parsing: nil when the domain has no usable TLSRPT record.
     public static func select(_ rrset: [[String]]) -> (record: TLSRPTRecord?, diagnostics: [Diagnostic]) {
-        switch TXTRecordSet.select(rrset, prefix: version + ";") {
-        case .none:
-            return (nil, [Diagnostic(.error, "no-record", "no TXT record begins with 'v=TLSRPTv1;'")])
-        case .several(let all):
-            return (nil, [Diagnostic(.error, "multiple-records", "\(all.count) records begin with 'v=TLSRPTv1;'; exactly one is allowed, so senders send no reports")])
-        case .one(let text):
+        TXTRecordSet.selectAndParse(rrset, version: version, consequence: "senders send no reports") { text in
             let result = parse(text)
             return (result.record, result.diagnostics)
         }

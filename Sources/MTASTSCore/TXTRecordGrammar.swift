@@ -103,6 +103,19 @@ public enum TXTRecordSet {
     /// white space before its first ';' still counts, CONFORMANCE §4 item 10); of several, those that
     /// do not begin with the exact bytes `prefix` (`v=STSv1;`, `v=TLSRPTv1;`) are discarded before
     /// counting, and more than one left means no record.
+    /// Selects the one record by `version` and parses it: the shared body of `STSRecord.select`
+    /// and `TLSRPTRecord.select`. `consequence` says what having no usable record means.
+    static func selectAndParse<R>(_ rrset: [[String]], version: String, consequence: String, parse: (String) -> (R?, [Diagnostic])) -> (record: R?, diagnostics: [Diagnostic]) {
+        switch select(rrset, prefix: version + ";") {
+        case .none:
+            return (nil, [Diagnostic(.error, "no-record", "no TXT record begins with '\(version);'")])
+        case .several(let all):
+            return (nil, [Diagnostic(.error, "multiple-records", "\(all.count) records begin with '\(version);'; exactly one is allowed, so \(consequence)")])
+        case .one(let text):
+            return parse(text)
+        }
+    }
+
     public static func select(_ records: [[String]], prefix: String) -> Selection {
         let joined = records.map(join)
         if joined.count == 1 { return .one(joined[0]) }
