@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.10.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // zlib (gzip for TLS reports) through a tiny system-library shim; no extra package.
@@ -33,10 +34,23 @@ let package = Package(
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1"),
         ]),
+        // SQLite and PostgreSQL (libpq) through system-library shims; small blocking wrappers.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ"),
+        .target(name: "Storage", dependencies: ["CSQLite", "CLibPQ"]),
+        // The sender's policy resolver: DNS + strict fetch + cache stores + refresh (RFC 8461 §3.3, §5).
+        .target(name: "PolicyResolver", dependencies: [
+            "MTASTSCore", "MTASTSNet", "MailDNS", "Storage",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         // The Postfix socketmap protocol: netstring codec, request keys, replies.
         .target(name: "Socketmap", dependencies: [
             "MTASTSCore",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         // `mtasts check`: the end-to-end domain checker.
         .target(name: "MTASTSCheck", dependencies: ["MTASTSCore", "MTASTSNet", "MailDNS"]),
@@ -44,8 +58,12 @@ let package = Package(
         .target(name: "MTASTSCore", dependencies: ["CZlib"]),
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
-            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS",
+            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"]),
         // Golden vectors are read from the source tree (input beside expected output).

@@ -50,8 +50,9 @@ public enum SocketmapReply {
     /// `OK secure match=… servername=hostname` for a policy that applies, else `NOTFOUND `:
     /// mode none, and testing unless `strictTesting`, are no TLS requirement for Postfix.
     /// `match=` lists the patterns (`*.x` written `.x`, Postfix's form) sorted, so the reply is
-    /// deterministic. With `tlsrpt` (Postfix ≥ 3.10) the TLSRPT attributes follow.
-    public static func render(policy: STSPolicy, domain: DomainName, strictTesting: Bool = false, tlsrpt: Bool = false) -> String {
+    /// deterministic. With `tlsrpt` (Postfix ≥ 3.10) the TLSRPT attributes follow. Without
+    /// `requireSNI` the reply lacks `servername=hostname` (the reference daemon's `require_sni: false`).
+    public static func render(policy: STSPolicy, domain: DomainName, strictTesting: Bool = false, tlsrpt: Bool = false, requireSNI: Bool = true) -> String {
         switch policy.mode {
         case .none: return notFound
         case .testing where !strictTesting: return notFound
@@ -59,7 +60,7 @@ public enum SocketmapReply {
         }
         guard !policy.mx.isEmpty else { return notFound }
         let match = policy.mx.map { $0.isWildcard ? "." + $0.base : $0.text }.sorted().joined(separator: ":")
-        var reply = "OK secure match=\(match) servername=hostname"
+        var reply = "OK secure match=\(match)" + (requireSNI ? " servername=hostname" : "")
         if tlsrpt {
             reply += " policy_type=sts policy_domain=\(domain.text)"
             reply += policy.mx.map { " mx_host_pattern=\($0.text)" }.joined()

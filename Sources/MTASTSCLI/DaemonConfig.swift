@@ -1,0 +1,297 @@
+import Foundation
+import Yams
+
+/// `mtasts daemon`'s configuration: YAML. A configuration file of postfix-mta-sts-resolver is
+/// accepted as it is; our own keys follow. Unknown keys and wrong types are errors with the line.
+struct DaemonConfig: Sendable {
+    struct Zone: Sendable, Equatable {
+        var strictTesting = false
+        var timeout: Double = 4
+        var requireSNI = true
+        var tlsrpt = false
+    }
+
+    enum Cache: Sendable, Equatable {
+        case memory(size: Int)
+        case sqlite(path: String)
+        case postgres(dsn: String, timeout: Double)
+    }
+
+    var host: String? = "127.0.0.1"
+    var port: Int? = 8461
+    var path: String?
+    var socketMode: mode_t?
+    var socketOwner: String?
+    var reusePort = true
+    var shutdownTimeout: Double = 20
+    var cacheGrace: Double = 60
+    var proactiveEnabled = true
+    var proactiveInterval: Double = 60
+    var proactiveConcurrency = 16
+    var cache: Cache = .sqlite(path: DaemonConfig.defaultCachePath)
+    var defaultZone = Zone()
+    var zones: [String: Zone] = [:]
+    // Our own keys.
+    var dnsServer: String?
+    var dnsTimeout = 5
+    var caFiles: [String] = []
+    var systemRoots = true
+    var policyPort = 443
+    var negativeTTL: Double = 300
+    var dane = true
+    var metricsHost = "127.0.0.1"
+    var metricsPort: Int?
+    var maxConnections = 4_096
+    var maxRequestLength = 2_048
+    var idleTimeout: Double = 300
+    var hotCacheSize = 100_000
+    var evictAfter: Double = 30 * 86_400
+    var policyFailureLevel = "may"
+
+    static let defaultCachePath = "/var/lib/mtasts/policy-cache.db"
+
+    struct ConfigError: Error, CustomStringConvertible {
+        var file: String
+        var line: Int?
+        var message: String
+        var description: String { "\(file)\(line.map { ":\($0)" } ?? ""): \(message)" }
+    }
+
+    /// The zone a socketmap name selects; unknown names get the default zone (as the reference daemon).
+    func zone(_ name: String) -> Zone { zones[name] ?? defaultZone }
+
+    static func load(path: String) throws(ConfigError) -> DaemonConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, line: nil, message: "cannot read the configuration file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, line: nil, message: "the configuration file is not UTF-8")
+        }
+        return try parse(text, file: path)
+    }
+
+    static func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw ConfigError(file: file, line: nil, message: "not valid YAML: \(error)")
+        }
+        var config = DaemonConfig()
+        guard let root else { return config }  // empty file: every default
+        let reader = Reader(file: file)
+        let top = try reader.mapping(root, "the configuration")
+        var hostSet = false, portSet = false
+        for (keyNode, value) in top {
+            let key = try reader.key(keyNode)
+            switch key {
+            case "host": config.host = try reader.string(value, key); hostSet = true
+            case "port": config.port = try reader.int(value, key, 1...65_535); portSet = true
+            case "path": config.path = try reader.string(value, key)
+            case "mode": config.socketMode = try reader.mode(value, key)
+            case "owner": config.socketOwner = try reader.string(value, key)
+            case "reuse_port": config.reusePort = try reader.bool(value, key)
+            case "shutdown_timeout": config.shutdownTimeout = try reader.double(value, key, 0...3600)
+            case "cache_grace": config.cacheGrace = try reader.double(value, key, 0...86_400)
+            case "proactive_policy_fetching":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "enabled": config.proactiveEnabled = try reader.bool(v, "\(key).\(sub)")
+                    case "interval": config.proactiveInterval = try reader.double(v, "\(key).\(sub)", 1...31_557_600)
+                    case "concurrency_limit": config.proactiveConcurrency = try reader.int(v, "\(key).\(sub)", 1...10_000)
+                    case "grace_ratio": _ = try reader.double(v, "\(key).\(sub)", 1...1_000)  // accepted; refresh points are spread by domain instead
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "cache": config.cache = try cache(value, reader)
+            case "default_zone": config.defaultZone = try zone(value, reader, key)
+            case "zones":
+                for (k, v) in try reader.mapping(value, key) {
+                    let name = try reader.key(k)
+                    config.zones[name] = try zone(v, reader, "zones.\(name)")
+                }
+            case "dns_server": config.dnsServer = try reader.string(value, key)
+            case "dns_timeout": config.dnsTimeout = try reader.int(value, key, 1...60)
+            case "ca_file": config.caFiles = try reader.strings(value, key)
+            case "system_roots": config.systemRoots = try reader.bool(value, key)
+            case "policy_port": config.policyPort = try reader.int(value, key, 1...65_535)
+            case "negative_cache_ttl": config.negativeTTL = try reader.double(value, key, 0...86_400)
+            case "dane": config.dane = try reader.bool(value, key)
+            case "policy_failure_level":
+                config.policyFailureLevel = try reader.string(value, key)
+                guard ["may", "encrypt", "none"].contains(config.policyFailureLevel) else {
+                    throw reader.error(value, "\(key) must be may, encrypt or none")
+                }
+            case "metrics":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "host": config.metricsHost = try reader.string(v, "metrics.host")
+                    case "port": config.metricsPort = try reader.int(v, "metrics.port", 0...65_535)
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "limits":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "max_connections": config.maxConnections = try reader.int(v, "limits.\(sub)", 1...1_000_000)
+                    case "max_request_length": config.maxRequestLength = try reader.int(v, "limits.\(sub)", 64...1_000_000)
+                    case "idle_timeout": config.idleTimeout = try reader.double(v, "limits.\(sub)", 1...86_400)
+                    case "hot_cache_size": config.hotCacheSize = try reader.int(v, "limits.\(sub)", 1...100_000_000)
+                    case "evict_after": config.evictAfter = try reader.double(v, "limits.\(sub)", 60...31_557_600 * 10)
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            default: throw reader.unknown(keyNode, key, in: nil)
+            }
+        }
+        // The reference daemon: `path` alone means a unix socket only.
+        if config.path != nil && !hostSet && !portSet {
+            config.host = nil
+            config.port = nil
+        }
+        return config
+    }
+
+    static func zone(_ node: Node, _ reader: Reader, _ name: String) throws(ConfigError) -> Zone {
+        var zone = Zone()
+        for (k, v) in try reader.mapping(node, name) {
+            let key = try reader.key(k)
+            switch key {
+            case "strict_testing": zone.strictTesting = try reader.bool(v, "\(name).\(key)")
+            case "timeout": zone.timeout = try reader.double(v, "\(name).\(key)", 0.1...600)
+            case "require_sni": zone.requireSNI = try reader.bool(v, "\(name).\(key)")
+            case "tlsrpt": zone.tlsrpt = try reader.bool(v, "\(name).\(key)")
+            default: throw reader.unknown(k, key, in: name)
+            }
+        }
+        return zone
+    }
+
+    static func cache(_ node: Node, _ reader: Reader) throws(ConfigError) -> Cache {
+        let map = try reader.mapping(node, "cache")
+        var type = "internal"
+        var typeNode = node
+        var options: Node?
+        for (k, v) in map {
+            let key = try reader.key(k)
+            switch key {
+            case "type": type = try reader.string(v, "cache.type"); typeNode = v
+            case "options": options = v
+            default: throw reader.unknown(k, key, in: "cache")
+            }
+        }
+        var values: [String: Node] = [:]
+        var keyNodes: [(String, Node)] = []
+        if let options {
+            for (k, v) in try reader.mapping(options, "cache.options") {
+                let key = try reader.key(k)
+                values[key] = v
+                keyNodes.append((key, k))
+            }
+        }
+        func allow(_ keys: Set<String>) throws(ConfigError) {
+            for (key, node) in keyNodes where !keys.contains(key) { throw reader.unknown(node, key, in: "cache.options (type \(type))") }
+        }
+        switch type {
+        case "internal", "memory":
+            try allow(["cache_size"])
+            return .memory(size: try values["cache_size"].map { n throws(ConfigError) in try reader.int(n, "cache.options.cache_size", 1...100_000_000) } ?? 10_000)
+        case "sqlite":
+            try allow(["filename", "threads", "timeout"])
+            if let t = values["threads"] { _ = try reader.int(t, "cache.options.threads", 1...1_024) }
+            if let t = values["timeout"] { _ = try reader.double(t, "cache.options.timeout", 0...3_600) }
+            let path = try values["filename"].map { n throws(ConfigError) in try reader.string(n, "cache.options.filename") } ?? defaultCachePath
+            return .sqlite(path: path)
+        case "postgres":
+            try allow(["dsn", "timeout"])
+            guard let d = values["dsn"] else { throw reader.error(node, "cache type postgres needs options.dsn (a libpq connection string or URI)") }
+            let timeout = try values["timeout"].map { n throws(ConfigError) in try reader.double(n, "cache.options.timeout", 0.1...3_600) } ?? 5
+            return .postgres(dsn: try reader.string(d, "cache.options.dsn"), timeout: timeout)
+        case "redis", "redis_sentinel":
+            throw reader.error(typeNode, "cache type '\(type)' is not supported: use type 'postgres' for a cache shared by several MTAs (or 'sqlite' for one host)")
+        default:
+            throw reader.error(typeNode, "unknown cache type '\(type)' (internal, sqlite or postgres)")
+        }
+    }
+
+    /// Typed access to YAML nodes, errors with the line.
+    struct Reader {
+        var file: String
+
+        func error(_ node: Node, _ message: String) -> ConfigError {
+            ConfigError(file: file, line: node.mark.map { $0.line }, message: message)
+        }
+
+        func unknown(_ node: Node, _ key: String, in parent: String?) -> ConfigError {
+            error(node, "unknown key '\(key)'\(parent.map { " in \($0)" } ?? "")")
+        }
+
+        func mapping(_ node: Node, _ what: String) throws(ConfigError) -> Node.Mapping {
+            if case .scalar(let s) = node, s.string.isEmpty || s.string == "~" || s.string == "null" { return Node.Mapping([]) }
+            guard let m = node.mapping else { throw error(node, "\(what) must be a mapping") }
+            return m
+        }
+
+        func key(_ node: Node) throws(ConfigError) -> String {
+            guard case .scalar(let s) = node else { throw error(node, "a key must be a plain string") }
+            return s.string
+        }
+
+        func scalar(_ node: Node, _ key: String, _ kind: String) throws(ConfigError) -> String {
+            guard case .scalar(let s) = node else { throw error(node, "\(key) must be \(kind)") }
+            return s.string
+        }
+
+        func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
+            let s = try scalar(node, key, "a string")
+            guard !s.isEmpty else { throw error(node, "\(key) must not be empty") }
+            return s
+        }
+
+        func strings(_ node: Node, _ key: String) throws(ConfigError) -> [String] {
+            if case .sequence(let seq) = node {
+                var out: [String] = []
+                for n in seq { out.append(try string(n, key)) }
+                return out
+            }
+            return [try string(node, key)]
+        }
+
+        func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
+            switch try scalar(node, key, "true or false").lowercased() {
+            case "true", "yes", "on": return true
+            case "false", "no", "off": return false
+            default: throw error(node, "\(key) must be true or false")
+            }
+        }
+
+        func int(_ node: Node, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+            let s = try scalar(node, key, "a whole number")
+            guard let v = Int(s), range.contains(v) else {
+                throw error(node, "\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(s)'")
+            }
+            return v
+        }
+
+        func double(_ node: Node, _ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double {
+            let s = try scalar(node, key, "a number")
+            guard let v = Double(s), v.isFinite, range.contains(v) else {
+                throw error(node, "\(key) must be a number from \(range.lowerBound.clean) to \(range.upperBound.clean), not '\(s)'")
+            }
+            return v
+        }
+
+        /// A unix socket mode, octal as in YAML 1.1 (`0666`, `0o666`) or a string.
+        func mode(_ node: Node, _ key: String) throws(ConfigError) -> mode_t {
+            var s = try scalar(node, key, "an octal mode")
+            if s.hasPrefix("0o") { s.removeFirst(2) }
+            guard let v = mode_t(s, radix: 8), v <= 0o7777 else { throw error(node, "\(key) must be an octal mode such as 0660, not '\(s)'") }
+            return v
+        }
+    }
+}
+
+private extension Double {
+    var clean: String { self == rounded() ? String(Int(self)) : String(self) }
+}

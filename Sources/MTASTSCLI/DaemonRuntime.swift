@@ -1,0 +1,108 @@
+import Foundation
+import MailDNS
+import MTASTSCore
+import MTASTSNet
+import NIOConcurrencyHelpers
+import NIOCore
+import PolicyResolver
+import Socketmap
+
+/// Builds the resolver a configuration describes (shared by `daemon` and `query`).
+enum DaemonRuntime {
+    struct SetupError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func makeStore(_ config: DaemonConfig) throws(SetupError) -> (any PolicyStore)? {
+        do {
+            switch config.cache {
+            case .memory: return nil
+            case .sqlite(let path): return try SQLitePolicyStore(path: path)
+            case .postgres(let dsn, let timeout): return try PostgresPolicyStore(dsn: dsn, timeout: .milliseconds(Int64(timeout * 1000)))
+            }
+        } catch {
+            throw SetupError(description: "the policy cache: \(error.description)")
+        }
+    }
+
+    static func makeResolver(_ config: DaemonConfig, store: (any PolicyStore)?, clock: any PolicyClock = SystemClock(),
+                             log: @escaping @Sendable (String) -> Void) throws(SetupError) -> PolicyResolver {
+        let dns: DNSResolver
+        do { dns = try DNSResolver(.init(server: config.dnsServer, timeout: config.dnsTimeout, tries: 2)) } catch {
+            throw SetupError(description: "dns_server: \(error)")
+        }
+        let checker: CertificateChecker
+        do { checker = try CertificateChecker(systemRoots: config.systemRoots, extraPEMFiles: config.caFiles) } catch {
+            throw SetupError(description: "ca_file: \(error)")
+        }
+        let timeout = max(config.defaultZone.timeout, config.zones.values.map(\.timeout).max() ?? 0)
+        let fetcher = PolicyFetcher(checker: checker, port: config.policyPort, connectTimeout: .milliseconds(Int64(timeout * 1000)),
+                                    deadline: .milliseconds(Int64(timeout * 1000)))
+        var settings = PolicyResolver.Settings()
+        settings.negativeTTL = config.negativeTTL
+        settings.recheckAfter = config.cacheGrace
+        settings.danePrecedence = config.dane
+        if case .memory(let size) = config.cache { settings.hotCapacity = size } else { settings.hotCapacity = config.hotCacheSize }
+        settings.refreshInterval = config.proactiveInterval
+        settings.refreshConcurrency = config.proactiveConcurrency
+        settings.evictAfter = config.evictAfter
+        // DNS (two tries) and the fetch, with some room.
+        settings.timeout = timeout * 2 + Double(config.dnsTimeout * 2)
+        return PolicyResolver(dns: dns, fetcher: fetcher, store: store, settings: settings, clock: clock, log: log)
+    }
+}
+
+/// Socketmap requests → resolver → Postfix replies, per zone (the socketmap name).
+final class PolicyMapResponder: SocketmapResponder {
+    let resolver: PolicyResolver
+    let config: NIOLockedValueBox<DaemonConfig>
+
+    init(resolver: PolicyResolver, config: DaemonConfig) {
+        self.resolver = resolver
+        self.config = NIOLockedValueBox(config)
+    }
+
+    func immediateReply(to request: SocketmapRequest) -> String? {
+        guard let domain = SocketmapKey.policyDomain(request.key) else { return SocketmapReply.notFound }
+        guard let resolution = resolver.cached(domain) else { return nil }
+        return render(resolution, zone: request.name)
+    }
+
+    func reply(to request: SocketmapRequest) async -> String {
+        guard let domain = SocketmapKey.policyDomain(request.key) else { return SocketmapReply.notFound }
+        return render(await resolver.resolve(domain), zone: request.name)
+    }
+
+    func render(_ resolution: Resolution, zone name: String) -> String {
+        let (zone, failureLevel) = config.withLockedValue { ($0.zone(name), $0.policyFailureLevel) }
+        return Self.render(resolution, zone: zone, failureLevel: failureLevel)
+    }
+
+    /// The reply for a resolution: `TEMP` for our own failures; DANE where it applies (RFC 8461
+    /// §2); the policy's reply; for a policy that could not be fetched or validated, with TLSRPT
+    /// on, the failure for Postfix to report (at `policy_failure_level`); else `NOTFOUND `.
+    static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, failureLevel: String) -> String {
+        switch resolution.status {
+        case .temporary:
+            return SocketmapReply.temporary(resolution.reason)
+        case .noPolicy:
+            if zone.tlsrpt, let failure = resolution.failure {
+                return "\(failureLevel) policy_type=sts policy_domain=\(resolution.domain.text) policy_failure=\(failure.rawValue)"
+            }
+            return SocketmapReply.notFound
+        case .policy:
+            guard let entry = resolution.entry, let policy = entry.policy else { return SocketmapReply.notFound }
+            if entry.dane, policy.mode == .enforce { return "dane-only" }
+            return SocketmapReply.render(policy: policy, domain: resolution.domain, strictTesting: zone.strictTesting,
+                                         tlsrpt: zone.tlsrpt, requireSNI: zone.requireSNI)
+        }
+    }
+}
+
+/// Log lines on standard error, with a UTC time stamp.
+enum DaemonLog {
+    static func line(_ text: String) {
+        let stamp = RFC3339.format(Int64(Date().timeIntervalSince1970))
+        FileHandle.standardError.write(Data("\(stamp) mtasts: \(text)\n".utf8))
+    }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import MTASTSCore
+import PolicyResolver
+import Socketmap
+
+struct QueryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "The MTA-STS policy a sender applies to a domain now, and the daemon's reply.",
+        discussion: """
+            Resolves like `mtasts daemon` (same configuration, same cache): from the cache while it
+            is valid, else from DNS and the policy host, saving what it fetched. Shows where the
+            answer came from, the policy, its expiry and the exact socketmap reply.
+
+            Exit codes: 0 a policy applies, 1 no policy, 2 usage, 3 temporary failure (DNS, the
+            cache): try again later.
+            """)
+
+    @Argument(help: "The destination domain (as Postfix passes it: a domain, [domain], domain:port).")
+    var domain: String
+
+    @Option(name: [.short, .long], help: "The daemon's YAML configuration (its cache, DNS server, trust anchors, zones).")
+    var config: String?
+
+    @Option(help: "The socketmap name (zone) whose settings shape the reply.")
+    var zone: String = "postfix"
+
+    @Flag(name: .customLong("no-cache"), help: "Neither read nor write the persistent cache.")
+    var noCache = false
+
+    @Option(name: .customLong("dns-server"), help: "Ask this DNS server (IPv4[:PORT]); overrides the configuration.")
+    var dnsServer: String?
+
+    @Option(name: .customLong("ca-file"), help: "Extra trust anchors (PEM), beside those of the configuration.")
+    var caFile: [String] = []
+
+    @Option(name: .customLong("policy-port"), help: "Port of the policy hosts (443; for tests and labs).")
+    var policyPort: Int?
+
+    @OptionGroup var output: JSONFlag
+
+    func run() async throws {
+        var cfg: DaemonConfig
+        do { cfg = try config.map { path throws(DaemonConfig.ConfigError) in try DaemonConfig.load(path: path) } ?? DaemonConfig() } catch {
+            throw ValidationError("\(error)")
+        }
+        if let dnsServer { cfg.dnsServer = dnsServer }
+        cfg.caFiles += caFile
+        if let policyPort { cfg.policyPort = policyPort }
+        guard let name = SocketmapKey.policyDomain(domain) else {
+            // An address literal or a `.domain` pattern: no policy domain (RFC 8461 §3.4).
+            emit(domain: domain, resolution: nil, reply: SocketmapReply.notFound, note: "not a policy domain (an address literal or a domain pattern)")
+            throw ExitCode(Exit.problems)
+        }
+        let resolver: PolicyResolver
+        do {
+            let store = noCache ? nil : try DaemonRuntime.makeStore(cfg)
+            resolver = try DaemonRuntime.makeResolver(cfg, store: store, log: { _ in })
+        } catch {
+            Console.err("mtasts query: \(error)")
+            throw ExitCode(Exit.temporary)
+        }
+        let resolution = await resolver.resolve(name)
+        let reply = PolicyMapResponder.render(resolution, zone: cfg.zone(zone), failureLevel: cfg.policyFailureLevel)
+        emit(domain: name.text, resolution: resolution, reply: reply, note: nil)
+        switch resolution.status {
+        case .policy: return
+        case .noPolicy: throw ExitCode(Exit.problems)
+        case .temporary: throw ExitCode(Exit.temporary)
+        }
+    }
+
+    func emit(domain: String, resolution: Resolution?, reply: String, note: String?) {
+        let status = resolution?.status.rawValue ?? "no-policy"
+        let entry = resolution?.entry
+        if output.json {
+            func time(_ t: Double?) -> JSONValue { t.map { .string(RFC3339.format(Int64($0))) } ?? .null }
+            var members: [JSONMember] = [
+                JSONMember("domain", .string(domain)),
+                JSONMember("status", .string(status)),
+                JSONMember("source", resolution.map { .string($0.source.rawValue) } ?? .null),
+                JSONMember("reason", .string(note ?? resolution?.reason ?? "")),
+            ]
+            if let policy = resolution?.policy, let entry {
+                members.append(JSONMember("policy", .object([
+                    JSONMember("id", entry.stsID.map(JSONValue.string) ?? .null),
+                    JSONMember("mode", .string(policy.mode.rawValue)),
+                    JSONMember("max_age", .int(Int64(policy.maxAge))),
+                    JSONMember("mx", .array(policy.mx.map { .string($0.text) })),
+                    JSONMember("fetched", time(entry.fetchedAt)),
+                    JSONMember("expires", time(entry.expiresAt)),
+                    JSONMember("dane", .bool(entry.dane)),
+                ])))
+            } else {
+                members.append(JSONMember("policy", .null))
+            }
+            members.append(JSONMember("failure", resolution?.failure.map { .string($0.rawValue) } ?? .null))
+            members.append(JSONMember("reply", .string(reply)))
+            Console.out(String(decoding: JSONValue.object(members).serializedBytes(pretty: true), as: UTF8.self))
+            return
+        }
+        var lines: [String] = []
+        switch resolution?.status {
+        case .policy?:
+            let policy = resolution!.policy!
+            lines.append("\(domain): \(Console.green("policy")) (mode \(policy.mode.rawValue)), \(resolution!.source == .cache ? "from the cache" : "fetched now")")
+            lines.append("  id:       \(entry?.stsID ?? "?")")
+            lines.append("  mx:       \(policy.mx.map(\.text).joined(separator: ", "))")
+            lines.append("  max_age:  \(policy.maxAge)")
+            if let entry {
+                lines.append("  fetched:  \(RFC3339.format(Int64(entry.fetchedAt)))")
+                lines.append("  expires:  \(RFC3339.format(Int64(entry.expiresAt)))")
+                if entry.dane { lines.append("  DANE:     every MX host has DNSSEC-validated TLSA records; DANE applies (RFC 8461 §2)") }
+                if let failure = entry.failure, let reason = entry.reason {
+                    lines.append("  last refresh failed: \(failure.rawValue): \(reason)")
+                }
+            }
+        case .temporary?:
+            lines.append("\(domain): \(Console.yellow("temporary failure")): \(resolution!.reason)")
+        default:
+            lines.append("\(domain): \(Console.bold("no policy")): \(note ?? resolution?.reason ?? "")")
+            if let failure = resolution?.failure { lines.append("  failure:  \(failure.rawValue)") }
+        }
+        lines.append("  reply:    \(reply)")
+        Console.out(lines.joined(separator: "\n"))
+    }
+}

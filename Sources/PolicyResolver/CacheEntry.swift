@@ -1,0 +1,89 @@
+import Foundation
+import MTASTSCore
+
+/// Seconds since the Unix epoch, from a clock the tests can move.
+public protocol PolicyClock: Sendable {
+    func now() -> Double
+}
+
+public struct SystemClock: PolicyClock {
+    public init() {}
+    public func now() -> Double { Date().timeIntervalSince1970 }
+}
+
+/// A clock that moves only when told to (tests).
+public final class ManualClock: PolicyClock, @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Double
+
+    public init(_ start: Double = 1_800_000_000) { current = start }
+    public func now() -> Double { lock.withLock { current } }
+    public func advance(_ seconds: Double) { lock.withLock { current += seconds } }
+}
+
+/// What the cache knows of one domain: a policy (while `expiresAt` is ahead), or that it has
+/// none (a negative entry, for a short while).
+public struct CacheEntry: Sendable, Equatable {
+    public var domain: String
+    /// The policy as fetched and validated; nil for a negative entry.
+    public var policy: STSPolicy?
+    /// The `id` of the `_mta-sts` record the policy was fetched under.
+    public var stsID: String?
+    /// The last successful fetch (policy) or when "no policy" was found (negative entry).
+    public var fetchedAt: Double
+    /// `fetchedAt + max_age` for a policy; `fetchedAt` + the negative-cache time otherwise.
+    /// Never moved by a TXT check that finds the same id (RFC 8461 §5.1: max_age counts from
+    /// the fetch).
+    public var expiresAt: Double
+    /// The last look at the `_mta-sts` record.
+    public var checkedAt: Double
+    /// A fetch under this record id failed at `failedAt`; not retried for the same id before
+    /// the retry delay has passed.
+    public var failedID: String?
+    public var failedAt: Double?
+    /// Why there is no policy, or why the last refresh failed: an RFC 8460 result type and a reason.
+    public var failure: ResultType?
+    public var reason: String?
+    /// Every MX host has DNSSEC-validated TLSA records: DANE applies, not MTA-STS (RFC 8461 §2).
+    public var dane: Bool
+    /// The last look-up that used this entry (coarse; for eviction).
+    public var lastUsed: Double
+
+    public init(domain: String, policy: STSPolicy?, stsID: String?, fetchedAt: Double, expiresAt: Double, checkedAt: Double,
+                failedID: String? = nil, failedAt: Double? = nil, failure: ResultType? = nil, reason: String? = nil, dane: Bool = false, lastUsed: Double) {
+        self.domain = domain
+        self.policy = policy
+        self.stsID = stsID
+        self.fetchedAt = fetchedAt
+        self.expiresAt = expiresAt
+        self.checkedAt = checkedAt
+        self.failedID = failedID
+        self.failedAt = failedAt
+        self.failure = failure
+        self.reason = reason
+        self.dane = dane
+        self.lastUsed = lastUsed
+    }
+
+    public var isNegative: Bool { policy == nil }
+    public func isValid(at now: Double) -> Bool { now < expiresAt }
+}
+
+/// Where the cache lives beyond the process: SQLite (one host) or PostgreSQL (shared by a fleet).
+/// Calls block; the resolver runs them on a thread pool.
+public protocol PolicyStore: Sendable {
+    var name: String { get }
+    func load(_ domain: String) throws(StorageErrorBox) -> CacheEntry?
+    func save(_ entry: CacheEntry) throws(StorageErrorBox)
+    func remove(_ domain: String) throws(StorageErrorBox)
+    /// Every entry (warm start, proactive refresh).
+    func all() throws(StorageErrorBox) -> [CacheEntry]
+    /// Records use without rewriting the entry.
+    func touch(_ domains: [String], at time: Double) throws(StorageErrorBox)
+}
+
+/// A store's failure, for a `TEMP` reply and the log.
+public struct StorageErrorBox: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

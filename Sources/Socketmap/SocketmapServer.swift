@@ -1,0 +1,278 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Answers socketmap requests. `immediateReply` answers from memory without waiting (nil when it
+/// cannot); `reply` may wait for DNS and HTTPS. Neither may throw: failures are `TEMP` replies.
+public protocol SocketmapResponder: Sendable {
+    func immediateReply(to request: SocketmapRequest) -> String?
+    func reply(to request: SocketmapRequest) async -> String
+}
+
+/// The Postfix socketmap server (socketmap_table(5)): netstring requests on persistent
+/// connections, pipelined, answered in order. A malformed request gets `PERM` and the connection
+/// goes on; broken framing (a bad length, a missing `,`, a request over the size limit) gets
+/// `PERM` after the replies already owed, then the connection is closed, since the next request
+/// cannot be found. Other connections never notice.
+public final class SocketmapServer: Sendable {
+    public struct Limits: Sendable {
+        public var maxRequestLength: Int = 2_048
+        public var idleTimeout: TimeAmount = .seconds(300)
+        public var maxConnections: Int = 4_096
+        /// A reply not ready by then is `TEMP` (Postfix defers and retries).
+        public var replyTimeout: TimeAmount = .seconds(20)
+        public init() {}
+    }
+
+    let responder: any SocketmapResponder
+    let limits: Limits
+    let group: any EventLoopGroup
+    let state = NIOLockedValueBox(ServerState())
+    /// Reply latency in seconds, by the caller's choice of buckets.
+    public let latency: LatencyHistogram?
+
+    struct ServerState {
+        var listeners: [any Channel] = []
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var refused = 0
+        var draining = false
+    }
+
+    public init(responder: any SocketmapResponder, limits: Limits = Limits(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                latency: LatencyHistogram? = nil) {
+        self.responder = responder
+        self.limits = limits
+        self.group = group
+        self.latency = latency
+    }
+
+    public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+    public var refusedConnections: Int { state.withLockedValue { $0.refused } }
+
+    /// Listens on TCP; returns the bound port (useful with port 0).
+    @discardableResult
+    public func listen(host: String, port: Int, reusePort: Bool = false) async throws -> Int {
+        let channel = try await bootstrap(reusePort: reusePort).bind(host: host, port: port).get()
+        state.withLockedValue { $0.listeners.append(channel) }
+        return channel.localAddress?.port ?? port
+    }
+
+    /// Listens on a unix socket (an old socket file is replaced), then sets its mode and owner.
+    public func listen(unixPath: String, mode: mode_t? = nil, owner: (uid: uid_t, gid: gid_t)? = nil) async throws {
+        let channel = try await bootstrap(reusePort: false).bind(unixDomainSocketPath: unixPath, cleanupExistingSocketFile: true).get()
+        state.withLockedValue { $0.listeners.append(channel) }
+        if let mode, chmod(unixPath, mode) != 0 { throw IOError(errnoCode: errno, reason: "chmod \(unixPath)") }
+        if let owner, chown(unixPath, owner.uid, owner.gid) != 0 { throw IOError(errnoCode: errno, reason: "chown \(unixPath)") }
+    }
+
+    func bootstrap(reusePort: Bool) -> ServerBootstrap {
+        let limits = self.limits
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.Types.SocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: reusePort ? 1 : 0)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelInitializer { [self] channel in
+                let admitted = self.state.withLockedValue { state -> Bool in
+                    guard !state.draining, state.connections.count < limits.maxConnections else {
+                        state.refused += 1
+                        return false
+                    }
+                    state.connections[ObjectIdentifier(channel)] = channel
+                    return true
+                }
+                guard admitted else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in
+                    _ = self.state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
+                    try sync.addHandler(ByteToMessageHandler(NetstringDecoder(maxLength: limits.maxRequestLength)))
+                    try sync.addHandler(SocketmapHandler(responder: self.responder, replyTimeout: limits.replyTimeout, latency: self.latency))
+                }
+            }
+    }
+
+    /// Stops accepting; lets every connection finish the requests it has sent, then closes it;
+    /// after `grace`, closes whatever is left.
+    public func shutdown(grace: Duration) async {
+        let (listeners, connections) = state.withLockedValue { state -> ([any Channel], [any Channel]) in
+            state.draining = true
+            return (state.listeners, Array(state.connections.values))
+        }
+        for l in listeners { try? await l.close() }
+        for c in connections {
+            c.pipeline.handler(type: SocketmapHandler.self).whenSuccess { handler in
+                handler.closeWhenDrained()
+            }
+        }
+        let deadline = ContinuousClock.now + grace
+        while connectionCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for c in state.withLockedValue({ Array($0.connections.values) }) { try? await c.close() }
+    }
+}
+
+/// One connection: requests in, replies out in the same order.
+final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let responder: any SocketmapResponder
+    let replyTimeout: TimeAmount
+    let latency: LatencyHistogram?
+    /// Replies owed, oldest first; nil while a reply is being worked out.
+    var queue = CircularBuffer<String?>()
+    /// The sequence number of `queue.first`.
+    var head = 0
+    var closeAfterDrain = false
+    var context: ChannelHandlerContext?
+    var pendingFlush = false
+
+    init(responder: any SocketmapResponder, replyTimeout: TimeAmount, latency: LatencyHistogram?) {
+        self.responder = responder
+        self.replyTimeout = replyTimeout
+        self.latency = latency
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let payload = unwrapInboundIn(data)
+        let start = NIODeadline.now()
+        guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
+            enqueueReady(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context: context)
+            return
+        }
+        if queue.isEmpty, let reply = responder.immediateReply(to: request) {
+            write(reply, context: context)
+            latency?.observe(NIODeadline.now() - start)
+            return
+        }
+        let sequence = head + queue.count
+        queue.append(nil)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let responder = self.responder
+        let timeout = replyTimeout
+        let latency = self.latency
+        let once = NIOLockedValueBox(false)
+        let deliver: @Sendable (String) -> Void = { reply in
+            guard once.withLockedValue({ done in defer { done = true }; return !done }) else { return }
+            latency?.observe(NIODeadline.now() - start)
+            loop.execute { bound.value.fill(sequence, reply) }
+        }
+        let timer = loop.scheduleTask(in: timeout) {
+            deliver(SocketmapReply.temporary("no answer within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
+        Task {
+            let reply = await responder.reply(to: request)
+            timer.cancel()
+            deliver(reply)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if pendingFlush {
+            pendingFlush = false
+            context.flush()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let e = error as? NetstringError {
+            enqueueReady(SocketmapReply.permanent("malformed netstring: \(e.description)"), context: context)
+            closeWhenDrained()
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, queue.isEmpty {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func closeWhenDrained() {
+        closeAfterDrain = true
+        if queue.isEmpty { finish() }
+    }
+
+    func enqueueReady(_ reply: String, context: ChannelHandlerContext) {
+        if queue.isEmpty {
+            write(reply, context: context)
+        } else {
+            queue.append(reply)
+        }
+    }
+
+    func fill(_ sequence: Int, _ reply: String) {
+        let index = sequence - head
+        guard let context, index >= 0, index < queue.count else { return }
+        queue[queue.index(queue.startIndex, offsetBy: index)] = reply
+        while let first = queue.first, let ready = first {
+            queue.removeFirst()
+            head += 1
+            write(ready, context: context)
+        }
+        if closeAfterDrain, queue.isEmpty {
+            finish()
+        } else if pendingFlush {
+            pendingFlush = false
+            context.flush()
+        }
+    }
+
+    func write(_ reply: String, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: reply.utf8.count + 8)
+        buffer.writeString(String(reply.utf8.count))
+        buffer.writeInteger(UInt8(ascii: ":"))
+        buffer.writeString(reply)
+        buffer.writeInteger(UInt8(ascii: ","))
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        pendingFlush = true
+    }
+
+    /// Flushes what is owed, then closes (the empty write completes after every earlier one).
+    func finish() {
+        guard let context else { return }
+        pendingFlush = false
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// A latency histogram in seconds with fixed buckets (Prometheus `le` semantics).
+public final class LatencyHistogram: Sendable {
+    public let bounds: [Double]
+    private let state: NIOLockedValueBox<(counts: [Int], sum: Double, total: Int)>
+
+    public init(bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]) {
+        self.bounds = bounds
+        state = NIOLockedValueBox((Array(repeating: 0, count: bounds.count), 0, 0))
+    }
+
+    public func observe(_ elapsed: TimeAmount) {
+        let seconds = Double(elapsed.nanoseconds) / 1e9
+        state.withLockedValue { s in
+            if let i = bounds.firstIndex(where: { seconds <= $0 }) { s.counts[i] += 1 }
+            s.sum += seconds
+            s.total += 1
+        }
+    }
+
+    /// Cumulative counts per bound, the sum and the total.
+    public var snapshot: (cumulative: [Int], sum: Double, total: Int) {
+        state.withLockedValue { s in
+            var running = 0
+            return (s.counts.map { running += $0; return running }, s.sum, s.total)
+        }
+    }
+}

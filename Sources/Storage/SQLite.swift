@@ -1,0 +1,144 @@
+import CSQLite
+import Foundation
+
+/// A value bound to or read from a statement, the same for SQLite and PostgreSQL.
+public enum SQLValue: Sendable, Equatable {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+
+    public var int: Int64? {
+        switch self {
+        case .integer(let v): return v
+        case .real(let v): return Int64(v)
+        case .text(let s): return Int64(s)
+        case .null: return nil
+        }
+    }
+
+    public var double: Double? {
+        switch self {
+        case .integer(let v): return Double(v)
+        case .real(let v): return v
+        case .text(let s): return Double(s)
+        case .null: return nil
+        }
+    }
+
+    public var string: String? {
+        switch self {
+        case .text(let s): return s
+        case .integer(let v): return String(v)
+        case .real(let v): return String(v)
+        case .null: return nil
+        }
+    }
+}
+
+public struct StorageError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One SQLite connection (WAL, a busy time-out so several processes can share the file),
+/// serialised by a lock, with its prepared statements kept for reuse. Calls block: run them off
+/// event loops.
+public final class SQLiteDatabase: @unchecked Sendable {
+    public let path: String
+    private var db: OpaquePointer?
+    private let lock = NSLock()
+    private var statements: [String: OpaquePointer] = [:]
+
+    public init(path: String, busyTimeout: Duration = .seconds(5)) throws(StorageError) {
+        self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+                throw StorageError("cannot create the directory \(directory) for the database \(path): \(error.localizedDescription)")
+            }
+        }
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(db)
+            db = nil
+            throw StorageError("cannot open the SQLite database \(path): \(message)")
+        }
+        sqlite3_busy_timeout(db, Int32(busyTimeout.components.seconds * 1000))
+        try execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+    }
+
+    deinit {
+        for statement in statements.values { sqlite3_finalize(statement) }
+        sqlite3_close(db)
+    }
+
+    /// Runs one or more statements without parameters or results (schema, pragmas).
+    public func execute(_ sql: String) throws(StorageError) {
+        lock.lock()
+        defer { lock.unlock() }
+        var error: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(db, sql, nil, nil, &error) != SQLITE_OK {
+            let message = error.map { String(cString: $0) } ?? "unknown error"
+            sqlite3_free(error)
+            throw StorageError("SQLite \(path): \(message)")
+        }
+    }
+
+    /// Runs one statement with `?` parameters; returns its rows.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [SQLValue] = []) throws(StorageError) -> [[SQLValue]] {
+        lock.lock()
+        defer { lock.unlock() }
+        let statement = try prepared(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        for (i, value) in parameters.enumerated() {
+            let index = Int32(i + 1)
+            switch value {
+            case .null: sqlite3_bind_null(statement, index)
+            case .integer(let v): sqlite3_bind_int64(statement, index, v)
+            case .real(let v): sqlite3_bind_double(statement, index, v)
+            case .text(let s): sqlite3_bind_text(statement, index, s, -1, mtasts_sqlite_transient())
+            }
+        }
+        var rows: [[SQLValue]] = []
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { break }
+            guard rc == SQLITE_ROW else { throw StorageError("SQLite \(path): \(String(cString: sqlite3_errmsg(db)))") }
+            let columns = sqlite3_column_count(statement)
+            var row: [SQLValue] = []
+            row.reserveCapacity(Int(columns))
+            for c in 0..<columns {
+                switch sqlite3_column_type(statement, c) {
+                case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, c)))
+                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, c)))
+                case SQLITE_NULL: row.append(.null)
+                default:
+                    if let text = sqlite3_column_text(statement, c) {
+                        row.append(.text(String(cString: text)))
+                    } else {
+                        row.append(.null)
+                    }
+                }
+            }
+            rows.append(row)
+        }
+        return rows
+    }
+
+    private func prepared(_ sql: String) throws(StorageError) -> OpaquePointer {
+        if let statement = statements[sql] { return statement }
+        var statement: OpaquePointer?
+        guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+            throw StorageError("SQLite \(path): \(String(cString: sqlite3_errmsg(db)))")
+        }
+        statements[sql] = statement
+        return statement
+    }
+}
