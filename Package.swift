@@ -84,6 +84,8 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOTestUtils", package: "swift-nio"),
         ]),
+        .testTarget(name: "PolicyResolverTests", dependencies: ["PolicyResolver", "MTASTSNet", "MailDNS", "MTASTSCore", "Storage", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["mtasts", "TestSupport"]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),

@@ -9,7 +9,36 @@ public final class FakeDNS: @unchecked Sendable {
     private let fd: Int32
     private let thread: Thread
 
-    public init(txt: [String: String]) throws {
+    /// A record it serves: owner name, type and RDATA in wire form.
+    public struct Record: Sendable {
+        public var name: String
+        public var type: UInt16
+        public var rdata: [UInt8]
+
+        public static func txt(_ name: String, _ text: String) -> Record {
+            Record(name: name, type: 16, rdata: [UInt8(text.utf8.count)] + Array(text.utf8))
+        }
+        public static func a(_ name: String, _ address: String) -> Record {
+            Record(name: name, type: 1, rdata: address.split(separator: ".").map { UInt8($0)! })
+        }
+        public static func mx(_ name: String, _ preference: UInt16, _ exchange: String) -> Record {
+            Record(name: name, type: 15, rdata: [UInt8(preference >> 8), UInt8(preference & 0xFF)] + FakeDNS.wireName(exchange))
+        }
+        public static func tlsa(_ name: String, usage: UInt8, selector: UInt8, matching: UInt8, data: [UInt8]) -> Record {
+            Record(name: name, type: 52, rdata: [usage, selector, matching] + data)
+        }
+    }
+
+    static func wireName(_ name: String) -> [UInt8] {
+        name.split(separator: ".").flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) } + [0]
+    }
+
+    public convenience init(txt: [String: String]) throws {
+        try self.init(records: txt.map { Record.txt($0.key, $0.value) })
+    }
+
+    /// Serves `records` with the AD bit; other names get NXDOMAIN, other types of a known name NODATA.
+    public init(records list: [Record]) throws {
         let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         fd = socketFD
         var addr = sockaddr_in()
@@ -22,7 +51,7 @@ public final class FakeDNS: @unchecked Sendable {
         }
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socketFD, $0, &len) } }
         port = UInt16(bigEndian: addr.sin_port)
-        let records = Dictionary(uniqueKeysWithValues: txt.map { ($0.key.lowercased(), $0.value) })
+        let records = Dictionary(grouping: list, by: { $0.name.lowercased() })
         thread = Thread {
             var buffer = [UInt8](repeating: 0, count: 1500)
             while true {
@@ -41,7 +70,7 @@ public final class FakeDNS: @unchecked Sendable {
         thread.start()
     }
 
-    static func answer(_ query: [UInt8], _ records: [String: String]) -> [UInt8]? {
+    static func answer(_ query: [UInt8], _ records: [String: [Record]]) -> [UInt8]? {
         guard query.count > 12 else { return nil }
         var i = 12
         var labels: [String] = []
@@ -59,11 +88,13 @@ public final class FakeDNS: @unchecked Sendable {
         reply[2] = 0x81  // QR, RD
         reply[7] = 0
         reply[8] = 0; reply[9] = 0; reply[10] = 0; reply[11] = 0
-        if type == 16, let text = records[name] {
-            reply[3] = 0xA0  // RA, AD; NOERROR
-            reply[6] = 0; reply[7] = 1
-            let bytes = Array(text.utf8)
-            reply += [0xC0, 0x0C, 0, 16, 0, 1, 0, 0, 0x0E, 0x10, 0, UInt8(bytes.count + 1), UInt8(bytes.count)] + bytes
+        if let known = records[name] {
+            let matching = known.filter { $0.type == type }
+            reply[3] = 0xA0  // RA, AD; NOERROR (NODATA when nothing matches)
+            reply[6] = 0; reply[7] = UInt8(matching.count)
+            for r in matching {
+                reply += [0xC0, 0x0C, UInt8(type >> 8), UInt8(type & 0xFF), 0, 1, 0, 0, 0x0E, 0x10, UInt8(r.rdata.count >> 8), UInt8(r.rdata.count & 0xFF)] + r.rdata
+            }
         } else {
             reply[3] = 0x83  // RA, NXDOMAIN
             reply[6] = 0; reply[7] = 0

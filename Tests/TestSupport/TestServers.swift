@@ -11,6 +11,27 @@ public enum PolicyBehaviour: Sendable {
     case large(size: Int, announceLength: Bool)
     /// Sends the head, then one body byte every `interval` (a slow loris answer).
     case trickle(body: String, interval: TimeAmount)
+    /// Whatever the box holds at the time of the request; the box counts requests.
+    case dynamic(PolicyBox)
+}
+
+/// A policy host's answer that a test changes while the host runs.
+public final class PolicyBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var answer: (status: Int, contentType: String?, body: String)
+    private var served = 0
+
+    public init(status: Int = 200, contentType: String? = "text/plain", body: String) { answer = (status, contentType, body) }
+
+    public func set(status: Int = 200, contentType: String? = "text/plain", body: String) { lock.withLock { answer = (status, contentType, body) } }
+    public var requests: Int { lock.withLock { served } }
+
+    func take() -> (status: Int, contentType: String?, body: String) {
+        lock.withLock {
+            served += 1
+            return answer
+        }
+    }
 }
 
 /// How a test MX answers an SMTP client.
@@ -21,6 +42,15 @@ public enum SMTPBehaviour: Sendable {
     case noSTARTTLS
     /// Banner, then silence (a tarpit).
     case stallAfterBanner
+}
+
+/// What test MX hosts received: one line per message, with whether it came over TLS.
+public final class MailLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [(host: String, tls: Bool, data: String)] = []
+    public init() {}
+    func add(_ host: String, _ tls: Bool, _ data: String) { lock.withLock { items.append((host, tls, data)) } }
+    public var messages: [(host: String, tls: Bool, data: String)] { lock.withLock { items } }
 }
 
 /// A TLS server on one loopback address and port, for the test's lifetime.
@@ -45,13 +75,13 @@ public final class TestServer: @unchecked Sendable {
     }
 
     /// An SMTP MX host; `leaf` is the certificate it presents after STARTTLS.
-    public static func mx(address: String, port: Int, hostname: String, leaf: TestCA.Leaf?, behaviour: SMTPBehaviour) throws -> TestServer {
+    public static func mx(address: String, port: Int, hostname: String, leaf: TestCA.Leaf?, behaviour: SMTPBehaviour, mail: MailLog? = nil) throws -> TestServer {
         let context = try leaf.map(serverContext)
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(hostname: hostname, context: context, behaviour: behaviour))
+                    try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(hostname: hostname, context: context, behaviour: behaviour, mail: mail))
                 }
             }
             .bind(host: address, port: port).wait()
@@ -103,7 +133,13 @@ final class PolicyHostHandler: ChannelInboundHandler, @unchecked Sendable {
         guard !answered, request.contains("\r\n\r\n") else { return }
         answered = true
         func write(_ s: String) { context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: s)), promise: nil) }
+        var behaviour = self.behaviour
+        if case .dynamic(let box) = behaviour {
+            let a = box.take()
+            behaviour = .respond(status: a.status, contentType: a.contentType, body: a.body)
+        }
         switch behaviour {
+        case .dynamic: break
         case .respond(let status, let contentType, let body, let extra):
             var head = "HTTP/1.1 \(status) X\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
             if let contentType { head += "Content-Type: \(contentType)\r\n" }
@@ -146,11 +182,15 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
     let behaviour: SMTPBehaviour
     var pending = ""
     var tls = false
+    let mail: MailLog?
+    var inData = false
+    var data = ""
 
-    init(hostname: String, context: NIOSSLContext?, behaviour: SMTPBehaviour) {
+    init(hostname: String, context: NIOSSLContext?, behaviour: SMTPBehaviour, mail: MailLog? = nil) {
         self.hostname = hostname
         self.context = context
         self.behaviour = behaviour
+        self.mail = mail
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -173,6 +213,17 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func handle(_ context: ChannelHandlerContext, _ line: String) {
         if case .stallAfterBanner = behaviour { return }
+        if inData {
+            if line == "." {
+                inData = false
+                mail?.add(hostname, tls, data)
+                data = ""
+                send(context, "250 2.0.0 queued")
+            } else {
+                data += line + "\n"
+            }
+            return
+        }
         let verb = line.split(separator: " ").first.map { $0.uppercased() } ?? ""
         switch verb {
         case "EHLO":
@@ -188,6 +239,9 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
         case "QUIT":
             send(context, "221 2.0.0 Bye")
             context.close(promise: nil)
+        case "DATA":
+            inData = true
+            send(context, "354 go ahead")
         default:
             send(context, "250 OK")
         }
