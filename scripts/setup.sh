@@ -2,7 +2,7 @@
 # Installs what building and testing need on a fresh Debian machine (run as root). Idempotent:
 # apt-get runs only when a package is missing.
 set -euo pipefail
-packages=(zlib1g-dev python3 time dnsmasq-base openssl ca-certificates)
+packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 time dnsmasq-base openssl ca-certificates curl postgresql postfix)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -10,6 +10,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
+    # Postfix asks how to configure itself: not at all (tests give it its own directory).
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected at /opt/swift/usr/bin)" >&2; exit 1; }

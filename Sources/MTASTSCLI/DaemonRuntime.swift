@@ -87,12 +87,12 @@ final class PolicyMapResponder: SocketmapResponder {
             return SocketmapReply.temporary(resolution.reason)
         case .noPolicy:
             if zone.tlsrpt, let failure = resolution.failure {
-                return "\(failureLevel) policy_type=sts policy_domain=\(resolution.domain.text) policy_failure=\(failure.rawValue)"
+                return "OK \(failureLevel) policy_type=sts policy_domain=\(resolution.domain.text) policy_failure=\(failure.rawValue)"
             }
             return SocketmapReply.notFound
         case .policy:
             guard let entry = resolution.entry, let policy = entry.policy else { return SocketmapReply.notFound }
-            if entry.dane, policy.mode == .enforce { return "dane-only" }
+            if entry.dane, policy.mode == .enforce { return "OK dane-only" }
             return SocketmapReply.render(policy: policy, domain: resolution.domain, strictTesting: zone.strictTesting,
                                          tlsrpt: zone.tlsrpt, requireSNI: zone.requireSNI)
         }

@@ -54,16 +54,21 @@ public final class Spawned: @unchecked Sendable {
 
     /// Has the process exited (reaping it if so)?
     public var hasExited: Bool {
+        if exited { return true }
         var status: Int32 = 0
-        return waitpid(pid, &status, WNOHANG) == pid
+        exited = waitpid(pid, &status, WNOHANG) == pid
+        return exited
     }
+    private var exited = false
 
     public func stop() {
         guard lifeline >= 0 else { return }
         close(lifeline)  // the watcher kills the helper; the shell then exits
         lifeline = -1
+        guard !exited else { return }
         var status: Int32 = 0
         waitpid(pid, &status, 0)
+        exited = true
     }
 
     deinit { stop() }
