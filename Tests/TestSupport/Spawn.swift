@@ -13,7 +13,7 @@ public final class Spawned: @unchecked Sendable {
 
     /// Starts `path` with `arguments`, standard input/output/error to /dev/null
     /// (or standard error to `stderrPath`). Signals are unblocked and reset in the child.
-    public init(_ path: String, _ arguments: [String], stderrPath: String? = nil) throws {
+    public init(_ path: String, _ arguments: [String], stderrPath: String? = nil, stdoutPath: String? = nil) throws {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw DNSMasq.Missing(description: "pipe: \(String(cString: strerror(errno)))") }
         // Neither end may leak into other children (dup2 onto 0 clears the flag in this child).
@@ -24,7 +24,7 @@ public final class Spawned: @unchecked Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
         posix_spawn_file_actions_addclose(&actions, fds[1])
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
