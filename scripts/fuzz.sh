@@ -71,7 +71,7 @@ for t in "${targets[@]}"; do
         if [ "$t" = dns ]; then
             module=(-module-name MailDNS Sources/MailDNS/DNSMessage.swift)
         elif [ "$t" = netstring ]; then
-            module=(-module-name Socketmap Sources/Socketmap/NetstringParser.swift)
+            module=(-module-name Socketmap -I Sources/CZlib Sources/MTASTSCore/*.swift Sources/Socketmap/NetstringParser.swift Sources/Socketmap/SocketmapProtocol.swift)
         else
             module=(-module-name MTASTSCore -I Sources/CZlib Sources/MTASTSCore/*.swift)
         fi

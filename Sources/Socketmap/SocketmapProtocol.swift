@@ -1,4 +1,7 @@
+// The fuzz target compiles this file into one module with MTASTSCore's sources.
+#if canImport(MTASTSCore)
 import MTASTSCore
+#endif
 
 /// A socketmap request, `name key` (Postfix socketmap_table(5)).
 public struct SocketmapRequest: Sendable, Equatable {
