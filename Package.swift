@@ -88,6 +88,8 @@ let package = Package(
         .testTarget(name: "DaemonTests", dependencies: ["mtasts", "TestSupport"]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
+        // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).
+        .executableTarget(name: "mtasts-bench-socketmap", path: "Benchmarks/SocketmapLoad"),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Brings mtasts up on a fresh machine and runs the main job on an example: write a policy and its
-# DNS records, lint them, and read a TLS report. Installs what it needs; builds a release binary.
+# Brings mtasts up on a fresh machine: builds a release binary, shows the domain owner's commands
+# on an example (write a policy and its DNS records, lint them, read TLS reports), then runs the
+# sender's policy daemon for Postfix on its embedded defaults (127.0.0.1:8461, SQLite cache in
+# /var/lib/mtasts) in the foreground until Ctrl-C. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -23,3 +25,8 @@ echo "== mtasts report parse examples/"
 "$bin" report parse examples/
 echo
 echo "The binary is $bin; copy it to /usr/local/bin to use it as 'mtasts'."
+echo
+echo "== mtasts daemon (Postfix main.cf: smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix)"
+echo "   try: postmap -q gmail.com socketmap:inet:127.0.0.1:8461:postfix   or   $bin query gmail.com"
+echo "   Ctrl-C stops it."
+exec "$bin" daemon

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Socketmap look-ups of cached policies: `mtasts daemon` (memory and SQLite caches) against
+# postfix-mta-sts-resolver 1.5.1 (PyPI; internal and sqlite caches) on the same loopback world
+# (N domains: dnsmasq on 127.0.0.53:53, one HTTPS policy host, certificates from a CA made for the
+# run), with 1 and 16 connections; look-ups/s, p50/p99 latency, daemon CPU per look-up, daemon RSS.
+# Then our daemon's RSS with 100,000 cached policies (an SQLite cache filled beforehand, loaded at
+# start, all of them asked for).
+# Usage: Benchmarks/socketmap.sh [N] [SECONDS]   (defaults 1000 domains, 10 s per run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000}
+secs=${2:-10}
+work=$(pwd)/.build-bench/socketmap
+rm -rf "$work" && mkdir -p "$work"
+scripts/setup.sh
+venv=.build-bench/resolver-venv
+if [ ! -x "$venv/bin/mta-sts-daemon" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q postfix-mta-sts-resolver==1.5.1 aiosqlite
+fi
+swift build -c release --product mtasts >/dev/null
+swift build -c release --product mtasts-bench-world >/dev/null
+swift build -c release --product mtasts-bench-socketmap >/dev/null
+bindir=$(swift build -c release --show-bin-path)
+load="$bindir/mtasts-bench-socketmap"
+
+"$bindir/mtasts-bench-world" "$n" "$work" >"$work/world.out" 2>&1 &
+world=$!
+pids=($world)
+trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q ready "$work/world.out" 2>/dev/null && break; sleep 0.2; done
+grep -q ready "$work/world.out" || { cat "$work/world.out"; exit 1; }
+ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
+list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
+echo "nameserver 127.0.0.53" >"$work/resolv.conf"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+tick=$(getconf CLK_TCK)
+
+# label, port, daemon pid: warm pass, then 1 and 16 connections.
+run() {
+    local label=$1 port=$2 pid=$3
+    echo "== $label"
+    "$load" --port "$port" --domains "$list" --warm | tee -a "$work/results"
+    for c in 1 16; do
+        local before after out lookups
+        before=$(cpu_ticks "$pid")
+        out=$("$load" --port "$port" --domains "$list" --connections "$c" --seconds "$secs")
+        after=$(cpu_ticks "$pid")
+        lookups=$(sed -n 's/.*lookups=\([0-9]*\).*/\1/p' <<<"$out")
+        echo "$label $out daemon_cpu_us_per_lookup=$(python3 -c "print(round(($after - $before) / $tick * 1e6 / max(1, $lookups), 1))") daemon_rss_kb=$(rss_kb "$pid")" | tee -a "$work/results"
+    done
+}
+
+ours() {  # label, cache yaml
+    local label=$1 cache=$2 port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$work/mtasts-$label.yml" <<EOF
+host: 127.0.0.1
+port: $port
+$cache
+dns_server: 127.0.0.53:53
+ca_file: $ca
+system_roots: false
+EOF
+    "$bindir/mtasts" daemon --config "$work/mtasts-$label.yml" 2>"$work/mtasts-$label.log" &
+    local pid=$!
+    pids+=($pid)
+    wait_port "$port"
+    run "mtasts-$label" "$port" "$pid"
+    kill -TERM "$pid"; wait "$pid" || true
+}
+
+anchor() {  # label, cache yaml
+    local label=$1 cache=$2 port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$work/anchor-$label.yml" <<EOF
+host: 127.0.0.1
+port: $port
+$cache
+EOF
+    # It reads only the system resolver and trust store: a private mount namespace points
+    # /etc/resolv.conf at the world's dnsmasq; SSL_CERT_FILE is the world's CA.
+    SSL_CERT_FILE="$ca" unshare -m sh -c "mount --bind '$work/resolv.conf' /etc/resolv.conf && exec '$(pwd)/$venv/bin/mta-sts-daemon' -c '$work/anchor-$label.yml'" 2>"$work/anchor-$label.log" &
+    local wrapper=$!
+    pids+=($wrapper)
+    wait_port "$port"
+    local pid
+    pid=$(pgrep -f "mta-sts-daemon -c $work/anchor-$label.yml" | tail -1)
+    run "resolver-$label" "$port" "$pid"
+    kill -TERM "$pid" 2>/dev/null || true; wait "$wrapper" || true
+}
+
+: >"$work/results"
+ours memory "cache:
+  type: internal
+  options:
+    cache_size: 100000"
+ours sqlite "cache:
+  type: sqlite
+  options:
+    filename: $work/ours-cache.db"
+anchor internal "cache:
+  type: internal
+  options:
+    cache_size: 100000"
+anchor sqlite "cache:
+  type: sqlite
+  options:
+    filename: $work/anchor-cache.db"
+
+# 100,000 cached policies: fill an SQLite cache, start on it, ask for every domain, read the RSS.
+python3 - "$work/big.db" "$work/big-domains.txt" <<'PY'
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+db.execute("""CREATE TABLE sts_policy_cache (domain TEXT PRIMARY KEY, policy TEXT, sts_id TEXT, fetched_at REAL NOT NULL,
+  expires_at REAL NOT NULL, checked_at REAL NOT NULL, failed_id TEXT, failed_at REAL, failure TEXT, reason TEXT,
+  dane INTEGER NOT NULL DEFAULT 0, last_used REAL NOT NULL)""")
+now = time.time()
+rows = []
+for k in range(100000):
+    d = f"big{k}.example"
+    policy = f"version: STSv1\nmode: enforce\nmx: mx{k}.mail-provider.example\nmx: *.backup{k % 97}.mail-provider.example\nmax_age: 604800\n"
+    rows.append((d, policy, f"id{k}", now, now + 604800, now, None, None, None, None, 0, now))
+db.executemany("INSERT INTO sts_policy_cache VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+db.commit()
+open(sys.argv[2], "w").write("".join(f"big{k}.example\n" for k in range(100000)))
+PY
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/mtasts-big.yml" <<EOF
+host: 127.0.0.1
+port: $port
+cache:
+  type: sqlite
+  options:
+    filename: $work/big.db
+dns_server: 127.0.0.53:53
+ca_file: $ca
+system_roots: false
+EOF
+"$bindir/mtasts" daemon --config "$work/mtasts-big.yml" 2>"$work/mtasts-big.log" &
+pid=$!
+pids+=($pid)
+wait_port "$port"
+start_rss=$(rss_kb "$pid")
+out=$("$load" --port "$port" --domains "$work/big-domains.txt" --connections 16 --seconds "$secs")
+echo "mtasts-100k-cached $(grep -o '[0-9]* valid entries loaded' "$work/mtasts-big.log") rss_after_start_kb=$start_rss $out rss_kb=$(rss_kb "$pid") peak_rss_kb=$(hwm_kb "$pid")" | tee -a "$work/results"
+kill -TERM "$pid"; wait "$pid" || true
+echo
+echo "results in $work/results"
