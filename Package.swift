@@ -89,7 +89,7 @@ let package = Package(
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).
-        .executableTarget(name: "mtasts-bench-socketmap", path: "Benchmarks/SocketmapLoad"),
+        .executableTarget(name: "mtasts-bench-socketmap", path: "Benchmarks/SocketmapLoad", swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

@@ -17,8 +17,8 @@ while let a = args.popFirst() {
     options[a] = v
 }
 let host = options["--host"] ?? "127.0.0.1"
-guard let port = options["--port"].flatMap({ UInt16($0) }) else { fatalError("--port is required") }
-guard let list = options["--domains"], let text = try? String(contentsOfFile: list, encoding: .utf8) else { fatalError("--domains FILE is required") }
+let port: UInt16 = options["--port"].flatMap { UInt16($0) } ?? { fatalError("--port is required") }()
+let text: String = (options["--domains"].flatMap { path -> String? in try? String(contentsOfFile: path, encoding: .utf8) }) ?? { fatalError("--domains FILE is required") }()
 let domains = text.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
 let connections = Int(options["--connections"] ?? "16") ?? 16
 let seconds = Double(options["--seconds"] ?? "10") ?? 10
@@ -60,7 +60,7 @@ final class Conn {
     }
 }
 
-func kind(_ reply: String) -> String {
+@Sendable func kind(_ reply: String) -> String {
     if reply.hasPrefix("OK ") { return "ok" }
     if reply.hasPrefix("NOTFOUND") { return "notfound" }
     return String(reply.prefix(4)).trimmingCharacters(in: .whitespaces).lowercased()
