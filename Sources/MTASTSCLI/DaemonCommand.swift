@@ -82,9 +82,12 @@ final class RunningDaemon: @unchecked Sendable {
     }
 
     static func start(_ config: DaemonConfig, configPath: String?) async throws -> RunningDaemon {
+        // Few malloc arenas: a long-running daemon with many threads otherwise keeps freed memory.
+        _ = glibcMallopt(-8 /* M_ARENA_MAX */, 2)
         let store = try DaemonRuntime.makeStore(config)
         let resolver = try DaemonRuntime.makeResolver(config, store: store, log: DaemonLog.line)
         let warmed = try await resolver.warm()
+        _ = glibcMallocTrim(0)
         let responder = PolicyMapResponder(resolver: resolver, config: config)
         var limits = SocketmapServer.Limits()
         limits.maxConnections = config.maxConnections
@@ -214,3 +217,7 @@ final class OneShotEvent: @unchecked Sendable {
         }
     }
 }
+
+// glibc's malloc tuning (malloc.h is not part of the Glibc module).
+@_silgen_name("mallopt") private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32

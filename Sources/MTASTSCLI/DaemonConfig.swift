@@ -44,7 +44,8 @@ struct DaemonConfig: Sendable {
     var maxConnections = 4_096
     var maxRequestLength = 2_048
     var idleTimeout: Double = 300
-    var hotCacheSize = 100_000
+    /// The in-memory layer in front of SQLite/PostgreSQL (misses are read from the store).
+    var hotCacheSize = 20_000
     var evictAfter: Double = 30 * 86_400
     var policyFailureLevel = "may"
 

@@ -80,6 +80,12 @@ public protocol PolicyStore: Sendable {
     func all() throws(StorageErrorBox) -> [CacheEntry]
     /// Records use without rewriting the entry.
     func touch(_ domains: [String], at time: Double) throws(StorageErrorBox)
+    /// The most recently used entries still valid at `time` (warm start), at most `limit`.
+    func recent(limit: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry]
+    /// Policies past half their max_age and not expired at `time` (proactive refresh candidates).
+    func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry]
+    /// Drops entries unused since `unusedBefore` and negative entries expired at `time`; returns how many.
+    func evict(unusedBefore: Double, at time: Double) throws(StorageErrorBox) -> Int
 }
 
 /// A store's failure, for a `TEMP` reply and the log.

@@ -93,7 +93,7 @@ public final class PolicyResolver: Sendable {
         metrics.lookups.increment()
         metrics.hits.increment()
         if !entry.isNegative, now - entry.checkedAt >= settings.recheckAfter { refreshInBackground(domain) }
-        return resolution(from: entry, source: .cache)
+        return resolution(from: entry, domain: domain, source: .cache)
     }
 
     /// The policy for `domain`: from the cache when valid, else from DNS and the policy host.
@@ -113,8 +113,7 @@ public final class PolicyResolver: Sendable {
         return result
     }
 
-    func resolution(from entry: CacheEntry, source: Resolution.Source) -> Resolution {
-        let domain = (try? DomainName(entry.domain)) ?? (try! DomainName("invalid"))
+    func resolution(from entry: CacheEntry, domain: DomainName, source: Resolution.Source) -> Resolution {
         if entry.isNegative {
             return Resolution(status: .noPolicy, domain: domain, entry: entry, source: source, reason: entry.reason ?? "no policy")
         }
@@ -131,7 +130,7 @@ public final class PolicyResolver: Sendable {
                     // Fetched by another daemon sharing the store, or before a restart.
                     hot.withLockedValue { $0.put(stored) }
                     metrics.storeHits.increment()
-                    return resolution(from: stored, source: .cache)
+                    return resolution(from: stored, domain: domain, source: .cache)
                 }
                 previous = stored ?? previous
             } catch {
@@ -159,7 +158,7 @@ public final class PolicyResolver: Sendable {
                     log("cannot save the policy of \(domain) in the \(store.name) cache: \(error)")
                 }
             }
-            return resolution(from: entry, source: .fetched)
+            return resolution(from: entry, domain: domain, source: .fetched)
         }
     }
 
@@ -356,28 +355,24 @@ public final class PolicyResolver: Sendable {
     @discardableResult
     public func refreshDue() async -> Int {
         let now = clock.now()
-        var entries = hot.withLockedValue { $0.all() }
-        if let store, let stored = try? await blocking({ try store.all() }) {
-            var byDomain = Dictionary(entries.map { ($0.domain, $0) }, uniquingKeysWith: { a, _ in a })
+        let unusedBefore = now - settings.evictAfter
+        // Candidates: from the store (a query, not the whole table) or the hot layer.
+        var candidates = hot.withLockedValue { $0.all() }.filter { $0.policy != nil && $0.isValid(at: now) && now >= $0.fetchedAt + ($0.expiresAt - $0.fetchedAt) / 2 }
+        if let store, let stored = try? await blocking({ try store.refreshCandidates(at: now) }) {
+            var byDomain = Dictionary(candidates.map { ($0.domain, $0) }, uniquingKeysWith: { a, _ in a })
             for e in stored where byDomain[e.domain].map({ e.fetchedAt > $0.fetchedAt }) ?? true { byDomain[e.domain] = e }
-            entries = Array(byDomain.values)
+            candidates = Array(byDomain.values)
         }
-        var due: [DomainName] = []
-        var evict: [String] = []
-        for e in entries {
-            if now - e.lastUsed > settings.evictAfter || (e.isNegative && !e.isValid(at: now)) {
-                evict.append(e.domain)
-            } else if let policy = e.policy, e.isValid(at: now), now >= e.fetchedAt + Double(policy.maxAge) * Self.spread(e.domain),
-                      let d = try? DomainName(e.domain) {
-                due.append(d)
-            }
+        let evict = hot.withLockedValue { cache in
+            cache.all().filter { now - $0.lastUsed > settings.evictAfter || ($0.isNegative && !$0.isValid(at: now)) }.map(\.domain)
         }
-        if !evict.isEmpty {
-            let evict = evict
-            hot.withLockedValue { cache in evict.forEach { cache.remove($0) } }
-            if let store { try? await blocking { for d in evict { try store.remove(d) } } }
-            metrics.evictions.increment(by: evict.count)
-        }
+        var evicted = evict.count
+        if !evict.isEmpty { hot.withLockedValue { cache in evict.forEach { cache.remove($0) } } }
+        if let store, let n = try? await blocking({ try store.evict(unusedBefore: unusedBefore, at: now) }) { evicted = max(evicted, n) }
+        metrics.evictions.increment(by: evicted)
+        let due = candidates.filter { e in
+            now - e.lastUsed <= settings.evictAfter && now >= e.fetchedAt + (e.expiresAt - e.fetchedAt) * Self.spread(e.domain)
+        }.compactMap { try? DomainName($0.domain) }
         let limit = max(1, settings.refreshConcurrency)
         await withTaskGroup(of: Void.self) { group in
             var running = 0
@@ -407,9 +402,9 @@ public final class PolicyResolver: Sendable {
     public func warm() async throws(StorageErrorBox) -> Int {
         guard let store else { return 0 }
         let now = clock.now()
-        let entries: [CacheEntry]
-        do { entries = try await blocking { try store.all() } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
-        let valid = entries.filter { $0.isValid(at: now) }.sorted { $0.lastUsed > $1.lastUsed }.prefix(settings.hotCapacity)
+        let limit = settings.hotCapacity
+        let valid: [CacheEntry]
+        do { valid = try await blocking { try store.recent(limit: limit, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
         hot.withLockedValue { cache in valid.forEach { cache.put($0) } }
         return valid.count
     }

@@ -63,6 +63,24 @@ public final class SQLitePolicyStore: PolicyStore {
         do { return try db.query("SELECT \(columns) FROM sts_policy_cache").compactMap(entry) } catch { throw StorageErrorBox(error.description) }
     }
 
+    public func recent(limit: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] {
+        do {
+            return try db.query("SELECT \(columns) FROM sts_policy_cache WHERE expires_at > ? ORDER BY last_used DESC LIMIT ?", [.real(time), .integer(Int64(limit))]).compactMap(entry)
+        } catch { throw StorageErrorBox(error.description) }
+    }
+
+    public func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry] {
+        do {
+            return try db.query("SELECT \(columns) FROM sts_policy_cache WHERE policy IS NOT NULL AND expires_at > ? AND fetched_at + (expires_at - fetched_at) / 2 <= ?", [.real(time), .real(time)]).compactMap(entry)
+        } catch { throw StorageErrorBox(error.description) }
+    }
+
+    public func evict(unusedBefore: Double, at time: Double) throws(StorageErrorBox) -> Int {
+        do {
+            return Int(try db.query("DELETE FROM sts_policy_cache WHERE last_used < ? OR (policy IS NULL AND expires_at <= ?) RETURNING 1", [.real(unusedBefore), .real(time)]).count)
+        } catch { throw StorageErrorBox(error.description) }
+    }
+
     public func touch(_ domains: [String], at time: Double) throws(StorageErrorBox) {
         do {
             try db.execute("BEGIN")
@@ -117,6 +135,24 @@ public final class PostgresPolicyStore: PolicyStore {
 
     public func all() throws(StorageErrorBox) -> [CacheEntry] {
         do { return try db.query("SELECT \(columns) FROM sts_policy_cache").compactMap(entry) } catch { throw StorageErrorBox(error.description) }
+    }
+
+    public func recent(limit: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] {
+        do {
+            return try db.query("SELECT \(columns) FROM sts_policy_cache WHERE expires_at > $1 ORDER BY last_used DESC LIMIT $2", [.real(time), .integer(Int64(limit))]).compactMap(entry)
+        } catch { throw StorageErrorBox(error.description) }
+    }
+
+    public func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry] {
+        do {
+            return try db.query("SELECT \(columns) FROM sts_policy_cache WHERE policy IS NOT NULL AND expires_at > $1 AND fetched_at + (expires_at - fetched_at) / 2 <= $1", [.real(time)]).compactMap(entry)
+        } catch { throw StorageErrorBox(error.description) }
+    }
+
+    public func evict(unusedBefore: Double, at time: Double) throws(StorageErrorBox) -> Int {
+        do {
+            return try db.query("DELETE FROM sts_policy_cache WHERE last_used < $1 OR (policy IS NULL AND expires_at <= $2) RETURNING 1", [.real(unusedBefore), .real(time)]).count
+        } catch { throw StorageErrorBox(error.description) }
     }
 
     public func touch(_ domains: [String], at time: Double) throws(StorageErrorBox) {
