@@ -45,7 +45,7 @@ struct DaemonConfig: Sendable {
     var maxRequestLength = 2_048
     var idleTimeout: Double = 300
     /// The in-memory layer in front of SQLite/PostgreSQL (misses are read from the store).
-    var hotCacheSize = 20_000
+    var hotCacheSize = 10_000
     var evictAfter: Double = 30 * 86_400
     var policyFailureLevel = "may"
 
