@@ -245,6 +245,13 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
         let hit = try #require(second.cached(d))
         #expect(hit.policy?.mx.map(\.text) == ["mx.g.test"] && hit.entry?.stsID == "one")
         #expect(lab.boxes["g.test"]!.requests == 1)
+        // Unused for longer than evict_after: proactive refresh drops it from memory and the file.
+        let store = try SQLitePolicyStore(path: path)
+        #expect(try store.load("g.test") != nil)
+        clock.advance(31 * 86_400)
+        await second.refreshDue()
+        #expect(try store.load("g.test") == nil)
+        #expect(second.metrics.evictions.count >= 1)
     }
 
     /// RFC 8461 §2: where every MX host has DNSSEC-validated TLSA records, DANE applies.
