@@ -38,6 +38,7 @@ echo "nameserver 127.0.0.53" >"$work/resolv.conf"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 tick=$(getconf CLK_TCK)
 
@@ -58,7 +59,7 @@ run() {
 
 ours() {  # label, cache yaml
     local label=$1 cache=$2 port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     cat >"$work/mtasts-$label.yml" <<EOF
 host: 127.0.0.1
 port: $port
@@ -77,7 +78,7 @@ EOF
 
 anchor() {  # label, cache yaml
     local label=$1 cache=$2 port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     cat >"$work/anchor-$label.yml" <<EOF
 host: 127.0.0.1
 port: $port
@@ -132,7 +133,7 @@ db.executemany("INSERT INTO sts_policy_cache VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", 
 db.commit()
 open(sys.argv[2], "w").write("".join(f"big{k}.example\n" for k in range(100000)))
 PY
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat >"$work/mtasts-big.yml" <<EOF
 host: 127.0.0.1
 port: $port
