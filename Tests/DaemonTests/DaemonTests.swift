@@ -202,10 +202,12 @@ struct RawClient {
         return (out, false)
     }
 
-    /// True when the peer closed the connection (recv returns 0) within the receive time-out.
+    /// True when the peer closed the connection within the receive time-out: an orderly close
+    /// (recv returns 0) or a reset (a close with our request unread), not a time-out.
     func isClosed() -> Bool {
         var byte: UInt8 = 0
-        return recv(fd, &byte, 1, 0) == 0
+        let n = recv(fd, &byte, 1, 0)
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     }
 
     func close() { Glibc.close(fd) }
@@ -310,6 +312,31 @@ struct RawClient {
         }
         #expect(answered == 1_000)
         #expect(!daemon.process.hasExited)
+    }
+
+    /// The connection limit: over it a connection is closed at once; others go on; an idle
+    /// connection is closed after the idle time-out.
+    @Test func connectionLimitAndIdleTimeout() throws {
+        let world = try DaemonTests.world.get()
+        let daemon = try Daemon(world, cache: "cache:\n  type: internal", extra: "limits:\n  max_connections: 2\n  idle_timeout: 1")
+        // The start-up probe's connection must be gone from the count first.
+        Thread.sleep(forTimeInterval: 0.3)
+        let a = try RawClient(port: daemon.port), b = try RawClient(port: daemon.port)
+        a.send(RawClient.request("postfix", "[1.2.3.4]"))
+        b.send(RawClient.request("postfix", "[1.2.3.4]"))
+        #expect(a.replies(1).payloads == ["NOTFOUND "] && b.replies(1).payloads == ["NOTFOUND "])
+        let over = try RawClient(port: daemon.port)
+        over.send(RawClient.request("postfix", "[1.2.3.4]"))
+        #expect(over.isClosed())
+        over.close()
+        // Idle for longer than idle_timeout: closed by the daemon, which frees the slots.
+        #expect(a.isClosed() && b.isClosed())
+        a.close()
+        b.close()
+        let c = try RawClient(port: daemon.port)
+        c.send(RawClient.request("postfix", "[1.2.3.4]"))
+        #expect(c.replies(1).payloads == ["NOTFOUND "])
+        c.close()
     }
 
     /// A restarted daemon answers from its SQLite cache at once, even with DNS gone; SIGTERM
