@@ -43,7 +43,6 @@ enum DaemonRuntime {
         settings.recheckAfter = config.cacheGrace
         settings.danePrecedence = config.dane
         if case .memory(let size) = config.cache { settings.hotCapacity = size } else { settings.hotCapacity = config.hotCacheSize }
-        settings.refreshInterval = config.proactiveInterval
         settings.refreshConcurrency = config.proactiveConcurrency
         settings.evictAfter = config.evictAfter
         // DNS (two tries) and the fetch, with some room.

@@ -76,8 +76,6 @@ public protocol PolicyStore: Sendable {
     func load(_ domain: String) throws(StorageErrorBox) -> CacheEntry?
     func save(_ entry: CacheEntry) throws(StorageErrorBox)
     func remove(_ domain: String) throws(StorageErrorBox)
-    /// Every entry (warm start, proactive refresh).
-    func all() throws(StorageErrorBox) -> [CacheEntry]
     /// Records use without rewriting the entry.
     func touch(_ domains: [String], at time: Double) throws(StorageErrorBox)
     /// The most recently used entries still valid at `time` (warm start), at most `limit`.

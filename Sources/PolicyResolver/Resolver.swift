@@ -48,9 +48,8 @@ public final class PolicyResolver: Sendable {
         public var danePrecedence: Bool = true
         /// The hot layer's size; the least recently used entries leave first.
         public var hotCapacity: Int = 100_000
-        /// Proactive refresh: how often to scan, how many fetches at once, and when an unused
-        /// entry is dropped.
-        public var refreshInterval: Double = 60
+        /// Proactive refresh (`refreshDue`, called by the daemon on its interval): how many
+        /// fetches at once, and when an unused entry is dropped.
         public var refreshConcurrency: Int = 16
         public var evictAfter: Double = 30 * 86_400
         /// A look-up waits no longer than this for DNS and the fetch together.
@@ -191,11 +190,16 @@ public final class PolicyResolver: Sendable {
         case .temporary(let reason):
             return .temporary(reason)
         case .policy(let policy):
-            metrics.fetchOutcomes.increment("success")
-            let dane = policy.mode != .none && settings.danePrecedence ? await daneApplies(domain) : false
-            return .entry(CacheEntry(domain: domain.text, policy: policy, stsID: record.id, fetchedAt: now, expiresAt: now + Double(policy.maxAge),
-                                     checkedAt: now, dane: dane, lastUsed: now))
+            return .entry(await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: now))
         }
+    }
+
+    /// The entry for a policy just fetched: max_age counts from now; DANE is looked at again.
+    func fetched(_ policy: STSPolicy, domain: DomainName, id: String, now: Double, lastUsed: Double) async -> CacheEntry {
+        metrics.fetchOutcomes.increment("success")
+        let dane = policy.mode != .none && settings.danePrecedence ? await daneApplies(domain) : false
+        return CacheEntry(domain: domain.text, policy: policy, stsID: id, fetchedAt: now, expiresAt: now + Double(policy.maxAge),
+                          checkedAt: now, dane: dane, lastUsed: lastUsed)
     }
 
     func negative(_ domain: DomainName, now: Double, ttl: Double, failure: ResultType?, reason: String, id: String?) -> CacheEntry {
@@ -318,10 +322,7 @@ public final class PolicyResolver: Sendable {
         metrics.refreshes.increment()
         switch await fetch(domain) {
         case .policy(let policy):
-            metrics.fetchOutcomes.increment("success")
-            let dane = policy.mode != .none && settings.danePrecedence ? await daneApplies(domain) : false
-            entry = CacheEntry(domain: domain.text, policy: policy, stsID: record.id, fetchedAt: now, expiresAt: now + Double(policy.maxAge),
-                               checkedAt: now, dane: dane, lastUsed: entry.lastUsed)
+            entry = await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: entry.lastUsed)
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
             metrics.refreshFailures.increment()
@@ -357,15 +358,14 @@ public final class PolicyResolver: Sendable {
         let now = clock.now()
         let unusedBefore = now - settings.evictAfter
         // Candidates: from the store (a query, not the whole table) or the hot layer.
-        var candidates = hot.withLockedValue { $0.all() }.filter { $0.policy != nil && $0.isValid(at: now) && now >= $0.fetchedAt + ($0.expiresAt - $0.fetchedAt) / 2 }
+        let snapshot = hot.withLockedValue { $0.all() }
+        var candidates = snapshot.filter { $0.policy != nil && $0.isValid(at: now) && now >= $0.fetchedAt + ($0.expiresAt - $0.fetchedAt) / 2 }
         if let store, let stored = try? await blocking({ try store.refreshCandidates(at: now) }) {
             var byDomain = Dictionary(candidates.map { ($0.domain, $0) }, uniquingKeysWith: { a, _ in a })
             for e in stored where byDomain[e.domain].map({ e.fetchedAt > $0.fetchedAt }) ?? true { byDomain[e.domain] = e }
             candidates = Array(byDomain.values)
         }
-        let evict = hot.withLockedValue { cache in
-            cache.all().filter { now - $0.lastUsed > settings.evictAfter || ($0.isNegative && !$0.isValid(at: now)) }.map(\.domain)
-        }
+        let evict = snapshot.filter { now - $0.lastUsed > settings.evictAfter || ($0.isNegative && !$0.isValid(at: now)) }.map(\.domain)
         var evicted = evict.count
         if !evict.isEmpty { hot.withLockedValue { cache in evict.forEach { cache.remove($0) } } }
         if let store, let n = try? await blocking({ try store.evict(unusedBefore: unusedBefore, at: now) }) { evicted = max(evicted, n) }

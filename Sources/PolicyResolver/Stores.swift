@@ -74,10 +74,6 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         try query("DELETE FROM sts_policy_cache WHERE domain = ?", [.text(domain)])
     }
 
-    public func all() throws(StorageErrorBox) -> [CacheEntry] {
-        try query("SELECT \(columns) FROM sts_policy_cache").compactMap(entry)
-    }
-
     public func recent(limit: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] {
         try query("SELECT \(columns) FROM sts_policy_cache WHERE expires_at > ? ORDER BY last_used DESC LIMIT ?", [.real(time), .integer(Int64(limit))]).compactMap(entry)
     }

@@ -37,6 +37,16 @@ public struct NetstringDecoder: ByteToMessageDecoder {
 public enum Netstring {
     /// `LEN:payload,`
     public static func encode(_ payload: String) -> [UInt8] {
-        Array("\(payload.utf8.count):".utf8) + Array(payload.utf8) + [UInt8(ascii: ",")]
+        var buffer = ByteBuffer()
+        write(payload, to: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+
+    /// Appends `LEN:payload,` to `buffer`.
+    public static func write(_ payload: String, to buffer: inout ByteBuffer) {
+        buffer.writeString(String(payload.utf8.count))
+        buffer.writeInteger(UInt8(ascii: ":"))
+        buffer.writeString(payload)
+        buffer.writeInteger(UInt8(ascii: ","))
     }
 }

@@ -232,10 +232,7 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func write(_ reply: String, context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: reply.utf8.count + 8)
-        buffer.writeString(String(reply.utf8.count))
-        buffer.writeInteger(UInt8(ascii: ":"))
-        buffer.writeString(reply)
-        buffer.writeInteger(UInt8(ascii: ","))
+        Netstring.write(reply, to: &buffer)
         context.write(wrapOutboundOut(buffer), promise: nil)
         pendingFlush = true
     }
