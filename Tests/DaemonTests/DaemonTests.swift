@@ -111,7 +111,8 @@ final class Daemon: @unchecked Sendable {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         process = try Spawned(CLI.binary.path, ["daemon", "--config", configPath], stderrPath: stderrPath)
         let deadline = Date().addingTimeInterval(20)
-        while !Daemon.accepts(port) {
+        // Ready when it says so: every listener (TCP, unix socket with its mode) is set up by then.
+        while !log.contains("socketmap on") || !Daemon.accepts(port) {
             if process.hasExited || Date() > deadline {
                 throw PostgresServer.Missing(description: "the daemon did not start: \(log)")
             }
