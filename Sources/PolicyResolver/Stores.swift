@@ -25,17 +25,21 @@ private func entry(_ r: [SQLValue]) -> CacheEntry? {
                       reason: r[9].string, dane: (r[10].int ?? 0) != 0, lastUsed: r[11].double ?? 0)
 }
 
-/// The policy cache in SQL: one implementation for both databases (the statements are written
-/// with `?`; PostgreSQL gets `$1…`). Upserts use `ON CONFLICT … DO UPDATE`, which both accept.
+/// The policy cache in SQL: one implementation for both databases (`SQLDatabase` numbers the
+/// parameters for PostgreSQL). Upserts use `ON CONFLICT … DO UPDATE`, which both accept.
 public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
     public let name: String
-    private let run: (String, [SQLValue]) throws(StorageError) -> [[SQLValue]]
-    private let numbered: Bool
+    private let db: SQLDatabase
 
-    init(name: String, numbered: Bool, run: @escaping (String, [SQLValue]) throws(StorageError) -> [[SQLValue]]) {
-        self.name = name
-        self.numbered = numbered
-        self.run = run
+    init(db: SQLDatabase) throws(StorageErrorBox) {
+        self.db = db
+        self.name = db.kind.rawValue
+        do {
+            // Two daemons starting at once may both create the table: the loser's error is harmless.
+            do { try db.query(Self.schema(real: db.realType)) } catch {
+                _ = try db.query("SELECT 1 FROM sts_policy_cache LIMIT 1")
+            }
+        } catch { throw StorageErrorBox(error.description) }
     }
 
     static func schema(real: String) -> String {
@@ -49,16 +53,7 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
 
     @discardableResult
     func query(_ sql: String, _ parameters: [SQLValue] = []) throws(StorageErrorBox) -> [[SQLValue]] {
-        var text = sql
-        if numbered {
-            var n = 0
-            text = String(sql.flatMap { c -> [Character] in
-                guard c == "?" else { return [c] }
-                n += 1
-                return Array("$\(n)")
-            })
-        }
-        do { return try run(text, parameters) } catch { throw StorageErrorBox(error.description) }
+        do { return try db.query(sql, parameters) } catch { throw StorageErrorBox(error.description) }
     }
 
     public func load(_ domain: String) throws(StorageErrorBox) -> CacheEntry? {
@@ -88,14 +83,11 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
 
     public func touch(_ domains: [String], at time: Double) throws(StorageErrorBox) {
         guard !domains.isEmpty else { return }
-        try query("BEGIN")
         do {
-            for d in domains { try query("UPDATE sts_policy_cache SET last_used = ? WHERE domain = ? AND last_used < ?", [.real(time), .text(d), .real(time)]) }
-            try query("COMMIT")
-        } catch {
-            _ = try? query("ROLLBACK")
-            throw error
-        }
+            try db.transaction {
+                for d in domains { try db.query("UPDATE sts_policy_cache SET last_used = ? WHERE domain = ? AND last_used < ?", [.real(time), .text(d), .real(time)]) }
+            }
+        } catch { throw StorageErrorBox("\(error)") }
     }
 }
 
@@ -103,12 +95,9 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
 /// reads it while the daemon writes.
 public final class SQLitePolicyStore: SQLPolicyStore, @unchecked Sendable {
     public init(path: String) throws(StorageErrorBox) {
-        let db: SQLiteDatabase
-        do {
-            db = try SQLiteDatabase(path: path)
-            try db.execute(SQLPolicyStore.schema(real: "REAL"))
-        } catch { throw StorageErrorBox(error.description) }
-        super.init(name: "sqlite", numbered: false) { (sql, parameters) throws(StorageError) in try db.query(sql, parameters) }
+        let db: SQLDatabase
+        do { db = try SQLDatabase(sqlite: path) } catch { throw StorageErrorBox(error.description) }
+        try super.init(db: db)
     }
 }
 
@@ -116,14 +105,8 @@ public final class SQLitePolicyStore: SQLPolicyStore, @unchecked Sendable {
 /// fetched by one is used by all.
 public final class PostgresPolicyStore: SQLPolicyStore, @unchecked Sendable {
     public init(dsn: String, timeout: Duration = .seconds(5)) throws(StorageErrorBox) {
-        let db: PostgresDatabase
-        do {
-            db = try PostgresDatabase(dsn: dsn, statementTimeout: timeout)
-            // Two daemons starting at once may both create the table: the loser's error is harmless.
-            do { try db.query(SQLPolicyStore.schema(real: "DOUBLE PRECISION")) } catch {
-                _ = try db.query("SELECT 1 FROM sts_policy_cache LIMIT 1")
-            }
-        } catch { throw StorageErrorBox(error.description) }
-        super.init(name: "postgres", numbered: true) { (sql, parameters) throws(StorageError) in try db.query(sql, parameters) }
+        let db: SQLDatabase
+        do { db = try SQLDatabase(postgres: dsn, timeout: timeout) } catch { throw StorageErrorBox(error.description) }
+        try super.init(db: db)
     }
 }

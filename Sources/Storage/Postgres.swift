@@ -52,7 +52,7 @@ public final class PostgresDatabase: @unchecked Sendable {
     }
 
     private func run(_ sql: String, _ parameters: [SQLValue]) throws(StorageError) -> [[SQLValue]] {
-        let texts: [String?] = parameters.map { $0.string }
+        let texts: [String?] = parameters.map { $0.postgresText }
         let result: OpaquePointer?
         if texts.isEmpty {
             result = PQexec(connection, sql)

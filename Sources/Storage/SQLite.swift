@@ -7,13 +7,14 @@ public enum SQLValue: Sendable, Equatable {
     case integer(Int64)
     case real(Double)
     case text(String)
+    case blob([UInt8])
 
     public var int: Int64? {
         switch self {
         case .integer(let v): return v
         case .real(let v): return Int64(v)
         case .text(let s): return Int64(s)
-        case .null: return nil
+        case .null, .blob: return nil
         }
     }
 
@@ -22,7 +23,7 @@ public enum SQLValue: Sendable, Equatable {
         case .integer(let v): return Double(v)
         case .real(let v): return v
         case .text(let s): return Double(s)
-        case .null: return nil
+        case .null, .blob: return nil
         }
     }
 
@@ -31,8 +32,48 @@ public enum SQLValue: Sendable, Equatable {
         case .text(let s): return s
         case .integer(let v): return String(v)
         case .real(let v): return String(v)
+        case .blob(let b): return String(decoding: b, as: UTF8.self)
         case .null: return nil
         }
+    }
+
+    /// The bytes of a BLOB (SQLite) or BYTEA (PostgreSQL, which returns them as `\x` hex text).
+    public var bytes: [UInt8]? {
+        switch self {
+        case .blob(let b): return b
+        case .text(let s):
+            let u = Array(s.utf8)
+            guard u.count >= 2, u[0] == UInt8(ascii: "\\"), u[1] == UInt8(ascii: "x"), u.count % 2 == 0 else { return Array(s.utf8) }
+            var out: [UInt8] = []
+            out.reserveCapacity(u.count / 2 - 1)
+            var i = 2
+            while i + 1 < u.count {
+                guard let h = hexValue(u[i]), let l = hexValue(u[i + 1]) else { return nil }
+                out.append(h << 4 | l)
+                i += 2
+            }
+            return out
+        case .integer, .real, .null: return nil
+        }
+    }
+
+    /// The parameter text PostgreSQL reads (BYTEA as `\x` hex).
+    var postgresText: String? {
+        guard case .blob(let b) = self else { return string }
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
+        out.reserveCapacity(2 + b.count * 2)
+        for byte in b { out.append(digits[Int(byte >> 4)]); out.append(digits[Int(byte & 15)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+private func hexValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+    default: return nil
     }
 }
 
@@ -104,6 +145,8 @@ public final class SQLiteDatabase: @unchecked Sendable {
             case .integer(let v): sqlite3_bind_int64(statement, index, v)
             case .real(let v): sqlite3_bind_double(statement, index, v)
             case .text(let s): sqlite3_bind_text(statement, index, s, -1, mtasts_sqlite_transient())
+            case .blob(let b):
+                b.withUnsafeBytes { raw in _ = sqlite3_bind_blob(statement, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(b.count), mtasts_sqlite_transient()) }
             }
         }
         var rows: [[SQLValue]] = []
@@ -119,6 +162,13 @@ public final class SQLiteDatabase: @unchecked Sendable {
                 case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, c)))
                 case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, c)))
                 case SQLITE_NULL: row.append(.null)
+                case SQLITE_BLOB:
+                    let n = Int(sqlite3_column_bytes(statement, c))
+                    if n > 0, let p = sqlite3_column_blob(statement, c) {
+                        row.append(.blob(Array(UnsafeRawBufferPointer(start: p, count: n))))
+                    } else {
+                        row.append(.blob([]))
+                    }
                 default:
                     if let text = sqlite3_column_text(statement, c) {
                         row.append(.text(String(cString: text)))
