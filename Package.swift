@@ -52,13 +52,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
+        // The domain owner's side of TLS-RPT: reports stored as rows, summaries, readiness.
+        .target(name: "TLSRPTReceiver", dependencies: ["MTASTSCore", "Storage"]),
         // `mtasts check`: the end-to-end domain checker.
         .target(name: "MTASTSCheck", dependencies: ["MTASTSCore", "MTASTSNet", "MailDNS"]),
         // Values and parsers, no I/O.
         .target(name: "MTASTSCore", dependencies: ["CZlib"]),
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
-            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage",
+            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),

@@ -1,0 +1,170 @@
+import Foundation
+import MTASTSCore
+import Storage
+
+/// One report to store: the parsed report, the bytes it came in, and how it arrived.
+public struct IncomingReport: Sendable {
+    public var parsed: ParsedReport
+    /// The bytes as received (the HTTP body or the mail message), kept beside the normalised form.
+    public var raw: [UInt8]
+    /// `https`, `mail` or `file`.
+    public var channel: String
+    public var receivedAt: Double
+    /// DKIM result for mail (`pass`, `fail`, `none`, …), nil for other channels.
+    public var dkim: String?
+    public var dkimDomain: String?
+    public var mailFrom: String?
+    /// For mail: the TLS-Report-Domain header, used when the report names no policy domain.
+    public var reportDomain: String?
+
+    public init(parsed: ParsedReport, raw: [UInt8], channel: String, receivedAt: Double = Date().timeIntervalSince1970,
+                dkim: String? = nil, dkimDomain: String? = nil, mailFrom: String? = nil, reportDomain: String? = nil) {
+        self.parsed = parsed
+        self.raw = raw
+        self.channel = channel
+        self.receivedAt = receivedAt
+        self.dkim = dkim
+        self.dkimDomain = dkimDomain
+        self.mailFrom = mailFrom
+        self.reportDomain = reportDomain
+    }
+}
+
+public enum StoreOutcome: Sendable, Equatable {
+    case stored(Int64)
+    /// The same report (organisation, report-id, date range) was stored before, under this id.
+    case duplicate(Int64)
+}
+
+/// TLS reports as rows (RFC 8460 §4): organisations, reports (normalised JSON and the raw bytes),
+/// one row per policy with its session counts, one per failure detail. SQLite or PostgreSQL.
+public final class ReportStore: @unchecked Sendable {
+    public let db: SQLDatabase
+
+    public init(db: SQLDatabase) throws(StorageError) {
+        self.db = db
+        try db.migrate(component: "reports", Self.migrations(db))
+    }
+
+    public convenience init(url: String) throws(StorageError) {
+        try self.init(db: SQLDatabase(url: url))
+    }
+
+    static func migrations(_ db: SQLDatabase) -> [(version: Int, sql: [String])] {
+        let key = db.serialKey, real = db.realType, blob = db.blobType
+        return [
+            (1, [
+                "CREATE TABLE organizations (id \(key), name TEXT NOT NULL UNIQUE, contact_info TEXT, first_seen \(real) NOT NULL, last_seen \(real) NOT NULL)",
+                """
+                CREATE TABLE reports (id \(key), organization_id BIGINT NOT NULL REFERENCES organizations(id), report_id TEXT NOT NULL,
+                    start_date BIGINT NOT NULL, end_date BIGINT NOT NULL, day TEXT NOT NULL, contact_info TEXT, received_at \(real) NOT NULL,
+                    channel TEXT NOT NULL, dkim TEXT, dkim_domain TEXT, mail_from TEXT, successful BIGINT NOT NULL, failed BIGINT NOT NULL,
+                    diagnostics TEXT, normalized TEXT NOT NULL, raw \(blob) NOT NULL,
+                    UNIQUE (organization_id, report_id, start_date, end_date))
+                """,
+                "CREATE INDEX reports_day ON reports (day)",
+                """
+                CREATE TABLE report_policies (id \(key), report BIGINT NOT NULL REFERENCES reports(id) ON DELETE CASCADE,
+                    organization_id BIGINT NOT NULL, day TEXT NOT NULL, policy_type TEXT NOT NULL, policy_domain TEXT NOT NULL,
+                    policy_string TEXT NOT NULL, mode TEXT, mx_hosts TEXT NOT NULL, successful BIGINT NOT NULL, failed BIGINT NOT NULL)
+                """,
+                "CREATE INDEX report_policies_domain_day ON report_policies (policy_domain, day)",
+                """
+                CREATE TABLE failure_details (id \(key), report BIGINT NOT NULL REFERENCES reports(id) ON DELETE CASCADE,
+                    policy BIGINT NOT NULL, organization_id BIGINT NOT NULL, day TEXT NOT NULL, policy_domain TEXT NOT NULL,
+                    policy_type TEXT NOT NULL, mode TEXT, result_type TEXT NOT NULL, sending_mta_ip TEXT, receiving_mx_hostname TEXT,
+                    receiving_mx_helo TEXT, receiving_ip TEXT, failed_sessions BIGINT NOT NULL, additional_information TEXT,
+                    failure_reason_code TEXT)
+                """,
+                "CREATE INDEX failure_details_domain_day ON failure_details (policy_domain, day)",
+            ]),
+        ]
+    }
+
+    /// Stores a report unless the same one (organisation, report-id, date range) is there already.
+    @discardableResult
+    public func store(_ input: IncomingReport) throws -> StoreOutcome {
+        let report = input.parsed.report
+        let organization = nonEmpty(report.organizationName) ?? "(no organization-name)"
+        let normalized = String(decoding: report.encoded(), as: UTF8.self)
+        // A report without report-id gets one derived from its content, so a re-send still dedups.
+        let reportID = nonEmpty(report.reportID) ?? "content-" + fnv1a(Array(normalized.utf8))
+        let day = RFC3339.formatDay(report.startDate)
+        let diagnostics = input.parsed.diagnostics.map { "\($0.code): \($0.message)" }.joined(separator: "\n")
+        return try db.transaction { () throws -> StoreOutcome in
+            let orgID = try organizationID(organization, contact: report.contactInfo, at: input.receivedAt)
+            let inserted = try db.query("""
+                INSERT INTO reports (organization_id, report_id, start_date, end_date, day, contact_info, received_at, channel, dkim, dkim_domain,
+                    mail_from, successful, failed, diagnostics, normalized, raw)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (organization_id, report_id, start_date, end_date) DO NOTHING RETURNING id
+                """, [.integer(orgID), .text(reportID), .integer(report.startDate), .integer(report.endDate), .text(day),
+                      optional(report.contactInfo), .real(input.receivedAt), .text(input.channel), optional(input.dkim), optional(input.dkimDomain),
+                      optional(input.mailFrom), .integer(Int64(report.totalSuccessful)), .integer(Int64(report.totalFailed)),
+                      diagnostics.isEmpty ? .null : .text(diagnostics), .text(normalized), .blob(input.raw)])
+            guard let id = inserted.first?.first?.int else {
+                let existing = try db.query("SELECT id FROM reports WHERE organization_id = ? AND report_id = ? AND start_date = ? AND end_date = ?",
+                                            [.integer(orgID), .text(reportID), .integer(report.startDate), .integer(report.endDate)])
+                return .duplicate(existing.first?.first?.int ?? 0)
+            }
+            for result in report.policies {
+                let policy = result.policy
+                let domain = nonEmpty(policy.domain).map { $0.lowercased() } ?? nonEmpty(input.reportDomain)?.lowercased() ?? ""
+                let mode = Self.mode(of: policy)
+                let policyRow = try db.query("""
+                    INSERT INTO report_policies (report, organization_id, day, policy_type, policy_domain, policy_string, mode, mx_hosts, successful, failed)
+                    VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id
+                    """, [.integer(id), .integer(orgID), .text(day), .text(policy.type.rawValue), .text(domain), .text(policy.strings.joined(separator: "\n")),
+                          optional(mode), .text(policy.mxHosts.joined(separator: " ")), .integer(Int64(result.successfulSessions)),
+                          .integer(Int64(result.failedSessions))])
+                let policyID = policyRow.first?.first?.int ?? 0
+                for f in result.failureDetails {
+                    try db.query("""
+                        INSERT INTO failure_details (report, policy, organization_id, day, policy_domain, policy_type, mode, result_type, sending_mta_ip,
+                            receiving_mx_hostname, receiving_mx_helo, receiving_ip, failed_sessions, additional_information, failure_reason_code)
+                        VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                        """, [.integer(id), .integer(policyID), .integer(orgID), .text(day), .text(domain), .text(policy.type.rawValue), optional(mode),
+                              .text(f.resultType.rawValue), optional(f.sendingMTAIP), optional(f.receivingMXHostname.map { $0.lowercased() }),
+                              optional(f.receivingMXHelo), optional(f.receivingIP), .integer(Int64(f.failedSessionCount)),
+                              optional(f.additionalInformation), optional(f.failureReasonCode)])
+                }
+            }
+            return .stored(id)
+        }
+    }
+
+    private func organizationID(_ name: String, contact: String?, at time: Double) throws -> Int64 {
+        let rows = try db.query("""
+            INSERT INTO organizations (name, contact_info, first_seen, last_seen) VALUES (?, ?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen, contact_info = COALESCE(excluded.contact_info, organizations.contact_info)
+            RETURNING id
+            """, [.text(name), optional(contact), .real(time), .real(time)])
+        guard let id = rows.first?.first?.int else { throw StorageError("no id for organization \(name)") }
+        return id
+    }
+
+    /// The `mode:` of an STS policy string, as reported.
+    static func mode(of policy: ReportPolicy) -> String? {
+        guard policy.type == .sts else { return nil }
+        for line in policy.strings {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces).lowercased() == "mode" {
+                return parts[1].trimmingCharacters(in: .whitespaces).lowercased()
+            }
+        }
+        return nil
+    }
+}
+
+func nonEmpty(_ s: String?) -> String? {
+    guard let s, !s.trimmingCharacters(in: .whitespaces).isEmpty else { return nil }
+    return s
+}
+
+func optional(_ s: String?) -> SQLValue { s.map(SQLValue.text) ?? .null }
+
+/// A short, stable content hash (FNV-1a, 64 bits) for reports that carry no report-id.
+func fnv1a(_ bytes: [UInt8]) -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return String(h, radix: 16)
+}
