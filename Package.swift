@@ -53,14 +53,19 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         // The domain owner's side of TLS-RPT: reports stored as rows, summaries, readiness.
-        .target(name: "TLSRPTReceiver", dependencies: ["MTASTSCore", "Storage"]),
+        .target(name: "TLSRPTReceiver", dependencies: ["MTASTSCore", "Storage", "DKIM"]),
+        // DKIM (RFC 6376, RFC 8463): verify received report mail, sign the reports we send.
+        .target(name: "DKIM", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
+        ]),
         // `mtasts check`: the end-to-end domain checker.
         .target(name: "MTASTSCheck", dependencies: ["MTASTSCore", "MTASTSNet", "MailDNS"]),
         // Values and parsers, no I/O.
         .target(name: "MTASTSCore", dependencies: ["CZlib"]),
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
-            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver",
+            "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver", "DKIM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),

@@ -1,0 +1,94 @@
+import Foundation
+import MTASTSCore
+import TLSRPTReceiver
+
+/// JSON forms of stored-report answers: the same for `mtasts reports … --json` and the HTTP API.
+extension ReportRow {
+    var json: JSONValue {
+        .object([
+            JSONMember("id", .int(id)), JSONMember("organization", .string(organization)), JSONMember("report-id", .string(reportID)),
+            JSONMember("day", .string(day)), JSONMember("start", .string(RFC3339.format(startDate))), JSONMember("end", .string(RFC3339.format(endDate))),
+            JSONMember("policy-domains", .array(domains.map(JSONValue.string))), JSONMember("successful", .int(successful)),
+            JSONMember("failed", .int(failed)), JSONMember("channel", .string(channel)), JSONMember("dkim", dkim.map(JSONValue.string) ?? .null),
+            JSONMember("received", .string(RFC3339.format(Int64(receivedAt)))),
+        ])
+    }
+}
+
+extension Summary {
+    var json: JSONValue {
+        func rate(_ s: Int64, _ f: Int64) -> JSONValue { s + f == 0 ? .null : .double((Double(s) / Double(s + f) * 10_000).rounded() / 10_000) }
+        func counts(_ rows: [CountRow], _ key: String) -> JSONValue {
+            .array(rows.map { .object([JSONMember(key, .string($0.key)), JSONMember("failed", .int($0.sessions))]) })
+        }
+        return .object([
+            JSONMember("domain", filter.domain.map(JSONValue.string) ?? .null),
+            JSONMember("since", filter.since.map(JSONValue.string) ?? .null),
+            JSONMember("until", filter.until.map(JSONValue.string) ?? .null),
+            JSONMember("successful", .int(successful)), JSONMember("failed", .int(failed)), JSONMember("success-rate", rate(successful, failed)),
+            JSONMember("days", .array(days.map {
+                .object([JSONMember("domain", .string($0.domain)), JSONMember("day", .string($0.day)), JSONMember("reports", .int($0.reports)),
+                         JSONMember("successful", .int($0.successful)), JSONMember("failed", .int($0.failed)), JSONMember("success-rate", rate($0.successful, $0.failed))])
+            })),
+            JSONMember("by-result-type", counts(byResultType, "result-type")),
+            JSONMember("by-organization", .array(byOrganization.map {
+                .object([JSONMember("organization", .string($0.organization)), JSONMember("reports", .int($0.reports)),
+                         JSONMember("successful", .int($0.successful)), JSONMember("failed", .int($0.failed)), JSONMember("success-rate", rate($0.successful, $0.failed))])
+            })),
+            JSONMember("by-mx-host", counts(byMXHost, "mx-host")),
+            JSONMember("by-receiving-ip", counts(byReceivingIP, "receiving-ip")),
+        ])
+    }
+}
+
+extension Readiness {
+    var json: JSONValue {
+        .object([
+            JSONMember("domain", .string(domain)), JSONMember("since", .string(since)), JSONMember("until", .string(until)),
+            JSONMember("verdict", .string(verdict.rawValue)), JSONMember("ready", .bool(verdict == .ready)),
+            JSONMember("reasons", .array(reasons.map(JSONValue.string))),
+            JSONMember("days-with-reports", .array(daysWithReports.map(JSONValue.string))),
+            JSONMember("organizations", .array(organizations.map(JSONValue.string))),
+            JSONMember("reports", .int(reports)), JSONMember("successful", .int(successful)), JSONMember("failed", .int(failed)),
+            JSONMember("would-fail-rate", .double((wouldFailRate * 1_000_000).rounded() / 1_000_000)),
+            JSONMember("modes", .object(modes.sorted { $0.key < $1.key }.map { JSONMember($0.key, .int($0.value)) })),
+            JSONMember("problems", .array(problems.map {
+                .object([JSONMember("impact", .string($0.impact)), JSONMember("organization", .string($0.organization)),
+                         JSONMember("result-type", .string($0.resultType)), JSONMember("sessions", .int($0.sessions)),
+                         JSONMember("days", .array($0.days.map(JSONValue.string))), JSONMember("mx-hosts", .array($0.mxHosts.map(JSONValue.string))),
+                         JSONMember("receiving-ips", .array($0.receivingIPs.map(JSONValue.string))),
+                         JSONMember("example", $0.example.map(JSONValue.string) ?? .null), JSONMember("explanation", .string($0.explanation))])
+            })),
+        ])
+    }
+
+    var text: String {
+        var out = "\(domain): "
+        switch verdict {
+        case .ready: out += Console.green("ready for enforce")
+        case .notReady: out += Console.red("not ready for enforce")
+        case .insufficientData: out += Console.yellow("not enough data")
+        }
+        out += "  (\(since) – \(until), \(daysWithReports.count) day(s) with reports, \(reports) report(s), \(successful + failed) sessions)\n"
+        for r in reasons { out += "  - \(r)\n" }
+        if !modes.isEmpty { out += "  modes reported: " + modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n" }
+        for p in problems {
+            out += "  \(p.impact == "policy" ? Console.yellow("policy") : Console.red("would fail")): \(p.organization): \(p.resultType) × \(p.sessions)"
+            out += " on \(p.days.joined(separator: ", "))"
+            if !p.mxHosts.isEmpty { out += "; MX \(p.mxHosts.joined(separator: ", "))" }
+            if !p.receivingIPs.isEmpty { out += "; IP \(p.receivingIPs.joined(separator: ", "))" }
+            out += "\n      \(p.explanation)\n"
+            if let e = p.example { out += "      reported: \(e)\n" }
+        }
+        return out
+    }
+}
+
+/// CSV with RFC 4180 quoting.
+enum CSV {
+    static func line(_ fields: [String]) -> String {
+        fields.map { f in
+            f.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) ? "\"" + f.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : f
+        }.joined(separator: ",") + "\r\n"
+    }
+}

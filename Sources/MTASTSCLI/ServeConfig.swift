@@ -1,0 +1,165 @@
+import Foundation
+import MTASTSCore
+import Yams
+
+/// `mtasts serve`'s configuration (YAML). Every key is optional: an empty file (or none) serves
+/// the report endpoint on 127.0.0.1:8080 over plain HTTP with an SQLite file.
+struct ServeConfig: Sendable {
+    struct Certificate: Sendable, Equatable {
+        /// Host names (SNI) this certificate is for; the first certificate is also the default.
+        var hosts: [String]
+        var certificate: String
+        var key: String
+    }
+
+    var listen: [(host: String, port: Int)] = [("127.0.0.1", 8080)]
+    var database = ServeConfig.defaultDatabase
+    var certificates: [Certificate] = []
+    /// Policy text per policy domain (lowercased), served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt.
+    var policies: [String: String] = [:]
+    var reportPath = "/tlsrpt"
+    var maxCompressed = 1 * 1024 * 1024
+    var maxDecompressed = 10 * 1024 * 1024
+    /// Bearer token for /api/ (nil: the API is open to whoever reaches the listener).
+    var apiToken: String?
+    var dkimPolicy = DKIMPolicy.record
+    var dnsServer: String?
+    /// Where messages that are not reports (or refused by the DKIM policy) are kept; nil: dropped after logging.
+    var keepRejected: String?
+
+    enum DKIMPolicy: String, Sendable { case require, record, ignore }
+
+    static let defaultDatabase = "/var/lib/mtasts/reports.db"
+    typealias ConfigError = DaemonConfig.ConfigError
+
+    static func load(path: String) throws(ConfigError) -> ServeConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, line: nil, message: "cannot read the configuration file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, line: nil, message: "the configuration file is not UTF-8")
+        }
+        return try parse(text, file: path)
+    }
+
+    static func parse(_ text: String, file: String) throws(ConfigError) -> ServeConfig {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw ConfigError(file: file, line: nil, message: "not valid YAML: \(error)")
+        }
+        var config = ServeConfig()
+        guard let root else { return config }
+        let reader = DaemonConfig.Reader(file: file)
+        let directory = (file as NSString).deletingLastPathComponent
+        func path(_ p: String) -> String { p.hasPrefix("/") || directory.isEmpty ? p : directory + "/" + p }
+        for (keyNode, value) in try reader.mapping(root, "the configuration") {
+            let key = try reader.key(keyNode)
+            switch key {
+            case "listen":
+                config.listen = []
+                for item in try reader.strings(value, key) {
+                    guard let colon = item.lastIndex(of: ":"), let port = Int(item[item.index(after: colon)...]), (0...65_535).contains(port) else {
+                        throw reader.error(value, "listen must be HOST:PORT (such as 127.0.0.1:8080 or [::]:443), not '\(item)'")
+                    }
+                    var host = String(item[..<colon])
+                    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                    config.listen.append((host.isEmpty ? "0.0.0.0" : host, port))
+                }
+            case "database": config.database = try reader.string(value, key)
+            case "tls":
+                guard case .sequence(let items) = value else { throw reader.error(value, "tls must be a list of {hosts, certificate, key}") }
+                for item in items {
+                    var hosts: [String] = [], cert: String?, keyFile: String?
+                    for (k, v) in try reader.mapping(item, "a tls entry") {
+                        let sub = try reader.key(k)
+                        switch sub {
+                        case "hosts": hosts = try reader.strings(v, "tls.hosts").map { $0.lowercased() }
+                        case "certificate": cert = path(try reader.string(v, "tls.certificate"))
+                        case "key": keyFile = path(try reader.string(v, "tls.key"))
+                        default: throw reader.unknown(k, sub, in: "tls")
+                        }
+                    }
+                    guard let cert, let keyFile else { throw reader.error(item, "a tls entry needs certificate and key (PEM files)") }
+                    config.certificates.append(Certificate(hosts: hosts, certificate: cert, key: keyFile))
+                }
+            case "policies":
+                for (k, v) in try reader.mapping(value, key) {
+                    let domain = try reader.key(k).lowercased()
+                    do { _ = try DomainName(domain) } catch { throw reader.error(k, "'\(domain)' is not a domain name") }
+                    let text = try policyText(v, reader, domain: domain, path: path)
+                    let parsed = STSPolicy.parse(text)
+                    if let error = parsed.diagnostics.first(where: { $0.severity == .error }) {
+                        throw reader.error(v, "the policy for \(domain) is not valid: \(error.message)")
+                    }
+                    config.policies[domain] = text
+                }
+            case "reports":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "path":
+                        config.reportPath = try reader.string(v, "reports.path")
+                        guard config.reportPath.hasPrefix("/") else { throw reader.error(v, "reports.path must start with /") }
+                    case "max_compressed": config.maxCompressed = try reader.int(v, "reports.max_compressed", 1_024...1_073_741_824)
+                    case "max_decompressed": config.maxDecompressed = try reader.int(v, "reports.max_decompressed", 1_024...1_073_741_824)
+                    case "api_token": config.apiToken = try reader.string(v, "reports.api_token")
+                    case "keep_rejected": config.keepRejected = path(try reader.string(v, "reports.keep_rejected"))
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "dkim":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "policy":
+                        let s = try reader.string(v, "dkim.policy")
+                        guard let p = DKIMPolicy(rawValue: s) else { throw reader.error(v, "dkim.policy must be require, record or ignore, not '\(s)'") }
+                        config.dkimPolicy = p
+                    case "dns_server": config.dnsServer = try reader.string(v, "dkim.dns_server")
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            default: throw reader.unknown(keyNode, key, in: nil)
+            }
+        }
+        return config
+    }
+
+    /// A policy given as its text (what `mtasts policy init` prints), as `{file: PATH}`, as
+    /// `{policy: TEXT}` or as `{mode, mx, max_age}`.
+    private static func policyText(_ node: Node, _ reader: DaemonConfig.Reader, domain: String, path: (String) -> String) throws(ConfigError) -> String {
+        if case .scalar(let s) = node {
+            return normalise(s.string)
+        }
+        var mode = "testing", mx: [String] = [], maxAge = 604_800
+        var text: String?
+        for (k, v) in try reader.mapping(node, "the policy for \(domain)") {
+            let sub = try reader.key(k)
+            switch sub {
+            case "policy": text = try reader.string(v, "policies.\(domain).policy")
+            case "file":
+                let file = path(try reader.string(v, "policies.\(domain).file"))
+                guard let data = FileManager.default.contents(atPath: file), let s = String(data: data, encoding: .utf8) else {
+                    throw reader.error(v, "cannot read the policy file \(file)")
+                }
+                text = s
+            case "mode": mode = try reader.string(v, "policies.\(domain).mode")
+            case "mx": mx = try reader.strings(v, "policies.\(domain).mx")
+            case "max_age": maxAge = try reader.int(v, "policies.\(domain).max_age", 0...31_557_600)
+            default: throw reader.unknown(k, sub, in: "policies.\(domain)")
+            }
+        }
+        if let text { return normalise(text) }
+        guard !mx.isEmpty || mode == "none" else { throw reader.error(node, "the policy for \(domain) needs mx (or policy, or file)") }
+        return (["version: STSv1", "mode: \(mode)"] + mx.map { "mx: \($0)" } + ["max_age: \(maxAge)"]).joined(separator: "\r\n") + "\r\n"
+    }
+
+    /// Served with CRLF line endings (RFC 8461 §3.2 allows LF too; CRLF is what every client reads).
+    private static func normalise(_ text: String) -> String {
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+            .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+        var kept = lines
+        while let last = kept.last, last.isEmpty { kept.removeLast() }
+        return kept.joined(separator: "\r\n") + "\r\n"
+    }
+}

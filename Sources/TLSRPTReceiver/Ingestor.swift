@@ -1,0 +1,93 @@
+import DKIM
+import Foundation
+import MTASTSCore
+import Storage
+
+/// Takes report bytes from any channel (HTTPS body, a mail message, a file), checks DKIM for
+/// mail, stores what is a report. Storage errors are thrown (the caller answers "try again");
+/// input that is not a report is an outcome, not an error.
+public final class ReportIngestor: Sendable {
+    public enum DKIMPolicy: String, Sendable {
+        /// Mail whose signature does not verify is refused (not stored).
+        case require
+        /// The result is stored with the report (the default).
+        case record
+        /// No verification.
+        case ignore
+    }
+
+    public struct Outcome: Sendable {
+        public var stored: [Int64] = []
+        public var duplicates: [Int64] = []
+        /// Why the input is not a report (nil when it is one).
+        public var notAReport: String?
+        /// Why a report was refused (DKIM policy), nil when it was not.
+        public var refused: String?
+        public var dkim: DKIM.Result?
+        public var organizations: [String] = []
+    }
+
+    public let store: ReportStore
+    public let maxSize: Int
+    public let dkimPolicy: DKIMPolicy
+    let lookup: DKIM.KeyLookup
+
+    public init(store: ReportStore, maxSize: Int = ReportReader.defaultMaxSize, dkimPolicy: DKIMPolicy = .record, lookup: @escaping DKIM.KeyLookup) {
+        self.store = store
+        self.maxSize = maxSize
+        self.dkimPolicy = dkimPolicy
+        self.lookup = lookup
+    }
+
+    /// A body POSTed to the report endpoint: JSON or gzip, whatever its label says.
+    public func ingest(body: [UInt8], channel: String = "https", at time: Double = Date().timeIntervalSince1970) throws -> Outcome {
+        var outcome = Outcome()
+        let result: ReportReader.Result
+        do { result = try ReportReader.read(body, maxSize: maxSize) } catch {
+            outcome.notAReport = error.reason
+            return outcome
+        }
+        guard result.mail == nil else {
+            outcome.notAReport = "a mail message was posted; post the report (application/tlsrpt+gzip or +json)"
+            return outcome
+        }
+        try save(result, raw: body, channel: channel, at: time, dkim: nil, into: &outcome)
+        return outcome
+    }
+
+    /// One mail message (from a pipe, a Maildir or an mbox).
+    public func ingest(mail bytes: [UInt8], channel: String = "mail", at time: Double = Date().timeIntervalSince1970) async throws -> Outcome {
+        var outcome = Outcome()
+        let result: ReportReader.Result
+        do { result = try ReportReader.read(bytes, maxSize: maxSize) } catch {
+            outcome.notAReport = error.reason
+            return outcome
+        }
+        var dkim: DKIM.Result?
+        if result.mail != nil && dkimPolicy != .ignore {
+            let results = await DKIM.verify(bytes, lookup: lookup)
+            dkim = results.first { $0.status == .pass } ?? results.first { $0.status == .temperror } ?? results.first
+            outcome.dkim = dkim
+            if dkimPolicy == .require, dkim?.status != .pass {
+                if dkim?.status == .temperror { throw StorageError("DKIM key look-up failed temporarily: \(dkim!.reason)") }
+                outcome.refused = "DKIM \(dkim?.description ?? "none") and the policy requires a valid signature"
+                return outcome
+            }
+        }
+        try save(result, raw: bytes, channel: result.mail == nil ? "file" : channel, at: time, dkim: dkim, into: &outcome)
+        return outcome
+    }
+
+    private func save(_ result: ReportReader.Result, raw: [UInt8], channel: String, at time: Double, dkim: DKIM.Result?, into outcome: inout Outcome) throws {
+        for parsed in result.reports {
+            let input = IncomingReport(parsed: parsed, raw: raw, channel: channel, receivedAt: time,
+                                       dkim: dkim.map { $0.status.rawValue }, dkimDomain: dkim?.domain, mailFrom: result.mail?.from,
+                                       reportDomain: result.mail?.tlsReportDomain)
+            switch try store.store(input) {
+            case .stored(let id): outcome.stored.append(id)
+            case .duplicate(let id): outcome.duplicates.append(id)
+            }
+            if let org = parsed.report.organizationName { outcome.organizations.append(org) }
+        }
+    }
+}
