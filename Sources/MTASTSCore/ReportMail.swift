@@ -73,7 +73,7 @@ public enum ReportReader {
     static func decodePayload(_ bytes: [UInt8], maxSize: Int) throws(NotAReport) -> Payload {
         let compressed = Gzip.isGzip(bytes)
         let json = compressed ? try inflate(bytes, maxSize: maxSize) : bytes
-        if json.count > maxSize { throw NotAReport("the report is larger than \(maxSize) bytes") }
+        if json.count > maxSize { throw NotAReport("the report is larger than \(maxSize) bytes", tooLarge: true) }
         return Payload(json: json, compressed: compressed, decoded: try TLSReport.decode(json: json))
     }
 
@@ -81,7 +81,7 @@ public enum ReportReader {
         do {
             return try Gzip.decompress(bytes, maxSize: maxSize)
         } catch {
-            throw NotAReport("gzip: \(error)")
+            throw NotAReport("gzip: \(error)", tooLarge: error.reason.hasPrefix("the data inflates to more than"))
         }
     }
 

@@ -78,7 +78,12 @@ public struct FailureDetail: Sendable, Equatable, Hashable {
 /// Why bytes are not a TLS report.
 public struct NotAReport: Error, Sendable, CustomStringConvertible, Equatable {
     public var reason: String
-    public init(_ reason: String) { self.reason = reason }
+    /// The input was refused for its size (compressed or inflated), not its content.
+    public var tooLarge: Bool
+    public init(_ reason: String, tooLarge: Bool = false) {
+        self.reason = reason
+        self.tooLarge = tooLarge
+    }
     public var description: String { reason }
 }
 

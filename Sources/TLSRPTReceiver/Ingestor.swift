@@ -21,6 +21,8 @@ public final class ReportIngestor: Sendable {
         public var duplicates: [Int64] = []
         /// Why the input is not a report (nil when it is one).
         public var notAReport: String?
+        /// The input is too large (compressed or inflated).
+        public var tooLarge = false
         /// Why a report was refused (DKIM policy), nil when it was not.
         public var refused: String?
         public var dkim: DKIM.Result?
@@ -45,6 +47,7 @@ public final class ReportIngestor: Sendable {
         let result: ReportReader.Result
         do { result = try ReportReader.read(body, maxSize: maxSize) } catch {
             outcome.notAReport = error.reason
+            outcome.tooLarge = error.tooLarge
             return outcome
         }
         guard result.mail == nil else {
