@@ -2,7 +2,7 @@
 # Installs what building and testing need on a fresh Debian machine (run as root). Idempotent:
 # apt-get runs only when a package is missing.
 set -euo pipefail
-packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 time dnsmasq-base openssl ca-certificates curl postgresql postfix)
+packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 python3-venv time dnsmasq-base openssl ca-certificates curl postgresql postfix)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,3 +15,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected at /opt/swift/usr/bin)" >&2; exit 1; }
+# An independent DKIM signer/verifier for the tests (dkimpy from PyPI), in its own venv.
+tools=/opt/mtasts-tools/venv
+if ! "$tools/bin/python" -c 'import dkim' 2>/dev/null; then
+    echo "setup: installing dkimpy into $tools"
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install -q --disable-pip-version-check dkimpy==1.1.8
+fi
