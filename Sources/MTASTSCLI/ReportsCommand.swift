@@ -121,7 +121,8 @@ struct ReportsIngest: AsyncParsableCommand {
         if maxSize < 1 { throw ValidationError("--max-size must be positive") }
     }
 
-    struct Tally {
+    /// Counts shared by the message callback and the mailbox readers (a reference: both update it).
+    final class Tally {
         var messages = 0, stored = 0, duplicates = 0, notReports = 0, refused = 0, tooLarge = 0
         var json: JSONValue {
             .object([JSONMember("messages", .int(Int64(messages))), JSONMember("stored", .int(Int64(stored))),
@@ -135,7 +136,7 @@ struct ReportsIngest: AsyncParsableCommand {
         let store = try db.open(temporaryCode: exTempFail)
         let policy = dkim.flatMap(ReportIngestor.DKIMPolicy.init) ?? ReportIngestor.DKIMPolicy(rawValue: config.dkimPolicy.rawValue) ?? .record
         let ingestor = ReportIngestor(store: store, maxSize: maxSize, dkimPolicy: policy, lookup: try Self.keyLookup(server: dnsServer ?? config.dnsServer))
-        var tally = Tally()
+        let tally = Tally()
         let keep = config.keepRejected
 
         /// One message: true when it is done with (stored, duplicate, or not a report).
@@ -165,8 +166,8 @@ struct ReportsIngest: AsyncParsableCommand {
             return true
         }
 
-        if let maildir { try await Self.maildir(maildir, maxSize: maxSize * 2, take: take, tally: &tally) }
-        if let mbox { try await Self.mbox(mbox, store: store, maxSize: maxSize * 2, take: take, tally: &tally) }
+        if let maildir { try await Self.maildir(maildir, maxSize: maxSize * 2, take: take, tally: tally) }
+        if let mbox { try await Self.mbox(mbox, store: store, maxSize: maxSize * 2, take: take, tally: tally) }
         let inputs = files.isEmpty && maildir == nil && mbox == nil ? ["-"] : files
         for path in InputFiles.expand(inputs) {
             let bytes: [UInt8]
@@ -179,7 +180,7 @@ struct ReportsIngest: AsyncParsableCommand {
             _ = try await take(bytes, name: path == "-" ? "standard input" : path)
         }
         if output.json {
-            Console.out(String(decoding: tally.json.serializedBytes(pretty: true, indent: 1), as: UTF8.self))
+            Console.out(String(decoding: tally.json.serializedBytes(pretty: true), as: UTF8.self))
         } else if files.count > 1 || maildir != nil || mbox != nil || verbose {
             Console.out("\(tally.messages) message(s): \(tally.stored) report(s) stored, \(tally.duplicates) already stored, \(tally.notReports) not reports, \(tally.refused) refused, \(tally.tooLarge) unreadable or too large")
         }
@@ -206,7 +207,7 @@ struct ReportsIngest: AsyncParsableCommand {
     }
 
     /// Maildir: new/ (all) and cur/ (not yet seen); each taken message is marked seen.
-    static func maildir(_ dir: String, maxSize: Int, take: (_ bytes: [UInt8], _ name: String) async throws -> Bool, tally: inout Tally) async throws {
+    static func maildir(_ dir: String, maxSize: Int, take: (_ bytes: [UInt8], _ name: String) async throws -> Bool, tally: Tally) async throws {
         let fm = FileManager.default
         guard fm.fileExists(atPath: dir + "/new") || fm.fileExists(atPath: dir + "/cur") else {
             throw ValidationError("\(dir) is not a Maildir (no new/ or cur/)")
@@ -235,7 +236,7 @@ struct ReportsIngest: AsyncParsableCommand {
 
     /// mbox: read as a stream, message by message (split at "From " lines; ">From " unquoted as
     /// in mboxrd); the offset after the last message taken is kept in the database.
-    static func mbox(_ path: String, store: ReportStore, maxSize: Int, take: (_ bytes: [UInt8], _ name: String) async throws -> Bool, tally: inout Tally) async throws {
+    static func mbox(_ path: String, store: ReportStore, maxSize: Int, take: (_ bytes: [UInt8], _ name: String) async throws -> Bool, tally: Tally) async throws {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ValidationError("\(path): cannot open (\(String(cString: strerror(errno))))") }
         defer { close(fd) }
@@ -364,7 +365,7 @@ struct ReportsList: ParsableCommand {
         let rows: [ReportRow]
         do { rows = try store.list(filter.filter, limit: limit) } catch { Console.err("\(error)"); throw ExitCode(Exit.temporary) }
         if output.json {
-            Console.out(String(decoding: JSONValue.array(rows.map(\.json)).serializedBytes(pretty: true, indent: 1), as: UTF8.self))
+            Console.out(String(decoding: JSONValue.array(rows.map(\.json)).serializedBytes(pretty: true), as: UTF8.self))
         } else if csv {
             var out = CSV.line(["id", "day", "organization", "report_id", "policy_domains", "successful", "failed", "channel", "dkim"])
             for r in rows { out += CSV.line([String(r.id), r.day, r.organization, r.reportID, r.domains.joined(separator: " "), String(r.successful), String(r.failed), r.channel, r.dkim ?? ""]) }
@@ -400,7 +401,7 @@ struct ReportsShow: ParsableCommand {
             guard case .object(var members) = found.row.json else { return }
             members.append(JSONMember("tolerated", .array(found.diagnostics.map(JSONValue.string))))
             members.append(JSONMember("report", report))
-            Console.out(String(decoding: JSONValue.object(members).serializedBytes(pretty: true, indent: 1), as: UTF8.self))
+            Console.out(String(decoding: JSONValue.object(members).serializedBytes(pretty: true), as: UTF8.self))
         } else {
             let r = found.row
             Console.out("#\(r.id) \(r.organization) \(r.reportID)\n  \(RFC3339.format(r.startDate)) – \(RFC3339.format(r.endDate))\n  received \(RFC3339.format(Int64(r.receivedAt))) by \(r.channel)\(r.dkim.map { ", DKIM \($0)" } ?? "")\n  \(r.successful) successful, \(r.failed) failed sessions")
@@ -425,7 +426,7 @@ struct ReportsSummary: ParsableCommand {
         let s: Summary
         do { s = try store.summary(filter.filter) } catch { Console.err("\(error)"); throw ExitCode(Exit.temporary) }
         if output.json {
-            Console.out(String(decoding: s.json.serializedBytes(pretty: true, indent: 1), as: UTF8.self))
+            Console.out(String(decoding: s.json.serializedBytes(pretty: true), as: UTF8.self))
             return
         }
         if csv {
@@ -492,7 +493,7 @@ struct ReportsReadiness: ParsableCommand {
             throw ExitCode(Exit.temporary)
         }
         if output.json {
-            Console.out(String(decoding: r.json.serializedBytes(pretty: true, indent: 1), as: UTF8.self))
+            Console.out(String(decoding: r.json.serializedBytes(pretty: true), as: UTF8.self))
         } else {
             FileHandle.standardOutput.write(Data(r.text.utf8))
         }
