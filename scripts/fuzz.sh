@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
 # AddressSanitizer) and runs each for SECONDS, seeded with the test vectors and the interop data.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns netstring)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns netstring dkim)
 # A crash or a failed round-trip check exits non-zero and leaves the input in .build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns netstring)
+[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns netstring dkim)
 out=.build-fuzz
 mkdir -p "$out"
 interop=${MTASTS_INTEROP:-../shared/interop}
+# A failing check must end the run, not hang it in the Swift backtracer under ASan.
+export SWIFT_BACKTRACE=enable=no
 
 source_of() {
     case "$1" in
@@ -21,6 +23,7 @@ source_of() {
         report-mail) echo Fuzz/FuzzReportMail.swift ;;
         dns) echo Fuzz/FuzzDNS.swift ;;
         netstring) echo Fuzz/FuzzNetstring.swift ;;
+        dkim) echo Fuzz/FuzzDKIM.swift ;;
         *) echo "unknown fuzz target: $1" >&2; exit 2 ;;
     esac
 }
@@ -58,7 +61,7 @@ elif target == 'records':
             put(b'\x00'.join(b'\x01'.join(s.encode() for s in rr) for rr in v['rrset']))
 else:
     for path in glob.glob(f'{interop}/reports/**/*', recursive=True):
-        if os.path.isfile(path) and (target == 'report-mail' or path.endswith('.json')):
+        if os.path.isfile(path) and (target in ('report-mail', 'dkim') or path.endswith('.json')):
             put(open(path, 'rb').read())
 PY
 }
@@ -66,10 +69,12 @@ PY
 for t in "${targets[@]}"; do
     src=$(source_of "$t")
     bin=$out/fuzz-$t
-    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS Sources/Socketmap "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
+    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS Sources/Socketmap Sources/DKIM "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
         echo "building fuzz target $t"
         if [ "$t" = dns ]; then
             module=(-module-name MailDNS Sources/MailDNS/DNSMessage.swift)
+        elif [ "$t" = dkim ]; then
+            module=(-module-name DKIM Sources/DKIM/DKIMMessage.swift)
         elif [ "$t" = netstring ]; then
             module=(-module-name Socketmap -I Sources/CZlib Sources/MTASTSCore/*.swift Sources/Socketmap/NetstringParser.swift Sources/Socketmap/SocketmapProtocol.swift)
         else
