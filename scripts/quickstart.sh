@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings mtasts up on a fresh machine: builds a release binary, shows the domain owner's commands
-# on an example (write a policy and its DNS records, lint them, read TLS reports), then runs the
-# sender's policy daemon for Postfix on its embedded defaults (127.0.0.1:8461, SQLite cache in
-# /var/lib/mtasts) in the foreground until Ctrl-C. Installs what it needs.
+# on an example (write a policy and its DNS records, lint them, store and summarise TLS reports),
+# then runs `mtasts serve` — the TLS report receiver (POST /tlsrpt) and its JSON API — on its
+# embedded defaults (127.0.0.1:8080, SQLite /var/lib/mtasts/reports.db) in the foreground until
+# Ctrl-C. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -24,9 +25,13 @@ echo
 echo "== mtasts report parse examples/"
 "$bin" report parse examples/
 echo
-echo "The binary is $bin; copy it to /usr/local/bin to use it as 'mtasts'."
+echo "== mtasts reports ingest examples/*.eml; mtasts reports summary (a demo database in $out)"
+"$bin" reports ingest --database "$out/demo.db" --dkim ignore --verbose examples/*.eml
+"$bin" reports summary --database "$out/demo.db"
 echo
-echo "== mtasts daemon (Postfix main.cf: smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:postfix)"
-echo "   try: postmap -q gmail.com socketmap:inet:127.0.0.1:8461:postfix   or   $bin query gmail.com"
-echo "   Ctrl-C stops it."
-exec "$bin" daemon
+echo "The binary is $bin; copy it to /usr/local/bin to use it as 'mtasts'."
+echo "The sender's side: '$bin daemon' is the MTA-STS policy daemon for Postfix (see the README)."
+echo
+echo "== mtasts serve (reports: curl --data-binary @report.json.gz http://127.0.0.1:8080/tlsrpt;"
+echo "   then: $bin reports summary   or   curl http://127.0.0.1:8080/api/summary). Ctrl-C stops it."
+exec "$bin" serve
