@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The report receiver (release build): N distinct reports (default 10,000, made from the interop
+# reports with fresh report-ids) stored
+#   1. through POST /tlsrpt of a running `mtasts serve` (curl --parallel, 8 connections, keep-alive),
+#   2. through `mtasts reports ingest --maildir`,
+#   3. by parsedmarc 11.1.0 (PyPI) from the same Maildir into its JSON/CSV output (n_procs 1 and 2);
+# then summaries and readiness over 1,000,000 stored failure-detail rows, and the RSS of
+# `mtasts serve` answering /api/summary over them.
+# Usage: Benchmarks/receiver.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+interop=${MTASTS_INTEROP:-../shared/interop}
+work=.build-bench/receiver
+rm -rf "$work" && mkdir -p "$work"
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+if [ ! -x .build-bench/venv/bin/python ] || ! .build-bench/venv/bin/python -c 'import parsedmarc' 2>/dev/null; then
+    python3 -m venv .build-bench/venv
+    .build-bench/venv/bin/pip install -q parsedmarc==11.1.0
+fi
+swift build -c release --product mtasts >/dev/null
+bin=$(swift build -c release --show-bin-path)/mtasts
+python3 Benchmarks/make_reports.py "$interop" "$work/gen" "$n"
+cp -r "$work/gen/Maildir" "$work/Maildir-peer1"
+cp -r "$work/gen/Maildir" "$work/Maildir-peer2"
+secs() { python3 -c "import time; print(time.monotonic())"; }
+rss_of() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+echo "-- 1. POST /tlsrpt ($n reports, curl --parallel-max 8)"
+port=$((20000 + RANDOM % 20000))
+"$bin" serve --listen "127.0.0.1:$port" --database "$work/post.db" 2>"$work/serve.log" &
+serve=$!
+trap 'kill $serve 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q "serving on" "$work/serve.log" && break; sleep 0.1; done
+: >"$work/curl.cfg"
+for ((i = 0; i < n; i++)); do
+    printf 'url = "http://127.0.0.1:%s/tlsrpt"\ndata-binary = "@%s/gen/bodies/%s.json.gz"\nheader = "Content-Type: application/tlsrpt+gzip"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' "$port" "$PWD/$work" "$i" >>"$work/curl.cfg"
+done
+t0=$(secs)
+curl -s -Z --parallel-max 8 -K "$work/curl.cfg" >"$work/codes"
+t1=$(secs)
+created=$(grep -c '^201$' "$work/codes" || true)
+stored=$("$bin" reports list --limit 1000000 --json --database "$work/post.db" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+python3 -c "print(f'POST: {$n} requests, {$created} answered 201, {$stored} stored, {$t1-$t0:.2f} s, {$n/($t1-$t0):.0f} reports/s, serve max RSS {$(rss_of $serve)/1024:.1f} MB')" | tee "$work/post"
+kill $serve; wait $serve 2>/dev/null || true
+
+echo "-- 2. mtasts reports ingest --maildir"
+/usr/bin/time -v "$bin" reports ingest --maildir "$work/gen/Maildir" --dkim ignore --json --database "$work/mail.db" >"$work/ingest.json" 2>"$work/ingest.time"
+python3 - "$work" "$n" <<'PY' | tee "$work/ours"
+import json, re, sys
+w, n = sys.argv[1], int(sys.argv[2])
+t = open(f"{w}/ingest.time").read()
+wall = t.split("Elapsed (wall clock) time (h:mm:ss or m:ss): ")[1].split("\n")[0].split(":")
+s = float(wall[-1]) + 60 * float(wall[-2]) + (3600 * float(wall[-3]) if len(wall) == 3 else 0)
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1))
+j = json.load(open(f"{w}/ingest.json"))
+print(f"ingest --maildir: {j['messages']} messages, {j['stored']} stored, {s:.2f} s, {j['messages']/s:.0f} messages/s, max RSS {rss/1024:.1f} MB")
+PY
+
+for procs in 1 2; do
+    echo "-- 3. parsedmarc 11.1.0 --maildir (n_procs $procs)"
+    cat >"$work/pm$procs.ini" <<EOF
+[general]
+save_smtp_tls = True
+output = $PWD/$work/pmout$procs
+silent = True
+offline = True
+n_procs = $procs
+
+[mailbox]
+batch_size = 0
+
+[maildir]
+maildir_path = $PWD/$work/Maildir-peer$procs
+EOF
+    /usr/bin/time -v .build-bench/venv/bin/parsedmarc -c "$work/pm$procs.ini" >/dev/null 2>"$work/peer$procs.time" || true
+    python3 - "$work" "$n" "$procs" <<'PY' | tee "$work/peer$procs"
+import json, re, sys
+w, n, p = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+t = open(f"{w}/peer{p}.time").read()
+wall = t.split("Elapsed (wall clock) time (h:mm:ss or m:ss): ")[1].split("\n")[0].split(":")
+s = float(wall[-1]) + 60 * float(wall[-2]) + (3600 * float(wall[-3]) if len(wall) == 3 else 0)
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1))
+try:
+    got = len(json.load(open(f"{w}/pmout{p}/smtp_tls.json")))
+except Exception:
+    got = 0
+print(f"parsedmarc n_procs {p}: {n} messages, {got} reports written, {s:.2f} s, {n/s:.0f} messages/s, max RSS {rss/1024:.1f} MB")
+PY
+done
+python3 - "$work" <<'PY'
+import re, sys
+w = sys.argv[1]
+rate = lambda f: float(re.search(r"(\d+) (?:messages|reports)/s", open(f"{w}/{f}").read()).group(1))
+best_peer = max(rate("peer1"), rate("peer2"))
+print(f"ratio: ingest --maildir {rate('ours') / best_peer:.1f}x parsedmarc (best of n_procs 1, 2); POST {rate('post') / best_peer:.1f}x")
+PY
+
+echo "-- 4. 1,000,000 failure-detail rows"
+db=$work/million.db
+"$bin" reports list --database "$db" >/dev/null
+python3 - "$db" <<'PY'
+import random, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+random.seed(7)
+orgs = ["Google LLC", "Microsoft Corporation", "Mail.Ru", "Yahoo", "Comcast", "Proton", "Fastmail", "GMX", "Zoho", "Apple"]
+types = ["certificate-expired", "certificate-host-mismatch", "starttls-not-supported", "validation-failure", "sts-policy-fetch-error", "certificate-not-trusted"]
+db.executemany("INSERT INTO organizations (id, name, first_seen, last_seen) VALUES (?, ?, 0, 0)", [(i + 1, o) for i, o in enumerate(orgs)])
+reports, policies, failures = [], [], []
+rid = 0
+for d in range(100):
+    domain = f"d{d}.example"
+    for day in range(30):
+        dayname = f"2026-10-{day + 1:02}" if day < 31 else None
+        for o in range(len(orgs)):
+            rid += 1
+            reports.append((rid, o + 1, f"r{rid}", 1790000000 + day * 86400, 1790000000 + day * 86400 + 86399, dayname, 0, "https", 1000, 33, "{}", b""))
+            policies.append((rid, rid, o + 1, dayname, "sts", domain, "version: STSv1\nmode: testing", "testing", f"mx.{domain}", 1000, 33))
+            for k in range(33 if rid % 3 else 34):
+                failures.append((rid, rid, o + 1, dayname, domain, "sts", "testing", random.choice(types), "192.0.2.1", f"mx{k % 3}.{domain}", None, f"198.51.100.{k % 50}", 1))
+db.executemany("INSERT INTO reports (id, organization_id, report_id, start_date, end_date, day, received_at, channel, successful, failed, normalized, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", reports)
+db.executemany("INSERT INTO report_policies (id, report, organization_id, day, policy_type, policy_domain, policy_string, mode, mx_hosts, successful, failed) VALUES (?,?,?,?,?,?,?,?,?,?,?)", policies)
+failures = failures[:1000000]
+db.executemany("INSERT INTO failure_details (report, policy, organization_id, day, policy_domain, policy_type, mode, result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip, failed_sessions) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", failures)
+db.commit()
+print(f"{len(reports)} reports, {len(policies)} policies, {db.execute('SELECT COUNT(*) FROM failure_details').fetchone()[0]} failure rows")
+PY
+timed() {  # label, command…
+    local label=$1
+    shift
+    /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null
+    read -r s kb <"$work/t"
+    echo "$label: $s s, max RSS $((kb / 1024)) MB"
+}
+timed "summary, all domains        " "$bin" reports summary --json --database "$db"
+timed "summary, one domain         " "$bin" reports summary --domain d7.example --json --database "$db"
+timed "summary, one domain, 7 days " "$bin" reports summary --domain d7.example --since 2026-10-24 --json --database "$db"
+timed "readiness, one domain       " "$bin" reports readiness d7.example --until 2026-10-30 --json --database "$db" || true
+"$bin" serve --listen "127.0.0.1:$port" --database "$db" 2>"$work/serve2.log" &
+serve=$!
+for _ in $(seq 50); do grep -q "serving on" "$work/serve2.log" && break; sleep 0.1; done
+t0=$(secs)
+curl -s -o /dev/null "http://127.0.0.1:$port/api/summary"
+t1=$(secs)
+curl -s -o /dev/null "http://127.0.0.1:$port/api/summary?domain=d7.example"
+curl -s -o /dev/null "http://127.0.0.1:$port/api/readiness/d7.example?until=2026-10-30"
+python3 -c "print(f'serve /api/summary over 1M rows: {$t1-$t0:.2f} s; serve max RSS {$(rss_of $serve)/1024:.1f} MB')"
+kill $serve
