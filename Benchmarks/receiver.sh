@@ -34,10 +34,11 @@ trap 'kill $serve 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q "serving on" "$work/serve.log" && break; sleep 0.1; done
 : >"$work/curl.cfg"
 for ((i = 0; i < n; i++)); do
-    printf 'url = "http://127.0.0.1:%s/tlsrpt"\ndata-binary = "@%s/gen/bodies/%s.json.gz"\nheader = "Content-Type: application/tlsrpt+gzip"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' "$port" "$PWD/$work" "$i" >>"$work/curl.cfg"
+    [ "$i" -gt 0 ] && echo next >>"$work/curl.cfg"
+    printf 'url = "http://127.0.0.1:%s/tlsrpt"\ndata-binary = "@%s/gen/bodies/%s.json.gz"\nheader = "Content-Type: application/tlsrpt+gzip"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n' "$port" "$PWD/$work" "$i" >>"$work/curl.cfg"
 done
 t0=$(secs)
-curl -s -Z --parallel-max 8 -K "$work/curl.cfg" >"$work/codes"
+curl -s --no-progress-meter -Z --parallel-max 8 -K "$work/curl.cfg" >"$work/codes"
 t1=$(secs)
 created=$(grep -c '^201$' "$work/codes" || true)
 stored=$("$bin" reports list --limit 1000000 --json --database "$work/post.db" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")

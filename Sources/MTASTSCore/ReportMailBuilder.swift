@@ -12,6 +12,8 @@ public struct ReportMailBuilder: Sendable {
     /// Unix seconds for the Date header.
     public var date: Int64
     public var compress: Bool
+    /// More header fields (complete lines), such as `TLS-Required: No` (RFC 8689).
+    public var extraHeaders: [String] = []
 
     public init(report: TLSReport, policyDomain: String, submitter: String, from: String, to: String, date: Int64, compress: Bool = true) {
         self.report = report
@@ -50,6 +52,7 @@ public struct ReportMailBuilder: Sendable {
             "MIME-Version: 1.0",
             "TLS-Report-Domain: \(policyDomain)",
             "TLS-Report-Submitter: \(submitter)",
+        ] + extraHeaders + [
             "Content-Type: multipart/report; report-type=\"tlsrpt\";",
             "\tboundary=\"\(boundary)\"",
             "",

@@ -209,8 +209,9 @@ extension STSPolicy {
 }
 
 /// 64-bit FNV-1a: a small, stable, non-cryptographic hash for ids and tokens.
-enum FNV1a {
-    static func hash<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
+/// FNV-1a, 64 bits: a short, stable content hash (ids, tokens; not for security).
+public enum FNV1a {
+    public static func hash<S: Sequence>(_ bytes: S) -> UInt64 where S.Element == UInt8 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in bytes {
             hash ^= UInt64(byte)

@@ -88,7 +88,7 @@ public final class ReportStore: @unchecked Sendable {
         let organization = nonEmpty(report.organizationName) ?? "(no organization-name)"
         let normalized = String(decoding: report.encoded(), as: UTF8.self)
         // A report without report-id gets one derived from its content, so a re-send still dedups.
-        let reportID = nonEmpty(report.reportID) ?? "content-" + fnv1a(Array(normalized.utf8))
+        let reportID = nonEmpty(report.reportID) ?? "content-" + String(FNV1a.hash(normalized.utf8), radix: 16)
         let day = RFC3339.formatDay(report.startDate)
         let diagnostics = input.parsed.diagnostics.map { "\($0.code): \($0.message)" }.joined(separator: "\n")
         return try db.transaction { () throws -> StoreOutcome in
@@ -161,10 +161,3 @@ func nonEmpty(_ s: String?) -> String? {
 }
 
 func optional(_ s: String?) -> SQLValue { s.map(SQLValue.text) ?? .null }
-
-/// A short, stable content hash (FNV-1a, 64 bits) for reports that carry no report-id.
-func fnv1a(_ bytes: [UInt8]) -> String {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-    return String(h, radix: 16)
-}

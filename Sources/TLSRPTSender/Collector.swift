@@ -1,0 +1,237 @@
+import Foundation
+import MTASTSCore
+import Storage
+
+/// The libtlsrpt receiver: a unix datagram socket Postfix 3.10+ writes one datagram per TLS
+/// handshake to (`smtp_tlsrpt_socket_name`). A dedicated reader thread only receives and queues
+/// (the sender uses MSG_DONTWAIT: whatever the kernel queue cannot hold is lost at the sender);
+/// a second thread decodes, aggregates in memory and commits every `batchSize` datagrams or
+/// `flushInterval` seconds. A kill -9 loses at most what was received since the last commit.
+public final class Collector: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var path: String
+        public var mode: mode_t = 0o666
+        public var owner: String?
+        public var group: String?
+        public var batchSize = 1_000
+        public var flushInterval: Double = 1
+        /// Socket receive buffer asked for (the kernel caps it at net.core.rmem_max unless root).
+        public var receiveBuffer = 8 << 20
+        /// Malformed datagrams are appended here (one per line, hex of the bytes), when set.
+        public var quarantine: String?
+        public init(path: String) { self.path = path }
+    }
+
+    public struct Counters: Sendable {
+        public var received = 0
+        public var malformed = 0
+        public var repairedUTF8 = 0
+        public var committed = 0
+        public var commits = 0
+        public var commitFailures = 0
+    }
+
+    let configuration: Configuration
+    let store: SessionStore
+    let log: @Sendable (String) -> Void
+    /// Seconds since 1970, injectable (the day of receipt decides the report a session goes in).
+    let now: @Sendable () -> Double
+
+    private var fd: Int32 = -1
+    private let lock = NSCondition()
+    private var queue: [(bytes: [UInt8], time: Double)] = []
+    private var stopping = false
+    private var counters = Counters()
+    private var reader: Thread?
+    private var writer: Thread?
+    private let done = DispatchSemaphore(value: 0)
+    private var lastMalformedLog: Double = 0
+    private var suppressedMalformed = 0
+
+    public init(configuration: Configuration, store: SessionStore, log: @escaping @Sendable (String) -> Void,
+                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.configuration = configuration
+        self.store = store
+        self.log = log
+        self.now = now
+    }
+
+    public var snapshot: Counters {
+        lock.lock()
+        defer { lock.unlock() }
+        return counters
+    }
+
+    public struct SocketError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Binds the socket (replacing a stale one), sets its mode and owner, starts both threads.
+    public func start() throws {
+        let path = configuration.path
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard path.utf8.count < capacity else { throw SocketError(description: "socket path \(path) is longer than \(capacity - 1) bytes") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8) + [0])
+        }
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw SocketError(description: "socket: \(String(cString: strerror(errno)))") }
+        fcntl(fd, F_SETFD, FD_CLOEXEC)
+        var size = Int32(configuration.receiveBuffer)
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
+        // A stale socket from a previous run is replaced; any other file is not.
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+                close(fd)
+                throw SocketError(description: "\(path) exists and is not a socket")
+            }
+            unlink(path)
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            throw SocketError(description: "cannot bind \(path): \(why)")
+        }
+        chmod(path, configuration.mode)
+        if configuration.owner != nil || configuration.group != nil {
+            var uid = uid_t.max, gid = gid_t.max
+            if let owner = configuration.owner {
+                guard let pw = getpwnam(owner) else { throw SocketError(description: "unknown user \(owner)") }
+                uid = pw.pointee.pw_uid
+            }
+            if let group = configuration.group {
+                guard let gr = getgrnam(group) else { throw SocketError(description: "unknown group \(group)") }
+                gid = gr.pointee.gr_gid
+            }
+            if chown(path, uid, gid) != 0 { throw SocketError(description: "chown \(path): \(String(cString: strerror(errno)))") }
+        }
+        let reader = Thread { [self] in readLoop() }
+        reader.name = "tlsrpt-reader"
+        reader.qualityOfService = .userInteractive
+        let writer = Thread { [self] in writeLoop() }
+        writer.name = "tlsrpt-writer"
+        self.reader = reader
+        self.writer = writer
+        reader.start()
+        writer.start()
+    }
+
+    /// The kernel's queue length for unix datagram sockets (a sender's datagram beyond it is lost).
+    public static var maxDatagramQueue: Int? {
+        (try? String(contentsOfFile: "/proc/sys/net/unix/max_dgram_qlen", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    private func readLoop() {
+        var buffer = [UInt8](repeating: 0, count: TLSRPTDatagram.maxSize + 1)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                break  // the socket was shut down (stop) or broke
+            }
+            let time = now()
+            let bytes = Array(buffer[0..<n])
+            lock.lock()
+            if stopping && n == 0 {
+                lock.unlock()
+                break
+            }
+            queue.append((bytes, time))
+            counters.received += 1
+            lock.signal()
+            lock.unlock()
+        }
+    }
+
+    private func writeLoop() {
+        var batch = SessionBatch()
+        var lastCommit = now()
+        var local: [(bytes: [UInt8], time: Double)] = []
+        while true {
+            lock.lock()
+            let deadline = Date(timeIntervalSinceNow: configuration.flushInterval)
+            while queue.isEmpty && !stopping {
+                if !lock.wait(until: deadline) { break }
+            }
+            swap(&local, &queue)
+            let finishing = stopping && local.isEmpty
+            lock.unlock()
+            for item in local {
+                do {
+                    let d = try TLSRPTDatagram.decode(item.bytes)
+                    batch.add(d, day: RFC3339.formatDay(Int64(item.time)))
+                    if d.repairedUTF8 { bump { $0.repairedUTF8 += 1 } }
+                } catch {
+                    malformed(item.bytes, error.reason)
+                }
+            }
+            local.removeAll(keepingCapacity: true)
+            let t = now()
+            if !batch.isEmpty && (batch.datagrams >= configuration.batchSize || t - lastCommit >= configuration.flushInterval || finishing) {
+                do {
+                    try store.commit(batch)
+                    let n = batch.datagrams
+                    bump { $0.committed += n; $0.commits += 1 }
+                    batch = SessionBatch()
+                } catch {
+                    // Kept in memory and retried with what follows: nothing is dropped while the database is away.
+                    bump { $0.commitFailures += 1 }
+                    log("collector: commit of \(batch.datagrams) datagram(s) failed, kept for the next try: \(error)")
+                }
+                lastCommit = t
+            }
+            if finishing {
+                if !batch.isEmpty { log("collector: stopping with \(batch.datagrams) datagram(s) not stored (the database is unavailable)") }
+                break
+            }
+        }
+        done.signal()
+    }
+
+    private func bump(_ change: (inout Counters) -> Void) {
+        lock.lock()
+        change(&counters)
+        lock.unlock()
+    }
+
+    private func malformed(_ bytes: [UInt8], _ reason: String) {
+        bump { $0.malformed += 1 }
+        let t = now()
+        if t - lastMalformedLog >= 10 {
+            log("collector: malformed datagram (\(bytes.count) bytes): \(reason)\(suppressedMalformed > 0 ? " (\(suppressedMalformed) more since the last message)" : "")")
+            lastMalformedLog = t
+            suppressedMalformed = 0
+        } else {
+            suppressedMalformed += 1
+        }
+        if let path = configuration.quarantine, let handle = FileHandle(forWritingAtPath: path) ?? {
+            FileManager.default.createFile(atPath: path, contents: nil)
+            return FileHandle(forWritingAtPath: path)
+        }() {
+            handle.seekToEndOfFile()
+            let hex = bytes.map { String(format: "%02x", $0) }.joined()
+            handle.write(Data("\(RFC3339.format(Int64(t))) \(reason.replacingOccurrences(of: "\n", with: " ")) \(hex)\n".utf8))
+            try? handle.close()
+        }
+    }
+
+    /// Stops receiving, commits what is in memory, removes the socket.
+    public func stop() {
+        lock.lock()
+        stopping = true
+        lock.signal()
+        lock.unlock()
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+        unlink(configuration.path)
+        done.wait()
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import MTASTSCore
+import Storage
+
+/// Session results aggregated in memory between commits: per (UTC day, TLSRPT domain, exact
+/// `_smtp._tls` record, policy) the successful and failed sessions, and per failure detail (its
+/// whole content) the sessions it stands for.
+public struct SessionBatch: Sendable {
+    public struct PolicyKey: Hashable, Sendable {
+        public var day: String
+        public var domain: String
+        public var record: String
+        public var type: String
+        public var policyDomain: String
+        public var strings: [String]
+        public var mxHosts: [String]
+
+        /// One string that identifies the policy's whole content (for the database key).
+        var key: String {
+            String(decoding: JSONValue.array([.string(type), .string(policyDomain), .array(strings.map(JSONValue.string)), .array(mxHosts.map(JSONValue.string))]).serializedBytes(), as: UTF8.self)
+        }
+    }
+
+    public struct DetailKey: Hashable, Sendable {
+        public var policy: PolicyKey
+        public var detail: FailureDetail
+
+        var key: String {
+            let d = detail
+            return String(decoding: JSONValue.array([d.resultType.rawValue, d.sendingMTAIP, d.receivingMXHostname, d.receivingMXHelo, d.receivingIP,
+                                                      d.additionalInformation, d.failureReasonCode].map { $0.map(JSONValue.string) ?? .null }).serializedBytes(), as: UTF8.self)
+        }
+    }
+
+    public var sessions: [PolicyKey: (successful: Int64, failed: Int64)] = [:]
+    public var details: [DetailKey: Int64] = [:]
+    /// Datagrams folded into this batch.
+    public var datagrams = 0
+
+    public init() {}
+
+    public var isEmpty: Bool { datagrams == 0 }
+
+    /// Folds one datagram in, on the UTC day `day`.
+    public mutating func add(_ d: TLSRPTDatagram, day: String) {
+        datagrams += 1
+        for p in d.policies {
+            let key = PolicyKey(day: day, domain: d.domain, record: d.record, type: p.type.rawValue, policyDomain: p.domain, strings: p.strings, mxHosts: p.mxHosts)
+            var counts = sessions[key] ?? (0, 0)
+            if p.failed { counts.failed += 1 } else { counts.successful += 1 }
+            sessions[key] = counts
+            for f in p.failures {
+                var detail = f
+                detail.failedSessionCount = 0
+                details[DetailKey(policy: key, detail: detail), default: 0] += 1
+            }
+        }
+    }
+
+    /// Folds another batch in (a failed commit is retried together with what came after it).
+    public mutating func merge(_ other: SessionBatch) {
+        datagrams += other.datagrams
+        for (k, v) in other.sessions {
+            let mine = sessions[k] ?? (0, 0)
+            sessions[k] = (mine.successful + v.successful, mine.failed + v.failed)
+        }
+        for (k, v) in other.details { details[k, default: 0] += v }
+    }
+}
+
+/// The sender's TLS-RPT data in SQL (SQLite or PostgreSQL): aggregated sessions and failure
+/// details, the delivery ledger, and claims (which node of a fleet builds and sends a report).
+public final class SessionStore: @unchecked Sendable {
+    public let db: SQLDatabase
+
+    public init(db: SQLDatabase) throws(StorageError) {
+        self.db = db
+        try db.migrate(component: "sender", [
+            (1, [
+                """
+                CREATE TABLE tlsrpt_sessions (day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL, policy_key TEXT NOT NULL,
+                    policy_type TEXT NOT NULL, policy_domain TEXT NOT NULL, policy_strings TEXT NOT NULL, mx_hosts TEXT NOT NULL,
+                    successful BIGINT NOT NULL, failed BIGINT NOT NULL, PRIMARY KEY (day, domain, record, policy_key))
+                """,
+                """
+                CREATE TABLE tlsrpt_failures (day TEXT NOT NULL, domain TEXT NOT NULL, record TEXT NOT NULL, policy_key TEXT NOT NULL,
+                    detail_key TEXT NOT NULL, result_type TEXT NOT NULL, sending_mta_ip TEXT, receiving_mx_hostname TEXT, receiving_mx_helo TEXT,
+                    receiving_ip TEXT, additional_information TEXT, failure_reason_code TEXT, sessions BIGINT NOT NULL,
+                    PRIMARY KEY (day, domain, record, policy_key, detail_key))
+                """,
+                """
+                CREATE TABLE tlsrpt_deliveries (report_key TEXT NOT NULL, uri TEXT NOT NULL, day TEXT NOT NULL, domain TEXT NOT NULL,
+                    report_id TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt \(db.realType) NOT NULL,
+                    last_attempt \(db.realType), result TEXT, sent_at \(db.realType), PRIMARY KEY (report_key, uri))
+                """,
+                "CREATE TABLE tlsrpt_claims (report_key TEXT PRIMARY KEY, node TEXT NOT NULL, claimed_at \(db.realType) NOT NULL)",
+            ]),
+        ])
+    }
+
+    public convenience init(url: String) throws(StorageError) {
+        try self.init(db: SQLDatabase(url: url))
+    }
+
+    /// Commits a batch in one transaction (counts are added: several collectors can share the database).
+    public func commit(_ batch: SessionBatch) throws {
+        guard !batch.isEmpty else { return }
+        try db.transaction {
+            for (k, v) in batch.sessions {
+                try db.query("""
+                    INSERT INTO tlsrpt_sessions (day, domain, record, policy_key, policy_type, policy_domain, policy_strings, mx_hosts, successful, failed)
+                    VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (day, domain, record, policy_key)
+                    DO UPDATE SET successful = tlsrpt_sessions.successful + excluded.successful, failed = tlsrpt_sessions.failed + excluded.failed
+                    """, [.text(k.day), .text(k.domain), .text(k.record), .text(k.key), .text(k.type), .text(k.policyDomain),
+                          .text(String(decoding: JSONValue.array(k.strings.map(JSONValue.string)).serializedBytes(), as: UTF8.self)),
+                          .text(String(decoding: JSONValue.array(k.mxHosts.map(JSONValue.string)).serializedBytes(), as: UTF8.self)),
+                          .integer(v.successful), .integer(v.failed)])
+            }
+            for (k, n) in batch.details {
+                let d = k.detail
+                func o(_ s: String?) -> SQLValue { s.map(SQLValue.text) ?? .null }
+                try db.query("""
+                    INSERT INTO tlsrpt_failures (day, domain, record, policy_key, detail_key, result_type, sending_mta_ip, receiving_mx_hostname,
+                        receiving_mx_helo, receiving_ip, additional_information, failure_reason_code, sessions)
+                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (day, domain, record, policy_key, detail_key)
+                    DO UPDATE SET sessions = tlsrpt_failures.sessions + excluded.sessions
+                    """, [.text(k.policy.day), .text(k.policy.domain), .text(k.policy.record), .text(k.policy.key), .text(k.key),
+                          .text(d.resultType.rawValue), o(d.sendingMTAIP), o(d.receivingMXHostname), o(d.receivingMXHelo), o(d.receivingIP),
+                          o(d.additionalInformation), o(d.failureReasonCode), .integer(n)])
+            }
+        }
+    }
+
+    /// Days that have session data, oldest first.
+    public func days() throws -> [String] {
+        try db.query("SELECT DISTINCT day FROM tlsrpt_sessions ORDER BY day").compactMap { $0.first?.string }
+    }
+
+    /// Total sessions stored for a day (successful, failed).
+    public func totals(day: String) throws -> (successful: Int64, failed: Int64) {
+        let r = try db.query("SELECT COALESCE(SUM(successful), 0), COALESCE(SUM(failed), 0) FROM tlsrpt_sessions WHERE day = ?", [.text(day)]).first
+        return (r?[0].int ?? 0, r?[1].int ?? 0)
+    }
+}
