@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import MTASTSCore
+import TLSRPTSender
 import NIOCore
 import NIOPosix
 import PolicyResolver
@@ -72,6 +74,8 @@ final class RunningDaemon: @unchecked Sendable {
     var metrics: MetricsServer?
     var signalSources: [any DispatchSourceSignal] = []
     let stopped = OneShotEvent()
+    var collector: Collector?
+    var reporter: Task<Void, Never>?
 
     init(server: SocketmapServer, resolver: PolicyResolver, responder: PolicyMapResponder, config: DaemonConfig, configPath: String?) {
         self.server = server
@@ -119,10 +123,59 @@ final class RunningDaemon: @unchecked Sendable {
         case .sqlite(let path): cacheName = "sqlite \(path), \(warmed) valid entries loaded"
         case .postgres: cacheName = "postgres, \(warmed) valid entries loaded"
         }
+        if config.collector != nil || config.reporting?.sendDaily == true {
+            try daemon.startTLSRPT(config)
+        }
         DaemonLog.line("socketmap on \(listening.joined(separator: ", ")); cache \(cacheName)")
         daemon.startRefresher()
         daemon.installSignals()
         return daemon
+    }
+
+    /// The libtlsrpt collector and the daily report run (both optional).
+    func startTLSRPT(_ config: DaemonConfig) throws {
+        let store: SessionStore
+        do { store = try SessionStore(url: config.tlsrptDatabase) } catch { throw DaemonRuntime.SetupError(description: "tlsrpt_database: \(error)") }
+        if let c = config.collector {
+            var settings = Collector.Configuration(path: c.socket)
+            settings.mode = c.mode
+            settings.owner = c.owner
+            settings.group = c.group
+            settings.batchSize = c.batchSize
+            settings.flushInterval = c.flushInterval
+            settings.receiveBuffer = c.receiveBuffer
+            settings.quarantine = c.quarantine
+            let collector = Collector(configuration: settings, store: store, log: DaemonLog.line)
+            try collector.start()
+            self.collector = collector
+            let qlen = Collector.maxDatagramQueue.map { "net.unix.max_dgram_qlen \($0)\($0 < 512 ? " (raise it to 512 or more: datagrams beyond the queue are lost at the sender)" : "")" } ?? ""
+            DaemonLog.line("tlsrpt collector on unix:\(c.socket); database \(store.db.kind.rawValue) \(store.db.location); \(qlen)")
+        }
+        if let r = config.reporting, r.sendDaily {
+            let sender: ReportSender
+            do { sender = try r.makeSender(store: store, log: DaemonLog.line) } catch {
+                throw DaemonRuntime.SetupError(description: "reporting: \(error)")
+            }
+            let spread = r.spread
+            reporter = Task {
+                var preparedThrough = ""
+                var delay = Double.random(in: 0...max(spread, 0))
+                while !Task.isCancelled {
+                    let now = Date().timeIntervalSince1970
+                    let today = RFC3339.formatDay(Int64(now))
+                    let sinceMidnight = now.truncatingRemainder(dividingBy: 86_400)
+                    if preparedThrough < today && sinceMidnight >= delay {
+                        do {
+                            for day in try store.days() where day < today { try sender.prepare(day: day) }
+                            preparedThrough = today
+                            delay = Double.random(in: 0...max(spread, 0))
+                        } catch { DaemonLog.line("reports: cannot build: \(error)") }
+                    }
+                    do { _ = try await sender.deliverDue() } catch { DaemonLog.line("reports: delivery: \(error)") }
+                    try? await Task.sleep(for: .seconds(60))
+                }
+            }
+        }
     }
 
     static func owner(_ spec: String) throws -> (uid_t, gid_t) {
@@ -184,6 +237,8 @@ final class RunningDaemon: @unchecked Sendable {
         await stopped.wait()
         DaemonLog.line("stopping: no new connections; answering what was asked (at most \(Int(config.shutdownTimeout)) s)")
         refresher?.cancel()
+        reporter?.cancel()
+        collector?.stop()
         await server.shutdown(grace: .milliseconds(Int(config.shutdownTimeout * 1000)))
         await metrics?.close()
         await resolver.flushUse()

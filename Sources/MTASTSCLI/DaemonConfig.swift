@@ -48,6 +48,10 @@ struct DaemonConfig: Sendable {
     var hotCacheSize = 10_000
     var evictAfter: Double = 30 * 86_400
     var policyFailureLevel = "may"
+    /// The sender's TLS-RPT: the libtlsrpt collector, report building and delivery.
+    var collector: CollectorSettings?
+    var reporting: ReportingSettings?
+    var tlsrptDatabase = DaemonConfig.defaultTLSRPTDatabase
 
     static let defaultCachePath = "/var/lib/mtasts/policy-cache.db"
 
@@ -143,6 +147,9 @@ struct DaemonConfig: Sendable {
                     default: throw reader.unknown(k, sub, in: key)
                     }
                 }
+            case "collector": config.collector = try collector(value, reader)
+            case "reporting": config.reporting = try reporting(value, reader)
+            case "tlsrpt_database": config.tlsrptDatabase = try reader.string(value, key)
             default: throw reader.unknown(keyNode, key, in: nil)
             }
         }

@@ -9,14 +9,18 @@ import TLSRPTReceiver
 struct ReportsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reports",
-        abstract: "Store received TLS reports and answer questions about them.",
+        abstract: "TLS reports: store and question received ones; build and send our own.",
         discussion: """
-            The database is, in this order: --database, the environment variable MTASTS_DATABASE,
+            Receiving side (ingest, list, show, summary, readiness, export): the database is, in this order: --database, the environment variable MTASTS_DATABASE,
             'database:' in the --config file of mtasts serve, /var/lib/mtasts/reports.db. A URL
             postgres://… (or a libpq key=value string) selects PostgreSQL; anything else is an
             SQLite file.
+
+            Sending side (build, send, status): the results the collector of `mtasts daemon` stored;
+            --config is then the daemon's configuration (tlsrpt_database:, reporting:).
             """,
-        subcommands: [ReportsIngest.self, ReportsList.self, ReportsShow.self, ReportsSummary.self, ReportsReadiness.self, ReportsExport.self])
+        subcommands: [ReportsIngest.self, ReportsList.self, ReportsShow.self, ReportsSummary.self, ReportsReadiness.self, ReportsExport.self,
+                      ReportsBuild.self, ReportsSend.self, ReportsStatus.self])
 }
 
 /// Exit code for a temporary failure in a mail pipe (sysexits.h EX_TEMPFAIL): the MTA retries.

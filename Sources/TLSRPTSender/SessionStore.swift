@@ -91,7 +91,7 @@ public final class SessionStore: @unchecked Sendable {
                 """
                 CREATE TABLE tlsrpt_deliveries (report_key TEXT NOT NULL, uri TEXT NOT NULL, day TEXT NOT NULL, domain TEXT NOT NULL,
                     report_id TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt \(db.realType) NOT NULL,
-                    last_attempt \(db.realType), result TEXT, sent_at \(db.realType), PRIMARY KEY (report_key, uri))
+                    first_attempt \(db.realType), last_attempt \(db.realType), result TEXT, sent_at \(db.realType), PRIMARY KEY (report_key, uri))
                 """,
                 "CREATE TABLE tlsrpt_claims (report_key TEXT PRIMARY KEY, node TEXT NOT NULL, claimed_at \(db.realType) NOT NULL)",
             ]),

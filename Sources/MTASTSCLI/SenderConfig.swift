@@ -1,0 +1,151 @@
+import DKIM
+import Foundation
+import NIOCore
+import TLSRPTSender
+import Yams
+
+/// The sender's TLS-RPT settings in `mtasts daemon`'s configuration: `collector:` (the libtlsrpt
+/// socket), `reporting:` (who we are, how reports go out) and `tlsrpt_database:`.
+struct CollectorSettings: Sendable, Equatable {
+    var socket = "/run/mtasts/tlsrpt.sock"
+    var mode: mode_t = 0o666
+    var owner: String?
+    var group: String?
+    var batchSize = 1_000
+    var flushInterval: Double = 1
+    var receiveBuffer = 8 << 20
+    var quarantine: String?
+}
+
+struct ReportingSettings: Sendable, Equatable {
+    var organization: String?
+    var contact: String?
+    var submitter: String?
+    var from: String?
+    /// Build and send each completed day's reports from inside the daemon.
+    var sendDaily = true
+    /// Random delay after 00:00 UTC before building (spreads senders; RFC 8460 §4.1 asks for it).
+    var spread: Double = 3_600
+    var node = ProcessInfo.processInfo.hostName
+    var httpsTimeout: Double = 30
+    var caFiles: [String] = []
+    var transport = "sendmail"
+    var sendmail = "/usr/sbin/sendmail"
+    var smtpHost: String?
+    var smtpPort = 587
+    var smtpTLS = "starttls"
+    var smtpUser: String?
+    var smtpPassword: String?
+    var dkimDomain: String?
+    var dkimSelector = "tlsrpt"
+    var dkimKey: String?
+}
+
+extension DaemonConfig {
+    static let defaultTLSRPTDatabase = "/var/lib/mtasts/tlsrpt.db"
+
+    static func collector(_ node: Node, _ reader: Reader) throws(ConfigError) -> CollectorSettings {
+        var c = CollectorSettings()
+        for (k, v) in try reader.mapping(node, "collector") {
+            let key = try reader.key(k)
+            let name = "collector.\(key)"
+            switch key {
+            case "socket": c.socket = try reader.string(v, name)
+            case "mode": c.mode = try reader.mode(v, name)
+            case "owner": c.owner = try reader.string(v, name)
+            case "group": c.group = try reader.string(v, name)
+            case "batch_size": c.batchSize = try reader.int(v, name, 1...1_000_000)
+            case "flush_interval": c.flushInterval = try reader.double(v, name, 0.01...3_600)
+            case "receive_buffer": c.receiveBuffer = try reader.int(v, name, 65_536...1 << 30)
+            case "quarantine": c.quarantine = try reader.string(v, name)
+            default: throw reader.unknown(k, key, in: "collector")
+            }
+        }
+        return c
+    }
+
+    static func reporting(_ node: Node, _ reader: Reader) throws(ConfigError) -> ReportingSettings {
+        var r = ReportingSettings()
+        for (k, v) in try reader.mapping(node, "reporting") {
+            let key = try reader.key(k)
+            let name = "reporting.\(key)"
+            switch key {
+            case "organization": r.organization = try reader.string(v, name)
+            case "contact": r.contact = try reader.string(v, name)
+            case "submitter": r.submitter = try reader.string(v, name).lowercased()
+            case "from": r.from = try reader.string(v, name)
+            case "send_daily": r.sendDaily = try reader.bool(v, name)
+            case "spread": r.spread = try reader.double(v, name, 0...43_200)
+            case "node": r.node = try reader.string(v, name)
+            case "https_timeout": r.httpsTimeout = try reader.double(v, name, 1...600)
+            case "ca_file": r.caFiles = try reader.strings(v, name)
+            case "mail":
+                for (mk, mv) in try reader.mapping(v, name) {
+                    let sub = try reader.key(mk)
+                    let subName = "\(name).\(sub)"
+                    switch sub {
+                    case "transport":
+                        r.transport = try reader.string(mv, subName)
+                        guard ["sendmail", "smtp"].contains(r.transport) else { throw reader.error(mv, "\(subName) must be sendmail or smtp") }
+                    case "sendmail": r.sendmail = try reader.string(mv, subName)
+                    case "host": r.smtpHost = try reader.string(mv, subName)
+                    case "port": r.smtpPort = try reader.int(mv, subName, 1...65_535)
+                    case "tls":
+                        r.smtpTLS = try reader.string(mv, subName)
+                        guard SubmissionTransport.TLSMode(rawValue: r.smtpTLS) != nil else { throw reader.error(mv, "\(subName) must be starttls, implicit or none") }
+                    case "username": r.smtpUser = try reader.string(mv, subName)
+                    case "password": r.smtpPassword = try reader.string(mv, subName)
+                    default: throw reader.unknown(mk, sub, in: name)
+                    }
+                }
+            case "dkim":
+                for (dk, dv) in try reader.mapping(v, name) {
+                    let sub = try reader.key(dk)
+                    switch sub {
+                    case "domain": r.dkimDomain = try reader.string(dv, "\(name).domain").lowercased()
+                    case "selector": r.dkimSelector = try reader.string(dv, "\(name).selector")
+                    case "key": r.dkimKey = try reader.string(dv, "\(name).key")
+                    default: throw reader.unknown(dk, sub, in: name)
+                    }
+                }
+            default: throw reader.unknown(k, key, in: "reporting")
+            }
+        }
+        if r.transport == "smtp" && r.smtpHost == nil { throw reader.error(node, "reporting.mail.transport smtp needs reporting.mail.host") }
+        if r.dkimKey != nil && r.dkimDomain == nil, let submitter = r.submitter { r.dkimDomain = submitter }
+        return r
+    }
+}
+
+extension ReportingSettings {
+    struct Incomplete: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    var identity: SenderIdentity {
+        get throws {
+            guard let organization else { throw Incomplete(description: "reporting.organization is not set (the organization-name of the reports)") }
+            guard let submitter else { throw Incomplete(description: "reporting.submitter is not set (the domain the reports come from)") }
+            let from = self.from ?? "noreply-tlsrpt@\(submitter)"
+            return SenderIdentity(organization: organization, contact: contact ?? "mailto:\(from)", submitter: submitter, from: from)
+        }
+    }
+
+    func makeSender(store: SessionStore, log: @escaping @Sendable (String) -> Void) throws -> ReportSender {
+        let https = try HTTPSTransport(caFiles: caFiles, timeout: .milliseconds(Int64(httpsTimeout * 1000)))
+        let mail: ReportSender.MailTransport
+        if transport == "smtp", let host = smtpHost {
+            mail = .submission(try SubmissionTransport(host: host, port: smtpPort, tls: SubmissionTransport.TLSMode(rawValue: smtpTLS) ?? .starttls,
+                                                       username: smtpUser, password: smtpPassword, ehloName: node, caFiles: caFiles))
+        } else {
+            mail = .sendmail(SendmailTransport(path: sendmail))
+        }
+        var signer: ReportSender.DKIMSigner?
+        if let keyPath = dkimKey {
+            guard let pem = try? String(contentsOfFile: keyPath, encoding: .utf8) else { throw Incomplete(description: "reporting.dkim.key: cannot read \(keyPath)") }
+            let submitter = try identity.submitter
+            signer = ReportSender.DKIMSigner(domain: dkimDomain ?? submitter, selector: dkimSelector, key: try DKIM.SigningKey(pem: pem))
+        }
+        return ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, log: log)
+    }
+}

@@ -1,0 +1,188 @@
+import DKIM
+import Foundation
+import MTASTSCore
+import Storage
+
+/// Builds the reports of completed days and delivers them to every `rua` URI, with a ledger in
+/// the database: which report went where, when, with what result. In a fleet sharing PostgreSQL,
+/// a report is claimed by one node (a unique row), and a delivery attempt by one node (a status
+/// change only one UPDATE wins).
+public final class ReportSender: @unchecked Sendable {
+    public enum MailTransport: Sendable {
+        case sendmail(SendmailTransport)
+        case submission(SubmissionTransport)
+    }
+
+    public struct DKIMSigner: Sendable {
+        public var domain: String
+        public var selector: String
+        public var key: DKIM.SigningKey
+        public init(domain: String, selector: String, key: DKIM.SigningKey) {
+            self.domain = domain
+            self.selector = selector
+            self.key = key
+        }
+    }
+
+    public let store: SessionStore
+    public let identity: SenderIdentity
+    let https: HTTPSTransport
+    let mail: MailTransport?
+    let dkim: DKIMSigner?
+    let node: String
+    let log: @Sendable (String) -> Void
+    let now: @Sendable () -> Double
+
+    /// Retries: 1 minute, doubling, until 24 hours after the first attempt (RFC 8460 §5.5).
+    public static let firstRetry: Double = 60
+    public static let giveUpAfter: Double = 86_400
+
+    public init(store: SessionStore, identity: SenderIdentity, https: HTTPSTransport, mail: MailTransport?, dkim: DKIMSigner?,
+                node: String, log: @escaping @Sendable (String) -> Void, now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.store = store
+        self.identity = identity
+        self.https = https
+        self.mail = mail
+        self.dkim = dkim
+        self.node = node
+        self.log = log
+        self.now = now
+    }
+
+    /// Claims the day's reports this node is first to claim and records one pending delivery per
+    /// `rua` URI. Returns the reports claimed now (already claimed ones are left to their node).
+    @discardableResult
+    public func prepare(day: String) throws -> [BuiltReport] {
+        let reports = try store.buildReports(day: day, identity: identity)
+        var claimed: [BuiltReport] = []
+        let t = now()
+        for r in reports {
+            let won = try store.db.query("INSERT INTO tlsrpt_claims (report_key, node, claimed_at) VALUES (?, ?, ?) ON CONFLICT (report_key) DO NOTHING RETURNING report_key",
+                                         [.text(r.key), .text(node), .real(t)])
+            guard !won.isEmpty else { continue }
+            claimed.append(r)
+            if r.rua.isEmpty { log("report \(r.reportID): the record '\(r.record)' names no usable rua URI; not sent") }
+            for uri in r.rua {
+                try store.db.query("""
+                    INSERT INTO tlsrpt_deliveries (report_key, uri, day, domain, report_id, status, attempts, next_attempt)
+                    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT (report_key, uri) DO NOTHING
+                    """, [.text(r.key), .text(uri.uri), .text(r.day), .text(r.domain), .text(r.reportID), .real(t)])
+            }
+        }
+        return claimed
+    }
+
+    public struct Attempt: Sendable {
+        public var reportID: String
+        public var uri: String
+        public var outcome: DeliveryOutcome
+        public var status: String
+    }
+
+    /// Makes one attempt for every delivery that is due (pending, or retrying and its time has
+    /// come, or left "sending" for 10 minutes by a node that died).
+    public func deliverDue() async throws -> [Attempt] {
+        let t = now()
+        let due = try store.db.query("""
+            SELECT report_key, uri, day, attempts, first_attempt FROM tlsrpt_deliveries
+            WHERE (status IN ('pending', 'retry') AND next_attempt <= ?) OR (status = 'sending' AND last_attempt < ?)
+            ORDER BY day, report_key, uri
+            """, [.real(t), .real(t - 600)])
+        var builtByDay: [String: [String: BuiltReport]] = [:]
+        var attempts: [Attempt] = []
+        for row in due {
+            guard let key = row[0].string, let uri = row[1].string, let day = row[2].string else { continue }
+            let previous = row[3].int ?? 0
+            // Only one node takes an attempt.
+            let took = try store.db.query("""
+                UPDATE tlsrpt_deliveries SET status = 'sending', last_attempt = ? WHERE report_key = ? AND uri = ? AND attempts = ?
+                    AND (status IN ('pending', 'retry') OR (status = 'sending' AND last_attempt < ?)) RETURNING 1
+                """, [.real(t), .text(key), .text(uri), .integer(previous), .real(t - 600)])
+            guard !took.isEmpty else { continue }
+            if builtByDay[day] == nil {
+                builtByDay[day] = Dictionary(try store.buildReports(day: day, identity: identity).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+            }
+            guard let report = builtByDay[day]?[key], let target = report.rua.first(where: { $0.uri == uri }) ?? ReportURI.parse(uri).0 else {
+                try finish(key: key, uri: uri, attempts: previous + 1, status: "failed", result: "the report or its URI can no longer be built", at: t, first: t)
+                continue
+            }
+            let outcome = await deliver(report, to: target)
+            let attemptsNow = previous + 1
+            var status: String
+            switch outcome.kind {
+            case .delivered: status = "sent"
+            case .permanent: status = "failed"
+            case .temporary: status = "retry"
+            }
+            let delay = min(Self.giveUpAfter, Self.firstRetry * pow(2, Double(attemptsNow - 1)))
+            let firstTry = row[4].double ?? t
+            if status == "retry" && t + delay - firstTry > Self.giveUpAfter { status = "gave-up" }
+            try finish(key: key, uri: uri, attempts: attemptsNow, status: status, result: outcome.detail, at: t, first: firstTry, next: t + delay)
+            log("report \(report.reportID) → \(uri): \(status) (\(outcome.detail))")
+            attempts.append(Attempt(reportID: report.reportID, uri: uri, outcome: outcome, status: status))
+        }
+        return attempts
+    }
+
+    private func finish(key: String, uri: String, attempts: Int64, status: String, result: String, at t: Double, first: Double, next: Double? = nil) throws {
+        try store.db.query("""
+            UPDATE tlsrpt_deliveries SET status = ?, attempts = ?, result = ?, last_attempt = ?, next_attempt = ?, sent_at = ?,
+                first_attempt = COALESCE(first_attempt, ?) WHERE report_key = ? AND uri = ?
+            """, [.text(status), .integer(attempts), .text(result), .real(t), .real(next ?? t), status == "sent" ? .real(t) : .null, .real(first),
+                  .text(key), .text(uri)])
+    }
+
+    /// One attempt to one URI.
+    public func deliver(_ report: BuiltReport, to uri: ReportURI) async -> DeliveryOutcome {
+        switch uri {
+        case .https(let u):
+            return await https.post(u, body: report.gzip)
+        case .mailto(let address, _):
+            guard let mail else { return DeliveryOutcome(.permanent, "no mail transport is configured (reporting.mail)") }
+            let message: [UInt8]
+            do { message = try self.message(report, to: address) } catch {
+                return DeliveryOutcome(.permanent, "cannot sign the report mail: \(error)")
+            }
+            switch mail {
+            case .sendmail(let s): return s.send(message, from: identity.from, to: address)
+            case .submission(let s): return await s.send(message, from: identity.from, to: address)
+            }
+        }
+    }
+
+    /// The report mail (RFC 8460 §5.3), DKIM-signed when a key is configured. `TLS-Required: No`
+    /// (RFC 8689) asks the MTA not to hold the report to a TLS policy, so a broken TLS setup at
+    /// the receiver cannot stop the report that tells it so.
+    public func message(_ report: BuiltReport, to address: String) throws -> [UInt8] {
+        var builder = ReportMailBuilder(report: report.report, policyDomain: report.domain, submitter: identity.submitter,
+                                        from: identity.from, to: address, date: Int64(now()))
+        builder.extraHeaders = ["TLS-Required: No"]
+        let message = builder.build()
+        guard let dkim else { return message }
+        return try DKIM.sign(message, domain: dkim.domain, selector: dkim.selector, key: dkim.key,
+                             headers: ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type", "TLS-Report-Domain", "TLS-Report-Submitter", "TLS-Required"])
+    }
+
+    public struct LedgerRow: Sendable {
+        public var day: String
+        public var domain: String
+        public var reportID: String
+        public var uri: String
+        public var status: String
+        public var attempts: Int64
+        public var lastAttempt: Double?
+        public var nextAttempt: Double?
+        public var result: String?
+    }
+
+    public func ledger(day: String? = nil) throws -> [LedgerRow] {
+        try store.db.query("""
+            SELECT day, domain, report_id, uri, status, attempts, last_attempt, next_attempt, result FROM tlsrpt_deliveries
+            \(day == nil ? "" : "WHERE day = ?") ORDER BY day, domain, uri
+            """, day.map { [SQLValue.text($0)] } ?? []).map {
+            LedgerRow(day: $0[0].string ?? "", domain: $0[1].string ?? "", reportID: $0[2].string ?? "", uri: $0[3].string ?? "",
+                      status: $0[4].string ?? "", attempts: $0[5].int ?? 0, lastAttempt: $0[6].double,
+                      nextAttempt: ["retry", "pending"].contains($0[4].string ?? "") ? $0[7].double : nil, result: $0[8].string)
+        }
+    }
+}

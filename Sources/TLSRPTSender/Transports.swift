@@ -1,0 +1,261 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// What one delivery attempt came to.
+public struct DeliveryOutcome: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// Accepted (HTTP 2xx, SMTP 250 after DATA, sendmail exit 0).
+        case delivered
+        /// Try again later (time-out, 5xx/408/429, connection failure, SMTP 4xx).
+        case temporary
+        /// Retrying will not help (HTTP 4xx other than 408/429, SMTP 5xx).
+        case permanent
+    }
+    public var kind: Kind
+    public var detail: String
+    public init(_ kind: Kind, _ detail: String) {
+        self.kind = kind
+        self.detail = detail
+    }
+}
+
+/// TLS for outgoing connections: the system's trust store, or the CA files given (tests, private CAs).
+enum ClientTLS {
+    static func configuration(caFiles: [String]) throws -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        if !caFiles.isEmpty {
+            var certificates: [NIOSSLCertificate] = []
+            for file in caFiles { certificates += try NIOSSLCertificate.fromPEMFile(file) }
+            tls.trustRoots = .certificates(certificates)
+        }
+        return tls
+    }
+}
+
+/// HTTPS POST of a report (RFC 8460 §5.2): `application/tlsrpt+gzip`; delivered only on 2xx;
+/// redirects are not followed; the whole exchange has one deadline.
+public struct HTTPSTransport: Sendable {
+    let context: NIOSSLContext
+    let timeout: TimeAmount
+    let userAgent: String
+
+    public init(caFiles: [String] = [], timeout: TimeAmount = .seconds(30), userAgent: String = "mtasts") throws {
+        context = try NIOSSLContext(configuration: try ClientTLS.configuration(caFiles: caFiles))
+        self.timeout = timeout
+        self.userAgent = userAgent
+    }
+
+    public func post(_ uri: String, body: [UInt8], contentType: String = "application/tlsrpt+gzip") async -> DeliveryOutcome {
+        guard let url = URL(string: uri), url.scheme?.lowercased() == "https", let host = url.host, !host.isEmpty else {
+            return DeliveryOutcome(.permanent, "not an https URL: \(uri)")
+        }
+        let port = url.port ?? 443
+        var path = url.path.isEmpty ? "/" : url.path
+        if let q = url.query { path += "?" + q }
+        let context = self.context
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(timeout)
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let ssl = try NIOSSLClientHandler(context: context, serverHostname: host.first?.isNumber == true && host.contains(".") && host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host)
+                        try channel.pipeline.syncOperations.addHandler(ssl)
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let deadline = channel.channel.eventLoop.scheduleTask(in: timeout) { channel.channel.close(promise: nil) }
+            defer { deadline.cancel() }
+            return try await channel.executeThenClose { inbound, outbound in
+                var headers = HTTPHeaders()
+                headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
+                headers.add(name: "Content-Type", value: contentType)
+                headers.add(name: "Content-Length", value: String(body.count))
+                headers.add(name: "User-Agent", value: userAgent)
+                headers.add(name: "Connection", value: "close")
+                try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)))
+                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                try await outbound.write(.end(nil))
+                var status: HTTPResponseStatus?
+                var text = ""
+                for try await part in inbound {
+                    switch part {
+                    case .head(let head): status = head.status
+                    case .body(var buffer): if text.utf8.count < 300 { text += buffer.readString(length: min(buffer.readableBytes, 300)) ?? "" }
+                    case .end:
+                        guard let status else { return DeliveryOutcome(.temporary, "no response") }
+                        let summary = "HTTP \(status.code)\(text.isEmpty ? "" : ": " + text.prefix(200).replacingOccurrences(of: "\n", with: " "))"
+                        switch status.code {
+                        case 200..<300: return DeliveryOutcome(.delivered, summary)
+                        case 408, 429, 500...: return DeliveryOutcome(.temporary, summary)
+                        default: return DeliveryOutcome(.permanent, summary)
+                        }
+                    }
+                }
+                return DeliveryOutcome(.temporary, status == nil ? "the connection closed without a response (or timed out after \(timeout.nanoseconds / 1_000_000_000) s)" : "the response was cut short")
+            }
+        } catch {
+            return DeliveryOutcome(.temporary, "\(host):\(port): \(error)")
+        }
+    }
+}
+
+/// Report mail handed to the local MTA's `sendmail` (the default: the MTA queues and retries).
+public struct SendmailTransport: Sendable {
+    public var path: String
+    public init(path: String = "/usr/sbin/sendmail") { self.path = path }
+
+    public func send(_ message: [UInt8], from: String, to: String) -> DeliveryOutcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["-i", "-f", from, "--", to]
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        do { try process.run() } catch { return DeliveryOutcome(.temporary, "cannot run \(path): \(error.localizedDescription)") }
+        input.fileHandleForWriting.write(Data(message))
+        try? input.fileHandleForWriting.close()
+        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let status = process.terminationStatus
+        if status == 0 { return DeliveryOutcome(.delivered, "\(path) accepted it") }
+        // sysexits: 75 EX_TEMPFAIL and friends are worth a retry; 64–78 others are not.
+        let kind: DeliveryOutcome.Kind = [64, 65, 67, 68, 77, 78].contains(status) ? .permanent : .temporary
+        return DeliveryOutcome(kind, "\(path) exited \(status)\(said.isEmpty ? "" : ": " + said.prefix(200).trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+}
+
+/// Report mail by SMTP submission (RFC 6409): EHLO, STARTTLS (required unless `tls` is `.none`
+/// or `.implicit` on port 465), AUTH PLAIN when a user is given, MAIL/RCPT/DATA.
+public struct SubmissionTransport: Sendable {
+    public enum TLSMode: String, Sendable { case starttls, implicit, none }
+    public var host: String
+    public var port: Int
+    public var tls: TLSMode
+    public var username: String?
+    public var password: String?
+    public var ehloName: String
+    let context: NIOSSLContext
+    let timeout: TimeAmount
+
+    public init(host: String, port: Int = 587, tls: TLSMode = .starttls, username: String? = nil, password: String? = nil,
+                ehloName: String, caFiles: [String] = [], timeout: TimeAmount = .seconds(60)) throws {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self.password = password
+        self.ehloName = ehloName
+        self.context = try NIOSSLContext(configuration: try ClientTLS.configuration(caFiles: caFiles))
+        self.timeout = timeout
+    }
+
+    struct SMTPFailure: Error, CustomStringConvertible {
+        var code: Int
+        var text: String
+        var description: String { "\(code) \(text)" }
+    }
+
+    public func send(_ message: [UInt8], from: String, to: String) async -> DeliveryOutcome {
+        let context = self.context, host = self.host, implicit = tls == .implicit
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(timeout)
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if implicit { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: host)) }
+                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let raw = channel.channel
+            let deadline = raw.eventLoop.scheduleTask(in: timeout) { raw.close(promise: nil) }
+            defer { deadline.cancel() }
+            return try await channel.executeThenClose { inbound, outbound in
+                var reader = ReplyReader(iterator: inbound.makeAsyncIterator())
+                func command(_ line: String?, expect: ClosedRange<Int>) async throws -> (Int, [String]) {
+                    if let line { try await outbound.write(ByteBuffer(string: line + "\r\n")) }
+                    let reply = try await reader.next()
+                    guard expect.contains(reply.0) else { throw SMTPFailure(code: reply.0, text: reply.1.joined(separator: " ")) }
+                    return reply
+                }
+                _ = try await command(nil, expect: 220...220)
+                var (_, ext) = try await command("EHLO \(ehloName)", expect: 250...250)
+                if tls == .starttls {
+                    guard ext.contains(where: { $0.uppercased().hasPrefix("STARTTLS") }) else {
+                        throw SMTPFailure(code: 0, text: "\(host) does not offer STARTTLS (tls: starttls requires it)")
+                    }
+                    _ = try await command("STARTTLS", expect: 220...220)
+                    try await raw.pipeline.addHandler(try NIOSSLClientHandler(context: context, serverHostname: host), position: .first).get()
+                    (_, ext) = try await command("EHLO \(ehloName)", expect: 250...250)
+                }
+                if let username {
+                    let token = Data(([0] + Array(username.utf8) + [0] + Array((password ?? "").utf8))).base64EncodedString()
+                    _ = try await command("AUTH PLAIN \(token)", expect: 235...235)
+                }
+                _ = try await command("MAIL FROM:<\(from)>", expect: 250...250)
+                _ = try await command("RCPT TO:<\(to)>", expect: 250...251)
+                _ = try await command("DATA", expect: 354...354)
+                try await outbound.write(ByteBuffer(bytes: Self.dotStuffed(message)))
+                let (_, done) = try await command(".", expect: 250...250)
+                _ = try? await command("QUIT", expect: 221...221)
+                return DeliveryOutcome(.delivered, "250 \(done.joined(separator: " ").prefix(200))")
+            }
+        } catch let failure as SMTPFailure {
+            return DeliveryOutcome(failure.code >= 500 ? .permanent : .temporary, "\(host):\(port): \(failure)")
+        } catch {
+            return DeliveryOutcome(.temporary, "\(host):\(port): \(error)")
+        }
+    }
+
+    /// CRLF line ends, leading dots doubled, ending with CRLF (the "." line is sent after it).
+    static func dotStuffed(_ message: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(message.count + 64)
+        var atLineStart = true
+        var previous: UInt8 = 0
+        for b in message {
+            if b == 0x0A && previous != 0x0D { out.append(0x0D) }
+            if atLineStart && b == UInt8(ascii: ".") { out.append(b) }
+            out.append(b)
+            atLineStart = b == 0x0A
+            previous = b
+        }
+        if !atLineStart { out += [0x0D, 0x0A] }
+        return out
+    }
+
+    /// Multi-line SMTP replies from a byte stream.
+    struct ReplyReader {
+        var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+        var pending: [UInt8] = []
+
+        mutating func line() async throws -> String {
+            while true {
+                if let nl = pending.firstIndex(of: 0x0A) {
+                    var line = Array(pending[..<nl])
+                    pending.removeSubrange(...nl)
+                    if line.last == 0x0D { line.removeLast() }
+                    return String(decoding: line, as: UTF8.self)
+                }
+                guard pending.count < 8192 else { throw SMTPFailure(code: 0, text: "reply line too long") }
+                guard var buffer = try await iterator.next() else { throw SMTPFailure(code: 0, text: "the server closed the connection") }
+                pending += buffer.readBytes(length: buffer.readableBytes) ?? []
+            }
+        }
+
+        mutating func next() async throws -> (Int, [String]) {
+            var texts: [String] = []
+            while true {
+                let l = try await line()
+                guard l.count >= 3, let code = Int(l.prefix(3)) else { throw SMTPFailure(code: 0, text: "not an SMTP reply: \(l.prefix(100))") }
+                texts.append(String(l.dropFirst(4)))
+                if l.count == 3 || l[l.index(l.startIndex, offsetBy: 3)] != "-" { return (code, texts) }
+            }
+        }
+    }
+}
