@@ -103,6 +103,7 @@ let package = Package(
         .testTarget(name: "PolicyResolverTests", dependencies: ["PolicyResolver", "MTASTSNet", "MailDNS", "MTASTSCore", "Storage", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["mtasts", "TestSupport"]),
         .testTarget(name: "ReceiverTests", dependencies: ["mtasts", "TestSupport"]),
+        .testTarget(name: "SenderTests", dependencies: ["mtasts", "TestSupport"]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).

@@ -108,8 +108,10 @@ struct ReportsSend: AsyncParsableCommand {
         let today = RFC3339.formatDay(Int64(Date().timeIntervalSince1970))
         let attempts: [ReportSender.Attempt]
         do {
+            // An explicit --day is built even when it is not over (a warning says so); by default only completed days.
+            if let day, day >= today { Console.err("warning: \(day) (UTC) is not over: its reports will miss the sessions still to come") }
             let days = try day.map { [$0] } ?? store.days().filter { $0 < today }
-            for d in days where d < today { try reportSender.prepare(day: d) }
+            for d in days { try reportSender.prepare(day: d) }
             attempts = try await reportSender.deliverDue()
         } catch {
             Console.err("\(error)")

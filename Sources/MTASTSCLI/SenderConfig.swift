@@ -28,6 +28,8 @@ struct ReportingSettings: Sendable, Equatable {
     var spread: Double = 3_600
     var node = ProcessInfo.processInfo.hostName
     var httpsTimeout: Double = 30
+    /// First retry delay; it doubles per attempt (RFC 8460 §5.5), giving up after 24 hours.
+    var firstRetry: Double = 60
     var caFiles: [String] = []
     var transport = "sendmail"
     var sendmail = "/usr/sbin/sendmail"
@@ -77,7 +79,8 @@ extension DaemonConfig {
             case "send_daily": r.sendDaily = try reader.bool(v, name)
             case "spread": r.spread = try reader.double(v, name, 0...43_200)
             case "node": r.node = try reader.string(v, name)
-            case "https_timeout": r.httpsTimeout = try reader.double(v, name, 1...600)
+            case "https_timeout": r.httpsTimeout = try reader.double(v, name, 0.1...600)
+            case "first_retry": r.firstRetry = try reader.double(v, name, 0...86_400)
             case "ca_file": r.caFiles = try reader.strings(v, name)
             case "mail":
                 for (mk, mv) in try reader.mapping(v, name) {
@@ -146,6 +149,8 @@ extension ReportingSettings {
             let submitter = try identity.submitter
             signer = ReportSender.DKIMSigner(domain: dkimDomain ?? submitter, selector: dkimSelector, key: try DKIM.SigningKey(pem: pem))
         }
-        return ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, log: log)
+        let sender = ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, log: log)
+        sender.firstRetry = firstRetry
+        return sender
     }
 }

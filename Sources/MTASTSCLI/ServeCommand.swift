@@ -97,7 +97,7 @@ struct ServeCommand: AsyncParsableCommand {
             return source
         }
         await stop.wait()
-        _ = signals
+        withExtendedLifetime(signals) {}  // the sources must live until the signal came
         for c in channels { try? await c.close() }
         try? await pool.shutdownGracefully()
         Console.err("stopped")

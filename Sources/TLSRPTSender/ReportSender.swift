@@ -33,8 +33,8 @@ public final class ReportSender: @unchecked Sendable {
     let log: @Sendable (String) -> Void
     let now: @Sendable () -> Double
 
-    /// Retries: 1 minute, doubling, until 24 hours after the first attempt (RFC 8460 §5.5).
-    public static let firstRetry: Double = 60
+    /// Retries: 1 minute (by default), doubling, until 24 hours after the first attempt (RFC 8460 §5.5).
+    public var firstRetry: Double = 60
     public static let giveUpAfter: Double = 86_400
 
     public init(store: SessionStore, identity: SenderIdentity, https: HTTPSTransport, mail: MailTransport?, dkim: DKIMSigner?,
@@ -114,7 +114,7 @@ public final class ReportSender: @unchecked Sendable {
             case .permanent: status = "failed"
             case .temporary: status = "retry"
             }
-            let delay = min(Self.giveUpAfter, Self.firstRetry * pow(2, Double(attemptsNow - 1)))
+            let delay = min(Self.giveUpAfter, firstRetry * pow(2, Double(attemptsNow - 1)))
             let firstTry = row[4].double ?? t
             if status == "retry" && t + delay - firstTry > Self.giveUpAfter { status = "gave-up" }
             try finish(key: key, uri: uri, attempts: attemptsNow, status: status, result: outcome.detail, at: t, first: firstTry, next: t + delay)

@@ -123,10 +123,7 @@ final class Daemon: @unchecked Sendable {
     var log: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
     /// The daemon's own pid (the spawner runs it under a small shell).
-    var pid: pid_t? {
-        let children = (try? String(contentsOfFile: "/proc/\(process.pid)/task/\(process.pid)/children", encoding: .utf8)) ?? ""
-        return children.split(separator: " ").first.flatMap { pid_t($0) }
-    }
+    var pid: pid_t? { process.childPID }
 
     func signal(_ sig: Int32) { if let pid { kill(pid, sig) } }
 

@@ -2,33 +2,6 @@ import Foundation
 import Testing
 import TestSupport
 
-/// `mtasts serve` started by the test; ready when it logs "serving on".
-final class Serve: @unchecked Sendable {
-    let port: Int
-    let dir: URL
-    let logPath: String
-    let process: Spawned
-
-    init(dir: URL, database: String, extra: String = "") throws {
-        self.dir = dir
-        port = TestServer.freePort()
-        let id = UUID().uuidString.prefix(8)
-        let config = dir.appendingPathComponent("serve-\(id).yml").path
-        logPath = dir.appendingPathComponent("serve-\(id).log").path
-        try "listen: 127.0.0.1:\(port)\ndatabase: \"\(database)\"\n\(extra)\n".write(toFile: config, atomically: true, encoding: .utf8)
-        process = try Spawned(CLI.binary.path, ["serve", "--config", config], stderrPath: logPath)
-        let deadline = Date().addingTimeInterval(20)
-        while !log.contains("serving on") {
-            if process.hasExited || Date() > deadline { throw PostgresServer.Missing(description: "mtasts serve did not start: \(log)") }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-    }
-
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
-    var base: String { "http://127.0.0.1:\(port)" }
-    deinit { process.stop() }
-}
-
 /// curl, the independent HTTP client: returns (status, body).
 func curl(_ arguments: [String]) throws -> (status: Int, body: String) {
     let out = try CLI.run(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20"] + arguments, executable: URL(fileURLWithPath: "/usr/bin/curl"))

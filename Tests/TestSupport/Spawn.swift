@@ -53,6 +53,12 @@ public final class Spawned: @unchecked Sendable {
     }
 
     /// Has the process exited (reaping it if so)?
+    /// The helper's own pid (it runs under a small shell that watches the lifeline).
+    public var childPID: pid_t? {
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").first.flatMap { pid_t($0) }
+    }
+
     public var hasExited: Bool {
         if exited { return true }
         var status: Int32 = 0

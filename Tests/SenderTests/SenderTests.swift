@@ -1,0 +1,528 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The exact datagrams of libtlsrpt-datagrams.md (examples A and B), and variations the
+/// collector must accept byte for byte.
+enum Datagrams {
+    static let a = #"{"dpv": "1","d": "d0.example","pr": "v=TLSRPTv1; rua=mailto:tlsrpt@d0.example","policies":[{"policy-type":2,"policy-domain": "d0.example","policy-string":["version: STSv1","mode: enforce","mx: mx.d0.example","max_age: 604800"],"mx-host":["mx.d0.example"],"failure-details":[{"c":205,"s": "192.0.2.1","n": "mx.d0.example","h": "250-mx.d0.example\r\n250 STARTTLS","r": "198.51.100.0","f": "self-signed_certificate"}],"t":1,"f":1}]}"#
+    static let b = #"{"dpv": "1","d": "example.com","pr": "v=TLSRPTv1;rua=mailto:tlsrpt@example.com","policies":[{"policy-type":9,"t":0,"f":0}]}"#
+
+    /// A libtlsrpt-shaped datagram for `domain`, with one failure detail of `code` (nil: success).
+    static func make(domain: String, record: String, type: Int = 2, code: Int? = nil, additional: [UInt8]? = nil, dpv: Bool = true,
+                     policyDomain: Bool = true, mx: String = "mx.x.test") -> [UInt8] {
+        var out = Array("{".utf8)
+        if dpv { out += Array(#""dpv": "1","#.utf8) }
+        out += Array(#""d": "\#(domain)","pr": "\#(record)","policies":[{"policy-type":\#(type),"#.utf8)
+        if policyDomain { out += Array(#""policy-domain": "\#(domain.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: ".")))","#.utf8) }
+        if type == 2 { out += Array(#""policy-string":["version: STSv1","mode: testing","mx: \#(mx)","max_age: 86400"],"mx-host":["\#(mx)"],"#.utf8) }
+        if let code {
+            out += Array(#""failure-details":[{"c":\#(code),"s": "192.0.2.9","n": "\#(mx)","r": "198.51.100.9""#.utf8)
+            if let additional { out += Array(#","a": ""#.utf8) + additional + Array("\"".utf8) }
+            out += Array(#"}],"t":1,"f":1}]}"#.utf8)
+        } else {
+            out += Array(#""t":0,"f":0}]}"#.utf8)
+        }
+        return out
+    }
+}
+
+/// Sends datagrams to a unix datagram socket with MSG_DONTWAIT, as libtlsrpt does. A full
+/// receive queue (EAGAIN) is waited out and counted, so every datagram arrives.
+final class DatagramSender {
+    let fd: Int32
+    let path: String
+    var eagain = 0
+
+    init(path: String) {
+        self.path = path
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+    }
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
+        while true {
+            let n = bytes.withUnsafeBytes { raw in
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            if n == bytes.count { return }
+            if errno == EAGAIN || errno == EWOULDBLOCK { eagain += 1; usleep(200); continue }
+            throw PostgresServer.Missing(description: "sendto \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// `mtasts daemon` with a collector, started by the test.
+final class CollectorDaemon: @unchecked Sendable {
+    let dir: URL
+    let config: String
+    let log: String
+    let socket: String
+    var process: Spawned
+
+    init(dir: URL, database: String, extra: String = "", name: String = "c") throws {
+        self.dir = dir
+        socket = dir.appendingPathComponent("\(name).sock").path
+        config = dir.appendingPathComponent("\(name).yml").path
+        log = dir.appendingPathComponent("\(name).log").path
+        try """
+            host: 127.0.0.1
+            port: \(TestServer.freePort())
+            cache:
+              type: internal
+            tlsrpt_database: "\(database)"
+            collector:
+              socket: \(socket)
+              mode: 0660
+              quarantine: \(dir.appendingPathComponent("\(name).quarantine").path)
+            \(extra)
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        process = try Self.spawn(config: config, log: log)
+    }
+
+    static func spawn(config: String, log: String) throws -> Spawned {
+        let p = try Spawned(CLI.binary.path, ["daemon", "--config", config], stderrPath: log)
+        let deadline = Date().addingTimeInterval(20)
+        while !((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("socketmap on") {
+            if p.hasExited || Date() > deadline { throw PostgresServer.Missing(description: "the daemon did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return p
+    }
+
+    func restart() throws {
+        try? FileManager.default.removeItem(atPath: log)
+        process = try Self.spawn(config: config, log: log)
+    }
+
+    var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM and wait for "stopped" (the collector commits what it holds).
+    func stop() {
+        if let child = process.childPID { kill(child, SIGTERM) }
+        let deadline = Date().addingTimeInterval(20)
+        while !process.hasExited && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+    }
+}
+
+/// A local HTTPS report endpoint (Python's http.server + ssl, independent of our code): answers
+/// with the statuses given in turn (the last one repeats), or hangs; keeps every body it got.
+final class ReportEndpoint {
+    let port: Int
+    let dir: URL
+    let process: Spawned
+
+    init(dir: URL, certificate: String, key: String, statuses: [Int], hang: Bool = false) throws {
+        self.dir = dir
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        port = TestServer.freePort()
+        let script = dir.appendingPathComponent("endpoint-\(port).py").path
+        try """
+            import http.server, ssl, sys, os, time
+            statuses = [\(statuses.map(String.init).joined(separator: ","))]
+            count = [0]
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    if \(hang ? "True" : "False"):
+                        time.sleep(3600)
+                    n = int(self.headers.get('Content-Length', '0'))
+                    body = self.rfile.read(n)
+                    i = count[0]; count[0] += 1
+                    open(os.path.join('\(dir.path)', 'post-%d-%s.bin' % (i, self.headers.get('Content-Type', '').replace('/', '_'))), 'wb').write(body)
+                    code = statuses[min(i, len(statuses) - 1)]
+                    self.send_response(code); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')
+                def log_message(self, *a): pass
+            s = http.server.ThreadingHTTPServer(('127.0.0.1', \(port)), H)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain('\(certificate)', '\(key)')
+            s.socket = ctx.wrap_socket(s.socket, server_side=True)
+            open('\(dir.path)/ready-\(port)', 'w').close()
+            s.serve_forever()
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        process = try Spawned("/usr/bin/env", ["python3", script])
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: "\(dir.path)/ready-\(port)") {
+            if Date() > deadline || process.hasExited { throw PostgresServer.Missing(description: "the Python HTTPS endpoint did not start") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    var bodies: [URL] {
+        ((try? FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)) ?? []).filter { $0.lastPathComponent.hasPrefix("post-") }
+            .sorted { $0.lastPathComponent < $1.lastPathComponent }
+    }
+    deinit { process.stop() }
+}
+
+func gunzip(_ url: URL) throws -> [String: Any] {
+    let out = try CLI.run(["-dc", url.path], executable: URL(fileURLWithPath: "/bin/gzip"))
+    return (try JSONSerialization.jsonObject(with: Data(out.stdout.utf8))) as? [String: Any] ?? [:]
+}
+
+func today() -> String { String(ISO8601DateFormatter().string(from: Date()).prefix(10)) }
+
+@Suite(.serialized) struct SenderTests {
+    let dir: URL
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sender-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    func built(_ database: String, extra: [String] = []) throws -> [String: [String: Any]] {
+        let config = dir.appendingPathComponent("build.yml").path
+        try "reporting:\n  organization: Test Sender\n  submitter: sender.test\n  contact: mailto:postmaster@sender.test\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("out-\(UUID().uuidString.prefix(6))")
+        let r = try CLI.run(["reports", "build", "--day", today(), "--out", out.path, "--config", config, "--database", database] + extra)
+        #expect(r.status == 0, "\(r.stderr)")
+        var reports: [String: [String: Any]] = [:]
+        for file in try FileManager.default.contentsOfDirectory(at: out, includingPropertiesForKeys: nil) where file.pathExtension == "gz" {
+            let json = try gunzip(file)
+            let domain = ((json["policies"] as? [[String: Any]])?.first?["policy"] as? [String: Any])?["policy-domain"] as? String ?? "?"
+            reports[domain] = json
+            // §5.1 filename: sender!policy-domain!begin!end!id.json.gz
+            let parts = file.lastPathComponent.split(separator: "!")
+            #expect(parts.count == 5 && parts[0] == "sender.test" && parts[1] == domain, "\(file.lastPathComponent)")
+        }
+        return reports
+    }
+
+    @Test func datagramsBecomeReportsFieldByField() throws {
+        let db = dir.appendingPathComponent("c.db").path
+        let daemon = try CollectorDaemon(dir: dir, database: db)
+        var mode = stat()
+        #expect(stat(daemon.socket, &mode) == 0 && mode.st_mode & 0o777 == 0o660)
+        let sender = DatagramSender(path: daemon.socket)
+        // A × 3, B × 5: byte for byte as libtlsrpt sends them.
+        for _ in 0..<3 { try sender.send(Array(Datagrams.a.utf8)) }
+        for _ in 0..<5 { try sender.send(Array(Datagrams.b.utf8)) }
+        // Every code, on codes.test; escapes, non-UTF-8, no dpv, no policy-domain, trailing dot.
+        let record = "v=TLSRPTv1; rua=mailto:r@codes.test"
+        for code in [201, 202, 203, 204, 205, 301, 302, 303, 304, 305, 306] {
+            try sender.send(Datagrams.make(domain: "codes.test", record: record, code: code))
+        }
+        try sender.send(Datagrams.make(domain: "codes.test", record: record))
+        try sender.send(Datagrams.make(domain: "Esc.TEST.", record: "v=TLSRPTv1; rua=mailto:r@esc.test", code: 205,
+                                       additional: Array(#"quote\" backslash\\ tab\t nl\n ctl\u0001 utf8 ä"#.utf8), dpv: false))
+        try sender.send(Datagrams.make(domain: "raw.test", record: "v=TLSRPTv1; rua=mailto:r@raw.test", code: 205, additional: [0x62, 0xFF, 0xFE, 0x61]))
+        try sender.send(Datagrams.make(domain: "nopd.test", record: "v=TLSRPTv1; rua=mailto:r@nopd.test", type: 9, policyDomain: false))
+        // A 200 KB datagram (a long additional-information), and broken ones.
+        try sender.send(Datagrams.make(domain: "big.test", record: "v=TLSRPTv1; rua=mailto:r@big.test", code: 205, additional: [UInt8](repeating: UInt8(ascii: "x"), count: 200_000)))
+        for bad in ["", "{", "[1,2]", #"{"d": "x.test"}"#, #"{"d": "x.test","pr": "v","policies":[{"policy-type":7,"f":0}]}"#] { try sender.send(Array(bad.utf8)) }
+        Thread.sleep(forTimeInterval: 1.5)
+        daemon.stop()
+        #expect(daemon.logText.contains("stopped"))
+        #expect(daemon.logText.contains("malformed datagram"))
+        let quarantined = (try? String(contentsOfFile: dir.appendingPathComponent("c.quarantine").path, encoding: .utf8)) ?? ""
+        #expect(quarantined.split(separator: "\n").count == 5)
+
+        let reports = try built(db)
+        #expect(Set(reports.keys) == ["d0.example", "example.com", "codes.test", "esc.test", "raw.test", "nopd.test", "big.test"])
+        // Example A × 3: one sts policy, 0 ok, 3 failed, one failure detail for 3 sessions, every field.
+        let a = reports["d0.example"]!
+        #expect(a["organization-name"] as? String == "Test Sender")
+        #expect(a["contact-info"] as? String == "mailto:postmaster@sender.test")
+        let range = a["date-range"] as? [String: String]
+        #expect(range?["start-datetime"] == "\(today())T00:00:00Z" && range?["end-datetime"] == "\(today())T23:59:59Z")
+        #expect((a["report-id"] as? String)?.hasPrefix("\(today())T00:00:00Z_d0.example_") == true)
+        let pa = (a["policies"] as! [[String: Any]])[0]
+        let policy = pa["policy"] as! [String: Any]
+        #expect(policy["policy-type"] as? String == "sts")
+        #expect(policy["policy-string"] as? [String] == ["version: STSv1", "mode: enforce", "mx: mx.d0.example", "max_age: 604800"])
+        #expect(policy["mx-host"] as? [String] == ["mx.d0.example"])
+        #expect((pa["summary"] as? [String: Int])! == ["total-successful-session-count": 0, "total-failure-session-count": 3])
+        let fa = (pa["failure-details"] as! [[String: Any]])[0]
+        #expect(fa["result-type"] as? String == "validation-failure")
+        #expect(fa["sending-mta-ip"] as? String == "192.0.2.1")
+        #expect(fa["receiving-mx-hostname"] as? String == "mx.d0.example")
+        #expect(fa["receiving-mx-helo"] as? String == "250-mx.d0.example\r\n250 STARTTLS")
+        #expect(fa["receiving-ip"] as? String == "198.51.100.0")
+        #expect(fa["failure-reason-code"] as? String == "self-signed_certificate")
+        #expect(fa["failed-session-count"] as? Int == 3)
+        // Example B × 5: no-policy-found, policy-domain filled in, 5 successful.
+        let pb = (reports["example.com"]!["policies"] as! [[String: Any]])[0]
+        #expect((pb["policy"] as! [String: Any])["policy-type"] as? String == "no-policy-found")
+        #expect((pb["policy"] as! [String: Any])["policy-domain"] as? String == "example.com")
+        #expect((pb["summary"] as? [String: Int])?["total-successful-session-count"] == 5)
+        // Every code became its RFC 8460 result type, once each; plus one success.
+        let pc = (reports["codes.test"]!["policies"] as! [[String: Any]])[0]
+        #expect((pc["summary"] as? [String: Int])! == ["total-successful-session-count": 1, "total-failure-session-count": 11])
+        let types = Set((pc["failure-details"] as! [[String: Any]]).compactMap { $0["result-type"] as? String })
+        #expect(types == ["starttls-not-supported", "certificate-host-mismatch", "certificate-not-trusted", "certificate-expired", "validation-failure",
+                          "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid", "tlsa-invalid", "dnssec-invalid", "dane-required"])
+        // Escapes decoded; the domain lowercased without its dot; non-UTF-8 repaired, not refused.
+        let fe = ((reports["esc.test"]!["policies"] as! [[String: Any]])[0]["failure-details"] as! [[String: Any]])[0]
+        #expect(fe["additional-information"] as? String == "quote\" backslash\\ tab\t nl\n ctl\u{01} utf8 ä")
+        let fr = ((reports["raw.test"]!["policies"] as! [[String: Any]])[0]["failure-details"] as! [[String: Any]])[0]
+        #expect(fr["additional-information"] as? String == "b\u{FFFD}\u{FFFD}a")
+        #expect(((reports["big.test"]!["policies"] as! [[String: Any]])[0]["failure-details"] as! [[String: Any]])[0]["additional-information"].map { ($0 as! String).count } == 200_000)
+        #expect(((reports["nopd.test"]!["policies"] as! [[String: Any]])[0]["policy"] as! [String: Any])["policy-domain"] as? String == "nopd.test")
+        // Our own receiver reads every built report as a valid RFC 8460 report.
+        let status = try CLI.run(["reports", "status", "--json", "--database", db])
+        let days = (status.json as? [String: Any])?["days"] as? [[String: Any]]
+        #expect(days?.first?["successful"] as? Int == 5 + 1 + 1)
+        #expect(days?.first?["failed"] as? Int == 3 + 11 + 3)
+    }
+
+    @Test func killNineLosesAtMostTheBatchInFlight() throws {
+        let db = dir.appendingPathComponent("k.db").path
+        let daemon = try CollectorDaemon(dir: dir, database: db, name: "k")
+        let sender = DatagramSender(path: daemon.socket)
+        let one = Datagrams.make(domain: "k.test", record: "v=TLSRPTv1; rua=mailto:r@k.test")
+        for _ in 0..<500 { try sender.send(one) }
+        Thread.sleep(forTimeInterval: 2)  // committed (flush_interval 1 s)
+        for _ in 0..<100 { try sender.send(one) }
+        let child = try #require(daemon.process.childPID)
+        kill(child, SIGKILL)
+        let deadline = Date().addingTimeInterval(10)
+        while !daemon.process.hasExited && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        try daemon.restart()
+        let sender2 = DatagramSender(path: daemon.socket)
+        for _ in 0..<50 { try sender2.send(one) }
+        Thread.sleep(forTimeInterval: 1.5)
+        daemon.stop()
+        let days = (try CLI.run(["reports", "status", "--json", "--database", db]).json as? [String: Any])?["days"] as? [[String: Any]]
+        let stored = days?.first?["successful"] as? Int ?? 0
+        // Everything committed before the kill and after the restart is there; at most the 100 in flight are lost.
+        #expect(stored >= 550 && stored <= 650, "stored \(stored)")
+        print("kill -9: \(650 - stored) of the 100 datagrams sent just before the kill were lost")
+    }
+
+    /// HTTPS delivery: 500 then 201 (a retry), a hanging endpoint (the time-out), and a real
+    /// `mtasts serve` as the receiver; mail through a sendmail stub with a DKIM signature that
+    /// dkimpy and our own receiver verify; SMTP submission with STARTTLS to a local sink.
+    @Test func deliveryByHTTPSAndDKIMSignedMail() throws {
+        let ca = try TestCA()
+        let caFile = try ca.writePEM(to: dir)
+        let leaf = try ca.issue(dnsNames: ["localhost"])
+        let cert = dir.appendingPathComponent("l.crt").path, key = dir.appendingPathComponent("l.key").path
+        try leaf.certificatePEM.write(toFile: cert, atomically: true, encoding: .utf8)
+        try leaf.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+        let flaky = try ReportEndpoint(dir: dir.appendingPathComponent("flaky"), certificate: cert, key: key, statuses: [500, 201])
+        let hang = try ReportEndpoint(dir: dir.appendingPathComponent("hang"), certificate: cert, key: key, statuses: [201], hang: true)
+        let receiverDB = dir.appendingPathComponent("received.db").path
+        let serve = try Serve(dir: dir, database: receiverDB, extra: "tls:\n  - hosts: [localhost]\n    certificate: \(cert)\n    key: \(key)\n")
+        // DKIM keys (RSA and Ed25519) and their records in a dnsmasq for our receiver.
+        let rsaKey = dir.appendingPathComponent("rsa.pem").path, edKey = dir.appendingPathComponent("ed.pem").path
+        _ = try CLI.run(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsaKey], executable: URL(fileURLWithPath: "/usr/bin/openssl"))
+        _ = try CLI.run(["genpkey", "-algorithm", "ed25519", "-out", edKey], executable: URL(fileURLWithPath: "/usr/bin/openssl"))
+        let sink = dir.appendingPathComponent("sendmail-out")
+        try FileManager.default.createDirectory(at: sink, withIntermediateDirectories: true)
+        let stub = dir.appendingPathComponent("sendmail").path
+        try "#!/bin/sh\nf=\(sink.path)/$(date +%s%N)\necho \"$@\" > $f.args\ncat > $f.eml\n".write(toFile: stub, atomically: true, encoding: .utf8)
+        chmod(stub, 0o755)
+
+        // Sessions for three policy domains, one rua each: flaky HTTPS, hanging HTTPS, mail; and serve.
+        let db = dir.appendingPathComponent("d.db").path
+        let daemon = try CollectorDaemon(dir: dir, database: db, name: "d")
+        let sender = DatagramSender(path: daemon.socket)
+        try sender.send(Datagrams.make(domain: "flaky.test", record: "v=TLSRPTv1; rua=https://localhost:\(flaky.port)/report", code: 204))
+        try sender.send(Datagrams.make(domain: "hang.test", record: "v=TLSRPTv1; rua=https://localhost:\(hang.port)/report"))
+        try sender.send(Datagrams.make(domain: "mail.test", record: "v=TLSRPTv1; rua=mailto:tlsrpt@mail.test", code: 202))
+        try sender.send(Datagrams.make(domain: "serve.test", record: "v=TLSRPTv1; rua=https://localhost:\(serve.port)/tlsrpt"))
+        Thread.sleep(forTimeInterval: 1.5)
+        daemon.stop()
+
+        func config(_ keyPath: String) throws -> String {
+            let path = dir.appendingPathComponent("send-\(UUID().uuidString.prefix(6)).yml").path
+            try """
+                tlsrpt_database: \(db)
+                reporting:
+                  organization: Test Sender
+                  submitter: sender.test
+                  from: tlsrpt@sender.test
+                  https_timeout: 2
+                  first_retry: 1
+                  ca_file: \(caFile)
+                  mail:
+                    transport: sendmail
+                    sendmail: \(stub)
+                  dkim:
+                    selector: tlsrpt
+                    key: \(keyPath)
+
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let cfg = try config(rsaKey)
+        let first = try CLI.run(["reports", "send", "--day", today(), "--config", cfg, "--json"])
+        let attempts = first.json as? [[String: Any]] ?? []
+        func status(_ uri: String) -> String? { attempts.first { ($0["uri"] as? String)?.contains(uri) == true }?["status"] as? String }
+        #expect(status("localhost:\(flaky.port)") == "retry", "\(first.stdout) \(first.stderr)")
+        #expect(status("localhost:\(hang.port)") == "retry")
+        #expect((attempts.first { ($0["uri"] as? String)?.contains("\(hang.port)") == true }?["result"] as? String)?.contains("timed out") == true, "\(first.stdout)")
+        #expect(status("mailto:tlsrpt@mail.test") == "sent")
+        #expect(status("localhost:\(serve.port)") == "sent", "\(first.stdout)")
+        // The retry, a second later: 201.
+        Thread.sleep(forTimeInterval: 1.2)
+        let second = try CLI.run(["reports", "send", "--day", today(), "--config", cfg, "--json"])
+        let again = second.json as? [[String: Any]] ?? []
+        #expect(again.first { ($0["uri"] as? String)?.contains("\(flaky.port)") == true }?["status"] as? String == "sent", "\(second.stdout)")
+        #expect(!again.contains { ($0["uri"] as? String)?.contains("mail.test") == true })  // sent once, not again
+        // The endpoint got the report twice (500, then 201), as application/tlsrpt+gzip.
+        let posts = flaky.bodies
+        #expect(posts.count == 2)
+        #expect(posts.allSatisfy { $0.lastPathComponent.contains("application_tlsrpt+gzip") })
+        #expect((try gunzip(posts[1])["policies"] as? [[String: Any]])?.count == 1)
+        // mtasts serve stored it.
+        #expect(try CLI.run(["reports", "summary", "--domain", "serve.test", "--json", "--database", receiverDB]).stdout.contains("\"successful\": 1"))
+        // The ledger.
+        let ledger = try CLI.run(["reports", "status", "--json", "--database", db])
+        let deliveries = (ledger.json as? [String: Any])?["deliveries"] as? [[String: Any]] ?? []
+        #expect(deliveries.count == 4)
+        #expect(deliveries.first { ($0["uri"] as? String)?.contains("\(flaky.port)") == true }?["attempts"] as? Int == 2)
+
+        // The mail: handed to sendmail with -f and the recipient, DKIM-signed, verified by dkimpy.
+        let mails = try FileManager.default.contentsOfDirectory(at: sink, includingPropertiesForKeys: nil).filter { $0.pathExtension == "eml" }
+        #expect(mails.count == 1)
+        let args = try String(contentsOf: mails[0].deletingPathExtension().appendingPathExtension("args"), encoding: .utf8)
+        #expect(args.contains("-f tlsrpt@sender.test") && args.contains("tlsrpt@mail.test"))
+        let message = try Data(contentsOf: mails[0])
+        let text = String(decoding: message, as: UTF8.self)
+        #expect(text.contains("TLS-Required: No") && text.contains("report-type=\"tlsrpt\"") && text.contains("TLS-Report-Domain: mail.test"))
+        #expect(text.hasPrefix("DKIM-Signature: v=1; a=rsa-sha256;"))
+        try verifyWithDKIMPy(message, keyPath: rsaKey)
+        // Our receiver: the signature verifies against the key served by dnsmasq, the report is stored.
+        let der = try CLI.run(["-c", "openssl pkey -in \(rsaKey) -pubout -outform DER | base64 -w0"], executable: URL(fileURLWithPath: "/bin/sh")).stdout
+        let dns = try DNSMasq(lines: ["txt-record=tlsrpt._domainkey.sender.test,\"v=DKIM1; k=rsa; p=\(der)\""])
+        let ingest = try CLI.run(["reports", "ingest", "--dkim", "require", "--dns-server", dns.server, "--database", dir.appendingPathComponent("in.db").path, "--verbose"], stdin: message)
+        #expect(ingest.stderr.contains("stored as #1") && ingest.stderr.contains("DKIM pass d=sender.test"), "\(ingest.stderr)")
+
+        // Ed25519 (RFC 8463): a second sender database, the same day's mail signed with the Ed25519 key.
+        let edDB = dir.appendingPathComponent("e.db").path
+        let edDaemon = try CollectorDaemon(dir: dir, database: edDB, name: "e")
+        try DatagramSender(path: edDaemon.socket).send(Datagrams.make(domain: "mail.test", record: "v=TLSRPTv1; rua=mailto:tlsrpt@mail.test", code: 202))
+        Thread.sleep(forTimeInterval: 1.5)
+        edDaemon.stop()
+        let edCfg = try config(edKey)
+        let edSend = try CLI.run(["reports", "send", "--day", today(), "--config", edCfg, "--database", edDB, "--json"])
+        #expect(edSend.status == 0, "\(edSend.stdout) \(edSend.stderr)")
+        let edMail = try FileManager.default.contentsOfDirectory(at: sink, includingPropertiesForKeys: nil).filter { $0.pathExtension == "eml" && $0 != mails[0] }
+        #expect(edMail.count == 1)
+        let edMessage = try Data(contentsOf: edMail[0])
+        #expect(String(decoding: edMessage, as: UTF8.self).hasPrefix("DKIM-Signature: v=1; a=ed25519-sha256;"))
+        try verifyWithDKIMPy(edMessage, keyPath: edKey)
+        let edRaw = try CLI.run(["-c", "openssl pkey -in \(edKey) -pubout -outform DER | tail -c 32 | base64 -w0"], executable: URL(fileURLWithPath: "/bin/sh")).stdout
+        let edDNS = try DNSMasq(lines: ["txt-record=tlsrpt._domainkey.sender.test,\"v=DKIM1; k=ed25519; p=\(edRaw)\""])
+        let edIngest = try CLI.run(["reports", "ingest", "--dkim", "require", "--dns-server", edDNS.server, "--database", dir.appendingPathComponent("in2.db").path, "--verbose"], stdin: edMessage)
+        #expect(edIngest.stderr.contains("DKIM pass d=sender.test"), "\(edIngest.stderr)")
+        // Tampered: dkimpy and we both refuse it.
+        let tampered = Data(text.replacingOccurrences(of: "TLS-Report-Domain: mail.test", with: "TLS-Report-Domain: evil.test").utf8)
+        #expect(throws: (any Error).self) { try verifyWithDKIMPy(tampered, keyPath: rsaKey) }
+    }
+
+    /// dkimpy (PyPI), an independent verifier; the public key comes from the PEM file.
+    func verifyWithDKIMPy(_ message: Data, keyPath: String) throws {
+        let python = "/opt/mtasts-tools/venv/bin/python"
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            Issue.record("dkimpy is not installed (scripts/setup.sh installs it in /opt/mtasts-tools/venv)")
+            return
+        }
+        let path = dir.appendingPathComponent("verify-\(UUID().uuidString.prefix(6)).eml").path
+        try message.write(to: URL(fileURLWithPath: path))
+        let out = try CLI.run(["-c", """
+            import dkim, sys, subprocess, base64
+            key = sys.argv[2]
+            der = subprocess.run(['openssl', 'pkey', '-in', key, '-pubout', '-outform', 'DER'], capture_output=True).stdout
+            kind = subprocess.run(['openssl', 'pkey', '-in', key, '-noout', '-text'], capture_output=True, text=True).stdout
+            if 'ED25519' in kind.upper():
+                record = b'v=DKIM1; k=ed25519; p=' + base64.b64encode(der[-32:])
+            else:
+                record = b'v=DKIM1; k=rsa; p=' + base64.b64encode(der)
+            def dnsfunc(name, timeout=5):
+                assert name == b'tlsrpt._domainkey.sender.test.', name
+                return record
+            ok = dkim.verify(open(sys.argv[1], 'rb').read(), dnsfunc=dnsfunc)
+            print('pass' if ok else 'fail')
+            sys.exit(0 if ok else 1)
+            """, path, keyPath], executable: URL(fileURLWithPath: python))
+        if out.status != 0 { throw PostgresServer.Missing(description: "dkimpy: \(out.stdout) \(out.stderr)") }
+    }
+
+    @Test func submissionWithSTARTTLS() throws {
+        let ca = try TestCA()
+        let caFile = try ca.writePEM(to: dir)
+        let mailLog = MailLog()
+        let port = TestServer.freePort()
+        let mx = try TestServer.mx(address: "127.0.0.1", port: port, hostname: "localhost", leaf: try ca.issue(dnsNames: ["localhost"]), behaviour: .starttls, mail: mailLog)
+        _ = mx
+        let db = dir.appendingPathComponent("s.db").path
+        let daemon = try CollectorDaemon(dir: dir, database: db, name: "s")
+        try DatagramSender(path: daemon.socket).send(Datagrams.make(domain: "smtp.test", record: "v=TLSRPTv1; rua=mailto:tlsrpt@smtp.test"))
+        Thread.sleep(forTimeInterval: 1.5)
+        daemon.stop()
+        let cfg = dir.appendingPathComponent("smtp.yml").path
+        try """
+            tlsrpt_database: \(db)
+            reporting:
+              organization: Test Sender
+              submitter: sender.test
+              ca_file: \(caFile)
+              mail:
+                transport: smtp
+                host: localhost
+                port: \(port)
+                tls: starttls
+
+            """.write(toFile: cfg, atomically: true, encoding: .utf8)
+        let send = try CLI.run(["reports", "send", "--day", today(), "--config", cfg, "--json"])
+        #expect(send.status == 0, "\(send.stdout) \(send.stderr)")
+        #expect((send.json as? [[String: Any]])?.first?["status"] as? String == "sent", "\(send.stdout)")
+        let got = mailLog.messages
+        #expect(got.count == 1)
+        #expect(got.first?.tls == true)
+        #expect(got.first?.data.contains("TLS-Report-Domain: smtp.test") == true)
+    }
+
+    @Test func twoCollectorsOnePostgresOneReport() throws {
+        let pg = try PostgresServer()
+        defer { pg.stop() }
+        let ca = try TestCA()
+        let caFile = try ca.writePEM(to: dir)
+        let leaf = try ca.issue(dnsNames: ["localhost"])
+        let cert = dir.appendingPathComponent("p.crt").path, key = dir.appendingPathComponent("p.key").path
+        try leaf.certificatePEM.write(toFile: cert, atomically: true, encoding: .utf8)
+        try leaf.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+        let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("pg"), certificate: cert, key: key, statuses: [201])
+        let record = "v=TLSRPTv1; rua=https://localhost:\(endpoint.port)/r"
+        let one = try CollectorDaemon(dir: dir, database: pg.dsn, name: "one")
+        let two = try CollectorDaemon(dir: dir, database: pg.dsn, name: "two")
+        for _ in 0..<30 { try DatagramSender(path: one.socket).send(Datagrams.make(domain: "fleet.test", record: record)) }
+        for _ in 0..<20 { try DatagramSender(path: two.socket).send(Datagrams.make(domain: "fleet.test", record: record, code: 201)) }
+        Thread.sleep(forTimeInterval: 1.5)
+        one.stop()
+        two.stop()
+        // Two nodes send at the same time: one report, delivered once, from both nodes' data.
+        var configs: [String] = []
+        for node in ["one", "two"] {
+            let path = dir.appendingPathComponent("fleet-\(node).yml").path
+            try "tlsrpt_database: \"\(pg.dsn)\"\nreporting:\n  organization: Fleet\n  submitter: sender.test\n  node: \(node)\n  ca_file: \(caFile)\n".write(toFile: path, atomically: true, encoding: .utf8)
+            configs.append(path)
+        }
+        final class Outputs: @unchecked Sendable {
+            let lock = NSLock()
+            var items = [CLI.Output?](repeating: nil, count: 2)
+        }
+        let box = Outputs()
+        let group = DispatchGroup()
+        for (i, cfg) in configs.enumerated() {
+            DispatchQueue.global().async(group: group) {
+                let out = try? CLI.run(["reports", "send", "--day", today(), "--config", cfg, "--json"])
+                box.lock.withLock { box.items[i] = out }
+            }
+        }
+        group.wait()
+        let outputs = box.items
+        let sent = outputs.compactMap { $0?.json as? [[String: Any]] }.flatMap { $0 }.filter { $0["status"] as? String == "sent" }
+        #expect(sent.count == 1, "\(outputs.map { $0?.stdout ?? "" })")
+        #expect(endpoint.bodies.count == 1)
+        let report = try gunzip(endpoint.bodies[0])
+        let summary = (report["policies"] as? [[String: Any]])?.first?["summary"] as? [String: Int]
+        #expect(summary == ["total-successful-session-count": 30, "total-failure-session-count": 20])
+    }
+}
