@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
 # AddressSanitizer) and runs each for SECONDS, seeded with the test vectors and the interop data.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns netstring dkim)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns netstring dkim tlsrpt)
 # A crash or a failed round-trip check exits non-zero and leaves the input in .build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns netstring dkim)
+[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns netstring dkim tlsrpt)
 out=.build-fuzz
 mkdir -p "$out"
 interop=${MTASTS_INTEROP:-../shared/interop}
@@ -24,6 +24,7 @@ source_of() {
         dns) echo Fuzz/FuzzDNS.swift ;;
         netstring) echo Fuzz/FuzzNetstring.swift ;;
         dkim) echo Fuzz/FuzzDKIM.swift ;;
+        tlsrpt) echo Fuzz/FuzzTLSRPT.swift ;;
         *) echo "unknown fuzz target: $1" >&2; exit 2 ;;
     esac
 }
@@ -42,6 +43,14 @@ def put(data):
     open(os.path.join(dir, f'seed-{n:04}'), 'wb').write(data)
 if target == 'policy':
     for v in json.load(open(f'{vec}/policies.json')): put(v['input'].encode())
+elif target == 'tlsrpt':
+    import re
+    text = open(f'{interop}/libtlsrpt-datagrams.md').read()
+    for m in re.findall(r'^(\{"dpv".*\})$', text, re.M): put(m.encode())
+    put(b'{"d": "Example.NET.","pr": "v=TLSRPTv1; rua=mailto:a@b","policies":[{"policy-type":9,"t":0,"f":0,"a": "\xff"}]}')
+    put(b'Nov 30 02:24:34 sender postfix/smtp[1]: Untrusted TLS connection established to mx.a.test[127.0.0.1]:25: TLSv1.3\n'
+        b'Nov 30 02:24:34 sender postfix/smtp[1]: server certificate verification failed for mx.a.test[127.0.0.1]:25: num=62:hostname mismatch\n'
+        b'2026-11-30T02:24:34.1+00:00 sender postfix/smtp[1]: 1B5F: to=<p@a.test>, relay=mx.a.test[127.0.0.1]:25, delay=0.1, dsn=4.7.5, status=deferred (Server certificate not verified)\n')
 elif target == 'netstring':
     for seed in [b'3:abc,', b'0:,', b'17:5:Hello,6:World!,,', b'8:tls a.bc,13:tls good.loc.,', b'3:aa', b'3:aaa_']:
         put(seed)

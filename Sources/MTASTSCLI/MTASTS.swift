@@ -20,7 +20,7 @@ public struct MTASTS: AsyncParsableCommand {
             Colour is used only on a terminal, and never when NO_COLOR is set.
             """,
         version: "0.1.0",
-        subcommands: [PolicyCommand.self, RecordCommand.self, ReportCommand.self, ReportsCommand.self, ServeCommand.self, CheckCommand.self, DaemonCommand.self, QueryCommand.self])
+        subcommands: [PolicyCommand.self, RecordCommand.self, ReportCommand.self, ReportsCommand.self, ServeCommand.self, CheckCommand.self, DaemonCommand.self, QueryCommand.self, CollectLogCommand.self])
 
     public init() {}
 

@@ -12,6 +12,23 @@ public struct TLSRPTDatagram: Sendable, Equatable {
         public var failures: [FailureDetail]
         /// Top-level `f` of the policy: the session failed.
         public var failed: Bool
+
+        public init(type: PolicyType, domain: String, strings: [String], mxHosts: [String], failures: [FailureDetail], failed: Bool) {
+            self.type = type
+            self.domain = domain
+            self.strings = strings
+            self.mxHosts = mxHosts
+            self.failures = failures
+            self.failed = failed
+        }
+    }
+
+    public init(protocolVersion: String?, domain: String, record: String, policies: [Policy], repairedUTF8: Bool) {
+        self.protocolVersion = protocolVersion
+        self.domain = domain
+        self.record = record
+        self.policies = policies
+        self.repairedUTF8 = repairedUTF8
     }
 
     /// `dpv`, nil when the sender left it out (libtlsrpt before 0.5).

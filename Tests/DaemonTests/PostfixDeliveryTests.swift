@@ -28,6 +28,7 @@ import TestSupport
         func domain(_ d: String, mode: String, policyMX: String, mxName: String, behaviour: SMTPBehaviour, leaf: TestCA.Leaf) throws {
             let policyAddress = next()
             zone.append("txt-record=_mta-sts.\(d),\"v=STSv1; id=\(mode)1;\"")
+            zone.append("txt-record=_smtp._tls.\(d),\"v=TLSRPTv1; rua=mailto:tlsrpt@\(d)\"")
             zone.append("host-record=mta-sts.\(d),\(policyAddress)")
             servers.append(try TestServer.policyHost(address: policyAddress, port: policyPort, leaf: ca.issue(dnsNames: ["mta-sts.\(d)"]),
                                                      behaviour: .respond(status: 200, contentType: "text/plain",
@@ -59,7 +60,13 @@ import TestSupport
             host: 127.0.0.1
             port: \(daemonPort)
             cache:
-              type: internal
+              type: sqlite
+              options:
+                filename: \(dir.path)/policy-cache.db
+            tlsrpt_database: \(dir.path)/tlsrpt.db
+            reporting:
+              organization: Test Sender
+              submitter: localdomain
             dns_server: \(dns.server)
             ca_file: \(caFile)
             system_roots: false
@@ -171,6 +178,37 @@ import TestSupport
         #expect(receivedBy["mx.forged-testing.test"]?.first?.tls == true)
         #expect(receivedBy["evil.attacker-testing.test"]?.first?.tls == true)
         #expect(receivedBy["mx.good-testing.test"]?.first?.data.contains("hello good-testing.test") == true)
+
+        // Postfix 3.7 has no TLSRPT: `mtasts collect-log` reads the same outcomes from its log, with
+        // the policies the daemon cached and the _smtp._tls records from DNS.
+        let collected = try CLI.run(["collect-log", maillog, "--config", config, "--json"])
+        #expect(collected.status == 0, "\(collected.stderr)")
+        #expect((collected.json as? [String: Any])?["stored"] as? Int == 8, "\(collected.stdout)\n\(log)")
+        let out = dir.appendingPathComponent("reports")
+        let day = String(ISO8601DateFormatter().string(from: Date()).prefix(10))
+        let built = try CLI.run(["reports", "build", "--day", day, "--out", out.path, "--config", config, "--json"])
+        #expect(built.status == 0, "\(built.stderr)")
+        var outcome: [String: (ok: Int, failed: Int, types: [String])] = [:]
+        for file in try FileManager.default.contentsOfDirectory(at: out, includingPropertiesForKeys: nil) where file.pathExtension == "json" {
+            let report = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as! [String: Any]
+            for p in report["policies"] as! [[String: Any]] {
+                let policy = p["policy"] as! [String: Any]
+                #expect(policy["policy-type"] as? String == "sts")
+                let summary = p["summary"] as! [String: Int]
+                let types = (p["failure-details"] as? [[String: Any]] ?? []).compactMap { $0["result-type"] as? String }
+                outcome[policy["policy-domain"] as! String] = (summary["total-successful-session-count"]!, summary["total-failure-session-count"]!, types)
+            }
+        }
+        let expected: [String: (Int, Int, [String])] = [
+            "good-enforce.test": (1, 0, []), "strip-enforce.test": (0, 1, ["starttls-not-supported"]),
+            "forged-enforce.test": (0, 1, ["certificate-not-trusted"]), "spoofed-enforce.test": (0, 1, ["certificate-host-mismatch"]),
+            "good-testing.test": (1, 0, []), "strip-testing.test": (0, 1, ["starttls-not-supported"]),
+            "forged-testing.test": (0, 1, ["certificate-not-trusted"]), "spoofed-testing.test": (0, 1, ["validation-failure"]),
+        ]
+        for (domain, e) in expected {
+            let got = outcome[domain]
+            #expect(got?.ok == e.0 && got?.failed == e.1 && got?.types == e.2, "\(domain): \(String(describing: got))\n\(log)")
+        }
         _ = (servers, dns)
     }
 }
