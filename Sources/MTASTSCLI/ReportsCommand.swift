@@ -20,7 +20,7 @@ struct ReportsCommand: ParsableCommand {
             --config is then the daemon's configuration (tlsrpt_database:, reporting:).
             """,
         subcommands: [ReportsIngest.self, ReportsList.self, ReportsShow.self, ReportsSummary.self, ReportsReadiness.self, ReportsExport.self,
-                      ReportsBuild.self, ReportsSend.self, ReportsStatus.self])
+                      ReportsBuild.self, ReportsSend.self, ReportsStatus.self, ReportsDKIMRecord.self])
 }
 
 /// Exit code for a temporary failure in a mail pipe (sysexits.h EX_TEMPFAIL): the MTA retries.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DKIM
 import Foundation
 import MTASTSCore
 import Storage
@@ -177,5 +178,41 @@ struct ReportsStatus: ParsableCommand {
             let next = r.nextAttempt.map { ", next try \(RFC3339.format(Int64($0)))" } ?? ""
             Console.out("\(r.day) \(r.domain) → \(r.uri): \(r.status) after \(r.attempts) attempt(s)\(next)\(r.result.map { " — \($0)" } ?? "")")
         }
+    }
+}
+
+struct ReportsDKIMRecord: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dkim-record", abstract: "Print the DNS record that publishes the DKIM key of report mail.",
+        discussion: """
+            Reads the private key reporting.dkim.key uses (PEM: RSA of at least 2048 bits, or Ed25519;
+            make one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out tlsrpt.key`
+            or `openssl genpkey -algorithm ed25519 -out tlsrpt.key`) and prints the TXT record to publish
+            at SELECTOR._domainkey.DOMAIN. Exit codes: 0 printed; 1 the key cannot be used; 2 usage error.
+            """)
+
+    @Option(help: ArgumentHelp("The private key file (PEM).", valueName: "FILE")) var key: String
+    @Option(help: "The DKIM selector (s=).") var selector = "tlsrpt"
+    @Option(help: "The signing domain (d=).") var domain: String
+
+    func run() throws {
+        guard let pem = try? String(contentsOfFile: key, encoding: .utf8) else {
+            Console.err("cannot read \(key)")
+            throw ExitCode(Exit.problems)
+        }
+        let signing: DKIM.SigningKey
+        do { signing = try DKIM.SigningKey(pem: pem) } catch {
+            Console.err("\(key): \(error)")
+            throw ExitCode(Exit.problems)
+        }
+        // Zone-file syntax; long values split into strings of at most 255 bytes.
+        let value = signing.dnsRecord
+        var chunks: [String] = []
+        var rest = Substring(value)
+        while !rest.isEmpty {
+            chunks.append(String(rest.prefix(255)))
+            rest = rest.dropFirst(255)
+        }
+        Console.out("\(selector)._domainkey.\(domain.lowercased()). IN TXT " + chunks.map { "\"\($0)\"" }.joined(separator: " "))
     }
 }
