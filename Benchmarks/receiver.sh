@@ -123,14 +123,17 @@ db.executemany("INSERT INTO reports (id, organization_id, report_id, start_date,
 db.executemany("INSERT INTO report_policies (id, report, organization_id, day, policy_type, policy_domain, policy_string, mode, mx_hosts, successful, failed) VALUES (?,?,?,?,?,?,?,?,?,?,?)", policies)
 failures = failures[:1000000]
 db.executemany("INSERT INTO failure_details (report, policy, organization_id, day, policy_domain, policy_type, mode, result_type, sending_mta_ip, receiving_mx_hostname, receiving_mx_helo, receiving_ip, failed_sessions) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", failures)
+# As ingestion keeps it (ReportStore.store): failed sessions per domain, day and dimension.
+for kind, column in (("result-type", "result_type"), ("mx-host", "receiving_mx_hostname"), ("receiving-ip", "receiving_ip")):
+    db.execute(f"INSERT INTO failure_rollup SELECT policy_domain, day, '{kind}', COALESCE({column}, '(not reported)'), SUM(failed_sessions) FROM failure_details GROUP BY 1, 2, 4")
 db.commit()
 print(f"{len(reports)} reports, {len(policies)} policies, {db.execute('SELECT COUNT(*) FROM failure_details').fetchone()[0]} failure rows")
 PY
 timed() {  # label, command…
     local label=$1
     shift
-    /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null
-    read -r s kb <"$work/t"
+    /usr/bin/time -f "%e %M" -o "$work/t" "$@" >/dev/null || true
+    read -r s kb < <(tail -1 "$work/t")
     echo "$label: $s s, max RSS $((kb / 1024)) MB"
 }
 timed "summary, all domains        " "$bin" reports summary --json --database "$db"

@@ -88,15 +88,15 @@ extension ReportStore {
             """, policyValues).map {
             OrganizationRow(organization: $0[0].string ?? "", reports: $0[1].int ?? 0, successful: $0[2].int ?? 0, failed: $0[3].int ?? 0)
         }
-        let (failureWhere, failureValues) = filter.clause()
-        func counts(_ column: String) throws -> [CountRow] {
+        let (rollupWhere, rollupValues) = filter.clause()
+        func counts(_ kind: String) throws -> [CountRow] {
             try db.query("""
-                SELECT COALESCE(\(column), '(not reported)'), SUM(failed_sessions) FROM failure_details \(failureWhere)
-                GROUP BY COALESCE(\(column), '(not reported)') ORDER BY SUM(failed_sessions) DESC, 1
-                """, failureValues).map { CountRow(key: $0[0].string ?? "", sessions: $0[1].int ?? 0) }
+                SELECT key, SUM(sessions) FROM failure_rollup \(rollupWhere.isEmpty ? "WHERE" : rollupWhere + " AND") kind = ?
+                GROUP BY key ORDER BY SUM(sessions) DESC, key
+                """, rollupValues + [.text(kind)]).map { CountRow(key: $0[0].string ?? "", sessions: $0[1].int ?? 0) }
         }
-        return Summary(filter: filter, days: days, byResultType: try counts("result_type"), byOrganization: orgs,
-                       byMXHost: try counts("receiving_mx_hostname"), byReceivingIP: try counts("receiving_ip"))
+        return Summary(filter: filter, days: days, byResultType: try counts("result-type"), byOrganization: orgs,
+                       byMXHost: try counts("mx-host"), byReceivingIP: try counts("receiving-ip"))
     }
 
     public func list(_ filter: ReportFilter, limit: Int = 1000) throws -> [ReportRow] {

@@ -78,8 +78,25 @@ public final class ReportStore: @unchecked Sendable {
                 """,
                 "CREATE INDEX failure_details_domain_day ON failure_details (policy_domain, day)",
             ]),
+            // Failed sessions rolled up per domain, day and result type / MX host / receiving IP,
+            // kept as reports arrive, so summaries read a few rows instead of every failure detail.
+            (2, [
+                """
+                CREATE TABLE failure_rollup (policy_domain TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+                    sessions BIGINT NOT NULL, PRIMARY KEY (policy_domain, day, kind, key))
+                """,
+            ] + Self.rollupKinds.map { kind, column in
+                """
+                INSERT INTO failure_rollup (policy_domain, day, kind, key, sessions)
+                SELECT policy_domain, day, '\(kind)', COALESCE(\(column), '(not reported)'), SUM(failed_sessions) FROM failure_details
+                GROUP BY policy_domain, day, COALESCE(\(column), '(not reported)')
+                """
+            }),
         ]
     }
+
+    /// The dimensions of `failure_rollup`: kind and the failure_details column it counts by.
+    static let rollupKinds: [(String, String)] = [("result-type", "result_type"), ("mx-host", "receiving_mx_hostname"), ("receiving-ip", "receiving_ip")]
 
     /// Stores a report unless the same one (organisation, report-id, date range) is there already.
     @discardableResult
@@ -126,6 +143,12 @@ public final class ReportStore: @unchecked Sendable {
                               .text(f.resultType.rawValue), optional(f.sendingMTAIP), optional(f.receivingMXHostname.map { $0.lowercased() }),
                               optional(f.receivingMXHelo), optional(f.receivingIP), .integer(Int64(f.failedSessionCount)),
                               optional(f.additionalInformation), optional(f.failureReasonCode)])
+                    for (kind, key) in [("result-type", f.resultType.rawValue), ("mx-host", f.receivingMXHostname?.lowercased()), ("receiving-ip", f.receivingIP)] {
+                        try db.query("""
+                            INSERT INTO failure_rollup (policy_domain, day, kind, key, sessions) VALUES (?, ?, ?, ?, ?)
+                            ON CONFLICT (policy_domain, day, kind, key) DO UPDATE SET sessions = failure_rollup.sessions + excluded.sessions
+                            """, [.text(domain), .text(day), .text(kind), .text(key ?? "(not reported)"), .integer(Int64(f.failedSessionCount))])
+                    }
                 }
             }
             return .stored(id)
