@@ -66,13 +66,18 @@ struct DaemonConfig: Sendable {
     func zone(_ name: String) -> Zone { zones[name] ?? defaultZone }
 
     static func load(path: String) throws(ConfigError) -> DaemonConfig {
+        try parse(try text(path), file: path)
+    }
+
+    /// A configuration file's text (shared by the daemon's and serve's configurations).
+    static func text(_ path: String) throws(ConfigError) -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(file: path, line: nil, message: "cannot read the configuration file")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(file: path, line: nil, message: "the configuration file is not UTF-8")
         }
-        return try parse(text, file: path)
+        return text
     }
 
     static func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {

@@ -33,13 +33,7 @@ struct ServeConfig: Sendable {
     typealias ConfigError = DaemonConfig.ConfigError
 
     static func load(path: String) throws(ConfigError) -> ServeConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, line: nil, message: "cannot read the configuration file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw ConfigError(file: path, line: nil, message: "the configuration file is not UTF-8")
-        }
-        return try parse(text, file: path)
+        try parse(try DaemonConfig.text(path), file: path)
     }
 
     static func parse(_ text: String, file: String) throws(ConfigError) -> ServeConfig {

@@ -297,12 +297,7 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
     /// `mtasts serve` as the receiver; mail through a sendmail stub with a DKIM signature that
     /// dkimpy and our own receiver verify; SMTP submission with STARTTLS to a local sink.
     @Test func deliveryByHTTPSAndDKIMSignedMail() throws {
-        let ca = try TestCA()
-        let caFile = try ca.writePEM(to: dir)
-        let leaf = try ca.issue(dnsNames: ["localhost"])
-        let cert = dir.appendingPathComponent("l.crt").path, key = dir.appendingPathComponent("l.key").path
-        try leaf.certificatePEM.write(toFile: cert, atomically: true, encoding: .utf8)
-        try leaf.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+        let (caFile, cert, key) = try localhostCertificate("l")
         let flaky = try ReportEndpoint(dir: dir.appendingPathComponent("flaky"), certificate: cert, key: key, statuses: [500, 201])
         let hang = try ReportEndpoint(dir: dir.appendingPathComponent("hang"), certificate: cert, key: key, statuses: [201], hang: true)
         let receiverDB = dir.appendingPathComponent("received.db").path
@@ -416,6 +411,17 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         #expect(throws: (any Error).self) { try verifyWithDKIMPy(tampered, keyPath: rsaKey) }
     }
 
+    /// A test CA (its PEM file) and a certificate and key for "localhost" (PEM files).
+    func localhostCertificate(_ name: String) throws -> (ca: String, certificate: String, key: String) {
+        let ca = try TestCA()
+        let caFile = try ca.writePEM(to: dir)
+        let leaf = try ca.issue(dnsNames: ["localhost"])
+        let cert = dir.appendingPathComponent("\(name).crt").path, key = dir.appendingPathComponent("\(name).key").path
+        try leaf.certificatePEM.write(toFile: cert, atomically: true, encoding: .utf8)
+        try leaf.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+        return (caFile, cert, key)
+    }
+
     /// dkimpy (PyPI), an independent verifier; the public key comes from the PEM file.
     func verifyWithDKIMPy(_ message: Data, keyPath: String) throws {
         let python = "/opt/mtasts-tools/venv/bin/python"
@@ -482,12 +488,7 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
     @Test func twoCollectorsOnePostgresOneReport() throws {
         let pg = try PostgresServer()
         defer { pg.stop() }
-        let ca = try TestCA()
-        let caFile = try ca.writePEM(to: dir)
-        let leaf = try ca.issue(dnsNames: ["localhost"])
-        let cert = dir.appendingPathComponent("p.crt").path, key = dir.appendingPathComponent("p.key").path
-        try leaf.certificatePEM.write(toFile: cert, atomically: true, encoding: .utf8)
-        try leaf.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+        let (caFile, cert, key) = try localhostCertificate("p")
         let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("pg"), certificate: cert, key: key, statuses: [201])
         let record = "v=TLSRPTv1; rua=https://localhost:\(endpoint.port)/r"
         let one = try CollectorDaemon(dir: dir, database: pg.dsn, name: "one")
@@ -524,5 +525,62 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         let report = try gunzip(endpoint.bodies[0])
         let summary = (report["policies"] as? [[String: Any]])?.first?["summary"] as? [String: Int]
         #expect(summary == ["total-successful-session-count": 30, "total-failure-session-count": 20])
+    }
+
+    /// The daily run inside `mtasts daemon` (send_daily, spread 0): yesterday's results — read
+    /// from a Postfix log of yesterday by collect-log — are built and delivered once, at start.
+    @Test func dailyRunInsideTheDaemon() throws {
+        let (caFile, cert, key) = try localhostCertificate("daily")
+        let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("daily"), certificate: cert, key: key, statuses: [201])
+        let dns = try DNSMasq(lines: ["txt-record=_smtp._tls.y.test,\"v=TLSRPTv1; rua=https://localhost:\(endpoint.port)/r\""])
+        let yesterday = String(ISO8601DateFormatter().string(from: Date().addingTimeInterval(-86_400)).prefix(10))
+        let log = dir.appendingPathComponent("mail.log").path
+        try """
+            \(yesterday)T10:00:00.000000+00:00 mx1 postfix/smtp[101]: Verified TLS connection established to mx.y.test[192.0.2.7]:25: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
+            \(yesterday)T10:00:00.200000+00:00 mx1 postfix/smtp[101]: 4F1A2B3C4D: to=<a@y.test>, relay=mx.y.test[192.0.2.7]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 2.0.0 Ok)
+            \(yesterday)T10:00:00.300000+00:00 mx1 postfix/smtp[101]: 4F1A2B3C4D: to=<b@y.test>, relay=mx.y.test[192.0.2.7]:25, delay=0.3, delays=0/0/0.1/0.2, dsn=2.0.0, status=sent (250 2.0.0 Ok)
+            \(yesterday)T11:00:00.000000+00:00 mx1 postfix/smtp[102]: 5A6B7C8D9E: to=<c@y.test>, relay=mx.y.test[192.0.2.7]:25, delay=0.1, delays=0/0/0.1/0, dsn=2.0.0, status=sent (250 2.0.0 Ok)
+            \(yesterday)T12:00:00.000000+00:00 mx1 postfix/smtp[103]: connect to mx.z.test[192.0.2.8]:25: Connection refused
+            \(yesterday)T12:00:00.100000+00:00 mx1 postfix/smtp[103]: 6B7C8D9E0F: to=<d@z.test>, relay=none, delay=0.1, delays=0/0/0.1/0, dsn=4.4.1, status=deferred (connect to mx.z.test[192.0.2.8]:25: Connection refused)
+
+            """.write(toFile: log, atomically: true, encoding: .utf8)
+        let db = dir.appendingPathComponent("daily.db").path
+        let config = dir.appendingPathComponent("daily.yml").path
+        try """
+            host: 127.0.0.1
+            port: \(TestServer.freePort())
+            cache:
+              type: internal
+            dns_server: \(dns.server)
+            tlsrpt_database: \(db)
+            reporting:
+              organization: Daily
+              submitter: sender.test
+              spread: 0
+              ca_file: \(caFile)
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let collected = try CLI.run(["collect-log", log, "--config", config, "--json"])
+        let counts = collected.json as? [String: Any]
+        // Two sessions (the second recipient of 4F1A2B3C4D rode the same one); the refused connection is no TLS session.
+        #expect(counts?["delivery-attempts"] as? Int == 2 && counts?["stored"] as? Int == 2, "\(collected.stdout) \(collected.stderr)")
+        let daemonLog = dir.appendingPathComponent("daily.log").path
+        let daemon = try CollectorDaemon.spawn(config: config, log: daemonLog)
+        let deadline = Date().addingTimeInterval(20)
+        while endpoint.bodies.isEmpty && Date() < deadline { Thread.sleep(forTimeInterval: 0.2) }
+        #expect(endpoint.bodies.count == 1, "\((try? String(contentsOfFile: daemonLog, encoding: .utf8)) ?? "")")
+        if let body = endpoint.bodies.first {
+            let report = try gunzip(body)
+            let range = report["date-range"] as? [String: String]
+            #expect(range?["start-datetime"] == "\(yesterday)T00:00:00Z")
+            let p = (report["policies"] as? [[String: Any]])?.first
+            #expect((p?["policy"] as? [String: Any])?["policy-type"] as? String == "no-policy-found")
+            #expect((p?["summary"] as? [String: Int])?["total-successful-session-count"] == 2)
+        }
+        if let child = daemon.childPID { kill(child, SIGTERM) }
+        let stopBy = Date().addingTimeInterval(20)
+        while !daemon.hasExited && Date() < stopBy { Thread.sleep(forTimeInterval: 0.05) }
+        let ledger = (try CLI.run(["reports", "status", "--json", "--database", db]).json as? [String: Any])?["deliveries"] as? [[String: Any]]
+        #expect(ledger?.count == 1 && ledger?.first?["status"] as? String == "sent")
     }
 }
