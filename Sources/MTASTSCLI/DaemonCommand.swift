@@ -112,7 +112,9 @@ final class RunningDaemon: @unchecked Sendable {
             listening.append("unix:\(path)")
         }
         if let port = config.metricsPort {
-            let metrics = MetricsServer(render: { MetricsText.render(resolver: resolver, server: server, latency: latency) })
+            let metrics = MetricsServer(render: {
+                MetricsText.render(resolver: resolver, server: server, latency: latency) + (daemon.collector.map { MetricsText.collector($0.snapshot) } ?? "")
+            })
             let bound = try await metrics.listen(host: config.metricsHost, port: port)
             daemon.metrics = metrics
             listening.append("metrics http://\(config.metricsHost):\(bound)/metrics")

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import PolicyResolver
 import Socketmap
+import TLSRPTSender
 
 /// Prometheus text exposition of the daemon's counters.
 enum MetricsText {
@@ -38,6 +39,24 @@ enum MetricsText {
             out += "mtasts_reply_seconds_bucket{le=\"\(bound)\"} \(count)\n"
         }
         out += "mtasts_reply_seconds_bucket{le=\"+Inf\"} \(snap.total)\nmtasts_reply_seconds_sum \(snap.sum)\nmtasts_reply_seconds_count \(snap.total)\n"
+        return out
+    }
+}
+
+extension MetricsText {
+    /// The TLSRPT collector's counters.
+    static func collector(_ c: Collector.Counters) -> String {
+        var out = ""
+        for (name, help, value) in [
+            ("mtasts_tlsrpt_datagrams_received_total", "Datagrams received on the TLSRPT socket.", c.received),
+            ("mtasts_tlsrpt_datagrams_malformed_total", "Datagrams that were not libtlsrpt results (quarantined).", c.malformed),
+            ("mtasts_tlsrpt_datagrams_repaired_total", "Datagrams with bytes that were not UTF-8 (replaced).", c.repairedUTF8),
+            ("mtasts_tlsrpt_datagrams_committed_total", "Datagrams stored in the database.", c.committed),
+            ("mtasts_tlsrpt_commits_total", "Commits of collected results.", c.commits),
+            ("mtasts_tlsrpt_commit_failures_total", "Commits that failed (the results were kept and retried).", c.commitFailures),
+        ] {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
+        }
         return out
     }
 }

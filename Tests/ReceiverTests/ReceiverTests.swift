@@ -201,6 +201,10 @@ func day(_ offset: Int) -> String {
                 max_age: 86400
               b.test:
                 file: \(dir.path)/b.txt
+              c.test: |
+                version: STSv1
+                mode: none
+                max_age: 86400
             """
         let server = try Serve(dir: dir, database: dir.appendingPathComponent("p.db").path, extra: tls + policies)
         func get(_ host: String, _ path: String = "/.well-known/mta-sts.txt", insecure: Bool = false) throws -> (Int, String) {
@@ -218,12 +222,15 @@ func day(_ offset: Int) -> String {
         #expect(b.contains("mode: enforce") && b.contains("mx: mx1.b.test") && b.contains("mx: *.b.test"))
         let lint = try CLI.run(["policy", "lint", "-"], stdin: Data(b.utf8))
         #expect(lint.status == 0, "\(lint.stdout)")
+        // A policy pasted into the YAML as a block, served with CRLF (its host has no certificate of its own).
+        let (sc, c) = try get("mta-sts.c.test", insecure: true)
+        #expect(sc == 200 && c == "version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n")
         // Nothing else on a policy host; unknown policy hosts are 404.
         #expect(try get("mta-sts.a.test", "/").0 == 404)
         #expect(try get("mta-sts.a.test", "/api/summary").0 == 404)
-        #expect(try get("mta-sts.c.test", insecure: true).0 == 404)
+        #expect(try get("mta-sts.d.test", insecure: true).0 == 404)
         // With SNI for an unknown name the default (first) certificate is served: curl refuses it.
-        let wrong = try CLI.run(["-sS", "--cacert", caFile, "--resolve", "mta-sts.c.test:\(server.port):127.0.0.1", "https://mta-sts.c.test:\(server.port)/.well-known/mta-sts.txt"], executable: URL(fileURLWithPath: "/usr/bin/curl"))
+        let wrong = try CLI.run(["-sS", "--cacert", caFile, "--resolve", "mta-sts.d.test:\(server.port):127.0.0.1", "https://mta-sts.d.test:\(server.port)/.well-known/mta-sts.txt"], executable: URL(fileURLWithPath: "/usr/bin/curl"))
         #expect(wrong.status != 0)
     }
 

@@ -194,7 +194,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
 
     @Test func datagramsBecomeReportsFieldByField() throws {
         let db = dir.appendingPathComponent("c.db").path
-        let daemon = try CollectorDaemon(dir: dir, database: db)
+        let metricsPort = TestServer.freePort()
+        let daemon = try CollectorDaemon(dir: dir, database: db, extra: "metrics:\n  port: \(metricsPort)")
         var mode = stat()
         #expect(stat(daemon.socket, &mode) == 0 && mode.st_mode & 0o777 == 0o660)
         let sender = DatagramSender(path: daemon.socket)
@@ -215,6 +216,12 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         try sender.send(Datagrams.make(domain: "big.test", record: "v=TLSRPTv1; rua=mailto:r@big.test", code: 205, additional: [UInt8](repeating: UInt8(ascii: "x"), count: 200_000)))
         for bad in ["", "{", "[1,2]", #"{"d": "x.test"}"#, #"{"d": "x.test","pr": "v","policies":[{"policy-type":7,"f":0}]}"#] { try sender.send(Array(bad.utf8)) }
         Thread.sleep(forTimeInterval: 1.5)
+        // The counters, as Prometheus reads them: 8 + 12 + 4 good datagrams and 5 malformed, all received.
+        let metrics = try CLI.run(["-s", "http://127.0.0.1:\(metricsPort)/metrics"], executable: URL(fileURLWithPath: "/usr/bin/curl")).stdout
+        #expect(metrics.contains("mtasts_tlsrpt_datagrams_received_total 29"), "\(metrics)")
+        #expect(metrics.contains("mtasts_tlsrpt_datagrams_malformed_total 5"))
+        #expect(metrics.contains("mtasts_tlsrpt_datagrams_committed_total 24"))
+        #expect(metrics.contains("mtasts_tlsrpt_datagrams_repaired_total 1"))
         daemon.stop()
         #expect(daemon.logText.contains("stopped"))
         #expect(daemon.logText.contains("malformed datagram"))
