@@ -63,15 +63,17 @@ public struct TLSRPTDatagram: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws(Malformed) -> TLSRPTDatagram {
         guard !bytes.isEmpty else { throw Malformed("empty datagram") }
         guard bytes.count <= maxSize else { throw Malformed("datagram of \(bytes.count) bytes is larger than \(maxSize)") }
-        // libtlsrpt passes bytes ≥ 0x80 through raw: repair them instead of refusing the session.
-        var input = bytes
+        // libtlsrpt passes bytes ≥ 0x80 through raw: repair them instead of refusing the session
+        // (checked only when the parser refuses the bytes: the common case pays nothing).
         var repaired = false
-        if String(validating: bytes, as: UTF8.self) == nil {
-            input = Array(String(decoding: bytes, as: UTF8.self).utf8)
-            repaired = true
-        }
         let root: JSONValue
-        do { root = try JSONParser.parse(input).value } catch { throw Malformed("not JSON: \(error)") }
+        do { root = try JSONParser.parse(bytes).value } catch {
+            guard String(validating: bytes, as: UTF8.self) == nil else { throw Malformed("not JSON: \(error)") }
+            repaired = true
+            do { root = try JSONParser.parse(Array(String(decoding: bytes, as: UTF8.self).utf8)).value } catch {
+                throw Malformed("not JSON: \(error)")
+            }
+        }
         guard case .object = root else { throw Malformed("not a JSON object") }
         if let dpv = root["dpv"], case .string(let v) = dpv, v != "1" {
             throw Malformed("unknown protocol version dpv \(v)")

@@ -169,6 +169,10 @@ public final class Collector: @unchecked Sendable {
         var batch = SessionBatch()
         var lastCommit = now()
         var local: [(bytes: [UInt8], time: Double)] = []
+        // Byte-identical datagrams are common (every successful session to a domain looks the
+        // same): the last few thousand decodings are kept. The day string changes once a day.
+        var decoded: [[UInt8]: TLSRPTDatagram] = [:]
+        var day = (number: Int64.min, text: "")
         while true {
             lock.lock()
             let deadline = Date(timeIntervalSinceNow: configuration.flushInterval)
@@ -178,15 +182,27 @@ public final class Collector: @unchecked Sendable {
             swap(&local, &queue)
             let finishing = stopping && local.isEmpty
             lock.unlock()
+            var repaired = 0
             for item in local {
+                let seconds = Int64(item.time)
+                let number = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+                if number != day.number { day = (number, RFC3339.formatDay(seconds)) }
+                if let d = decoded[item.bytes] {
+                    batch.add(d, day: day.text)
+                    if d.repairedUTF8 { repaired += 1 }
+                    continue
+                }
                 do {
                     let d = try TLSRPTDatagram.decode(item.bytes)
-                    batch.add(d, day: RFC3339.formatDay(Int64(item.time)))
-                    if d.repairedUTF8 { bump { $0.repairedUTF8 += 1 } }
+                    batch.add(d, day: day.text)
+                    if d.repairedUTF8 { repaired += 1 }
+                    if decoded.count >= 4_096 { decoded.removeAll(keepingCapacity: true) }
+                    decoded[item.bytes] = d
                 } catch {
                     malformed(item.bytes, error.reason)
                 }
             }
+            if repaired > 0 { bump { $0.repairedUTF8 += repaired } }
             local.removeAll(keepingCapacity: true)
             let t = now()
             if !batch.isEmpty && (batch.datagrams >= configuration.batchSize || t - lastCommit >= configuration.flushInterval || finishing) {

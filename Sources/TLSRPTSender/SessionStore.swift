@@ -46,9 +46,7 @@ public struct SessionBatch: Sendable {
         datagrams += 1
         for p in d.policies {
             let key = PolicyKey(day: day, domain: d.domain, record: d.record, type: p.type.rawValue, policyDomain: p.domain, strings: p.strings, mxHosts: p.mxHosts)
-            var counts = sessions[key] ?? (0, 0)
-            if p.failed { counts.failed += 1 } else { counts.successful += 1 }
-            sessions[key] = counts
+            if p.failed { sessions[key, default: (0, 0)].failed += 1 } else { sessions[key, default: (0, 0)].successful += 1 }
             for f in p.failures {
                 var detail = f
                 detail.failedSessionCount = 0
