@@ -459,6 +459,15 @@ struct ReportsSummary: ParsableCommand {
         }
         section("Failures by MX host", s.byMXHost)
         section("Failures by receiving IP", s.byReceivingIP)
+        let trends = s.trends.filter { $0.change != nil }
+        if !trends.isEmpty {
+            Console.out("\n" + Console.bold("Trend (success rate, earlier half of the days → later half)"))
+            for t in trends {
+                let change = t.change ?? 0
+                let word = abs(change) < 0.000_05 ? "steady" : change > 0 ? Console.green("better") : Console.red("worse")
+                Console.out("  \(t.domain.isEmpty ? "(no policy domain)" : t.domain): \(pct(t.earlier.successful, t.earlier.failed)) (\(t.earlier.first)–\(t.earlier.last)) → \(pct(t.later.successful, t.later.failed)) (\(t.later.first)–\(t.later.last)), \(word)")
+            }
+        }
     }
 }
 

@@ -37,6 +37,14 @@ extension Summary {
             })),
             JSONMember("by-mx-host", counts(byMXHost, "mx-host")),
             JSONMember("by-receiving-ip", counts(byReceivingIP, "receiving-ip")),
+            JSONMember("trends", .array(trends.map { t in
+                .object([JSONMember("domain", .string(t.domain)),
+                         JSONMember("earlier", .object([JSONMember("from", .string(t.earlier.first)), JSONMember("to", .string(t.earlier.last)),
+                                                        JSONMember("success-rate", rate(t.earlier.successful, t.earlier.failed))])),
+                         JSONMember("later", .object([JSONMember("from", .string(t.later.first)), JSONMember("to", .string(t.later.last)),
+                                                      JSONMember("success-rate", rate(t.later.successful, t.later.failed))])),
+                         JSONMember("change", t.change.map { .double(($0 * 10_000).rounded() / 10_000) } ?? .null)])
+            })),
         ])
     }
 }

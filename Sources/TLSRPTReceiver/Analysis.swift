@@ -55,6 +55,34 @@ public struct Summary: Sendable {
     public var byReceivingIP: [CountRow]
     public var successful: Int64 { days.reduce(0) { $0 + $1.successful } }
     public var failed: Int64 { days.reduce(0) { $0 + $1.failed } }
+
+    /// Per domain with reports on two days or more: the success rate of the earlier half of its
+    /// days against the later half (odd counts leave the middle day out).
+    public struct Trend: Sendable, Equatable {
+        public var domain: String
+        public var earlier: (first: String, last: String, successful: Int64, failed: Int64)
+        public var later: (first: String, last: String, successful: Int64, failed: Int64)
+        public var earlierRate: Double? { rate(earlier.successful, earlier.failed) }
+        public var laterRate: Double? { rate(later.successful, later.failed) }
+        /// Later minus earlier success rate (positive: fewer failures now).
+        public var change: Double? { laterRate.flatMap { l in earlierRate.map { l - $0 } } }
+        func rate(_ s: Int64, _ f: Int64) -> Double? { s + f == 0 ? nil : Double(s) / Double(s + f) }
+        public static func == (a: Trend, b: Trend) -> Bool {
+            a.domain == b.domain && a.earlier == b.earlier && a.later == b.later
+        }
+    }
+
+    public var trends: [Trend] {
+        Dictionary(grouping: days, by: \.domain).sorted { $0.key < $1.key }.compactMap { domain, rows in
+            let sorted = rows.sorted { $0.day < $1.day }
+            guard sorted.count >= 2 else { return nil }
+            let half = sorted.count / 2
+            let a = sorted.prefix(half), b = sorted.suffix(half)
+            return Trend(domain: domain,
+                         earlier: (a.first!.day, a.last!.day, a.reduce(0) { $0 + $1.successful }, a.reduce(0) { $0 + $1.failed }),
+                         later: (b.first!.day, b.last!.day, b.reduce(0) { $0 + $1.successful }, b.reduce(0) { $0 + $1.failed }))
+        }
+    }
 }
 
 public struct ReportRow: Sendable, Equatable {

@@ -417,6 +417,12 @@ func day(_ offset: Int) -> String {
         #expect(mx.first?["mx-host"] as? String == "mx2.notyet.test")
         let orgs = s["by-organization"] as? [[String: Any]] ?? []
         #expect(orgs.first?["organization"] as? String == "Microsoft" && orgs.first?["failed"] as? Int == 4 && orgs.first?["successful"] as? Int == 400)
+        // Trend: days 0–4 had 1200 ok and 4 failed, days 5–9 1200 ok and none: 99.67 % → 100 %.
+        let trend = (s["trends"] as? [[String: Any]])?.first
+        #expect(((trend?["earlier"] as? [String: Any])?["success-rate"] as? Double) == 0.9967)
+        #expect(((trend?["later"] as? [String: Any])?["success-rate"] as? Double) == 1.0)
+        #expect((trend?["earlier"] as? [String: Any])?["to"] as? String == day(4) && (trend?["later"] as? [String: Any])?["from"] as? String == day(5))
+        #expect(trend?["change"] as? Double == 0.0033)
         // Since day 4: days 4…9 → 6×240 = 1440 ok, 2 failed.
         let since = jsonObject(try CLI.run(["reports", "summary", "--domain", "notyet.test", "--since", day(4), "--json", "--database", db]).stdout)
         #expect(since["successful"] as? Int == 1440 && since["failed"] as? Int == 2)
