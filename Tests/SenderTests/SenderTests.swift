@@ -79,6 +79,7 @@ final class CollectorDaemon: @unchecked Sendable {
             collector:
               socket: \(socket)
               mode: 0660
+              group: postfix
               quarantine: \(dir.appendingPathComponent("\(name).quarantine").path)
             \(extra)
 
@@ -198,6 +199,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         let daemon = try CollectorDaemon(dir: dir, database: db, extra: "metrics:\n  port: \(metricsPort)")
         var mode = stat()
         #expect(stat(daemon.socket, &mode) == 0 && mode.st_mode & 0o777 == 0o660)
+        // The group Postfix's smtp(8) runs as may write to it.
+        #expect(mode.st_gid == getgrnam("postfix")?.pointee.gr_gid)
         let sender = DatagramSender(path: daemon.socket)
         // A × 3, B × 5: byte for byte as libtlsrpt sends them.
         for _ in 0..<3 { try sender.send(Array(Datagrams.a.utf8)) }
