@@ -593,4 +593,46 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         let ledger = (try CLI.run(["reports", "status", "--json", "--database", db]).json as? [String: Any])?["deliveries"] as? [[String: Any]]
         #expect(ledger?.count == 1 && ledger?.first?["status"] as? String == "sent")
     }
+
+    /// collect-log --follow: lines appended later are taken, and so are those of a new file
+    /// after the log was rotated (moved away and created again).
+    @Test func collectLogFollowsAppendsAndRotation() throws {
+        let dns = try DNSMasq(lines: ["txt-record=_smtp._tls.f.test,\"v=TLSRPTv1; rua=mailto:r@f.test\""])
+        let db = dir.appendingPathComponent("follow.db").path
+        let config = dir.appendingPathComponent("follow.yml").path
+        try "cache:\n  type: internal\ndns_server: \(dns.server)\ntlsrpt_database: \(db)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let log = dir.appendingPathComponent("follow.log").path
+        func lines(_ n: Int, pid: Int) -> String {
+            (0..<n).map { i in
+                "2026-11-29T10:00:0\(i).000000+00:00 mx postfix/smtp[\(pid)]: Q\(pid)X\(i): to=<u@f.test>, relay=mx.f.test[192.0.2.1]:25, delay=0.1, dsn=2.0.0, status=sent (250 ok)\n"
+            }.joined()
+        }
+        try lines(2, pid: 1).write(toFile: log, atomically: true, encoding: .utf8)
+        let follower = try Spawned(CLI.binary.path, ["collect-log", log, "--follow", "--config", config])
+        defer { follower.stop() }
+        func stored() throws -> Int {
+            let days = (try CLI.run(["reports", "status", "--json", "--database", db]).json as? [String: Any])?["days"] as? [[String: Any]]
+            return days?.first?["successful"] as? Int ?? 0
+        }
+        func waitFor(_ n: Int) throws -> Int {
+            let deadline = Date().addingTimeInterval(15)
+            var now = try stored()
+            while now < n && Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.2)
+                now = try stored()
+            }
+            return now
+        }
+        #expect(try waitFor(2) == 2)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(lines(3, pid: 2).utf8))
+        try handle.close()
+        #expect(try waitFor(5) == 5)
+        // Rotation: the old file moves away, a new one takes the name.
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        try lines(4, pid: 3).write(toFile: log, atomically: false, encoding: .utf8)
+        #expect(try waitFor(9) == 9)
+        #expect(!follower.hasExited)
+    }
 }
