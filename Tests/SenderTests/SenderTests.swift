@@ -465,7 +465,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         let caFile = try ca.writePEM(to: dir)
         let mailLog = MailLog()
         let port = TestServer.freePort()
-        let mx = try TestServer.mx(address: "127.0.0.1", port: port, hostname: "localhost", leaf: try ca.issue(dnsNames: ["localhost"]), behaviour: .starttls, mail: mailLog)
+        let mx = try TestServer.mx(address: "127.0.0.1", port: port, hostname: "localhost", leaf: try ca.issue(dnsNames: ["localhost"]), behaviour: .starttls,
+                                   mail: mailLog, auth: ("tlsrpt", "s3cret"))
         _ = mx
         let db = dir.appendingPathComponent("s.db").path
         let daemon = try CollectorDaemon(dir: dir, database: db, name: "s")
@@ -484,6 +485,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
                 host: localhost
                 port: \(port)
                 tls: starttls
+                username: tlsrpt
+                password: s3cret
 
             """.write(toFile: cfg, atomically: true, encoding: .utf8)
         let send = try CLI.run(["reports", "send", "--day", today(), "--config", cfg, "--json"])
@@ -492,6 +495,7 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         let got = mailLog.messages
         #expect(got.count == 1)
         #expect(got.first?.tls == true)
+        #expect(got.first?.user == "tlsrpt")
         #expect(got.first?.data.contains("TLS-Report-Domain: smtp.test") == true)
     }
 

@@ -47,10 +47,11 @@ public enum SMTPBehaviour: Sendable {
 /// What test MX hosts received: one line per message, with whether it came over TLS.
 public final class MailLog: @unchecked Sendable {
     private let lock = NSLock()
-    private var items: [(host: String, tls: Bool, data: String)] = []
+    private var items: [(host: String, tls: Bool, data: String, user: String?)] = []
     public init() {}
-    func add(_ host: String, _ tls: Bool, _ data: String) { lock.withLock { items.append((host, tls, data)) } }
-    public var messages: [(host: String, tls: Bool, data: String)] { lock.withLock { items } }
+    func add(_ host: String, _ tls: Bool, _ data: String, user: String? = nil) { lock.withLock { items.append((host, tls, data, user)) } }
+    /// Each message, with the user that authenticated (AUTH PLAIN), if any.
+    public var messages: [(host: String, tls: Bool, data: String, user: String?)] { lock.withLock { items } }
 }
 
 /// A TLS server on one loopback address and port, for the test's lifetime.
@@ -75,13 +76,15 @@ public final class TestServer: @unchecked Sendable {
     }
 
     /// An SMTP MX host; `leaf` is the certificate it presents after STARTTLS.
-    public static func mx(address: String, port: Int, hostname: String, leaf: TestCA.Leaf?, behaviour: SMTPBehaviour, mail: MailLog? = nil) throws -> TestServer {
+    /// With `auth`, AUTH PLAIN is offered after STARTTLS and only that user and password are accepted.
+    public static func mx(address: String, port: Int, hostname: String, leaf: TestCA.Leaf?, behaviour: SMTPBehaviour, mail: MailLog? = nil,
+                          auth: (user: String, password: String)? = nil) throws -> TestServer {
         let context = try leaf.map(serverContext)
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(hostname: hostname, context: context, behaviour: behaviour, mail: mail))
+                    try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(hostname: hostname, context: context, behaviour: behaviour, mail: mail, auth: auth))
                 }
             }
             .bind(host: address, port: port).wait()
@@ -185,12 +188,15 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
     let mail: MailLog?
     var inData = false
     var data = ""
+    let auth: (user: String, password: String)?
+    var user: String?
 
-    init(hostname: String, context: NIOSSLContext?, behaviour: SMTPBehaviour, mail: MailLog? = nil) {
+    init(hostname: String, context: NIOSSLContext?, behaviour: SMTPBehaviour, mail: MailLog? = nil, auth: (user: String, password: String)? = nil) {
         self.hostname = hostname
         self.context = context
         self.behaviour = behaviour
         self.mail = mail
+        self.auth = auth
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -216,7 +222,7 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
         if inData {
             if line == "." {
                 inData = false
-                mail?.add(hostname, tls, data)
+                mail?.add(hostname, tls, data, user: user)
                 data = ""
                 send(context, "250 2.0.0 queued")
             } else {
@@ -229,6 +235,7 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
         case "EHLO":
             var lines = ["250-\(hostname)", "250-PIPELINING", "250-SIZE 10240000"]
             if case .starttls = behaviour, !tls { lines.append("250-STARTTLS") }
+            if auth != nil, tls { lines.append("250-AUTH PLAIN") }
             lines.append("250 8BITMIME")
             for l in lines { send(context, l) }
         case "STARTTLS":
@@ -239,6 +246,18 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
         case "QUIT":
             send(context, "221 2.0.0 Bye")
             context.close(promise: nil)
+        case "AUTH":
+            let parts = line.split(separator: " ")
+            guard let auth, parts.count == 3, parts[1].uppercased() == "PLAIN", let raw = Data(base64Encoded: String(parts[2])) else {
+                return send(context, "504 5.5.4 unrecognised authentication")
+            }
+            let fields = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+            guard fields.count == 3, fields[1] == auth.user, fields[2] == auth.password else { return send(context, "535 5.7.8 authentication failed") }
+            user = fields[1]
+            send(context, "235 2.7.0 authenticated")
+        case "MAIL":
+            if auth != nil, user == nil { return send(context, "530 5.7.0 authentication required") }
+            send(context, "250 OK")
         case "DATA":
             inData = true
             send(context, "354 go ahead")
