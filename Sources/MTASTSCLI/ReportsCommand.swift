@@ -82,7 +82,7 @@ struct ReportsIngest: AsyncParsableCommand {
         discussion: """
             With no FILE (or '-'), one message is read from standard input: use it as a Postfix pipe
             transport, an /etc/aliases entry ("tlsrpt: |/usr/local/bin/mtasts reports ingest") or a
-            .forward. DKIM signatures are verified (dkim.policy in --config: require, record (default)
+            .forward. DKIM signatures are verified (dkim.policy in --config: require (default), record
             or ignore; keys are looked up with the system resolver or dkim.dns_server).
 
             --maildir DIR takes every message in DIR/new and the unseen ones in DIR/cur, and marks
@@ -138,7 +138,7 @@ struct ReportsIngest: AsyncParsableCommand {
     func run() async throws {
         let config = try db.serveConfig()
         let store = try db.open(temporaryCode: exTempFail)
-        let policy = dkim.flatMap(ReportIngestor.DKIMPolicy.init) ?? ReportIngestor.DKIMPolicy(rawValue: config.dkimPolicy.rawValue) ?? .record
+        let policy = dkim.flatMap(ReportIngestor.DKIMPolicy.init) ?? ReportIngestor.DKIMPolicy(rawValue: config.dkimPolicy.rawValue) ?? .require
         let ingestor = ReportIngestor(store: store, maxSize: maxSize, dkimPolicy: policy, lookup: try Self.keyLookup(server: dnsServer ?? config.dnsServer))
         let tally = Tally()
         let keep = config.keepRejected

@@ -22,7 +22,8 @@ struct ServeConfig: Sendable {
     var maxDecompressed = 10 * 1024 * 1024
     /// Bearer token for /api/ (nil: the API is open to whoever reaches the listener).
     var apiToken: String?
-    var dkimPolicy = DKIMPolicy.record
+    /// RFC 8460 §3 / CONFORMANCE §4 item 30: report mail without a valid signature is ignored.
+    var dkimPolicy = DKIMPolicy.require
     var dnsServer: String?
     /// Where messages that are not reports (or refused by the DKIM policy) are kept; nil: dropped after logging.
     var keepRejected: String?

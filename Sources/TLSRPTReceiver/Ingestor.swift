@@ -8,9 +8,9 @@ import Storage
 /// input that is not a report is an outcome, not an error.
 public final class ReportIngestor: Sendable {
     public enum DKIMPolicy: String, Sendable {
-        /// Mail whose signature does not verify is refused (not stored).
+        /// Mail whose signature does not verify is refused (not stored): the default (RFC 8460 §3).
         case require
-        /// The result is stored with the report (the default).
+        /// The result is stored with the report.
         case record
         /// No verification.
         case ignore
@@ -34,7 +34,7 @@ public final class ReportIngestor: Sendable {
     public let dkimPolicy: DKIMPolicy
     let lookup: DKIM.KeyLookup
 
-    public init(store: ReportStore, maxSize: Int = ReportReader.defaultMaxSize, dkimPolicy: DKIMPolicy = .record, lookup: @escaping DKIM.KeyLookup) {
+    public init(store: ReportStore, maxSize: Int = ReportReader.defaultMaxSize, dkimPolicy: DKIMPolicy = .require, lookup: @escaping DKIM.KeyLookup) {
         self.store = store
         self.maxSize = maxSize
         self.dkimPolicy = dkimPolicy

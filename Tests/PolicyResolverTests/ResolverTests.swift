@@ -55,9 +55,13 @@ final class Lab: @unchecked Sendable {
     }
 
     func resolver(clock: ManualClock, store: (any PolicyStore)? = nil, settings: PolicyResolver.Settings = PolicyResolver.Settings()) throws -> PolicyResolver {
-        let dns = try DNSResolver(.init(server: "127.0.0.1:\(dnsPort)", timeout: 2, tries: 1))
+        // Generous time limits: these tests are about cache rules, not time-outs, and run beside
+        // other suites (PostgreSQL, Postfix) on two cores, where a fetch can take seconds.
+        let dns = try DNSResolver(.init(server: "127.0.0.1:\(dnsPort)", timeout: 5, tries: 2))
         let checker = try CertificateChecker(systemRoots: false, extraPEMFiles: [caFile])
-        let fetcher = PolicyFetcher(checker: checker, port: policyPort, connectTimeout: .seconds(3), deadline: .seconds(5))
+        let fetcher = PolicyFetcher(checker: checker, port: policyPort, connectTimeout: .seconds(10), deadline: .seconds(20))
+        var settings = settings
+        settings.timeout = max(settings.timeout, 60)
         return PolicyResolver(dns: dns, fetcher: fetcher, store: store, settings: settings, clock: clock)
     }
 
