@@ -38,15 +38,16 @@ struct DatabaseOptions: ParsableArguments {
         do { return try ServeConfig.load(path: config) } catch { throw ValidationError("\(error)") }
     }
 
-    func url() throws -> String {
+    func url(_ config: ServeConfig? = nil) throws -> String {
         if let database { return database }
         if let env = ProcessInfo.processInfo.environment["MTASTS_DATABASE"], !env.isEmpty { return env }
-        return try serveConfig().database
+        return try (config ?? serveConfig()).database
     }
 
-    /// Opens the store; a failure to reach the database exits with `temporaryCode`.
-    func open(temporaryCode: Int32 = Exit.temporary) throws -> ReportStore {
-        let url = try url()
+    /// Opens the store (`config`: the serve configuration when the caller has read it already);
+    /// a failure to reach the database exits with `temporaryCode`.
+    func open(temporaryCode: Int32 = Exit.temporary, config: ServeConfig? = nil) throws -> ReportStore {
+        let url = try url(config)
         do { return try ReportStore(url: url) } catch {
             Console.err("\(error)")
             throw ExitCode(temporaryCode)
@@ -137,7 +138,7 @@ struct ReportsIngest: AsyncParsableCommand {
 
     func run() async throws {
         let config = try db.serveConfig()
-        let store = try db.open(temporaryCode: exTempFail)
+        let store = try db.open(temporaryCode: exTempFail, config: config)
         let policy = dkim.flatMap(ReportIngestor.DKIMPolicy.init) ?? ReportIngestor.DKIMPolicy(rawValue: config.dkimPolicy.rawValue) ?? .require
         let ingestor = ReportIngestor(store: store, maxSize: maxSize, dkimPolicy: policy, lookup: try Self.keyLookup(server: dnsServer ?? config.dnsServer))
         let tally = Tally()

@@ -145,12 +145,10 @@ struct ReportsStatus: ParsableCommand {
     func run() throws {
         let config = try sender.daemonConfig()
         let store = try sender.store(config)
-        let reportSender = ReportSender(store: store, identity: SenderIdentity(organization: "", contact: "", submitter: "", from: ""),
-                                        https: try HTTPSTransport(), mail: nil, dkim: nil, node: "", log: { _ in })
-        let rows: [ReportSender.LedgerRow]
+        let rows: [SessionStore.LedgerRow]
         var days: [(String, Int64, Int64)] = []
         do {
-            rows = try reportSender.ledger(day: day)
+            rows = try store.ledger(day: day)
             for d in try day.map({ [$0] }) ?? store.days() {
                 let t = try store.totals(day: d)
                 days.append((d, t.successful, t.failed))

@@ -50,9 +50,14 @@ struct ServeCommand: AsyncParsableCommand {
             throw ExitCode(Exit.usage)
         }
         if !listen.isEmpty {
-            var text = "listen:\n"
-            for l in listen { text += "  - \"\(l)\"\n" }
-            do { config.listen = try ServeConfig.parse(text, file: "--listen").listen } catch { Console.err("\(error)"); throw ExitCode(Exit.usage) }
+            config.listen = []
+            for item in listen {
+                guard let address = ServeConfig.address(item) else {
+                    Console.err("--listen: \(ServeConfig.addressError(item))")
+                    throw ExitCode(Exit.usage)
+                }
+                config.listen.append(address)
+            }
         }
         // The same order as `mtasts reports`: --database, MTASTS_DATABASE, the file, the default.
         if let database { config.database = database } else if let env = ProcessInfo.processInfo.environment["MTASTS_DATABASE"], !env.isEmpty {

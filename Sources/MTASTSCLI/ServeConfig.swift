@@ -53,12 +53,8 @@ struct ServeConfig: Sendable {
             case "listen":
                 config.listen = []
                 for item in try reader.strings(value, key) {
-                    guard let colon = item.lastIndex(of: ":"), let port = Int(item[item.index(after: colon)...]), (0...65_535).contains(port) else {
-                        throw reader.error(value, "listen must be HOST:PORT (such as 127.0.0.1:8080 or [::]:443), not '\(item)'")
-                    }
-                    var host = String(item[..<colon])
-                    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-                    config.listen.append((host.isEmpty ? "0.0.0.0" : host, port))
+                    guard let address = address(item) else { throw reader.error(value, addressError(item)) }
+                    config.listen.append(address)
                 }
             case "database": config.database = try reader.string(value, key)
             case "tls":
@@ -119,6 +115,16 @@ struct ServeConfig: Sendable {
         }
         return config
     }
+
+    /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all addresses).
+    static func address(_ item: String) -> (host: String, port: Int)? {
+        guard let colon = item.lastIndex(of: ":"), let port = Int(item[item.index(after: colon)...]), (0...65_535).contains(port) else { return nil }
+        var host = String(item[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    static func addressError(_ item: String) -> String { "listen must be HOST:PORT (such as 127.0.0.1:8080 or [::]:443), not '\(item)'" }
 
     /// A policy given as its text (what `mtasts policy init` prints), as `{file: PATH}`, as
     /// `{policy: TEXT}` or as `{mode, mx, max_age}`.

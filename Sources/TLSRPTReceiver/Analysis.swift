@@ -128,15 +128,8 @@ extension ReportStore {
     }
 
     public func list(_ filter: ReportFilter, limit: Int = 1000) throws -> [ReportRow] {
-        var parts: [String] = []
-        var values: [SQLValue] = []
-        if let domain = filter.domain {
-            parts.append("r.id IN (SELECT report FROM report_policies WHERE policy_domain = ?)")
-            values.append(.text(domain))
-        }
-        if let since = filter.since { parts.append("r.day >= ?"); values.append(.text(since)) }
-        if let until = filter.until { parts.append("r.day <= ?"); values.append(.text(until)) }
-        values.append(.integer(Int64(limit)))
+        let (parts, conditionValues) = reportConditions(filter)
+        let values = conditionValues + [.integer(Int64(limit))]
         let concat = db.kind == .sqlite ? "GROUP_CONCAT(d.name, ' ')" : "STRING_AGG(d.name, ' ')"
         let rows = try db.query("""
             SELECT r.id, o.name, r.report_id, r.day, r.start_date, r.end_date, r.successful, r.failed, r.channel, r.dkim, r.received_at,
@@ -145,6 +138,19 @@ extension ReportStore {
             \(parts.isEmpty ? "" : "WHERE " + parts.joined(separator: " AND ")) ORDER BY r.day DESC, r.id DESC LIMIT ?
             """, values)
         return rows.map(reportRow)
+    }
+
+    /// Conditions on `reports r` for a filter: a report is about a domain when one of its policies is.
+    private func reportConditions(_ filter: ReportFilter) -> ([String], [SQLValue]) {
+        var parts: [String] = []
+        var values: [SQLValue] = []
+        if let domain = filter.domain {
+            parts.append("r.id IN (SELECT report FROM report_policies WHERE policy_domain = ?)")
+            values.append(.text(domain))
+        }
+        if let since = filter.since { parts.append("r.day >= ?"); values.append(.text(since)) }
+        if let until = filter.until { parts.append("r.day <= ?"); values.append(.text(until)) }
+        return (parts, values)
     }
 
     private func reportRow(_ r: [SQLValue]) -> ReportRow {
@@ -172,11 +178,9 @@ extension ReportStore {
     public func forEachReport(_ filter: ReportFilter, _ body: (ReportRow, String) throws -> Void) throws {
         var after: Int64 = 0
         while true {
-            var parts = ["r.id > ?"]
-            var values: [SQLValue] = [.integer(after)]
-            if let domain = filter.domain { parts.append("r.id IN (SELECT report FROM report_policies WHERE policy_domain = ?)"); values.append(.text(domain)) }
-            if let since = filter.since { parts.append("r.day >= ?"); values.append(.text(since)) }
-            if let until = filter.until { parts.append("r.day <= ?"); values.append(.text(until)) }
+            let (conditions, conditionValues) = reportConditions(filter)
+            let parts = ["r.id > ?"] + conditions
+            let values: [SQLValue] = [.integer(after)] + conditionValues
             let rows = try db.query("""
                 SELECT r.id, o.name, r.report_id, r.day, r.start_date, r.end_date, r.successful, r.failed, r.channel, r.dkim, r.received_at, '', r.normalized
                 FROM reports r JOIN organizations o ON o.id = r.organization_id WHERE \(parts.joined(separator: " AND ")) ORDER BY r.id LIMIT 500

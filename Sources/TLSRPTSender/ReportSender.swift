@@ -162,27 +162,4 @@ public final class ReportSender: @unchecked Sendable {
         return try DKIM.sign(message, domain: dkim.domain, selector: dkim.selector, key: dkim.key,
                              headers: ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type", "TLS-Report-Domain", "TLS-Report-Submitter", "TLS-Required"])
     }
-
-    public struct LedgerRow: Sendable {
-        public var day: String
-        public var domain: String
-        public var reportID: String
-        public var uri: String
-        public var status: String
-        public var attempts: Int64
-        public var lastAttempt: Double?
-        public var nextAttempt: Double?
-        public var result: String?
-    }
-
-    public func ledger(day: String? = nil) throws -> [LedgerRow] {
-        try store.db.query("""
-            SELECT day, domain, report_id, uri, status, attempts, last_attempt, next_attempt, result FROM tlsrpt_deliveries
-            \(day == nil ? "" : "WHERE day = ?") ORDER BY day, domain, uri
-            """, day.map { [SQLValue.text($0)] } ?? []).map {
-            LedgerRow(day: $0[0].string ?? "", domain: $0[1].string ?? "", reportID: $0[2].string ?? "", uri: $0[3].string ?? "",
-                      status: $0[4].string ?? "", attempts: $0[5].int ?? 0, lastAttempt: $0[6].double,
-                      nextAttempt: ["retry", "pending"].contains($0[4].string ?? "") ? $0[7].double : nil, result: $0[8].string)
-        }
-    }
 }

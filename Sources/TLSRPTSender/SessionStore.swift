@@ -134,6 +134,30 @@ public final class SessionStore: @unchecked Sendable {
         try db.query("SELECT DISTINCT day FROM tlsrpt_sessions ORDER BY day").compactMap { $0.first?.string }
     }
 
+    public struct LedgerRow: Sendable {
+        public var day: String
+        public var domain: String
+        public var reportID: String
+        public var uri: String
+        public var status: String
+        public var attempts: Int64
+        public var lastAttempt: Double?
+        public var nextAttempt: Double?
+        public var result: String?
+    }
+
+    /// The delivery ledger: what was sent where, when, with what result.
+    public func ledger(day: String? = nil) throws -> [LedgerRow] {
+        try db.query("""
+            SELECT day, domain, report_id, uri, status, attempts, last_attempt, next_attempt, result FROM tlsrpt_deliveries
+            \(day == nil ? "" : "WHERE day = ?") ORDER BY day, domain, uri
+            """, day.map { [SQLValue.text($0)] } ?? []).map {
+            LedgerRow(day: $0[0].string ?? "", domain: $0[1].string ?? "", reportID: $0[2].string ?? "", uri: $0[3].string ?? "",
+                      status: $0[4].string ?? "", attempts: $0[5].int ?? 0, lastAttempt: $0[6].double,
+                      nextAttempt: ["retry", "pending"].contains($0[4].string ?? "") ? $0[7].double : nil, result: $0[8].string)
+        }
+    }
+
     /// Total sessions stored for a day (successful, failed).
     public func totals(day: String) throws -> (successful: Int64, failed: Int64) {
         let r = try db.query("SELECT COALESCE(SUM(successful), 0), COALESCE(SUM(failed), 0) FROM tlsrpt_sessions WHERE day = ?", [.text(day)]).first

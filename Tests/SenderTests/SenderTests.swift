@@ -89,11 +89,7 @@ final class CollectorDaemon: @unchecked Sendable {
 
     static func spawn(config: String, log: String) throws -> Spawned {
         let p = try Spawned(CLI.binary.path, ["daemon", "--config", config], stderrPath: log)
-        let deadline = Date().addingTimeInterval(20)
-        while !((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("socketmap on") {
-            if p.hasExited || Date() > deadline { throw PostgresServer.Missing(description: "the daemon did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")") }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
+        try p.waitForLog(log, contains: "socketmap on", what: "the daemon")
         return p
     }
 

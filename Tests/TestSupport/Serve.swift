@@ -15,11 +15,7 @@ public final class Serve: @unchecked Sendable {
         logPath = dir.appendingPathComponent("serve-\(id).log").path
         try "listen: 127.0.0.1:\(port)\ndatabase: \"\(database)\"\n\(extra)\n".write(toFile: config, atomically: true, encoding: .utf8)
         process = try Spawned(CLI.binary.path, ["serve", "--config", config], stderrPath: logPath)
-        let deadline = Date().addingTimeInterval(20)
-        while !log.contains("serving on") {
-            if process.hasExited || Date() > deadline { throw PostgresServer.Missing(description: "mtasts serve did not start: \(log)") }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
+        try process.waitForLog(logPath, contains: "serving on", what: "mtasts serve")
     }
 
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }

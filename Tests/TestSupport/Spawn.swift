@@ -53,6 +53,17 @@ public final class Spawned: @unchecked Sendable {
     }
 
     /// Has the process exited (reaping it if so)?
+    /// Waits until the helper's log file contains `text` (its ready line); throws with the log
+    /// when the helper exits or `timeout` passes first.
+    public func waitForLog(_ path: String, contains text: String, what: String, timeout: TimeInterval = 20) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        func log() -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        while !log().contains(text) {
+            if hasExited || Date() > deadline { throw PostgresServer.Missing(description: "\(what) did not start: \(log())") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
     /// The helper's own pid (it runs under a small shell that watches the lifeline).
     public var childPID: pid_t? {
         let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
