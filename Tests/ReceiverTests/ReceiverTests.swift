@@ -178,6 +178,22 @@ func day(_ offset: Int) -> String {
         #expect(!server.process.hasExited)
     }
 
+    @Test func apiTokenAndCSV() throws {
+        let db = dir.appendingPathComponent("token.db").path
+        let server = try Serve(dir: dir, database: db, extra: "reports:\n  api_token: s3cret\n")
+        let posted = try curl(["--data-binary", report(org: "T", id: "tok-1", day: day(0), domain: "tok.test", ok: 7, failures: [(type: "starttls-not-supported", count: 2, mx: "mx.tok.test", ip: "192.0.2.5")]), server.base + "/tlsrpt"])
+        #expect(posted.status == 201)  // posting needs no token: senders have none
+        #expect(try curl([server.base + "/api/summary"]).status == 401)
+        #expect(try curl(["-H", "Authorization: Bearer wrong", server.base + "/api/summary"]).status == 401)
+        let ok = try curl(["-H", "Authorization: Bearer s3cret", server.base + "/api/summary"])
+        #expect(ok.status == 200 && jsonObject(ok.body)["failed"] as? Int == 2)
+        // CSV forms of list and summary.
+        let list = try CLI.run(["reports", "list", "--csv", "--database", db]).stdout.split(separator: "\r\n")
+        #expect(list.count == 2 && list[1].contains(",T,tok-1,tok.test,7,2,https,"))
+        let summary = try CLI.run(["reports", "summary", "--csv", "--database", db]).stdout.split(separator: "\r\n")
+        #expect(summary == ["domain,day,reports,successful,failed,success_rate", "tok.test,\(day(0)),1,7,2,0.7778"])
+    }
+
     // MARK: policy host
 
     @Test func policyHostPerHostNameWithSNI() throws {

@@ -391,6 +391,10 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         // Our receiver: the signature verifies against the key served by dnsmasq, the report is stored.
         let der = try CLI.run(["-c", "openssl pkey -in \(rsaKey) -pubout -outform DER | base64 -w0"], executable: URL(fileURLWithPath: "/bin/sh")).stdout
         let dns = try DNSMasq(lines: ["txt-record=tlsrpt._domainkey.sender.test,\"v=DKIM1; k=rsa; p=\(der)\""])
+        // `reports dkim-record` prints the same key (split in 255-byte strings for the zone file).
+        let record = try CLI.run(["reports", "dkim-record", "--key", rsaKey, "--domain", "Sender.test"]).stdout
+        #expect(record.hasPrefix("tlsrpt._domainkey.sender.test. IN TXT \"v=DKIM1; k=rsa; p="))
+        #expect(record.replacingOccurrences(of: "\" \"", with: "").contains("p=\(der)\""), "\(record)")
         let ingest = try CLI.run(["reports", "ingest", "--dkim", "require", "--dns-server", dns.server, "--database", dir.appendingPathComponent("in.db").path, "--verbose"], stdin: message)
         #expect(ingest.stderr.contains("stored as #1") && ingest.stderr.contains("DKIM pass d=sender.test"), "\(ingest.stderr)")
 
