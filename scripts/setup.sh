@@ -15,10 +15,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected at /opt/swift/usr/bin)" >&2; exit 1; }
-# An independent DKIM signer/verifier for the tests (dkimpy from PyPI), in its own venv.
+# An independent DKIM signer/verifier for the tests (dkimpy from PyPI), in its own venv, with
+# PyNaCl, which dkimpy needs for Ed25519 (RFC 8463) and does not install by itself. Pinned.
 tools=/opt/mtasts-tools/venv
-if ! "$tools/bin/python" -c 'import dkim' 2>/dev/null; then
-    echo "setup: installing dkimpy into $tools"
-    python3 -m venv "$tools"
-    "$tools/bin/pip" install -q --disable-pip-version-check dkimpy==1.1.8
+if ! "$tools/bin/python" -c 'import dkim, nacl.signing, importlib.metadata as m; assert m.version("dkimpy") == "1.1.8"' 2>/dev/null; then
+    echo "setup: installing dkimpy 1.1.8 and PyNaCl 1.6.2 into $tools"
+    [ -x "$tools/bin/pip" ] || python3 -m venv "$tools"
+    "$tools/bin/pip" install -q --disable-pip-version-check dkimpy==1.1.8 pynacl==1.6.2
 fi
+"$tools/bin/python" -c 'import dkim, nacl.signing' || { echo "setup: dkimpy or PyNaCl is missing from $tools" >&2; exit 1; }

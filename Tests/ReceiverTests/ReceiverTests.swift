@@ -315,11 +315,8 @@ func day(_ offset: Int) -> String {
     // MARK: DKIM
 
     @Test func dkimVerifiedAgainstIndependentSigner() throws {
-        let python = "/opt/mtasts-tools/venv/bin/python"
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            Issue.record("dkimpy is not installed (scripts/setup.sh installs it in /opt/mtasts-tools/venv)")
-            return
-        }
+        try DKIMPy.check()
+        let python = DKIMPy.python
         let keyPath = dir.appendingPathComponent("dkim.key").path
         let gen = try CLI.run(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", keyPath], executable: URL(fileURLWithPath: "/usr/bin/openssl"))
         #expect(gen.status == 0)

@@ -434,11 +434,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
 
     /// dkimpy (PyPI), an independent verifier; the public key comes from the PEM file.
     func verifyWithDKIMPy(_ message: Data, keyPath: String) throws {
-        let python = "/opt/mtasts-tools/venv/bin/python"
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            Issue.record("dkimpy is not installed (scripts/setup.sh installs it in /opt/mtasts-tools/venv)")
-            return
-        }
+        try DKIMPy.check()
+        let python = DKIMPy.python
         let path = dir.appendingPathComponent("verify-\(UUID().uuidString.prefix(6)).eml").path
         try message.write(to: URL(fileURLWithPath: path))
         let out = try CLI.run(["-c", """
