@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -16,6 +16,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // The Swift server stack: HTTP (Hummingbird 2), logs, metrics, service life cycle.
+        // Hummingbird without its swift-configuration trait (we read our own YAML).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0", traits: []),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // zlib (gzip for TLS reports) through a tiny system-library shim; no extra package.
@@ -41,6 +51,8 @@ let package = Package(
         // The sender's policy resolver: DNS + strict fetch + cache stores + refresh (RFC 8461 §3.3, §5).
         .target(name: "PolicyResolver", dependencies: [
             "MTASTSCore", "MTASTSNet", "MailDNS", "Storage",
+            .product(name: "Atomics", package: "swift-atomics"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -48,6 +60,7 @@ let package = Package(
         // The Postfix socketmap protocol: netstring codec, request keys, replies.
         .target(name: "Socketmap", dependencies: [
             "MTASTSCore",
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -61,7 +74,8 @@ let package = Package(
         ]),
         // The sender's side of TLS-RPT: libtlsrpt collector, daily reports, delivery.
         .target(name: "TLSRPTSender", dependencies: [
-            "MTASTSCore", "Storage", "DKIM",
+            "MTASTSCore", "Storage", "DKIM", "ServerSupport",
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -71,9 +85,54 @@ let package = Package(
         .target(name: "MTASTSCheck", dependencies: ["MTASTSCore", "MTASTSNet", "MailDNS"]),
         // Values and parsers, no I/O.
         .target(name: "MTASTSCore", dependencies: ["CZlib"]),
+        // Logs (swift-log, one line format for every role), metrics (swift-metrics exported by
+        // swift-prometheus), the error type with codes and exit codes, the clock.
+        .target(name: "ServerSupport", dependencies: [
+            "MTASTSCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        // The three YAML configurations (daemon, serve, the sender's reporting): values only.
+        .target(name: "MTASTSConfig", dependencies: [
+            "MTASTSCore",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // `mtasts daemon`: the socketmap reply rules, the resolver and stores a configuration
+        // describes, and the daemon's services (listeners, refresher, reload, collector, daily run).
+        .target(name: "PolicyDaemon", dependencies: [
+            "MTASTSCore", "MTASTSConfig", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "TLSRPTSender", "DKIM", "ServerSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
+        // `mtasts serve` on Hummingbird 2: policy host (Host/SNI), report endpoint, read-only API,
+        // and the Prometheus endpoint every role uses.
+        .target(name: "WebServer", dependencies: [
+            "MTASTSCore", "MTASTSConfig", "TLSRPTReceiver", "ServerSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
             "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver", "TLSRPTSender", "DKIM",
+            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -108,6 +167,15 @@ let package = Package(
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).
         .executableTarget(name: "mtasts-bench-socketmap", path: "Benchmarks/SocketmapLoad", swiftSettings: [.swiftLanguageMode(.v5)]),
+        // In-process: routes through Hummingbird's test client, no child process.
+        .testTarget(name: "WebServerTests", dependencies: [
+            "WebServer", "MTASTSConfig", "TLSRPTReceiver", "MTASTSCore", "ServerSupport", "TestSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

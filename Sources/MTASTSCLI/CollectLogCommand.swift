@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import MailDNS
+import MTASTSConfig
 import MTASTSCore
+import PolicyDaemon
 import PolicyResolver
 import TLSRPTSender
 

@@ -1,5 +1,7 @@
 import Foundation
+import ArgumentParser
 import MTASTSCore
+import ServerSupport
 
 /// Exit codes, documented in the README and in `mtasts --help`.
 public enum Exit {
@@ -133,5 +135,20 @@ enum InputFiles {
         for entry in entries.sorted(by: { $0.name < $1.name }) {
             if entry.isDir { walk(base + entry.name, into: &out) } else { out.append(base + entry.name) }
         }
+    }
+}
+
+/// `--log-level` for the long-running commands (serve, daemon); MTASTS_LOG_LEVEL when not given.
+struct LoggingOptions: ParsableArguments {
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default: info, or MTASTS_LOG_LEVEL).", valueName: "LEVEL"))
+    var logLevel: String?
+
+    func validate() throws {
+        if let logLevel, Log.level(logLevel) == nil { throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical, not '\(logLevel)'") }
+    }
+
+    func bootstrap() {
+        let text = logLevel ?? ProcessInfo.processInfo.environment["MTASTS_LOG_LEVEL"] ?? "info"
+        Log.bootstrap(level: Log.level(text) ?? .info)
     }
 }

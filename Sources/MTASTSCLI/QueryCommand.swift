@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import MTASTSConfig
 import MTASTSCore
+import PolicyDaemon
 import PolicyResolver
 import Socketmap
 

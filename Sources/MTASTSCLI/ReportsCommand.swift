@@ -1,7 +1,9 @@
 import ArgumentParser
 import DKIM
 import Foundation
+import MTASTSConfig
 import MTASTSCore
+
 import MailDNS
 import Storage
 import TLSRPTReceiver

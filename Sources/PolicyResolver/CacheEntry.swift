@@ -1,25 +1,8 @@
 import Foundation
 import MTASTSCore
 
-/// Seconds since the Unix epoch, from a clock the tests can move.
-public protocol PolicyClock: Sendable {
-    func now() -> Double
-}
-
-public struct SystemClock: PolicyClock {
-    public init() {}
-    public func now() -> Double { Date().timeIntervalSince1970 }
-}
-
-/// A clock that moves only when told to (tests).
-public final class ManualClock: PolicyClock, @unchecked Sendable {
-    private let lock = NSLock()
-    private var current: Double
-
-    public init(_ start: Double = 1_800_000_000) { current = start }
-    public func now() -> Double { lock.withLock { current } }
-    public func advance(_ seconds: Double) { lock.withLock { current += seconds } }
-}
+/// The resolver's clock is the project's one clock (`MTASTSCore.WallClock`).
+public typealias PolicyClock = WallClock
 
 /// What the cache knows of one domain: a policy (while `expiresAt` is ahead), or that it has
 /// none (a negative entry, for a short while).

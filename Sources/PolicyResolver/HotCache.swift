@@ -1,4 +1,6 @@
 import MTASTSCore
+import Atomics
+import Metrics
 import NIOConcurrencyHelpers
 
 /// The in-memory layer: entries by domain with a coarse last-use time; past its capacity the
@@ -47,33 +49,60 @@ struct HotCache {
     }
 }
 
-/// Counters a daemon exposes (Prometheus text through `MetricsRegistry`).
+/// The resolver's counters: swift-metrics (exported at `/metrics` by the daemon) and a local
+/// count for `mtasts query` and the tests. Make them after `MetricsSystem.bootstrap`.
 public final class ResolverMetrics: Sendable {
-    public let lookups = Counter()
-    public let hits = Counter()
-    public let misses = Counter()
-    public let storeHits = Counter()
-    public let storeErrors = Counter()
-    public let dnsQueries = Counter()
-    public let refreshes = Counter()
-    public let refreshFailures = Counter()
-    public let evictions = Counter()
+    public let lookups = MetricCounter("mtasts_lookups_total")
+    public let hits = MetricCounter("mtasts_cache_hits_total")
+    public let misses = MetricCounter("mtasts_cache_misses_total")
+    public let storeHits = MetricCounter("mtasts_store_hits_total")
+    public let storeErrors = MetricCounter("mtasts_store_errors_total")
+    public let dnsQueries = MetricCounter("mtasts_dns_record_queries_total")
+    public let refreshes = MetricCounter("mtasts_refreshes_total")
+    public let refreshFailures = MetricCounter("mtasts_refresh_failures_total")
+    public let evictions = MetricCounter("mtasts_evictions_total")
     /// Fetch outcomes by RFC 8460 result type (or success, no-record, dns-temporary, timeout).
-    public let fetchOutcomes = LabeledCounter()
+    public let fetchOutcomes = LabeledCounter("mtasts_fetch_outcomes_total", dimension: "result")
 
     public init() {}
 }
 
-public final class Counter: Sendable {
-    private let value = NIOLockedValueBox<Int>(0)
-    public init() {}
-    public func increment(by n: Int = 1) { value.withLockedValue { $0 += n } }
-    public var count: Int { value.withLockedValue { $0 } }
+/// A swift-metrics counter that also keeps its own count (an atomic add; no lock on the hit path).
+public final class MetricCounter: Sendable {
+    private let value = ManagedAtomic<Int>(0)
+    private let exported: Metrics.Counter
+
+    public init(_ label: String, dimensions: [(String, String)] = []) {
+        exported = Metrics.Counter(label: label, dimensions: dimensions)
+    }
+
+    public func increment(by n: Int = 1) {
+        value.wrappingIncrement(by: n, ordering: .relaxed)
+        exported.increment(by: n)
+    }
+
+    public var count: Int { value.load(ordering: .relaxed) }
 }
 
+/// One counter per label value (a small set: result types), made on first use.
 public final class LabeledCounter: Sendable {
-    private let values = NIOLockedValueBox<[String: Int]>([:])
-    public init() {}
-    public func increment(_ label: String) { values.withLockedValue { $0[label, default: 0] += 1 } }
-    public var counts: [String: Int] { values.withLockedValue { $0 } }
+    private let label: String
+    private let dimension: String
+    private let counters = NIOLockedValueBox<[String: MetricCounter]>([:])
+
+    public init(_ label: String, dimension: String) {
+        self.label = label
+        self.dimension = dimension
+    }
+
+    public func increment(_ value: String) {
+        counters.withLockedValue { c in
+            if let counter = c[value] { return counter }
+            let counter = MetricCounter(label, dimensions: [(dimension, value)])
+            c[value] = counter
+            return counter
+        }.increment()
+    }
+
+    public var counts: [String: Int] { counters.withLockedValue { $0.mapValues(\.count) } }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
+import Metrics
 import NIOCore
 import NIOPosix
 
@@ -31,6 +32,8 @@ public final class SocketmapServer: Sendable {
     let state = NIOLockedValueBox(ServerState())
     /// Reply latency in seconds, by the caller's choice of buckets.
     public let latency: LatencyHistogram?
+    let refusedCounter = Metrics.Counter(label: "mtasts_connections_refused_total")
+    let connectionsGauge = Metrics.Gauge(label: "mtasts_connections")
 
     struct ServerState {
         var listeners: [any Channel] = []
@@ -48,6 +51,9 @@ public final class SocketmapServer: Sendable {
     }
 
     public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+
+    /// Records the gauges (open connections) for an export that is about to be read.
+    public func recordGauges() { connectionsGauge.record(connectionCount) }
     public var refusedConnections: Int { state.withLockedValue { $0.refused } }
 
     /// Listens on TCP; returns the bound port (useful with port 0).
@@ -77,6 +83,7 @@ public final class SocketmapServer: Sendable {
                 let admitted = self.state.withLockedValue { state -> Bool in
                     guard !state.draining, state.connections.count < limits.maxConnections else {
                         state.refused += 1
+                        self.refusedCounter.increment()
                         return false
                     }
                     state.connections[ObjectIdentifier(channel)] = channel
@@ -246,30 +253,16 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// A latency histogram in seconds with fixed buckets (Prometheus `le` semantics).
+/// Socketmap reply latency: a swift-metrics timer (`mtasts_reply_seconds`, a Prometheus histogram
+/// in seconds with the buckets the exporter sets).
 public final class LatencyHistogram: Sendable {
-    public let bounds: [Double]
-    private let state: NIOLockedValueBox<(counts: [Int], sum: Double, total: Int)>
+    private let timer: Metrics.Timer
 
-    public init(bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]) {
-        self.bounds = bounds
-        state = NIOLockedValueBox((Array(repeating: 0, count: bounds.count), 0, 0))
+    public init(label: String = "mtasts_reply_seconds") {
+        timer = Metrics.Timer(label: label, preferredDisplayUnit: .seconds)
     }
 
     public func observe(_ elapsed: TimeAmount) {
-        let seconds = Double(elapsed.nanoseconds) / 1e9
-        state.withLockedValue { s in
-            if let i = bounds.firstIndex(where: { seconds <= $0 }) { s.counts[i] += 1 }
-            s.sum += seconds
-            s.total += 1
-        }
-    }
-
-    /// Cumulative counts per bound, the sum and the total.
-    public var snapshot: (cumulative: [Int], sum: Double, total: Int) {
-        state.withLockedValue { s in
-            var running = 0
-            return (s.counts.map { running += $0; return running }, s.sum, s.total)
-        }
+        timer.recordNanoseconds(elapsed.nanoseconds)
     }
 }

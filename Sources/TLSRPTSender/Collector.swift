@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import MTASTSCore
 import Storage
 
@@ -42,6 +43,7 @@ public final class Collector: @unchecked Sendable {
     private var queue: [(bytes: [UInt8], time: Double)] = []
     private var stopping = false
     private var counters = Counters()
+    private let exported = ExportedCounters()
     private var reader: Thread?
     private var writer: Thread?
     private let done = DispatchSemaphore(value: 0)
@@ -158,6 +160,7 @@ public final class Collector: @unchecked Sendable {
             let wake = queue.isEmpty
             queue.append(contentsOf: received)
             counters.received += received.count
+            exported.received.increment(by: received.count)
             if wake { lock.signal() }
             lock.unlock()
             received.removeAll(keepingCapacity: true)
@@ -228,8 +231,30 @@ public final class Collector: @unchecked Sendable {
 
     private func bump(_ change: (inout Counters) -> Void) {
         lock.lock()
+        let before = counters
         change(&counters)
+        let after = counters
         lock.unlock()
+        exported.add(after, minus: before)
+    }
+
+    /// The counters as swift-metrics (the daemon's `/metrics`).
+    struct ExportedCounters: Sendable {
+        let received = Metrics.Counter(label: "mtasts_tlsrpt_datagrams_received_total")
+        let malformed = Metrics.Counter(label: "mtasts_tlsrpt_datagrams_malformed_total")
+        let repaired = Metrics.Counter(label: "mtasts_tlsrpt_datagrams_repaired_total")
+        let committed = Metrics.Counter(label: "mtasts_tlsrpt_datagrams_committed_total")
+        let commits = Metrics.Counter(label: "mtasts_tlsrpt_commits_total")
+        let commitFailures = Metrics.Counter(label: "mtasts_tlsrpt_commit_failures_total")
+
+        func add(_ a: Counters, minus b: Counters) {
+            if a.received != b.received { received.increment(by: a.received - b.received) }
+            if a.malformed != b.malformed { malformed.increment(by: a.malformed - b.malformed) }
+            if a.repairedUTF8 != b.repairedUTF8 { repaired.increment(by: a.repairedUTF8 - b.repairedUTF8) }
+            if a.committed != b.committed { committed.increment(by: a.committed - b.committed) }
+            if a.commits != b.commits { commits.increment(by: a.commits - b.commits) }
+            if a.commitFailures != b.commitFailures { commitFailures.increment(by: a.commitFailures - b.commitFailures) }
+        }
     }
 
     private func malformed(_ bytes: [UInt8], _ reason: String) {

@@ -1,6 +1,7 @@
 import DKIM
 import Foundation
 import MTASTSCore
+import ServerSupport
 import Storage
 
 /// Builds the reports of completed days and delivers them to every `rua` URI, with a ledger in
@@ -81,32 +82,35 @@ public final class ReportSender: @unchecked Sendable {
 
     /// Makes one attempt for every delivery that is due (pending, or retrying and its time has
     /// come, or left "sending" for 10 minutes by a node that died).
-    public func deliverDue() async throws -> [Attempt] {
+    /// The database work and sendmail run on `pool`, never on the caller's thread.
+    public func deliverDue(pool: BlockingPool = .shared) async throws -> [Attempt] {
         let t = now()
-        let due = try store.db.query("""
+        let store = self.store, identity = self.identity
+        let due = try await pool.run { try store.db.query("""
             SELECT report_key, uri, day, attempts, first_attempt FROM tlsrpt_deliveries
             WHERE (status IN ('pending', 'retry') AND next_attempt <= ?) OR (status = 'sending' AND last_attempt < ?)
             ORDER BY day, report_key, uri
-            """, [.real(t), .real(t - 600)])
+            """, [.real(t), .real(t - 600)]) }
         var builtByDay: [String: [String: BuiltReport]] = [:]
         var attempts: [Attempt] = []
         for row in due {
             guard let key = row[0].string, let uri = row[1].string, let day = row[2].string else { continue }
             let previous = row[3].int ?? 0
             // Only one node takes an attempt.
-            let took = try store.db.query("""
+            let took = try await pool.run { try store.db.query("""
                 UPDATE tlsrpt_deliveries SET status = 'sending', last_attempt = ? WHERE report_key = ? AND uri = ? AND attempts = ?
                     AND (status IN ('pending', 'retry') OR (status = 'sending' AND last_attempt < ?)) RETURNING 1
-                """, [.real(t), .text(key), .text(uri), .integer(previous), .real(t - 600)])
+                """, [.real(t), .text(key), .text(uri), .integer(previous), .real(t - 600)]) }
             guard !took.isEmpty else { continue }
             if builtByDay[day] == nil {
-                builtByDay[day] = Dictionary(try store.buildReports(day: day, identity: identity).map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+                let built = try await pool.run { try store.buildReports(day: day, identity: identity) }
+                builtByDay[day] = Dictionary(built.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
             }
             guard let report = builtByDay[day]?[key], let target = report.rua.first(where: { $0.uri == uri }) ?? ReportURI.parse(uri).0 else {
-                try finish(key: key, uri: uri, attempts: previous + 1, status: "failed", result: "the report or its URI can no longer be built", at: t, first: t)
+                try await pool.run { try self.finish(key: key, uri: uri, attempts: previous + 1, status: "failed", result: "the report or its URI can no longer be built", at: t, first: t) }
                 continue
             }
-            let outcome = await deliver(report, to: target)
+            let outcome = await deliver(report, to: target, pool: pool)
             let attemptsNow = previous + 1
             var status: String
             switch outcome.kind {
@@ -117,7 +121,8 @@ public final class ReportSender: @unchecked Sendable {
             let delay = min(Self.giveUpAfter, firstRetry * pow(2, Double(attemptsNow - 1)))
             let firstTry = row[4].double ?? t
             if status == "retry" && t + delay - firstTry > Self.giveUpAfter { status = "gave-up" }
-            try finish(key: key, uri: uri, attempts: attemptsNow, status: status, result: outcome.detail, at: t, first: firstTry, next: t + delay)
+            let final = status
+            try await pool.run { try self.finish(key: key, uri: uri, attempts: attemptsNow, status: final, result: outcome.detail, at: t, first: firstTry, next: t + delay) }
             log("report \(report.reportID) → \(uri): \(status) (\(outcome.detail))")
             attempts.append(Attempt(reportID: report.reportID, uri: uri, outcome: outcome, status: status))
         }
@@ -133,7 +138,7 @@ public final class ReportSender: @unchecked Sendable {
     }
 
     /// One attempt to one URI.
-    public func deliver(_ report: BuiltReport, to uri: ReportURI) async -> DeliveryOutcome {
+    public func deliver(_ report: BuiltReport, to uri: ReportURI, pool: BlockingPool = .shared) async -> DeliveryOutcome {
         switch uri {
         case .https(let u):
             return await https.post(u, body: report.gzip)
@@ -144,7 +149,12 @@ public final class ReportSender: @unchecked Sendable {
                 return DeliveryOutcome(.permanent, "cannot sign the report mail: \(error)")
             }
             switch mail {
-            case .sendmail(let s): return s.send(message, from: identity.from, to: address)
+            case .sendmail(let s):
+                let from = identity.from
+                // sendmail is a child process we wait for: off the async threads.
+                do { return try await pool.run { s.send(message, from: from, to: address) } } catch {
+                    return DeliveryOutcome(.temporary, "sendmail could not be started now: \(error)")
+                }
             case .submission(let s): return await s.send(message, from: identity.from, to: address)
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import MTASTSConfig
 import MailDNS
 import MTASTSCore
 import MTASTSNet
@@ -8,12 +9,13 @@ import PolicyResolver
 import Socketmap
 
 /// Builds the resolver a configuration describes (shared by `daemon` and `query`).
-enum DaemonRuntime {
-    struct SetupError: Error, CustomStringConvertible {
-        var description: String
+public enum DaemonRuntime {
+    public struct SetupError: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
     }
 
-    static func makeStore(_ config: DaemonConfig) throws(SetupError) -> (any PolicyStore)? {
+    public static func makeStore(_ config: DaemonConfig) throws(SetupError) -> (any PolicyStore)? {
         do {
             switch config.cache {
             case .memory: return nil
@@ -25,7 +27,7 @@ enum DaemonRuntime {
         }
     }
 
-    static func makeResolver(_ config: DaemonConfig, store: (any PolicyStore)?, clock: any PolicyClock = SystemClock(),
+    public static func makeResolver(_ config: DaemonConfig, store: (any PolicyStore)?, clock: any PolicyClock = SystemClock(),
                              log: @escaping @Sendable (String) -> Void) throws(SetupError) -> PolicyResolver {
         let dns: DNSResolver
         do { dns = try DNSResolver(.init(server: config.dnsServer, timeout: config.dnsTimeout, tries: 2)) } catch {
@@ -52,27 +54,28 @@ enum DaemonRuntime {
 }
 
 /// Socketmap requests → resolver → Postfix replies, per zone (the socketmap name).
-final class PolicyMapResponder: SocketmapResponder {
-    let resolver: PolicyResolver
-    let config: NIOLockedValueBox<DaemonConfig>
+public final class PolicyMapResponder: SocketmapResponder {
+    public let resolver: PolicyResolver
+    /// The configuration in force: replaced whole by a reload, read under the lock by every reply.
+    public let config: NIOLockedValueBox<DaemonConfig>
 
-    init(resolver: PolicyResolver, config: DaemonConfig) {
+    public init(resolver: PolicyResolver, config: DaemonConfig) {
         self.resolver = resolver
         self.config = NIOLockedValueBox(config)
     }
 
-    func immediateReply(to request: SocketmapRequest) -> String? {
+    public func immediateReply(to request: SocketmapRequest) -> String? {
         guard let domain = SocketmapKey.policyDomain(request.key) else { return SocketmapReply.notFound }
         guard let resolution = resolver.cached(domain) else { return nil }
         return render(resolution, zone: request.name)
     }
 
-    func reply(to request: SocketmapRequest) async -> String {
+    public func reply(to request: SocketmapRequest) async -> String {
         guard let domain = SocketmapKey.policyDomain(request.key) else { return SocketmapReply.notFound }
         return render(await resolver.resolve(domain), zone: request.name)
     }
 
-    func render(_ resolution: Resolution, zone name: String) -> String {
+    public func render(_ resolution: Resolution, zone name: String) -> String {
         let (zone, failureLevel) = config.withLockedValue { ($0.zone(name), $0.policyFailureLevel) }
         return Self.render(resolution, zone: zone, failureLevel: failureLevel)
     }
@@ -80,7 +83,7 @@ final class PolicyMapResponder: SocketmapResponder {
     /// The reply for a resolution: `TEMP` for our own failures; DANE where it applies (RFC 8461
     /// §2); the policy's reply; for a policy that could not be fetched or validated, with TLSRPT
     /// on, the failure for Postfix to report (at `policy_failure_level`); else `NOTFOUND `.
-    static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, failureLevel: String) -> String {
+    public static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, failureLevel: String) -> String {
         switch resolution.status {
         case .temporary:
             return SocketmapReply.temporary(resolution.reason)
@@ -98,10 +101,16 @@ final class PolicyMapResponder: SocketmapResponder {
     }
 }
 
-/// Log lines on standard error, with a UTC time stamp.
-enum DaemonLog {
-    static func line(_ text: String) {
-        let stamp = RFC3339.format(Int64(Date().timeIntervalSince1970))
-        FileHandle.standardError.write(Data("\(stamp) mtasts: \(text)\n".utf8))
+extension DaemonRuntime {
+    /// `user` or `user:group` → ids (the socket's owner).
+    public static func owner(_ spec: String) throws(SetupError) -> (uid_t, gid_t) {
+        let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
+        guard let pw = getpwnam(parts[0]) else { throw SetupError(description: "owner: no user '\(parts[0])'") }
+        var gid = pw.pointee.pw_gid
+        if parts.count == 2 {
+            guard let gr = getgrnam(parts[1]) else { throw SetupError(description: "owner: no group '\(parts[1])'") }
+            gid = gr.pointee.gr_gid
+        }
+        return (pw.pointee.pw_uid, gid)
     }
 }

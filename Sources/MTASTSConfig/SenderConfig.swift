@@ -1,52 +1,51 @@
-import DKIM
 import Foundation
-import NIOCore
-import TLSRPTSender
 import Yams
 
 /// The sender's TLS-RPT settings in `mtasts daemon`'s configuration: `collector:` (the libtlsrpt
 /// socket), `reporting:` (who we are, how reports go out) and `tlsrpt_database:`.
-struct CollectorSettings: Sendable, Equatable {
-    var socket = "/run/mtasts/tlsrpt.sock"
-    var mode: mode_t = 0o666
-    var owner: String?
-    var group: String?
-    var batchSize = 1_000
-    var flushInterval: Double = 1
-    var receiveBuffer = 8 << 20
-    var quarantine: String?
+public struct CollectorSettings: Sendable, Equatable {
+    public init() {}
+    public var socket = "/run/mtasts/tlsrpt.sock"
+    public var mode: mode_t = 0o666
+    public var owner: String?
+    public var group: String?
+    public var batchSize = 1_000
+    public var flushInterval: Double = 1
+    public var receiveBuffer = 8 << 20
+    public var quarantine: String?
 }
 
-struct ReportingSettings: Sendable, Equatable {
-    var organization: String?
-    var contact: String?
-    var submitter: String?
-    var from: String?
+public struct ReportingSettings: Sendable, Equatable {
+    public init() {}
+    public var organization: String?
+    public var contact: String?
+    public var submitter: String?
+    public var from: String?
     /// Build and send each completed day's reports from inside the daemon.
-    var sendDaily = true
+    public var sendDaily = true
     /// Random delay after 00:00 UTC before building (spreads senders; RFC 8460 §4.1 asks for it).
-    var spread: Double = 3_600
-    var node = ProcessInfo.processInfo.hostName
-    var httpsTimeout: Double = 30
+    public var spread: Double = 3_600
+    public var node = ProcessInfo.processInfo.hostName
+    public var httpsTimeout: Double = 30
     /// First retry delay; it doubles per attempt (RFC 8460 §5.5), giving up after 24 hours.
-    var firstRetry: Double = 60
-    var caFiles: [String] = []
-    var transport = "sendmail"
-    var sendmail = "/usr/sbin/sendmail"
-    var smtpHost: String?
-    var smtpPort = 587
-    var smtpTLS = "starttls"
-    var smtpUser: String?
-    var smtpPassword: String?
-    var dkimDomain: String?
-    var dkimSelector = "tlsrpt"
-    var dkimKey: String?
+    public var firstRetry: Double = 60
+    public var caFiles: [String] = []
+    public var transport = "sendmail"
+    public var sendmail = "/usr/sbin/sendmail"
+    public var smtpHost: String?
+    public var smtpPort = 587
+    public var smtpTLS = "starttls"
+    public var smtpUser: String?
+    public var smtpPassword: String?
+    public var dkimDomain: String?
+    public var dkimSelector = "tlsrpt"
+    public var dkimKey: String?
 }
 
 extension DaemonConfig {
-    static let defaultTLSRPTDatabase = "/var/lib/mtasts/tlsrpt.db"
+    public static let defaultTLSRPTDatabase = "/var/lib/mtasts/tlsrpt.db"
 
-    static func collector(_ node: Node, _ reader: Reader) throws(ConfigError) -> CollectorSettings {
+    public static func collector(_ node: Node, _ reader: Reader) throws(ConfigError) -> CollectorSettings {
         var c = CollectorSettings()
         for (k, v) in try reader.mapping(node, "collector") {
             let key = try reader.key(k)
@@ -66,7 +65,7 @@ extension DaemonConfig {
         return c
     }
 
-    static func reporting(_ node: Node, _ reader: Reader) throws(ConfigError) -> ReportingSettings {
+    public static func reporting(_ node: Node, _ reader: Reader) throws(ConfigError) -> ReportingSettings {
         var r = ReportingSettings()
         for (k, v) in try reader.mapping(node, "reporting") {
             let key = try reader.key(k)
@@ -95,7 +94,7 @@ extension DaemonConfig {
                     case "port": r.smtpPort = try reader.int(mv, subName, 1...65_535)
                     case "tls":
                         r.smtpTLS = try reader.string(mv, subName)
-                        guard SubmissionTransport.TLSMode(rawValue: r.smtpTLS) != nil else { throw reader.error(mv, "\(subName) must be starttls, implicit or none") }
+                        guard ["starttls", "implicit", "none"].contains(r.smtpTLS) else { throw reader.error(mv, "\(subName) must be starttls, implicit or none") }
                     case "username": r.smtpUser = try reader.string(mv, subName)
                     case "password": r.smtpPassword = try reader.string(mv, subName)
                     default: throw reader.unknown(mk, sub, in: name)
@@ -121,36 +120,8 @@ extension DaemonConfig {
 }
 
 extension ReportingSettings {
-    struct Incomplete: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    var identity: SenderIdentity {
-        get throws {
-            guard let organization else { throw Incomplete(description: "reporting.organization is not set (the organization-name of the reports)") }
-            guard let submitter else { throw Incomplete(description: "reporting.submitter is not set (the domain the reports come from)") }
-            let from = self.from ?? "noreply-tlsrpt@\(submitter)"
-            return SenderIdentity(organization: organization, contact: contact ?? "mailto:\(from)", submitter: submitter, from: from)
-        }
-    }
-
-    func makeSender(store: SessionStore, log: @escaping @Sendable (String) -> Void) throws -> ReportSender {
-        let https = try HTTPSTransport(caFiles: caFiles, timeout: .milliseconds(Int64(httpsTimeout * 1000)))
-        let mail: ReportSender.MailTransport
-        if transport == "smtp", let host = smtpHost {
-            mail = .submission(try SubmissionTransport(host: host, port: smtpPort, tls: SubmissionTransport.TLSMode(rawValue: smtpTLS) ?? .starttls,
-                                                       username: smtpUser, password: smtpPassword, ehloName: node, caFiles: caFiles))
-        } else {
-            mail = .sendmail(SendmailTransport(path: sendmail))
-        }
-        var signer: ReportSender.DKIMSigner?
-        if let keyPath = dkimKey {
-            guard let pem = try? String(contentsOfFile: keyPath, encoding: .utf8) else { throw Incomplete(description: "reporting.dkim.key: cannot read \(keyPath)") }
-            let submitter = try identity.submitter
-            signer = ReportSender.DKIMSigner(domain: dkimDomain ?? submitter, selector: dkimSelector, key: try DKIM.SigningKey(pem: pem))
-        }
-        let sender = ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, log: log)
-        sender.firstRetry = firstRetry
-        return sender
+    public struct Incomplete: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
     }
 }

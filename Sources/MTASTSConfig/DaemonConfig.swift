@@ -3,74 +3,82 @@ import Yams
 
 /// `mtasts daemon`'s configuration: YAML. A configuration file of postfix-mta-sts-resolver is
 /// accepted as it is; our own keys follow. Unknown keys and wrong types are errors with the line.
-struct DaemonConfig: Sendable {
-    struct Zone: Sendable, Equatable {
-        var strictTesting = false
-        var timeout: Double = 4
-        var requireSNI = true
-        var tlsrpt = false
+public struct DaemonConfig: Sendable {
+    public init() {}
+
+    public struct Zone: Sendable, Equatable {
+        public init() {}
+        public var strictTesting = false
+        public var timeout: Double = 4
+        public var requireSNI = true
+        public var tlsrpt = false
     }
 
-    enum Cache: Sendable, Equatable {
+    public enum Cache: Sendable, Equatable {
         case memory(size: Int)
         case sqlite(path: String)
         case postgres(dsn: String, timeout: Double)
     }
 
-    var host: String? = "127.0.0.1"
-    var port: Int? = 8461
-    var path: String?
-    var socketMode: mode_t?
-    var socketOwner: String?
-    var reusePort = true
-    var shutdownTimeout: Double = 20
-    var cacheGrace: Double = 60
-    var proactiveEnabled = true
-    var proactiveInterval: Double = 60
-    var proactiveConcurrency = 16
-    var cache: Cache = .sqlite(path: DaemonConfig.defaultCachePath)
-    var defaultZone = Zone()
-    var zones: [String: Zone] = [:]
+    public var host: String? = "127.0.0.1"
+    public var port: Int? = 8461
+    public var path: String?
+    public var socketMode: mode_t?
+    public var socketOwner: String?
+    public var reusePort = true
+    public var shutdownTimeout: Double = 20
+    public var cacheGrace: Double = 60
+    public var proactiveEnabled = true
+    public var proactiveInterval: Double = 60
+    public var proactiveConcurrency = 16
+    public var cache: Cache = .sqlite(path: DaemonConfig.defaultCachePath)
+    public var defaultZone = Zone()
+    public var zones: [String: Zone] = [:]
     // Our own keys.
-    var dnsServer: String?
-    var dnsTimeout = 5
-    var caFiles: [String] = []
-    var systemRoots = true
-    var policyPort = 443
-    var negativeTTL: Double = 300
-    var dane = true
-    var metricsHost = "127.0.0.1"
-    var metricsPort: Int?
-    var maxConnections = 4_096
-    var maxRequestLength = 2_048
-    var idleTimeout: Double = 300
+    public var dnsServer: String?
+    public var dnsTimeout = 5
+    public var caFiles: [String] = []
+    public var systemRoots = true
+    public var policyPort = 443
+    public var negativeTTL: Double = 300
+    public var dane = true
+    public var metricsHost = "127.0.0.1"
+    public var metricsPort: Int?
+    public var maxConnections = 4_096
+    public var maxRequestLength = 2_048
+    public var idleTimeout: Double = 300
     /// The in-memory layer in front of SQLite/PostgreSQL (misses are read from the store).
-    var hotCacheSize = 10_000
-    var evictAfter: Double = 30 * 86_400
-    var policyFailureLevel = "may"
+    public var hotCacheSize = 10_000
+    public var evictAfter: Double = 30 * 86_400
+    public var policyFailureLevel = "may"
     /// The sender's TLS-RPT: the libtlsrpt collector, report building and delivery.
-    var collector: CollectorSettings?
-    var reporting: ReportingSettings?
-    var tlsrptDatabase = DaemonConfig.defaultTLSRPTDatabase
+    public var collector: CollectorSettings?
+    public var reporting: ReportingSettings?
+    public var tlsrptDatabase = DaemonConfig.defaultTLSRPTDatabase
 
-    static let defaultCachePath = "/var/lib/mtasts/policy-cache.db"
+    public static let defaultCachePath = "/var/lib/mtasts/policy-cache.db"
 
-    struct ConfigError: Error, CustomStringConvertible {
-        var file: String
-        var line: Int?
-        var message: String
-        var description: String { "\(file)\(line.map { ":\($0)" } ?? ""): \(message)" }
+    public struct ConfigError: Error, CustomStringConvertible {
+        public var file: String
+        public var line: Int?
+        public var message: String
+        public init(file: String, line: Int?, message: String) {
+            self.file = file
+            self.line = line
+            self.message = message
+        }
+        public var description: String { "\(file)\(line.map { ":\($0)" } ?? ""): \(message)" }
     }
 
     /// The zone a socketmap name selects; unknown names get the default zone (as the reference daemon).
-    func zone(_ name: String) -> Zone { zones[name] ?? defaultZone }
+    public func zone(_ name: String) -> Zone { zones[name] ?? defaultZone }
 
-    static func load(path: String) throws(ConfigError) -> DaemonConfig {
+    public static func load(path: String) throws(ConfigError) -> DaemonConfig {
         try parse(try text(path), file: path)
     }
 
     /// A configuration file's text (shared by the daemon's and serve's configurations).
-    static func text(_ path: String) throws(ConfigError) -> String {
+    public static func text(_ path: String) throws(ConfigError) -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(file: path, line: nil, message: "cannot read the configuration file")
         }
@@ -80,7 +88,7 @@ struct DaemonConfig: Sendable {
         return text
     }
 
-    static func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch {
             throw ConfigError(file: file, line: nil, message: "not valid YAML: \(error)")
@@ -166,7 +174,7 @@ struct DaemonConfig: Sendable {
         return config
     }
 
-    static func zone(_ node: Node, _ reader: Reader, _ name: String) throws(ConfigError) -> Zone {
+    public static func zone(_ node: Node, _ reader: Reader, _ name: String) throws(ConfigError) -> Zone {
         var zone = Zone()
         for (k, v) in try reader.mapping(node, name) {
             let key = try reader.key(k)
@@ -181,7 +189,7 @@ struct DaemonConfig: Sendable {
         return zone
     }
 
-    static func cache(_ node: Node, _ reader: Reader) throws(ConfigError) -> Cache {
+    public static func cache(_ node: Node, _ reader: Reader) throws(ConfigError) -> Cache {
         let map = try reader.mapping(node, "cache")
         var type = "internal"
         var typeNode = node
@@ -229,40 +237,41 @@ struct DaemonConfig: Sendable {
     }
 
     /// Typed access to YAML nodes, errors with the line.
-    struct Reader {
-        var file: String
+    public struct Reader {
+        public var file: String
+        public init(file: String) { self.file = file }
 
-        func error(_ node: Node, _ message: String) -> ConfigError {
+        public func error(_ node: Node, _ message: String) -> ConfigError {
             ConfigError(file: file, line: node.mark.map { $0.line }, message: message)
         }
 
-        func unknown(_ node: Node, _ key: String, in parent: String?) -> ConfigError {
+        public func unknown(_ node: Node, _ key: String, in parent: String?) -> ConfigError {
             error(node, "unknown key '\(key)'\(parent.map { " in \($0)" } ?? "")")
         }
 
-        func mapping(_ node: Node, _ what: String) throws(ConfigError) -> Node.Mapping {
+        public func mapping(_ node: Node, _ what: String) throws(ConfigError) -> Node.Mapping {
             if case .scalar(let s) = node, s.string.isEmpty || s.string == "~" || s.string == "null" { return Node.Mapping([]) }
             guard let m = node.mapping else { throw error(node, "\(what) must be a mapping") }
             return m
         }
 
-        func key(_ node: Node) throws(ConfigError) -> String {
+        public func key(_ node: Node) throws(ConfigError) -> String {
             guard case .scalar(let s) = node else { throw error(node, "a key must be a plain string") }
             return s.string
         }
 
-        func scalar(_ node: Node, _ key: String, _ kind: String) throws(ConfigError) -> String {
+        public func scalar(_ node: Node, _ key: String, _ kind: String) throws(ConfigError) -> String {
             guard case .scalar(let s) = node else { throw error(node, "\(key) must be \(kind)") }
             return s.string
         }
 
-        func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        public func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
             let s = try scalar(node, key, "a string")
             guard !s.isEmpty else { throw error(node, "\(key) must not be empty") }
             return s
         }
 
-        func strings(_ node: Node, _ key: String) throws(ConfigError) -> [String] {
+        public func strings(_ node: Node, _ key: String) throws(ConfigError) -> [String] {
             if case .sequence(let seq) = node {
                 var out: [String] = []
                 for n in seq { out.append(try string(n, key)) }
@@ -271,7 +280,7 @@ struct DaemonConfig: Sendable {
             return [try string(node, key)]
         }
 
-        func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
+        public func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
             switch try scalar(node, key, "true or false").lowercased() {
             case "true", "yes", "on": return true
             case "false", "no", "off": return false
@@ -279,7 +288,7 @@ struct DaemonConfig: Sendable {
             }
         }
 
-        func int(_ node: Node, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        public func int(_ node: Node, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
             let s = try scalar(node, key, "a whole number")
             guard let v = Int(s), range.contains(v) else {
                 throw error(node, "\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(s)'")
@@ -287,7 +296,7 @@ struct DaemonConfig: Sendable {
             return v
         }
 
-        func double(_ node: Node, _ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double {
+        public func double(_ node: Node, _ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double {
             let s = try scalar(node, key, "a number")
             guard let v = Double(s), v.isFinite, range.contains(v) else {
                 throw error(node, "\(key) must be a number from \(range.lowerBound.clean) to \(range.upperBound.clean), not '\(s)'")
@@ -296,7 +305,7 @@ struct DaemonConfig: Sendable {
         }
 
         /// A unix socket mode, octal as in YAML 1.1 (`0666`, `0o666`) or a string.
-        func mode(_ node: Node, _ key: String) throws(ConfigError) -> mode_t {
+        public func mode(_ node: Node, _ key: String) throws(ConfigError) -> mode_t {
             var s = try scalar(node, key, "an octal mode")
             if s.hasPrefix("0o") { s.removeFirst(2) }
             guard let v = mode_t(s, radix: 8), v <= 0o7777 else { throw error(node, "\(key) must be an octal mode such as 0660, not '\(s)'") }

@@ -4,40 +4,55 @@ import Yams
 
 /// `mtasts serve`'s configuration (YAML). Every key is optional: an empty file (or none) serves
 /// the report endpoint on 127.0.0.1:8080 over plain HTTP with an SQLite file.
-struct ServeConfig: Sendable {
-    struct Certificate: Sendable, Equatable {
+public struct ServeConfig: Sendable {
+    public init() {}
+
+    public struct Certificate: Sendable, Equatable {
         /// Host names (SNI) this certificate is for; the first certificate is also the default.
-        var hosts: [String]
-        var certificate: String
-        var key: String
+        public var hosts: [String]
+        public var certificate: String
+        public var key: String
+        public init(hosts: [String], certificate: String, key: String) {
+            self.hosts = hosts
+            self.certificate = certificate
+            self.key = key
+        }
     }
 
-    var listen: [(host: String, port: Int)] = [("127.0.0.1", 8080)]
-    var database = ServeConfig.defaultDatabase
-    var certificates: [Certificate] = []
+    public var listen: [(host: String, port: Int)] = [("127.0.0.1", 8080)]
+    public var database = ServeConfig.defaultDatabase
+    public var certificates: [Certificate] = []
     /// Policy text per policy domain (lowercased), served at https://mta-sts.DOMAIN/.well-known/mta-sts.txt.
-    var policies: [String: String] = [:]
-    var reportPath = "/tlsrpt"
-    var maxCompressed = 1 * 1024 * 1024
-    var maxDecompressed = 10 * 1024 * 1024
+    public var policies: [String: String] = [:]
+    public var reportPath = "/tlsrpt"
+    public var maxCompressed = 1 * 1024 * 1024
+    public var maxDecompressed = 10 * 1024 * 1024
     /// Bearer token for /api/ (nil: the API is open to whoever reaches the listener).
-    var apiToken: String?
+    public var apiToken: String?
+    /// Answer `/api/` and `/metrics` without a token on a listener that is not loopback.
+    public var apiPublic = false
+    /// Connections at once, and time limits in seconds (see `limits:` in contrib/mtasts-serve.yml).
+    public var maxConnections = 1_024
+    public var idleTimeout: Double = 30
+    public var headerTimeout: Double = 10
+    public var bodyTimeout: Double = 30
+    public var handshakeTimeout: Double = 10
     /// RFC 8460 §3 / CONFORMANCE §4 item 30: report mail without a valid signature is ignored.
-    var dkimPolicy = DKIMPolicy.require
-    var dnsServer: String?
+    public var dkimPolicy = DKIMPolicy.require
+    public var dnsServer: String?
     /// Where messages that are not reports (or refused by the DKIM policy) are kept; nil: dropped after logging.
-    var keepRejected: String?
+    public var keepRejected: String?
 
-    enum DKIMPolicy: String, Sendable { case require, record, ignore }
+    public enum DKIMPolicy: String, Sendable { case require, record, ignore }
 
-    static let defaultDatabase = "/var/lib/mtasts/reports.db"
-    typealias ConfigError = DaemonConfig.ConfigError
+    public static let defaultDatabase = "/var/lib/mtasts/reports.db"
+    public typealias ConfigError = DaemonConfig.ConfigError
 
-    static func load(path: String) throws(ConfigError) -> ServeConfig {
+    public static func load(path: String) throws(ConfigError) -> ServeConfig {
         try parse(try DaemonConfig.text(path), file: path)
     }
 
-    static func parse(_ text: String, file: String) throws(ConfigError) -> ServeConfig {
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> ServeConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch {
             throw ConfigError(file: file, line: nil, message: "not valid YAML: \(error)")
@@ -94,7 +109,20 @@ struct ServeConfig: Sendable {
                     case "max_compressed": config.maxCompressed = try reader.int(v, "reports.max_compressed", 1_024...1_073_741_824)
                     case "max_decompressed": config.maxDecompressed = try reader.int(v, "reports.max_decompressed", 1_024...1_073_741_824)
                     case "api_token": config.apiToken = try reader.string(v, "reports.api_token")
+                    case "api_public": config.apiPublic = try reader.bool(v, "reports.api_public")
                     case "keep_rejected": config.keepRejected = path(try reader.string(v, "reports.keep_rejected"))
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "limits":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "max_connections": config.maxConnections = try reader.int(v, "limits.max_connections", 1...1_000_000)
+                    case "idle_timeout": config.idleTimeout = try reader.double(v, "limits.idle_timeout", 0.1...86_400)
+                    case "header_timeout": config.headerTimeout = try reader.double(v, "limits.header_timeout", 0.1...3_600)
+                    case "body_timeout": config.bodyTimeout = try reader.double(v, "limits.body_timeout", 0.1...3_600)
+                    case "handshake_timeout": config.handshakeTimeout = try reader.double(v, "limits.handshake_timeout", 0.1...3_600)
                     default: throw reader.unknown(k, sub, in: key)
                     }
                 }
@@ -117,14 +145,14 @@ struct ServeConfig: Sendable {
     }
 
     /// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all addresses).
-    static func address(_ item: String) -> (host: String, port: Int)? {
+    public static func address(_ item: String) -> (host: String, port: Int)? {
         guard let colon = item.lastIndex(of: ":"), let port = Int(item[item.index(after: colon)...]), (0...65_535).contains(port) else { return nil }
         var host = String(item[..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host.isEmpty ? "0.0.0.0" : host, port)
     }
 
-    static func addressError(_ item: String) -> String { "listen must be HOST:PORT (such as 127.0.0.1:8080 or [::]:443), not '\(item)'" }
+    public static func addressError(_ item: String) -> String { "listen must be HOST:PORT (such as 127.0.0.1:8080 or [::]:443), not '\(item)'" }
 
     /// A policy given as its text (what `mtasts policy init` prints), as `{file: PATH}`, as
     /// `{policy: TEXT}` or as `{mode, mx, max_age}`.

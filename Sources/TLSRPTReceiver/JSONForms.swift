@@ -1,10 +1,9 @@
 import Foundation
 import MTASTSCore
-import TLSRPTReceiver
 
 /// JSON forms of stored-report answers: the same for `mtasts reports … --json` and the HTTP API.
 extension ReportRow {
-    var json: JSONValue {
+    public var json: JSONValue {
         .object([
             JSONMember("id", .int(id)), JSONMember("organization", .string(organization)), JSONMember("report-id", .string(reportID)),
             JSONMember("day", .string(day)), JSONMember("start", .string(RFC3339.format(startDate))), JSONMember("end", .string(RFC3339.format(endDate))),
@@ -16,7 +15,7 @@ extension ReportRow {
 }
 
 extension Summary {
-    var json: JSONValue {
+    public var json: JSONValue {
         func rate(_ s: Int64, _ f: Int64) -> JSONValue { s + f == 0 ? .null : .double((Double(s) / Double(s + f) * 10_000).rounded() / 10_000) }
         func counts(_ rows: [CountRow], _ key: String) -> JSONValue {
             .array(rows.map { .object([JSONMember(key, .string($0.key)), JSONMember("failed", .int($0.sessions))]) })
@@ -50,7 +49,7 @@ extension Summary {
 }
 
 extension Readiness {
-    var json: JSONValue {
+    public var json: JSONValue {
         .object([
             JSONMember("domain", .string(domain)), JSONMember("since", .string(since)), JSONMember("until", .string(until)),
             JSONMember("verdict", .string(verdict.rawValue)), JSONMember("ready", .bool(verdict == .ready)),
@@ -68,35 +67,5 @@ extension Readiness {
                          JSONMember("example", $0.example.map(JSONValue.string) ?? .null), JSONMember("explanation", .string($0.explanation))])
             })),
         ])
-    }
-
-    var text: String {
-        var out = "\(domain): "
-        switch verdict {
-        case .ready: out += Console.green("ready for enforce")
-        case .notReady: out += Console.red("not ready for enforce")
-        case .insufficientData: out += Console.yellow("not enough data")
-        }
-        out += "  (\(since) – \(until), \(daysWithReports.count) day(s) with reports, \(reports) report(s), \(successful + failed) sessions)\n"
-        for r in reasons { out += "  - \(r)\n" }
-        if !modes.isEmpty { out += "  modes reported: " + modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n" }
-        for p in problems {
-            out += "  \(p.impact == "policy" ? Console.yellow("policy") : Console.red("would fail")): \(p.organization): \(p.resultType) × \(p.sessions)"
-            out += " on \(p.days.joined(separator: ", "))"
-            if !p.mxHosts.isEmpty { out += "; MX \(p.mxHosts.joined(separator: ", "))" }
-            if !p.receivingIPs.isEmpty { out += "; IP \(p.receivingIPs.joined(separator: ", "))" }
-            out += "\n      \(p.explanation)\n"
-            if let e = p.example { out += "      reported: \(e)\n" }
-        }
-        return out
-    }
-}
-
-/// CSV with RFC 4180 quoting.
-enum CSV {
-    static func line(_ fields: [String]) -> String {
-        fields.map { f in
-            f.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) ? "\"" + f.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : f
-        }.joined(separator: ",") + "\r\n"
     }
 }

@@ -1,0 +1,165 @@
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import NIOSSL
+import NIOTLS
+
+/// Time limits of one HTTP connection, beside Hummingbird's idle time-out (which applies between
+/// requests): the TLS handshake, the first request's head, and each request's body.
+public struct ConnectionLimits: Sendable {
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    public var maxConnections = 1_024
+    /// Idle keep-alive connections are closed after this.
+    public var idleTimeout: TimeAmount = .seconds(30)
+    /// The request head (line and headers) must be complete within this of the connection's start:
+    /// a client that trickles its headers (slow loris) is cut off.
+    public var headerTimeout: TimeAmount = .seconds(10)
+    /// A request's body must arrive within this of its head.
+    public var bodyTimeout: TimeAmount = .seconds(30)
+    /// TLS handshakes must complete within this.
+    public var handshakeTimeout: TimeAmount = .seconds(10)
+
+    public init() {}
+}
+
+/// Closes the connection when the first request head or a request body takes too long. Placed
+/// after the HTTP decoder, so it sees whole heads; the deadline of the first head starts when the
+/// handler is added (the connection's start); later heads fall under the idle time-out.
+final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    let headerTimeout: TimeAmount
+    let bodyTimeout: TimeAmount
+    let logger: Logger
+    private var timer: Scheduled<Void>?
+    private var sawHead = false
+    /// The response being written says `Connection: close` (a 413 sent before the body was read).
+    private var closeAfterResponse = false
+
+    init(headerTimeout: TimeAmount, bodyTimeout: TimeAmount, logger: Logger) {
+        self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        arm(context, headerTimeout, "no complete request head")
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            sawHead = true
+            arm(context, bodyTimeout, "request body not complete")
+        case .body:
+            break
+        case .end:
+            timer?.cancel()
+            timer = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            if head.headerFields[.connection]?.lowercased() == "close" { closeAfterResponse = true }
+            context.write(data, promise: promise)
+        case .body:
+            context.write(data, promise: promise)
+        case .end:
+            guard closeAfterResponse else { return context.write(data, promise: promise) }
+            let channel = context.channel
+            let done = context.eventLoop.makePromise(of: Void.self)
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            if let promise { done.futureResult.cascade(to: promise) }
+            context.writeAndFlush(data, promise: done)
+        }
+    }
+
+    private func arm(_ context: ChannelHandlerContext, _ after: TimeAmount, _ why: String) {
+        timer?.cancel()
+        let channel = context.channel, logger = self.logger
+        timer = context.eventLoop.scheduleTask(in: after) {
+            logger.debug("closing a connection: \(why) within \(after.nanoseconds / 1_000_000) ms", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Closes a connection whose TLS handshake has not completed in time.
+final class HandshakeDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    let timeout: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            timer?.cancel()
+            timer = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// HTTP/1 with the connection's time limits, and TLS (certificate by SNI, handshake deadline)
+/// when a context is given.
+struct GuardedHTTPChannel: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = HTTP1Channel.Value
+    let base: HTTP1Channel
+    let sslContext: NIOSSLContext?
+    let handshakeTimeout: TimeAmount
+
+    var responder: HTTPChannelHandler.Responder { base.responder }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            if let sslContext {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                try channel.pipeline.syncOperations.addHandler(HandshakeDeadlineHandler(timeout: handshakeTimeout))
+            }
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1 (and TLS when `sslContext` is set) with `limits`.
+    static func guarded(limits: ConnectionLimits, sslContext: NIOSSLContext?, logger: Logger) -> HTTPServerBuilder {
+        .init { responder in
+            let configuration = HTTP1Channel.Configuration(
+                additionalChannelHandlers: [RequestDeadlineHandler(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout, logger: logger)],
+                idleTimeout: limits.idleTimeout,
+                httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100))
+            return GuardedHTTPChannel(base: HTTP1Channel(responder: responder, configuration: configuration),
+                                      sslContext: sslContext, handshakeTimeout: limits.handshakeTimeout)
+        }
+    }
+}

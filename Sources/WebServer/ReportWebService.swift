@@ -1,0 +1,360 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import ServiceLifecycle
+import Logging
+import Metrics
+import MTASTSConfig
+import MTASTSCore
+import NIOCore
+import NIOSSL
+import ServerSupport
+import TLSRPTReceiver
+
+/// `mtasts serve`: the policy host of every configured domain (by Host header, the certificate by
+/// SNI), the TLS report endpoint, the read-only JSON API and `/metrics`, on Hummingbird 2.
+///
+/// Limits: a report body is refused with 413 from its Content-Length or as soon as a streamed
+/// body passes `max_compressed`, and when it inflates past `max_decompressed`; 503 with
+/// Retry-After when the database fails; time-outs and the connection cap in `ConnectionLimits`.
+/// `/api/` and `/metrics` are answered on a non-loopback listener only with `api_token` set (or
+/// `api_public: true`); the token is compared in constant time.
+public final class ReportWebService: Sendable {
+    public let config: ServeConfig
+    public let store: ReportStore
+    let ingestor: ReportIngestor
+    let pool: BlockingPool
+    let logger: Logger
+    let now: @Sendable () -> Date
+    /// Policy bodies by host name (`mta-sts.DOMAIN`).
+    let policyHosts: [String: ByteBuffer]
+    let reportsStored = Counter(label: "mtasts_reports_received_total", dimensions: [("outcome", "stored")])
+    let reportsDuplicate = Counter(label: "mtasts_reports_received_total", dimensions: [("outcome", "duplicate")])
+    let reportsRefused = Counter(label: "mtasts_reports_received_total", dimensions: [("outcome", "refused")])
+    let reportsFailed = Counter(label: "mtasts_reports_received_total", dimensions: [("outcome", "unavailable")])
+    let policyRequests = Counter(label: "mtasts_policy_requests_total")
+
+    public init(config: ServeConfig, store: ReportStore, pool: BlockingPool = .shared, logger: Logger = Log.logger("serve"),
+                now: @escaping @Sendable () -> Date = { Date() }) {
+        self.config = config
+        self.store = store
+        self.ingestor = ReportIngestor(store: store, maxSize: config.maxDecompressed, dkimPolicy: .ignore, lookup: { _ in nil })
+        self.pool = pool
+        self.logger = logger
+        self.now = now
+        var hosts: [String: ByteBuffer] = [:]
+        for (domain, text) in config.policies { hosts["mta-sts." + domain] = ByteBuffer(string: text) }
+        policyHosts = hosts
+    }
+
+    /// Whether `/api/` may be answered on a listener bound to `host`.
+    public func apiAllowed(onListener host: String) -> Bool {
+        config.apiToken != nil || config.apiPublic || Self.isLoopback(host)
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// The routes of one listener: the policy hosts first (by Host, whatever the path), then the
+    /// router; errors become `{"error": ...}`.
+    public func router(apiAllowed: Bool) -> ServeRoutes {
+        ServeRoutes(router: routes(apiAllowed: apiAllowed), policyHost: PolicyHost(service: self))
+    }
+
+    func routes(apiAllowed: Bool) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: ErrorBodyMiddleware())
+        router.get("/healthz") { _, _ in Reply.text(.ok, "ok\n") }
+        router.get("/") { [config] _, _ in
+            Reply.text(.ok, "mtasts serve: POST TLS reports to \(config.reportPath); JSON at /api/reports, /api/summary, /api/readiness/DOMAIN\n")
+        }
+        let reportPath = RouterPath(config.reportPath)
+        router.post(reportPath) { [self] request, _ in try await receive(request) }
+        router.get(reportPath) { _, _ in
+            Reply.error(.methodNotAllowed, "POST a TLS report (application/tlsrpt+gzip or application/tlsrpt+json) here")
+        }
+        let api = router.group("api").add(middleware: APIAccessMiddleware(allowed: apiAllowed, token: config.apiToken))
+        api.get("reports") { [self] request, _ in try await listReports(request) }
+        api.get("reports/:id") { [self] request, context in try await showReport(context.parameters.get("id") ?? "") }
+        api.get("summary") { [self] request, _ in try await summary(request) }
+        api.get("readiness/:domain") { [self] request, context in try await readiness(request, domain: context.parameters.get("domain") ?? "") }
+        router.group("metrics").add(middleware: APIAccessMiddleware(allowed: apiAllowed, token: config.apiToken))
+            .get { _, _ in Reply.metrics() }
+        return router
+    }
+
+    /// One Hummingbird application per listener (each is a ServiceLifecycle service).
+    public func applications(limits: ConnectionLimits, tls: TLSConfiguration?,
+                             onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) throws -> [any Service] {
+        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        var apps: [any Service] = []
+        for address in config.listen {
+            let allowed = apiAllowed(onListener: address.host)
+            if !allowed {
+                logger.warning("the API and /metrics are not answered on \(address.host):\(address.port): it is not a loopback address and reports.api_token is not set (reports.api_public: true answers them to anyone)")
+            } else if config.apiPublic && config.apiToken == nil && !Self.isLoopback(address.host) {
+                logger.warning("reports.api_public: the stored reports are readable by anyone who reaches \(address.host):\(address.port)")
+            }
+            let host = address.host
+            let app = Application(
+                router: router(apiAllowed: allowed),
+                server: .guarded(limits: limits, sslContext: sslContext, logger: logger),
+                configuration: ApplicationConfiguration(address: .hostname(host, port: address.port), serverName: nil,
+                                                        availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: logger)),
+                onServerRunning: { channel in onListening(host, channel.localAddress?.port ?? 0) },
+                logger: logger)
+            apps.append(app)
+        }
+        return apps
+    }
+
+    // MARK: report endpoint
+
+    func receive(_ request: Request) async throws -> Response {
+        let limit = config.maxCompressed
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            reportsRefused.increment()
+            return Reply.tooLarge(limit)
+        }
+        var body = ByteBuffer()
+        for try await chunk in request.body {
+            guard body.readableBytes + chunk.readableBytes <= limit else {
+                reportsRefused.increment()
+                return Reply.tooLarge(limit)
+            }
+            var chunk = chunk
+            body.writeBuffer(&chunk)
+        }
+        let bytes = Array(body.readableBytesView)
+        let ingestor = self.ingestor, time = now().timeIntervalSince1970
+        let outcome: ReportIngestor.Outcome
+        do {
+            outcome = try await pool.run { try ingestor.ingest(body: bytes, at: time) }
+        } catch {
+            reportsFailed.increment()
+            logger.error("report not stored: \(error)")
+            var r = Reply.error(.serviceUnavailable, "the report could not be stored now; try again later")
+            r.headers[.retryAfter] = "300"
+            return r
+        }
+        if let reason = outcome.notAReport {
+            reportsRefused.increment()
+            return Reply.error(outcome.tooLarge ? .contentTooLarge : .badRequest, "not a TLS report: \(reason)")
+        }
+        if outcome.stored.isEmpty { reportsDuplicate.increment() } else { reportsStored.increment() }
+        return Reply.json(outcome.stored.isEmpty ? .ok : .created, .object([
+            JSONMember("stored", .array(outcome.stored.map { .int($0) })),
+            JSONMember("already-stored", .array(outcome.duplicates.map { .int($0) })),
+        ]))
+    }
+
+    // MARK: API
+
+    /// Bounded query parameters: a bad value is a 400 with the reason.
+    struct Query {
+        let parameters: FlatDictionary<Substring, Substring>
+
+        func string(_ key: String) -> String? { parameters[Substring(key)].map(String.init) }
+
+        func day(_ key: String) throws -> String? {
+            guard let v = string(key) else { return nil }
+            guard v.utf8.count == 10, RFC3339.parse(v + "T00:00:00Z") != nil else { throw Reply.Failure(.badRequest, "\(key) must be a day such as 2026-11-30") }
+            return v
+        }
+
+        func int(_ key: String, default value: Int, _ range: ClosedRange<Int>) throws -> Int {
+            guard let v = string(key) else { return value }
+            guard let n = Int(v), range.contains(n) else { throw Reply.Failure(.badRequest, "\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound)") }
+            return n
+        }
+
+        func double(_ key: String, default value: Double, _ range: ClosedRange<Double>) throws -> Double {
+            guard let v = string(key) else { return value }
+            guard let n = Double(v), n.isFinite, range.contains(n) else { throw Reply.Failure(.badRequest, "\(key) must be a number from \(range.lowerBound) to \(range.upperBound)") }
+            return n
+        }
+
+        func filter() throws -> ReportFilter {
+            ReportFilter(domain: string("domain")?.lowercased(), since: try day("since"), until: try day("until"))
+        }
+    }
+
+    /// Runs a database question on the blocking pool; a failing database is a 503.
+    func database(_ what: String, _ body: @escaping @Sendable (ReportStore) throws -> JSONValue) async -> Response {
+        let store = self.store
+        do {
+            return Reply.json(.ok, try await pool.run { try body(store) })
+        } catch let failure as Reply.Failure {
+            return Reply.error(failure.status, failure.message)
+        } catch {
+            logger.error("API \(what): \(error)")
+            return Reply.error(.serviceUnavailable, "the database is not available")
+        }
+    }
+
+    func listReports(_ request: Request) async throws -> Response {
+        let query = Query(parameters: request.uri.queryParameters)
+        let filter = try query.filter(), limit = try query.int("limit", default: 100, 1...10_000)
+        return await database("reports") { .array(try $0.list(filter, limit: limit).map(\.json)) }
+    }
+
+    func showReport(_ id: String) async throws -> Response {
+        let key = id.removingPercentEncoding ?? id
+        return await database("report") { store in
+            guard let found = try store.show(key) else { throw Reply.Failure(.notFound, "no stored report \(key)") }
+            guard case .object(var members) = found.row.json else { throw Reply.Failure(.internalServerError, "bad row") }
+            members.append(JSONMember("report", (try? JSONParser.parse(Array(found.normalized.utf8)).value) ?? .null))
+            return .object(members)
+        }
+    }
+
+    func summary(_ request: Request) async throws -> Response {
+        let filter = try Query(parameters: request.uri.queryParameters).filter()
+        return await database("summary") { try $0.summary(filter).json }
+    }
+
+    func readiness(_ request: Request, domain raw: String) async throws -> Response {
+        let domain = (raw.removingPercentEncoding ?? raw).lowercased()
+        guard (try? DomainName(domain)) != nil else { return Reply.error(.badRequest, "name the domain: /api/readiness/DOMAIN") }
+        let query = Query(parameters: request.uri.queryParameters)
+        let days = try query.int("days", default: 14, 1...3_660)
+        let minDays = try query.int("min_days", default: 7, 0...3_660)
+        let tolerance = try query.double("tolerance", default: 0, 0...100)
+        let until = try query.day("until") ?? RFC3339.formatDay(Int64(now().timeIntervalSince1970))
+        return await database("readiness") { try $0.readiness(domain: domain, until: until, days: days, minDays: minDays, tolerance: tolerance / 100).json }
+    }
+}
+
+/// The responder of one listener: policy hosts before routing (Hummingbird runs router
+/// middleware only for matched routes), unknown paths and thrown errors as JSON.
+public struct ServeRoutes: HTTPResponderBuilder {
+    let router: Router<BasicRequestContext>
+    let policyHost: PolicyHost
+
+    public func buildResponder() -> CallbackResponder<BasicRequestContext> {
+        let inner = router.buildResponder(), policyHost = self.policyHost
+        return CallbackResponder { request, context in
+            if let response = policyHost.response(request) { return response }
+            do {
+                return try await inner.respond(to: request, context: context)
+            } catch let error as HTTPError {
+                return Reply.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
+            }
+        }
+    }
+}
+
+/// A policy host serves its policy and nothing else (RFC 8461 §3.3), whatever the path asked.
+struct PolicyHost: Sendable {
+    let service: ReportWebService
+
+    /// The answer for a request to an `mta-sts.` host; nil for any other host.
+    func response(_ request: Request) -> Response? {
+        let host = Self.hostName(request.head.authority)
+        guard host.hasPrefix("mta-sts.") else { return nil }
+        guard let body = service.policyHosts[host] else { return Reply.text(.notFound, "no MTA-STS policy is served for \(host)\n") }
+        guard request.uri.path == "/.well-known/mta-sts.txt" else { return Reply.text(.notFound, "not found\n") }
+        guard request.method == .get || request.method == .head else { return Reply.text(.methodNotAllowed, "GET only\n") }
+        service.policyRequests.increment()
+        let headers: HTTPFields = [.contentType: "text/plain", .cacheControl: "no-store", .contentLength: String(body.readableBytes)]
+        return Response(status: .ok, headers: headers, body: request.method == .head ? .init() : .init(byteBuffer: body))
+    }
+
+    /// The host part of a Host header, lowercased, without port or trailing dot.
+    static func hostName(_ header: String?) -> String {
+        guard var h = header?.lowercased().trimmingCharacters(in: .whitespaces) else { return "" }
+        if h.hasPrefix("[") { return h }
+        if let colon = h.lastIndex(of: ":") { h = String(h[..<colon]) }
+        if h.hasSuffix(".") { h.removeLast() }
+        return h
+    }
+}
+
+/// `/api/` and `/metrics`: refused on a public listener without a token; the bearer token checked
+/// in constant time.
+struct APIAccessMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let allowed: Bool
+    let token: String?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard allowed else {
+            return Reply.error(.forbidden, "the API is not answered on this listener: set reports.api_token (or reports.api_public: true)")
+        }
+        if let token {
+            let given = request.headers[.authorization] ?? ""
+            guard Self.constantTimeEqual(Array(given.utf8), Array("Bearer \(token)".utf8)) else {
+                var r = Reply.error(.unauthorized, "the API needs Authorization: Bearer TOKEN")
+                r.headers[.wwwAuthenticate] = "Bearer"
+                return r
+            }
+        }
+        return try await next(request, context)
+    }
+
+    /// Equal bytes, in a time that depends on the lengths only.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for i in 0..<max(a.count, b.count) {
+            difference |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0xFF)
+        }
+        return difference == 0
+    }
+}
+
+/// Our JSON error body for Hummingbird's own errors (404 for an unknown path, 405, a failed body).
+struct ErrorBodyMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let failure as Reply.Failure {
+            return Reply.error(failure.status, failure.message)
+        } catch let error as HTTPError {
+            return Reply.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
+        } catch is NIOTooManyBytesError {
+            return Reply.error(.contentTooLarge, "the request is too large")
+        }
+    }
+}
+
+/// Responses: JSON (pretty, as the CLI prints), text, errors as `{"error": "..."}`.
+enum Reply {
+    struct Failure: Error {
+        var status: HTTPResponse.Status
+        var message: String
+        init(_ status: HTTPResponse.Status, _ message: String) {
+            self.status = status
+            self.message = message
+        }
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
+        let bytes = value.serializedBytes(pretty: true) + [0x0A]
+        return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        json(status, .object([JSONMember("error", .string(message))]))
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func tooLarge(_ limit: Int) -> Response {
+        var r = error(.contentTooLarge, "the report is larger than \(limit) bytes")
+        r.headers[.connection] = "close"
+        return r
+    }
+
+    static func metrics() -> Response {
+        Response(status: .ok, headers: [.contentType: MetricsExport.contentType],
+                 body: .init(byteBuffer: ByteBuffer(bytes: MetricsExport.text())))
+    }
+}
