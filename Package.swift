@@ -66,7 +66,7 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         // The domain owner's side of TLS-RPT: reports stored as rows, summaries, readiness.
-        .target(name: "TLSRPTReceiver", dependencies: ["MTASTSCore", "Storage", "DKIM"]),
+        .target(name: "TLSRPTReceiver", dependencies: ["MTASTSCore", "Storage", "DKIM", "ServerSupport"]),
         // DKIM (RFC 6376, RFC 8463): verify received report mail, sign the reports we send.
         .target(name: "DKIM", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),

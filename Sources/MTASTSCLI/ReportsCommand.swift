@@ -1,6 +1,7 @@
 import ArgumentParser
 import DKIM
 import Foundation
+import ServerSupport
 import MTASTSConfig
 import MTASTSCore
 
@@ -173,8 +174,18 @@ struct ReportsIngest: AsyncParsableCommand {
             return true
         }
 
-        if let maildir { try await Self.maildir(maildir, maxSize: maxSize * 2, take: take, tally: tally) }
-        if let mbox { try await Self.mbox(mbox, store: store, maxSize: maxSize * 2, take: take, tally: tally) }
+        func skipped(_ name: String, _ reason: String) {
+            Console.err("\(name): \(reason)")
+            tally.messages += 1
+            tally.tooLarge += 1
+        }
+        do {
+            if let maildir { try await Mailbox.maildir(maildir, maxSize: maxSize * 2, take: take, skipped: skipped, warn: { Console.err($0) }) }
+            if let mbox { try await Mailbox.mbox(mbox, store: store, maxSize: maxSize * 2, take: take, skipped: skipped) }
+        } catch let failure as Mailbox.Failure {
+            Console.err(failure.description)
+            throw ExitCode(failure.temporary ? exTempFail : Exit.usage)
+        }
         let inputs = files.isEmpty && maildir == nil && mbox == nil ? ["-"] : files
         for path in InputFiles.expand(inputs) {
             let bytes: [UInt8]
@@ -213,145 +224,6 @@ struct ReportsIngest: AsyncParsableCommand {
         FileManager.default.createFile(atPath: file, contents: Data(bytes))
     }
 
-    /// Maildir: new/ (all) and cur/ (not yet seen); each taken message is marked seen.
-    static func maildir(_ dir: String, maxSize: Int, take: (_ bytes: [UInt8], _ name: String) async throws -> Bool, tally: Tally) async throws {
-        let fm = FileManager.default
-        guard fm.fileExists(atPath: dir + "/new") || fm.fileExists(atPath: dir + "/cur") else {
-            throw ValidationError("\(dir) is not a Maildir (no new/ or cur/)")
-        }
-        try? fm.createDirectory(atPath: dir + "/cur", withIntermediateDirectories: true)
-        for sub in ["new", "cur"] {
-            let names = ((try? fm.contentsOfDirectory(atPath: "\(dir)/\(sub)")) ?? []).filter { !$0.hasPrefix(".") }.sorted()
-            for name in names {
-                let info = name.range(of: ":2,").map { String(name[$0.upperBound...]) }
-                if sub == "cur", info?.contains("S") == true { continue }
-                let path = "\(dir)/\(sub)/\(name)"
-                guard let bytes = try? InputFiles.read(path, maxSize: maxSize) else {
-                    Console.err("\(path): unreadable or larger than \(maxSize) bytes; left in place")
-                    tally.messages += 1
-                    tally.tooLarge += 1
-                    continue
-                }
-                guard try await take(bytes, path) else { continue }
-                let base = name.range(of: ":2,").map { String(name[..<$0.lowerBound]) } ?? name
-                let flags = Set((info ?? "") + "S").sorted()
-                let target = "\(dir)/cur/\(base):2,\(String(flags))"
-                if rename(path, target) != 0 { Console.err("\(path): cannot mark as seen: \(String(cString: strerror(errno)))") }
-            }
-        }
-    }
-
-    /// mbox: read as a stream, message by message (split at "From " lines; ">From " unquoted as
-    /// in mboxrd); the offset after the last message taken is kept in the database.
-    static func mbox(_ path: String, store: ReportStore, maxSize: Int, take: (_ bytes: [UInt8], _ name: String) async throws -> Bool, tally: Tally) async throws {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ValidationError("\(path): cannot open (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
-        var st = stat()
-        fstat(fd, &st)
-        let db = store.db
-        do {
-            try db.query("CREATE TABLE IF NOT EXISTS mbox_progress (path TEXT PRIMARY KEY, inode BIGINT NOT NULL, offset BIGINT NOT NULL)")
-        } catch {}
-        var start: Int64 = 0
-        do {
-            if let row = try db.query("SELECT inode, offset FROM mbox_progress WHERE path = ?", [.text(path)]).first,
-               row[0].int == Int64(st.st_ino), let offset = row[1].int, offset <= Int64(st.st_size) {
-                start = offset
-            }
-        } catch {
-            Console.err("\(error)")
-            throw ExitCode(exTempFail)
-        }
-        lseek(fd, off_t(start), SEEK_SET)
-        func record(_ offset: Int64) throws {
-            do {
-                try db.query("INSERT INTO mbox_progress (path, inode, offset) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset",
-                             [.text(path), .integer(Int64(st.st_ino)), .integer(offset)])
-            } catch {
-                Console.err("\(error)")
-                throw ExitCode(exTempFail)
-            }
-        }
-        var reader = LineReader(fd: fd, offset: start)
-        var message: [UInt8] = []
-        var oversized = false
-        var messageStart = start
-        var index = 0
-        func finish(at end: Int64) async throws {
-            defer { message.removeAll(keepingCapacity: true); oversized = false }
-            guard messageStart < end else { return }
-            index += 1
-            if oversized {
-                Console.err("\(path): message \(index) is larger than \(maxSize) bytes; skipped")
-                tally.messages += 1
-                tally.tooLarge += 1
-            } else if !message.isEmpty {
-                _ = try await take(message, "\(path) message \(index)")
-            }
-            try record(end)
-        }
-        while let (line, lineStart) = reader.next() {
-            if line.starts(with: Array("From ".utf8)) {
-                try await finish(at: lineStart)
-                messageStart = lineStart
-                continue  // the separator line is not part of the message
-            }
-            guard !oversized else { continue }
-            var content = line[...]
-            // mboxrd: ">From ", ">>From " … lose one '>'.
-            if content.first == UInt8(ascii: ">"), let firstNon = content.firstIndex(where: { $0 != UInt8(ascii: ">") }),
-               content[firstNon...].starts(with: Array("From ".utf8)) {
-                content = content.dropFirst()
-            }
-            if message.count + content.count > maxSize {
-                oversized = true
-                message.removeAll()
-                continue
-            }
-            message += content
-        }
-        try await finish(at: reader.offset)
-    }
-}
-
-/// Lines of a file descriptor with their start offsets, read in 1 MiB blocks (a line keeps its LF).
-struct LineReader {
-    let fd: Int32
-    var offset: Int64
-    private var buffer: [UInt8] = []
-    private var position = 0
-    private var eof = false
-
-    init(fd: Int32, offset: Int64) {
-        self.fd = fd
-        self.offset = offset
-    }
-
-    mutating func next() -> (ArraySlice<UInt8>, Int64)? {
-        while true {
-            if let nl = buffer[position...].firstIndex(of: 0x0A) {
-                let line = buffer[position...nl]
-                let start = offset
-                offset += Int64(line.count)
-                position = nl + 1
-                return (line, start)
-            }
-            if eof {
-                guard position < buffer.count else { return nil }
-                let line = buffer[position...]
-                let start = offset
-                offset += Int64(line.count)
-                position = buffer.count
-                return (line, start)
-            }
-            buffer.removeSubrange(0..<position)
-            position = 0
-            var block = [UInt8](repeating: 0, count: 1 << 20)
-            let n = block.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
-            if n <= 0 { eof = true } else { buffer += block[0..<n] }
-        }
-    }
 }
 
 // MARK: questions

@@ -1,0 +1,118 @@
+import Foundation
+
+/// Input files: a path, `-` for standard input; directories are walked (sorted, recursive).
+public enum InputFiles {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static func read(_ path: String, maxSize: Int) throws -> [UInt8] {
+        if path == "-" {
+            let data = FileHandle.standardInput.readDataToEndOfFile()
+            guard data.count <= maxSize else { throw Failure(description: "standard input is larger than \(maxSize) bytes") }
+            return [UInt8](data)
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let why = errno == ENOENT ? "no such file" : String(cString: strerror(errno))
+            throw Failure(description: "\(path): cannot open (\(why))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        let hint = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) : 65_536
+        var bytes = [UInt8](repeating: 0, count: min(hint, maxSize) + 1)
+        var count = 0
+        while true {
+            if count == bytes.count {
+                guard bytes.count <= maxSize else { break }
+                bytes += [UInt8](repeating: 0, count: min(bytes.count, maxSize + 1 - bytes.count))
+            }
+            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "\(path): cannot read (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 { break }
+            count += n
+        }
+        guard count <= maxSize else { throw Failure(description: "\(path): larger than \(maxSize) bytes") }
+        bytes.removeSubrange(count...)
+        return bytes
+    }
+
+    public static func expand(_ paths: [String]) -> [String] {
+        var out: [String] = []
+        for path in paths {
+            var st = stat()
+            if path != "-", stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
+                walk(path, into: &out)
+            } else {
+                out.append(path)
+            }
+        }
+        return out
+    }
+
+    /// Regular files below a directory, sorted by name at each level (readdir, no Foundation).
+    private static func walk(_ dir: String, into out: inout [String]) {
+        guard let handle = opendir(dir) else { return }
+        var entries: [(name: String, isDir: Bool)] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            var isDir = entry.pointee.d_type == DT_DIR
+            if entry.pointee.d_type == DT_UNKNOWN || entry.pointee.d_type == DT_LNK {
+                var st = stat()
+                isDir = stat(dir + "/" + name, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+            }
+            entries.append((name, isDir))
+        }
+        closedir(handle)
+        let base = dir.hasSuffix("/") ? dir : dir + "/"
+        for entry in entries.sorted(by: { $0.name < $1.name }) {
+            if entry.isDir { walk(base + entry.name, into: &out) } else { out.append(base + entry.name) }
+        }
+    }
+}
+
+/// Lines of a file descriptor with their start offsets, read in 1 MiB blocks (a line keeps its LF).
+public struct LineReader {
+    public let fd: Int32
+    public private(set) var offset: Int64
+    private var buffer: [UInt8] = []
+    private var position = 0
+    private var eof = false
+
+    public init(fd: Int32, offset: Int64) {
+        self.fd = fd
+        self.offset = offset
+    }
+
+    public mutating func next() -> (ArraySlice<UInt8>, Int64)? {
+        while true {
+            if let nl = buffer[position...].firstIndex(of: 0x0A) {
+                let line = buffer[position...nl]
+                let start = offset
+                offset += Int64(line.count)
+                position = nl + 1
+                return (line, start)
+            }
+            if eof {
+                guard position < buffer.count else { return nil }
+                let line = buffer[position...]
+                let start = offset
+                offset += Int64(line.count)
+                position = buffer.count
+                return (line, start)
+            }
+            buffer.removeSubrange(0..<position)
+            position = 0
+            var block = [UInt8](repeating: 0, count: 1 << 20)
+            let n = block.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n <= 0 { eof = true } else { buffer += block[0..<n] }
+        }
+    }
+}
+
