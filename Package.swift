@@ -176,6 +176,10 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "PolicyDaemonTests", dependencies: [
+            "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

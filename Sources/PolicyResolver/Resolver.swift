@@ -27,6 +27,14 @@ public struct Resolution: Sendable {
     public var source: Source
     public var reason: String
 
+    public init(status: Status, domain: DomainName, entry: CacheEntry?, source: Source, reason: String) {
+        self.status = status
+        self.domain = domain
+        self.entry = entry
+        self.source = source
+        self.reason = reason
+    }
+
     public var policy: STSPolicy? { status == .policy ? entry?.policy : nil }
     /// Why a policy the domain announced could not be used (for TLSRPT `policy_failure`).
     public var failure: ResultType? { status == .noPolicy ? entry?.failure : nil }
