@@ -32,7 +32,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // glibc's libresolv through a small C shim; DNS look-ups with the AD bit.
         .systemLibrary(name: "CResolv", path: "Sources/CResolv"),
-        .target(name: "MailDNS", dependencies: ["CResolv"]),
+        .target(name: "MailDNS", dependencies: ["CResolv", "ServerSupport"]),
         // Strict HTTPS policy fetch, SMTP STARTTLS probe, certificate checks (RFC 8461 §3.3, §4).
         .target(name: "MTASTSNet", dependencies: [
             "MTASTSCore",
@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Storage", dependencies: ["CSQLite", "CLibPQ"]),
         // The sender's policy resolver: DNS + strict fetch + cache stores + refresh (RFC 8461 §3.3, §5).
         .target(name: "PolicyResolver", dependencies: [
-            "MTASTSCore", "MTASTSNet", "MailDNS", "Storage",
+            "MTASTSCore", "MTASTSNet", "MailDNS", "Storage", "ServerSupport",
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -86,7 +86,7 @@ let package = Package(
         // Values and parsers, no I/O.
         .target(name: "MTASTSCore", dependencies: ["CZlib"]),
         // Logs (swift-log, one line format for every role), metrics (swift-metrics exported by
-        // swift-prometheus), the error type with codes and exit codes, the clock.
+        // swift-prometheus), the bounded pool for blocking calls, file and line readers.
         .target(name: "ServerSupport", dependencies: [
             "MTASTSCore",
             .product(name: "Logging", package: "swift-log"),
@@ -115,16 +115,15 @@ let package = Package(
         // and the Prometheus endpoint every role uses.
         .target(name: "WebServer", dependencies: [
             "MTASTSCore", "MTASTSConfig", "TLSRPTReceiver", "ServerSupport",
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // Commands, text/JSON output, exit codes.
@@ -134,10 +133,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"]),
@@ -174,6 +170,8 @@ let package = Package(
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PolicyDaemonTests", dependencies: [

@@ -33,6 +33,7 @@ public struct ServeConfig: Sendable {
     public var apiPublic = false
     /// Connections at once, and time limits in seconds (see `limits:` in contrib/mtasts-serve.yml).
     public var maxConnections = 1_024
+    public var maxPerAddress = 64
     public var idleTimeout: Double = 30
     public var headerTimeout: Double = 10
     public var bodyTimeout: Double = 30
@@ -119,6 +120,7 @@ public struct ServeConfig: Sendable {
                     let sub = try reader.key(k)
                     switch sub {
                     case "max_connections": config.maxConnections = try reader.int(v, "limits.max_connections", 1...1_000_000)
+                    case "max_per_address": config.maxPerAddress = try reader.int(v, "limits.max_per_address", 1...1_000_000)
                     case "idle_timeout": config.idleTimeout = try reader.double(v, "limits.idle_timeout", 0.1...86_400)
                     case "header_timeout": config.headerTimeout = try reader.double(v, "limits.header_timeout", 0.1...3_600)
                     case "body_timeout": config.bodyTimeout = try reader.double(v, "limits.body_timeout", 0.1...3_600)

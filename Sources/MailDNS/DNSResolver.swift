@@ -1,6 +1,7 @@
 import CResolv
 import Dispatch
 import Foundation
+import ServerSupport
 
 /// Why a look-up gave no records. `noRecords` is an authoritative "nothing there" (NXDOMAIN or
 /// NODATA); `temporary` (SERVFAIL, time-out, REFUSED…) must not be read as "no record".
@@ -77,7 +78,9 @@ public final class DNSResolver: Sendable {
     }
 
     public let configuration: Configuration
-    private let queue = DispatchQueue(label: "mtasts.dns", attributes: .concurrent)
+    /// libresolv blocks for up to timeout × tries: look-ups run on their own bounded pool (the
+    /// project's one way off the async threads), wide enough for `mtasts check --concurrency 64`.
+    public static let pool = BlockingPool(threads: 64)
     private let pool = StatePool()
     private let serverHost: String?
     private let serverPort: UInt16
@@ -111,10 +114,9 @@ public final class DNSResolver: Sendable {
 
     /// Sends one query and parses the response. Throws `DNSError` for every outcome without records.
     public func query(_ name: String, type: UInt16) async throws(DNSError) -> DNSMessage {
-        let result: Result<DNSMessage, DNSError> = await withCheckedContinuation { continuation in
-            queue.async {
-                continuation.resume(returning: self.blockingQuery(name, type: type))
-            }
+        let result: Result<DNSMessage, DNSError>
+        do { result = try await Self.pool.run { self.blockingQuery(name, type: type) } } catch {
+            throw DNSError(kind: .temporary, name: name, reason: "shutting down")
         }
         return try result.get()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import ServerSupport
 import MailDNS
 import MTASTSCore
 import MTASTSNet
@@ -433,9 +434,9 @@ public final class PolicyResolver: Sendable {
     }
 }
 
-/// Runs a blocking call on NIO's thread pool.
+/// Runs a blocking call (the SQLite or PostgreSQL store) on the shared blocking pool.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await NIOThreadPool.singleton.runIfActive(body)
+    try await BlockingPool.shared.run(body)
 }
 
 /// Nil when `body` has not finished within `seconds` (it goes on in the background and its

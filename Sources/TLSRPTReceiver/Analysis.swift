@@ -165,8 +165,9 @@ extension ReportStore {
         let rows = try db.query("""
             SELECT r.id, o.name, r.report_id, r.day, r.start_date, r.end_date, r.successful, r.failed, r.channel, r.dkim, r.received_at,
                 '', r.normalized, r.raw, r.diagnostics
-            FROM reports r JOIN organizations o ON o.id = r.organization_id WHERE r.id = ? OR r.report_id = ? ORDER BY r.id LIMIT 1
-            """, [byID.map(SQLValue.integer) ?? .integer(-1), .text(key)])
+            FROM reports r JOIN organizations o ON o.id = r.organization_id WHERE r.id = ? OR r.report_id = ?
+            ORDER BY CASE WHEN r.id = ? THEN 0 ELSE 1 END, r.id LIMIT 1
+            """, [byID.map(SQLValue.integer) ?? .integer(-1), .text(key), byID.map(SQLValue.integer) ?? .integer(-1)])
         guard let r = rows.first else { return nil }
         var row = reportRow(r)
         row.domains = try db.query("SELECT DISTINCT policy_domain FROM report_policies WHERE report = ? ORDER BY 1", [.integer(row.id)]).compactMap { $0[0].string }

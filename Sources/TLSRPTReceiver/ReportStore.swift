@@ -184,3 +184,19 @@ func nonEmpty(_ s: String?) -> String? {
 }
 
 func optional(_ s: String?) -> SQLValue { s.map(SQLValue.text) ?? .null }
+
+extension ReportStore {
+    /// Where a re-run of `reports ingest --mbox PATH` starts: the file's inode and the offset after
+    /// the last message taken.
+    public func mboxProgress(path: String) throws -> (inode: Int64, offset: Int64)? {
+        try db.query("CREATE TABLE IF NOT EXISTS mbox_progress (path TEXT PRIMARY KEY, inode BIGINT NOT NULL, offset BIGINT NOT NULL)")
+        guard let row = try db.query("SELECT inode, offset FROM mbox_progress WHERE path = ?", [.text(path)]).first,
+              let inode = row[0].int, let offset = row[1].int else { return nil }
+        return (inode, offset)
+    }
+
+    public func setMboxProgress(path: String, inode: Int64, offset: Int64) throws {
+        try db.query("INSERT INTO mbox_progress (path, inode, offset) VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET inode = excluded.inode, offset = excluded.offset",
+                     [.text(path), .integer(inode), .integer(offset)])
+    }
+}

@@ -58,17 +58,9 @@ public final class ReportSender: @unchecked Sendable {
         var claimed: [BuiltReport] = []
         let t = now()
         for r in reports {
-            let won = try store.db.query("INSERT INTO tlsrpt_claims (report_key, node, claimed_at) VALUES (?, ?, ?) ON CONFLICT (report_key) DO NOTHING RETURNING report_key",
-                                         [.text(r.key), .text(node), .real(t)])
-            guard !won.isEmpty else { continue }
+            guard try store.claim(r, node: node, at: t) else { continue }
             claimed.append(r)
             if r.rua.isEmpty { log("report \(r.reportID): the record '\(r.record)' names no usable rua URI; not sent") }
-            for uri in r.rua {
-                try store.db.query("""
-                    INSERT INTO tlsrpt_deliveries (report_key, uri, day, domain, report_id, status, attempts, next_attempt)
-                    VALUES (?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT (report_key, uri) DO NOTHING
-                    """, [.text(r.key), .text(uri.uri), .text(r.day), .text(r.domain), .text(r.reportID), .real(t)])
-            }
         }
         return claimed
     }
@@ -86,28 +78,19 @@ public final class ReportSender: @unchecked Sendable {
     public func deliverDue(pool: BlockingPool = .shared) async throws -> [Attempt] {
         let t = now()
         let store = self.store, identity = self.identity
-        let due = try await pool.run { try store.db.query("""
-            SELECT report_key, uri, day, attempts, first_attempt FROM tlsrpt_deliveries
-            WHERE (status IN ('pending', 'retry') AND next_attempt <= ?) OR (status = 'sending' AND last_attempt < ?)
-            ORDER BY day, report_key, uri
-            """, [.real(t), .real(t - 600)]) }
+        let due = try await pool.run { try store.dueDeliveries(at: t) }
         var builtByDay: [String: [String: BuiltReport]] = [:]
         var attempts: [Attempt] = []
-        for row in due {
-            guard let key = row[0].string, let uri = row[1].string, let day = row[2].string else { continue }
-            let previous = row[3].int ?? 0
+        for item in due {
+            let key = item.key, uri = item.uri, day = item.day, previous = item.attempts
             // Only one node takes an attempt.
-            let took = try await pool.run { try store.db.query("""
-                UPDATE tlsrpt_deliveries SET status = 'sending', last_attempt = ? WHERE report_key = ? AND uri = ? AND attempts = ?
-                    AND (status IN ('pending', 'retry') OR (status = 'sending' AND last_attempt < ?)) RETURNING 1
-                """, [.real(t), .text(key), .text(uri), .integer(previous), .real(t - 600)]) }
-            guard !took.isEmpty else { continue }
+            guard try await pool.run({ try store.take(key: key, uri: uri, attempts: previous, at: t) }) else { continue }
             if builtByDay[day] == nil {
                 let built = try await pool.run { try store.buildReports(day: day, identity: identity) }
                 builtByDay[day] = Dictionary(built.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
             }
             guard let report = builtByDay[day]?[key], let target = report.rua.first(where: { $0.uri == uri }) ?? ReportURI.parse(uri).0 else {
-                try await pool.run { try self.finish(key: key, uri: uri, attempts: previous + 1, status: "failed", result: "the report or its URI can no longer be built", at: t, first: t) }
+                try await pool.run { try store.finish(key: key, uri: uri, attempts: previous + 1, status: "failed", result: "the report or its URI can no longer be built", at: t, first: t) }
                 continue
             }
             let outcome = await deliver(report, to: target, pool: pool)
@@ -119,22 +102,14 @@ public final class ReportSender: @unchecked Sendable {
             case .temporary: status = "retry"
             }
             let delay = min(Self.giveUpAfter, firstRetry * pow(2, Double(attemptsNow - 1)))
-            let firstTry = row[4].double ?? t
+            let firstTry = item.firstAttempt ?? t
             if status == "retry" && t + delay - firstTry > Self.giveUpAfter { status = "gave-up" }
             let final = status
-            try await pool.run { try self.finish(key: key, uri: uri, attempts: attemptsNow, status: final, result: outcome.detail, at: t, first: firstTry, next: t + delay) }
+            try await pool.run { try store.finish(key: key, uri: uri, attempts: attemptsNow, status: final, result: outcome.detail, at: t, first: firstTry, next: t + delay) }
             log("report \(report.reportID) → \(uri): \(status) (\(outcome.detail))")
             attempts.append(Attempt(reportID: report.reportID, uri: uri, outcome: outcome, status: status))
         }
         return attempts
-    }
-
-    private func finish(key: String, uri: String, attempts: Int64, status: String, result: String, at t: Double, first: Double, next: Double? = nil) throws {
-        try store.db.query("""
-            UPDATE tlsrpt_deliveries SET status = ?, attempts = ?, result = ?, last_attempt = ?, next_attempt = ?, sent_at = ?,
-                first_attempt = COALESCE(first_attempt, ?) WHERE report_key = ? AND uri = ?
-            """, [.text(status), .integer(attempts), .text(result), .real(t), .real(next ?? t), status == "sent" ? .real(t) : .null, .real(first),
-                  .text(key), .text(uri)])
     }
 
     /// One attempt to one URI.

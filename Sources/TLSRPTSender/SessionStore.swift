@@ -164,3 +164,60 @@ public final class SessionStore: @unchecked Sendable {
         return (r?[0].int ?? 0, r?[1].int ?? 0)
     }
 }
+
+// MARK: the delivery ledger (claims and attempts; one node wins each, in a fleet too)
+
+extension SessionStore {
+    /// Claims a built report for this node and records one pending delivery per `rua` URI.
+    /// False when another node (or an earlier run) claimed it.
+    public func claim(_ report: BuiltReport, node: String, at t: Double) throws -> Bool {
+        let won = try db.query("INSERT INTO tlsrpt_claims (report_key, node, claimed_at) VALUES (?, ?, ?) ON CONFLICT (report_key) DO NOTHING RETURNING report_key",
+                               [.text(report.key), .text(node), .real(t)])
+        guard !won.isEmpty else { return false }
+        for uri in report.rua {
+            try db.query("""
+                INSERT INTO tlsrpt_deliveries (report_key, uri, day, domain, report_id, status, attempts, next_attempt)
+                VALUES (?, ?, ?, ?, ?, 'pending', 0, ?) ON CONFLICT (report_key, uri) DO NOTHING
+                """, [.text(report.key), .text(uri.uri), .text(report.day), .text(report.domain), .text(report.reportID), .real(t)])
+        }
+        return true
+    }
+
+    public struct DueDelivery: Sendable {
+        public var key: String
+        public var uri: String
+        public var day: String
+        public var attempts: Int64
+        public var firstAttempt: Double?
+    }
+
+    /// Deliveries whose time has come: pending, retrying and due, or left "sending" for 10 minutes
+    /// by a node that died.
+    public func dueDeliveries(at t: Double) throws -> [DueDelivery] {
+        try db.query("""
+            SELECT report_key, uri, day, attempts, first_attempt FROM tlsrpt_deliveries
+            WHERE (status IN ('pending', 'retry') AND next_attempt <= ?) OR (status = 'sending' AND last_attempt < ?)
+            ORDER BY day, report_key, uri
+            """, [.real(t), .real(t - 600)]).compactMap { row in
+            guard let key = row[0].string, let uri = row[1].string, let day = row[2].string else { return nil }
+            return DueDelivery(key: key, uri: uri, day: day, attempts: row[3].int ?? 0, firstAttempt: row[4].double)
+        }
+    }
+
+    /// Takes one attempt: true for the one node whose UPDATE wins.
+    public func take(key: String, uri: String, attempts: Int64, at t: Double) throws -> Bool {
+        !(try db.query("""
+            UPDATE tlsrpt_deliveries SET status = 'sending', last_attempt = ? WHERE report_key = ? AND uri = ? AND attempts = ?
+                AND (status IN ('pending', 'retry') OR (status = 'sending' AND last_attempt < ?)) RETURNING 1
+            """, [.real(t), .text(key), .text(uri), .integer(attempts), .real(t - 600)])).isEmpty
+    }
+
+    /// Records an attempt's result and, for a retry, when the next one is due.
+    public func finish(key: String, uri: String, attempts: Int64, status: String, result: String, at t: Double, first: Double, next: Double? = nil) throws {
+        try db.query("""
+            UPDATE tlsrpt_deliveries SET status = ?, attempts = ?, result = ?, last_attempt = ?, next_attempt = ?, sent_at = ?,
+                first_attempt = COALESCE(first_attempt, ?) WHERE report_key = ? AND uri = ?
+            """, [.text(status), .integer(attempts), .text(result), .real(t), .real(next ?? t), status == "sent" ? .real(t) : .null, .real(first),
+                  .text(key), .text(uri)])
+    }
+}

@@ -1,6 +1,7 @@
 import HTTPTypes
 import HummingbirdCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
 import NIOSSL
@@ -20,6 +21,8 @@ public struct ConnectionLimits: Sendable {
     public var bodyTimeout: TimeAmount = .seconds(30)
     /// TLS handshakes must complete within this.
     public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// Connections at once from one address (one client cannot take every slot).
+    public var maxPerAddress = 64
 
     public init() {}
 }
@@ -40,6 +43,11 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var sawHead = false
     /// The response being written says `Connection: close` (a 413 sent before the body was read).
     private var closeAfterResponse = false
+    /// Per request read and not yet answered: whether it asked for `Connection: close`. After its
+    /// response the connection is closed, whatever else the client pipelined behind it.
+    private var requestsClose: [Bool] = []
+    /// A client that does not read its responses gets `bodyTimeout` before the connection goes.
+    private var stalledWriter: Scheduled<Void>?
 
     init(headerTimeout: TimeAmount, bodyTimeout: TimeAmount, logger: Logger) {
         self.headerTimeout = headerTimeout
@@ -51,17 +59,33 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         arm(context, headerTimeout, "no complete request head")
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        stalledWriter?.cancel()
+    }
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
+        stalledWriter?.cancel()
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            stalledWriter?.cancel()
+            stalledWriter = nil
+        } else if stalledWriter == nil {
+            let channel = context.channel
+            stalledWriter = context.eventLoop.scheduleTask(in: bodyTimeout) { channel.close(promise: nil) }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head:
+        case .head(let head):
             sawHead = true
+            requestsClose.append(head.headerFields[.connection].map { $0.lowercased().contains("close") } ?? false)
             arm(context, bodyTimeout, "request body not complete")
         case .body:
             break
@@ -80,10 +104,13 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .body:
             context.write(data, promise: promise)
         case .end:
-            guard closeAfterResponse else { return context.write(data, promise: promise) }
-            let channel = context.channel
+            let asked = requestsClose.isEmpty ? false : requestsClose.removeFirst()
+            guard closeAfterResponse || asked else { return context.write(data, promise: promise) }
+            let channel = context.channel, early = closeAfterResponse
             let done = context.eventLoop.makePromise(of: Void.self)
-            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            // Answered before the body was read (413): close our side only, so the client reads the
+            // answer instead of a reset; the rest of its upload is discarded until the body deadline.
+            done.futureResult.whenComplete { _ in channel.close(mode: early ? .output : .all, promise: nil) }
             if let promise { done.futureResult.cascade(to: promise) }
             context.writeAndFlush(data, promise: done)
         }
@@ -115,12 +142,12 @@ final class HandshakeDeadlineHandler: ChannelInboundHandler, RemovableChannelHan
     func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
         if case TLSUserEvent.handshakeCompleted = event {
             timer?.cancel()
             timer = nil
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
-        context.fireUserInboundEventTriggered(event)
     }
 }
 
@@ -131,11 +158,16 @@ struct GuardedHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let base: HTTP1Channel
     let sslContext: NIOSSLContext?
     let handshakeTimeout: TimeAmount
+    let perAddress: PerAddressLimit
 
     var responder: HTTPChannelHandler.Responder { base.responder }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
+        guard perAddress.admit(channel) else {
+            logger.debug("refused a connection: too many from \(channel.remoteAddress?.ipAddress ?? "?")")
+            return channel.close().flatMapThrowing { throw ChannelError.ioOnClosedChannel }
+        }
+        return channel.eventLoop.makeCompletedFuture {
             if let sslContext {
                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                 try channel.pipeline.syncOperations.addHandler(HandshakeDeadlineHandler(timeout: handshakeTimeout))
@@ -150,16 +182,44 @@ struct GuardedHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     }
 }
 
+/// Open connections per remote address, shared by every listener of a server.
+final class PerAddressLimit: Sendable {
+    let limit: Int
+    private let counts = NIOLockedValueBox<[String: Int]>([:])
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts the connection in (false: over the limit) and out again when it closes.
+    func admit(_ channel: any Channel) -> Bool {
+        guard let address = channel.remoteAddress?.ipAddress else { return true }
+        let admitted = counts.withLockedValue { counts -> Bool in
+            guard counts[address, default: 0] < limit else { return false }
+            counts[address, default: 0] += 1
+            return true
+        }
+        guard admitted else { return false }
+        channel.closeFuture.whenComplete { [counts] _ in
+            counts.withLockedValue { counts in
+                let left = counts[address, default: 1] - 1
+                counts[address] = left > 0 ? left : nil
+            }
+        }
+        return true
+    }
+}
+
 extension HTTPServerBuilder {
     /// HTTP/1 (and TLS when `sslContext` is set) with `limits`.
-    static func guarded(limits: ConnectionLimits, sslContext: NIOSSLContext?, logger: Logger) -> HTTPServerBuilder {
-        .init { responder in
+    static func guarded(limits: ConnectionLimits, sslContext: NIOSSLContext?, logger: Logger,
+                        perAddress: PerAddressLimit? = nil) -> HTTPServerBuilder {
+        let perAddress = perAddress ?? PerAddressLimit(limit: limits.maxPerAddress)
+        return .init { responder in
             let configuration = HTTP1Channel.Configuration(
                 additionalChannelHandlers: [RequestDeadlineHandler(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout, logger: logger)],
                 idleTimeout: limits.idleTimeout,
                 httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 * 1024, maxHeaderListSize: 64 * 1024, maxHeaderFieldCount: 100))
             return GuardedHTTPChannel(base: HTTP1Channel(responder: responder, configuration: configuration),
-                                      sslContext: sslContext, handshakeTimeout: limits.handshakeTimeout)
+                                      sslContext: sslContext, handshakeTimeout: limits.handshakeTimeout, perAddress: perAddress)
         }
     }
 }

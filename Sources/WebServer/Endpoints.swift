@@ -12,6 +12,7 @@ extension ConnectionLimits {
     public init(_ config: ServeConfig) {
         self.init()
         maxConnections = config.maxConnections
+        maxPerAddress = config.maxPerAddress
         idleTimeout = .milliseconds(Int64(config.idleTimeout * 1000))
         headerTimeout = .milliseconds(Int64(config.headerTimeout * 1000))
         bodyTimeout = .milliseconds(Int64(config.bodyTimeout * 1000))

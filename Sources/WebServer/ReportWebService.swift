@@ -54,7 +54,9 @@ public final class ReportWebService: Sendable {
     }
 
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        if host == "localhost" || host == "::1" { return true }
+        var address = in_addr()
+        return inet_pton(AF_INET, host, &address) == 1 && (UInt32(bigEndian: address.s_addr) >> 24) == 127
     }
 
     /// The routes of one listener: the policy hosts first (by Host, whatever the path), then the
@@ -89,6 +91,7 @@ public final class ReportWebService: Sendable {
     public func applications(limits: ConnectionLimits, tls: TLSConfiguration?,
                              onListening: @escaping @Sendable (String, Int) -> Void = { _, _ in }) throws -> [any Service] {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        let perAddress = PerAddressLimit(limit: limits.maxPerAddress)
         var apps: [any Service] = []
         for address in config.listen {
             let allowed = apiAllowed(onListener: address.host)
@@ -100,7 +103,7 @@ public final class ReportWebService: Sendable {
             let host = address.host
             let app = Application(
                 router: router(apiAllowed: allowed),
-                server: .guarded(limits: limits, sslContext: sslContext, logger: logger),
+                server: .guarded(limits: limits, sslContext: sslContext, logger: logger, perAddress: perAddress),
                 configuration: ApplicationConfiguration(address: .hostname(host, port: address.port), serverName: nil,
                                                         availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: logger)),
                 onServerRunning: { channel in onListening(host, channel.localAddress?.port ?? 0) },
@@ -128,6 +131,7 @@ public final class ReportWebService: Sendable {
             body.writeBuffer(&chunk)
         }
         let bytes = Array(body.readableBytesView)
+        body = ByteBuffer()
         let ingestor = self.ingestor, time = now().timeIntervalSince1970
         let outcome: ReportIngestor.Outcome
         do {
@@ -237,11 +241,14 @@ public struct ServeRoutes: HTTPResponderBuilder {
         let inner = router.buildResponder(), policyHost = self.policyHost
         return CallbackResponder { request, context in
             if let response = policyHost.response(request) { return response }
+            var response: Response
             do {
-                return try await inner.respond(to: request, context: context)
+                response = try await inner.respond(to: request, context: context)
             } catch let error as HTTPError {
-                return Reply.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
+                response = Reply.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
             }
+            if request.method == .head { response.body = .init() }
+            return response
         }
     }
 }
@@ -254,9 +261,10 @@ struct PolicyHost: Sendable {
     func response(_ request: Request) -> Response? {
         let host = Self.hostName(request.head.authority)
         guard host.hasPrefix("mta-sts.") else { return nil }
-        guard let body = service.policyHosts[host] else { return Reply.text(.notFound, "no MTA-STS policy is served for \(host)\n") }
-        guard request.uri.path == "/.well-known/mta-sts.txt" else { return Reply.text(.notFound, "not found\n") }
-        guard request.method == .get || request.method == .head else { return Reply.text(.methodNotAllowed, "GET only\n") }
+        let head = request.method == .head
+        guard let body = service.policyHosts[host] else { return Reply.text(.notFound, "no MTA-STS policy is served for this host\n", head: head) }
+        guard request.uri.path == "/.well-known/mta-sts.txt" else { return Reply.text(.notFound, "not found\n", head: head) }
+        guard request.method == .get || head else { return Reply.text(.methodNotAllowed, "GET only\n") }
         service.policyRequests.increment()
         let headers: HTTPFields = [.contentType: "text/plain", .cacheControl: "no-store", .contentLength: String(body.readableBytes)]
         return Response(status: .ok, headers: headers, body: request.method == .head ? .init() : .init(byteBuffer: body))
@@ -284,8 +292,9 @@ struct APIAccessMiddleware: RouterMiddleware {
             return Reply.error(.forbidden, "the API is not answered on this listener: set reports.api_token (or reports.api_public: true)")
         }
         if let token {
-            let given = request.headers[.authorization] ?? ""
-            guard Self.constantTimeEqual(Array(given.utf8), Array("Bearer \(token)".utf8)) else {
+            var given = Substring(request.headers[.authorization] ?? "")
+            if given.prefix(7).lowercased() == "bearer " { given = given.dropFirst(7) } else { given = "" }
+            guard Self.constantTimeEqual(Array(given.utf8), Array(token.utf8)) else {
                 var r = Reply.error(.unauthorized, "the API needs Authorization: Bearer TOKEN")
                 r.headers[.wwwAuthenticate] = "Bearer"
                 return r
@@ -342,9 +351,10 @@ enum Reply {
         json(status, .object([JSONMember("error", .string(message))]))
     }
 
-    static func text(_ status: HTTPResponse.Status, _ text: String) -> Response {
-        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-store"],
-                 body: .init(byteBuffer: ByteBuffer(string: text)))
+    /// A text answer; to HEAD, the headers alone.
+    static func text(_ status: HTTPResponse.Status, _ text: String, head: Bool = false) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-store", .contentLength: String(text.utf8.count)],
+                 body: head ? .init() : .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     static func tooLarge(_ limit: Int) -> Response {
