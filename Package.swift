@@ -32,7 +32,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // glibc's libresolv through a small C shim; DNS look-ups with the AD bit.
         .systemLibrary(name: "CResolv", path: "Sources/CResolv"),
-        .target(name: "MailDNS", dependencies: ["CResolv", "ServerSupport"]),
+        .target(name: "MailDNS", dependencies: ["CResolv", "MTASTSCore", "ServerSupport"]),
         // Strict HTTPS policy fetch, SMTP STARTTLS probe, certificate checks (RFC 8461 §3.3, §4).
         .target(name: "MTASTSNet", dependencies: [
             "MTASTSCore",
@@ -47,7 +47,7 @@ let package = Package(
         // SQLite and PostgreSQL (libpq) through system-library shims; small blocking wrappers.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ"),
-        .target(name: "Storage", dependencies: ["CSQLite", "CLibPQ"]),
+        .target(name: "Storage", dependencies: ["CSQLite", "CLibPQ", "MTASTSCore"]),
         // The sender's policy resolver: DNS + strict fetch + cache stores + refresh (RFC 8461 §3.3, §5).
         .target(name: "PolicyResolver", dependencies: [
             "MTASTSCore", "MTASTSNet", "MailDNS", "Storage", "ServerSupport",

@@ -41,27 +41,19 @@ struct DaemonCommand: AsyncParsableCommand {
 
     func run() async throws {
         if let checkConfig {
-            do {
-                _ = try DaemonConfig.load(path: checkConfig)
-                Console.out("\(checkConfig): valid")
-                return
-            } catch {
-                Console.err("mtasts daemon: \(error)")
-                throw ExitCode(Exit.usage)
-            }
+            _ = try DaemonConfig.load(path: checkConfig)
+            Console.out("\(checkConfig): valid")
+            return
         }
-        let cfg: DaemonConfig
-        do { cfg = try config.map { path throws(DaemonConfig.ConfigError) in try DaemonConfig.load(path: path) } ?? DaemonConfig() } catch {
-            Console.err("mtasts daemon: \(error)")
-            throw ExitCode(Exit.usage)
-        }
+        let cfg = try config.map { path throws(DaemonConfig.ConfigError) in try DaemonConfig.load(path: path) } ?? DaemonConfig()
         logging.bootstrap()
         MetricsExport.bootstrap()
         let logger = Log.logger("daemon")
         let daemon: PolicyDaemon
-        do { daemon = try await PolicyDaemon.start(cfg, configPath: config, logger: logger) } catch {
-            Console.err("mtasts daemon: \(error)")
-            throw ExitCode(Exit.temporary)
+        do { daemon = try await PolicyDaemon.start(cfg, configPath: config, logger: logger) } catch let error as MTASTSErrorConvertible {
+            throw error
+        } catch {
+            throw MTASTSError(.setup, "cannot start: \(error)", temporary: true)
         }
         var services = daemon.services()
         if let port = cfg.metricsPort {
@@ -73,8 +65,7 @@ struct DaemonCommand: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do { try await group.run() } catch {
-            logger.error("stopped on an error: \(error)")
-            throw ExitCode(Exit.temporary)
+            throw MTASTSError(.setup, "stopped on an error: \(error)", temporary: true)
         }
         logger.info("stopped")
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MTASTSCore
 
 /// The `mtasts` command.
 public struct MTASTS: AsyncParsableCommand {
@@ -14,7 +15,8 @@ public struct MTASTS: AsyncParsableCommand {
               0  fine (warnings allowed)
               1  problems found (an invalid policy or record, a file that is no report)
               2  usage error
-              3  temporary failure (DNS or network); try again later
+              3  temporary failure (DNS, network, database) or a daemon that cannot start; try again later
+              75 reports ingest only: temporary failure for the MTA's pipe (EX_TEMPFAIL)
 
             Results go to standard output (--json for machines), logs to standard error.
             Colour is used only on a terminal, and never when NO_COLOR is set.
@@ -34,6 +36,10 @@ public struct MTASTS: AsyncParsableCommand {
                 try command.run()
             }
             Foundation.exit(Exit.ok)
+        } catch let error as MTASTSErrorConvertible {
+            // Library errors: the message, and the exit code decided in one place.
+            FileHandle.standardError.write(Data("mtasts: \(error.mtastsError.message)\n".utf8))
+            Foundation.exit(Exit.code(for: error))
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {

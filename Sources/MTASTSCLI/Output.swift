@@ -13,6 +13,26 @@ public enum Exit {
     public static let usage: Int32 = 2
     /// Temporary failure (DNS, network): try again later.
     public static let temporary: Int32 = 3
+    /// EX_TEMPFAIL: a mail pipe (`reports ingest`) tells the MTA to keep the message and retry.
+    public static let mailTemporary: Int32 = 75
+
+    /// The one place an error becomes an exit code. `temporary` is 3, or 75 where a mail pipe
+    /// reads the code.
+    public static func code(for error: any Error, temporary: Int32 = Exit.temporary) -> Int32 {
+        switch error {
+        case let exit as ExitCode: return exit.rawValue
+        case is ValidationError: return usage
+        case let convertible as MTASTSErrorConvertible:
+            let e = convertible.mtastsError
+            if e.temporary { return temporary }
+            switch e.code {
+            case .usage, .configuration: return usage
+            case .invalidInput, .notFound: return problems
+            case .dns, .network, .storage, .setup: return Exit.temporary
+            }
+        default: return problems
+        }
+    }
 }
 
 /// Writing to stdout (results) and stderr (logs), with colour only on a terminal without NO_COLOR.

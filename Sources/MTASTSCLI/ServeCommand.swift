@@ -53,65 +53,35 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Log.logger("serve")
-        var config: ServeConfig
-        do {
-            config = try config_()
-        } catch {
-            Console.err("\(error)")
-            throw ExitCode(Exit.usage)
-        }
+        var config = try self.config.map { path throws(ServeConfig.ConfigError) in try ServeConfig.load(path: path) } ?? ServeConfig()
         if !listen.isEmpty {
-            config.listen = []
-            for item in listen {
-                guard let address = ServeConfig.address(item) else {
-                    Console.err("--listen: \(ServeConfig.addressError(item))")
-                    throw ExitCode(Exit.usage)
-                }
-                config.listen.append(address)
+            config.listen = try listen.map { item in
+                guard let address = ServeConfig.address(item) else { throw ValidationError("--listen: \(ServeConfig.addressError(item))") }
+                return address
             }
         }
         // The same order as `mtasts reports`: --database, MTASTS_DATABASE, the file, the default.
         if let database { config.database = database } else if let env = ProcessInfo.processInfo.environment["MTASTS_DATABASE"], !env.isEmpty {
             config.database = env
         }
-        let tls: TLSConfiguration?
-        do { tls = try ServeTLS.configuration(config.certificates) } catch {
-            Console.err("\(error)")
-            throw ExitCode(Exit.usage)
-        }
+        let tls = try ServeTLS.configuration(config.certificates)
         if checkConfig {
             Console.out("configuration OK: \(config.policies.count) policy domain(s), \(config.certificates.count) certificate(s), listening on \(config.listen.map { "\($0.host):\($0.port)" }.joined(separator: ", "))")
             return
         }
-        let store: ReportStore
-        do { store = try ReportStore(url: config.database) } catch {
-            Console.err("\(error)")
-            throw ExitCode(Exit.temporary)
-        }
+        let store = try ReportStore(url: config.database)
         MetricsExport.bootstrap()
         let service = ReportWebService(config: config, store: store, logger: logger)
         let scheme = tls == nil ? "http" : "https"
         let summary = "\(config.policies.count) policy domain(s); reports at \(config.reportPath); database \(store.db.kind.rawValue) \(store.db.location)"
-        let apps: [any Service]
-        do {
-            apps = try service.applications(limits: ConnectionLimits(config), tls: tls) { host, port in
-                logger.info("serving on \(host):\(port) (\(scheme)); \(summary)")
-            }
-        } catch {
-            Console.err("tls: \(error)")
-            throw ExitCode(Exit.usage)
+        let apps = try service.applications(limits: ConnectionLimits(config), tls: tls) { host, port in
+            logger.info("serving on \(host):\(port) (\(scheme)); \(summary)")
         }
         let group = ServiceGroup(configuration: .init(services: apps.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do { try await group.run() } catch {
-            logger.error("cannot serve: \(error)")
-            throw ExitCode(Exit.temporary)
+            throw MTASTSError(.setup, "cannot serve: \(error)", temporary: true)
         }
         logger.info("stopped")
-    }
-
-    private func config_() throws -> ServeConfig {
-        guard let path = config else { return ServeConfig() }
-        return try ServeConfig.load(path: path)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MTASTSCore
 import Yams
 
 /// `mtasts daemon`'s configuration: YAML. A configuration file of postfix-mta-sts-resolver is
@@ -316,4 +317,12 @@ public struct DaemonConfig: Sendable {
 
 private extension Double {
     var clean: String { self == rounded() ? String(Int(self)) : String(self) }
+}
+
+extension DaemonConfig.ConfigError: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.configuration, description) }
+}
+
+extension ReportingSettings.Incomplete: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.configuration, description) }
 }

@@ -142,3 +142,7 @@ public struct CertificateChecker: Sendable {
         return (.invalid(.validationFailure, "the chain does not validate"), info)
     }
 }
+
+extension CertificateChecker.LoadError: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.configuration, description) }
+}

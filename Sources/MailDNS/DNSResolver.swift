@@ -1,6 +1,7 @@
 import CResolv
 import Dispatch
 import Foundation
+import MTASTSCore
 import ServerSupport
 
 /// Why a look-up gave no records. `noRecords` is an authoritative "nothing there" (NXDOMAIN or
@@ -236,4 +237,12 @@ extension Result where Failure == DNSError {
     public init(catching body: () async throws(DNSError) -> Success) async {
         do { self = .success(try await body()) } catch { self = .failure(error) }
     }
+}
+
+extension DNSError: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.dns, description, temporary: isTemporary) }
+}
+
+extension DNSResolver.InvalidServer: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.configuration, description) }
 }

@@ -114,3 +114,8 @@ extension DaemonRuntime {
         return (pw.pointee.pw_uid, gid)
     }
 }
+
+extension DaemonRuntime.SetupError: MTASTSErrorConvertible {
+    /// The daemon could not start (cache, sockets, resolver): exit 3, a supervisor retries.
+    public var mtastsError: MTASTSError { MTASTSError(.setup, description, temporary: true) }
+}

@@ -74,3 +74,7 @@ public struct StorageErrorBox: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+extension StorageErrorBox: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.storage, description, temporary: true) }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import MTASTSCore
 
 /// Input files: a path, `-` for standard input; directories are walked (sorted, recursive).
 public enum InputFiles {
@@ -116,3 +117,7 @@ public struct LineReader {
     }
 }
 
+
+extension InputFiles.Failure: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.invalidInput, description) }
+}

@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import MTASTSCore
 
 /// A value bound to or read from a statement, the same for SQLite and PostgreSQL.
 public enum SQLValue: Sendable, Equatable {
@@ -191,4 +192,9 @@ public final class SQLiteDatabase: @unchecked Sendable {
         statements[sql] = statement
         return statement
     }
+}
+
+extension StorageError: MTASTSErrorConvertible {
+    /// A database failure is worth a retry: the server may be back, the lock released.
+    public var mtastsError: MTASTSError { MTASTSError(.storage, description, temporary: true) }
 }

@@ -104,3 +104,7 @@ public enum Mailbox {
         try await finish(at: reader.offset)
     }
 }
+
+extension Mailbox.Failure: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(temporary ? .storage : .usage, description, temporary: temporary) }
+}

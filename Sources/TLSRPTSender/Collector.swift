@@ -290,3 +290,7 @@ public final class Collector: @unchecked Sendable {
         done.wait()
     }
 }
+
+extension Collector.SocketError: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.setup, description, temporary: true) }
+}

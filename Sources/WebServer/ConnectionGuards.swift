@@ -23,6 +23,9 @@ public struct ConnectionLimits: Sendable {
     public var handshakeTimeout: TimeAmount = .seconds(10)
     /// Connections at once from one address (one client cannot take every slot).
     public var maxPerAddress = 64
+    /// Connections the kernel completes and queues while all slots are taken (capped by
+    /// net.core.somaxconn); beyond it a client's SYN is dropped and retried after seconds.
+    public var backlog = 1_024
 
     public init() {}
 }

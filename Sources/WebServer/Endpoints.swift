@@ -3,6 +3,7 @@ import HummingbirdCore
 import ServiceLifecycle
 import Logging
 import MTASTSConfig
+import MTASTSCore
 import NIOCore
 import NIOSSL
 import ServerSupport
@@ -75,4 +76,8 @@ public enum ServeTLS {
         }
         return tls
     }
+}
+
+extension ServeTLS.Failure: MTASTSErrorConvertible {
+    public var mtastsError: MTASTSError { MTASTSError(.configuration, description) }
 }

@@ -104,7 +104,7 @@ public final class ReportWebService: Sendable {
             let app = Application(
                 router: router(apiAllowed: allowed),
                 server: .guarded(limits: limits, sslContext: sslContext, logger: logger, perAddress: perAddress),
-                configuration: ApplicationConfiguration(address: .hostname(host, port: address.port), serverName: nil,
+                configuration: ApplicationConfiguration(address: .hostname(host, port: address.port), serverName: nil, backlog: limits.backlog,
                                                         availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: logger)),
                 onServerRunning: { channel in onListening(host, channel.localAddress?.port ?? 0) },
                 logger: logger)
