@@ -178,6 +178,17 @@ let package = Package(
             "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // In-process tests of each library (no child process; real files and SQLite, openssl for keys).
+        .testTarget(name: "ServerSupportTests", dependencies: [
+            "ServerSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
+        .testTarget(name: "MTASTSConfigTests", dependencies: ["MTASTSConfig", "MTASTSCore"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "MTASTSCore"]),
+        .testTarget(name: "DKIMTests", dependencies: ["DKIM"]),
+        .testTarget(name: "TLSRPTReceiverTests", dependencies: ["TLSRPTReceiver", "MTASTSCore", "DKIM", "TestSupport"]),
+        .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore"]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

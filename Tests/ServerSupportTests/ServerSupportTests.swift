@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+@testable import ServerSupport
+import Testing
+
+@Suite struct LogFormatTests {
+    final class Lines: Sendable {
+        let lines = NIOLockedValueBox<[String]>([])
+        var all: [String] { lines.withLockedValue { $0 } }
+    }
+
+    func logger(journald: Bool, level: Logger.Level = .info) -> (Logger, Lines) {
+        let sink = Lines()
+        let logger = Logger(label: "serve") { label in
+            LineLogHandler(label: label, level: level, journald: journald, sink: { line in sink.lines.withLockedValue { $0.append(line) } })
+        }
+        return (logger, sink)
+    }
+
+    @Test("one line per event: time, level, component, message, sorted metadata") func lineFormat() throws {
+        let (logger, sink) = logger(journald: false)
+        logger.info("serving on 127.0.0.1:8080", metadata: ["b": "2", "a": "1"])
+        logger.debug("not shown at info")
+        let line = try #require(sink.all.first)
+        #expect(sink.all.count == 1)
+        #expect(line.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ info serve: serving on 127.0.0.1:8080 a=1 b=2\n$"#, options: .regularExpression) != nil, "\(line)")
+    }
+
+    @Test("outside text cannot forge a log line: CR, LF and control characters are escaped") func injection() throws {
+        let (logger, sink) = logger(journald: false)
+        logger.warning("report from evil.example\n2026-01-01T00:00:00Z info serve: forged\r\u{1B}[31m", metadata: ["peer": "a\nb"])
+        let line = try #require(sink.all.first)
+        #expect(line.filter { $0 == "\n" }.count == 1)
+        #expect(line.contains("evil.example\\n2026-01-01T00:00:00Z info serve: forged\\r\\x1b[31m"))
+        #expect(line.contains("peer=a\\nb"))
+    }
+
+    @Test("under systemd: the syslog priority, no time stamp") func journald() throws {
+        let (logger, sink) = logger(journald: true, level: .debug)
+        logger.error("cannot bind")
+        logger.debug("detail")
+        #expect(sink.all == ["<3>error serve: cannot bind\n", "<7>debug serve: detail\n"])
+        #expect(Log.level("WARNING") == .warning)
+        #expect(Log.level("loud") == nil)
+    }
+}
+
+@Suite struct BlockingPoolTests {
+    @Test("at most `threads` blocking calls at once; results and errors come back") func bounded() async throws {
+        let pool = BlockingPool(threads: 2)
+        let running = NIOLockedValueBox((now: 0, peak: 0))
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<8 {
+                group.addTask {
+                    try await pool.run {
+                        running.withLockedValue { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+                        usleep(50_000)
+                        running.withLockedValue { $0.now -= 1 }
+                        return i
+                    }
+                }
+            }
+            var sum = 0
+            for try await i in group { sum += i }
+            #expect(sum == 28)
+        }
+        #expect(running.withLockedValue { $0.peak } == 2)
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) { try await pool.run { throw Boom() } }
+        await pool.shutdown()
+    }
+}
+
+@Suite struct FileReaderTests {
+    @Test("a file over the limit is refused, not read whole; lines come with their offsets") func files() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lines-\(UUID().uuidString.prefix(6))").path
+        try "one\ntwo\r\nthree".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try InputFiles.read(path, maxSize: 100) == Array("one\ntwo\r\nthree".utf8))
+        #expect(throws: InputFiles.Failure.self) { try InputFiles.read(path, maxSize: 5) }
+        #expect(throws: InputFiles.Failure.self) { try InputFiles.read(path + ".missing", maxSize: 5) }
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        var reader = LineReader(fd: fd, offset: 0)
+        var lines: [(String, Int64)] = []
+        while let (line, start) = reader.next() { lines.append((String(decoding: line, as: UTF8.self), start)) }
+        #expect(lines.map(\.0) == ["one\n", "two\r\n", "three"])
+        #expect(lines.map(\.1) == [0, 4, 9])
+    }
+}
