@@ -10,7 +10,7 @@ struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
         abstract: "Check domains' MTA-STS and TLS-RPT set-up end to end.",
-        discussion: """
+        discussion: Help.reflow("""
             For each domain: the _mta-sts record, the policy host (address, TLS, certificate, status,
             redirects, content type, size), the policy (every lint finding, mode and max_age advice),
             every MX (covered by a pattern, addresses, CNAME, TLSA, STARTTLS and certificate as a
@@ -18,7 +18,7 @@ struct CheckCommand: AsyncParsableCommand {
             mailto domain's MX). Findings carry a stable code — the RFC 8460 result type where one
             fits — a severity and a message. Exit 0 no errors, 1 errors found, 2 usage, 3 could not
             check (a temporary DNS failure).
-            """)
+            """))
 
     @Argument(help: "Domains to check.")
     var domains: [String] = []

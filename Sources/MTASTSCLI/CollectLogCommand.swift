@@ -11,7 +11,7 @@ struct CollectLogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "collect-log",
         abstract: "Collect TLS results from Postfix's mail log (Postfix 3.9 and older, which have no TLSRPT).",
-        discussion: """
+        discussion: Help.reflow("""
             Reads the log (a file, or '-' for standard input; --follow keeps reading as it grows and
             across rotation), takes each delivery attempt of Postfix's smtp client (to=<…>, relay=…,
             status=…) with the TLS Postfix logged for its connection, and stores it like a libtlsrpt
@@ -30,7 +30,7 @@ struct CollectLogCommand: AsyncParsableCommand {
             smtp_connection_cache_on_demand off for exact figures.
 
             Exit codes: 0 read to the end; 2 usage error; 3 the database failed.
-            """)
+            """))
 
     @Argument(help: "The mail log ('-': standard input).") var log: String = "-"
     @Flag(help: "Keep reading as the file grows (and after it is rotated).") var follow = false

@@ -11,7 +11,7 @@ struct DaemonCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "daemon",
         abstract: "The MTA-STS policy daemon for Postfix (socketmap).",
-        discussion: """
+        discussion: Help.reflow("""
             Answers Postfix's smtp_tls_policy_maps look-ups with each destination's MTA-STS policy
             (RFC 8461), from a cache kept fresh in the background:
 
@@ -29,7 +29,7 @@ struct DaemonCommand: AsyncParsableCommand {
 
             Exit codes: 0 stopped by a signal, 2 usage or configuration error, 3 cannot listen or
             open the cache.
-            """)
+            """))
 
     @Option(name: [.short, .long], help: "The YAML configuration file.")
     var config: String?

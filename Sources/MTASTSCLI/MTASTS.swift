@@ -7,20 +7,36 @@ public struct MTASTS: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "mtasts",
         abstract: "MTA-STS (RFC 8461) and SMTP TLS Reporting (RFC 8460), both ends.",
-        discussion: """
-            Write and lint MTA-STS policies and DNS records, check a domain's whole set-up, and read
-            TLS reports.
+        discussion: Help.reflow("""
+            One command for both ends of SMTP transport security.
+
+            A domain that receives mail (the domain owner):
+              policy init|lint       write and lint the MTA-STS policy file
+              record lint            lint the _mta-sts and _smtp._tls TXT records
+              check DOMAIN           check DNS, the policy host, the policy, every MX's STARTTLS and certificate, TLSRPT
+              serve                  host the policy (per Host/SNI), receive TLS reports over HTTPS, answer the API
+              reports ingest         take report mail (pipe, Maildir, mbox), DKIM-checked
+              reports summary|readiness  what fails, and whether testing can become enforce
+              report parse           read report files (JSON, gzip, mail)
+
+            A server that sends mail (Postfix):
+              daemon                 the socketmap policy daemon (smtp_tls_policy_maps) with a cache, the
+                                     libtlsrpt collector and the daily report run
+              query DOMAIN           the policy a sender applies now, and the daemon's reply
+              collect-log            TLS results from Postfix's mail log (Postfix 3.9 and older)
+              reports build|send|status  our daily TLS reports: build, deliver (HTTPS, DKIM-signed mail), ledger
 
             Exit codes:
               0  fine (warnings allowed)
               1  problems found (an invalid policy or record, a file that is no report)
-              2  usage error
+              2  usage or configuration error
               3  temporary failure (DNS, network, database) or a daemon that cannot start; try again later
               75 reports ingest only: temporary failure for the MTA's pipe (EX_TEMPFAIL)
 
-            Results go to standard output (--json for machines), logs to standard error.
-            Colour is used only on a terminal, and never when NO_COLOR is set.
-            """,
+            Results go to standard output (--json for machines), logs to standard error (serve and daemon:
+            --log-level, one line per event, journald priorities under systemd). Colour is used only on a
+            terminal, and never when NO_COLOR is set.
+            """),
         version: "0.1.0",
         subcommands: [PolicyCommand.self, RecordCommand.self, ReportCommand.self, ReportsCommand.self, ServeCommand.self, CheckCommand.self, DaemonCommand.self, QueryCommand.self, CollectLogCommand.self])
 

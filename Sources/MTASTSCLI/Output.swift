@@ -95,3 +95,22 @@ struct LoggingOptions: ParsableArguments {
         Log.bootstrap(level: Log.level(text) ?? .info)
     }
 }
+
+/// Help text is written as paragraphs; the terminal width decides where lines break. Source
+/// lines of a paragraph are joined (so ArgumentParser wraps them once, at the real width);
+/// indented lines (lists, tables, examples) and lines after a heading ending in ":" stay as
+/// written.
+enum Help {
+    static func reflow(_ text: String) -> String {
+        var out: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            let joinable = !line.isEmpty && !line.hasPrefix(" ")
+            if joinable, let last = out.last, !last.isEmpty, !last.hasPrefix(" "), !last.hasSuffix(":") {
+                out[out.count - 1] = last + " " + line
+            } else {
+                out.append(line)
+            }
+        }
+        return out.joined(separator: "\n")
+    }
+}

@@ -14,11 +14,11 @@ struct PolicyLint: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lint",
         abstract: "Check a policy file (mta-sts.txt) against RFC 8461 §3.2.",
-        discussion: """
+        discussion: Help.reflow("""
             Reads FILE, or standard input when FILE is '-' or absent. Reports every error and
             warning with its line. A policy with errors is one senders reject (or, for a max_age
             above one year, cap). Exit 0 when valid (warnings allowed), 1 when not.
-            """)
+            """))
 
     @Argument(help: "The policy file, or '-' for standard input.")
     var file: String = "-"
@@ -70,12 +70,12 @@ struct PolicyInit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
         abstract: "Write a policy and the DNS records to publish with it.",
-        discussion: """
+        discussion: Help.reflow("""
             Prints the policy file, the _mta-sts and _smtp._tls TXT records (the id is derived from
             the policy's content, so it changes exactly when the policy does) and the policy host to
             set up, with the roll-out steps. Start in testing mode, read the TLS reports, then switch
             to enforce.
-            """)
+            """))
 
     @Option(help: "The mail domain (the part after @ in addresses).")
     var domain: String

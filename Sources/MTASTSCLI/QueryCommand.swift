@@ -10,14 +10,14 @@ struct QueryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "The MTA-STS policy a sender applies to a domain now, and the daemon's reply.",
-        discussion: """
+        discussion: Help.reflow("""
             Resolves like `mtasts daemon` (same configuration, same cache): from the cache while it
             is valid, else from DNS and the policy host, saving what it fetched. Shows where the
             answer came from, the policy, its expiry and the exact socketmap reply.
 
             Exit codes: 0 a policy applies, 1 no policy, 2 usage, 3 temporary failure (DNS, the
             cache): try again later.
-            """)
+            """))
 
     @Argument(help: "The destination domain (as Postfix passes it: a domain, [domain], domain:port).")
     var domain: String

@@ -13,11 +13,11 @@ struct RecordLint: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lint",
         abstract: "Check one TXT record (RFC 8461 §3.1 or RFC 8460 §3).",
-        discussion: """
+        discussion: Help.reflow("""
             TEXT is the record; several TEXT arguments are the character-strings of one record and
             are joined with nothing in between, as DNS resolvers join them. The kind (sts or tlsrpt)
             is detected from the version tag. Exit 0 when valid (warnings allowed), 1 when not.
-            """)
+            """))
 
     @Argument(help: "The record text (or its strings, in order).")
     var text: [String]

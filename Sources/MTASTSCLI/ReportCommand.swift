@@ -14,13 +14,13 @@ struct ReportParse: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parse",
         abstract: "Parse TLS report files: .json, .json.gz or email messages.",
-        discussion: """
+        discussion: Help.reflow("""
             Each FILE may be report JSON, gzip-compressed JSON, or a report email (multipart/report;
             report-type=tlsrpt, as received from the rua mailto: address); '-' reads standard input,
             a directory is read recursively. Prints each report normalised, with what was tolerated,
             or why the file is not a report. With --json: an array with one object per file, each
             report in canonical RFC 8460 form. Exit 1 if any file is not a report.
-            """)
+            """))
 
     @Argument(help: "Report files, directories, or '-' for standard input.")
     var files: [String] = ["-"]

@@ -13,7 +13,7 @@ struct ReportsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reports",
         abstract: "TLS reports: store and question received ones; build and send our own.",
-        discussion: """
+        discussion: Help.reflow("""
             Receiving side (ingest, list, show, summary, readiness, export): the database is, in this order: --database, the environment variable MTASTS_DATABASE,
             'database:' in the --config file of mtasts serve, /var/lib/mtasts/reports.db. A URL
             postgres://… (or a libpq key=value string) selects PostgreSQL; anything else is an
@@ -21,7 +21,7 @@ struct ReportsCommand: ParsableCommand {
 
             Sending side (build, send, status): the results the collector of `mtasts daemon` stored;
             --config is then the daemon's configuration (tlsrpt_database:, reporting:).
-            """,
+            """),
         subcommands: [ReportsIngest.self, ReportsList.self, ReportsShow.self, ReportsSummary.self, ReportsReadiness.self, ReportsExport.self,
                       ReportsBuild.self, ReportsSend.self, ReportsStatus.self, ReportsDKIMRecord.self])
 }
@@ -83,7 +83,7 @@ struct ReportsIngest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ingest",
         abstract: "Store report mail (or report files): from a mail pipe, files, a Maildir or an mbox.",
-        discussion: """
+        discussion: Help.reflow("""
             With no FILE (or '-'), one message is read from standard input: use it as a Postfix pipe
             transport, an /etc/aliases entry ("tlsrpt: |/usr/local/bin/mtasts reports ingest") or a
             .forward. DKIM signatures are verified (dkim.policy in --config: require (default), record
@@ -98,7 +98,7 @@ struct ReportsIngest: AsyncParsableCommand {
             Exit codes (fit for a mail pipe): 0 stored, already stored, or not a report (logged, not
             bounced); 75 (EX_TEMPFAIL) the database or DNS failed temporarily: the MTA keeps the
             message and retries, nothing is lost; 2 usage error.
-            """)
+            """))
 
     @Argument(help: "Message or report files; '-' or nothing: one message on standard input.")
     var files: [String] = []
@@ -349,13 +349,13 @@ struct ReportsSummary: ParsableCommand {
 struct ReportsReadiness: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "readiness", abstract: "Is it safe to move DOMAIN's policy from testing to enforce?",
-        discussion: """
+        discussion: Help.reflow("""
             From the stored reports of the last --days days: which senders would have failed under
             enforce (certificate, STARTTLS, MX not in the policy), which could not fetch the policy,
             on which days, and a verdict with the evidence.
 
             Exit codes: 0 ready; 1 not ready or not enough data; 2 usage error; 3 the database failed.
-            """)
+            """))
 
     @Argument(help: "The policy domain.") var domain: String
     @Option(help: "Days of reports to look at, ending with --until.") var days = 14
@@ -392,10 +392,10 @@ struct ReportsReadiness: ParsableCommand {
 struct ReportsExport: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export", abstract: "Export stored reports (JSON) or failure details (CSV), streamed.",
-        discussion: """
+        discussion: Help.reflow("""
             --format json writes one JSON array of {"id", "organization", …, "report": RFC 8460 report};
             --format csv writes one row per failure detail. Exit codes: 0 written; 3 the database failed.
-            """)
+            """))
 
     enum Format: String, ExpressibleByArgument { case json, csv }
     @Option(help: "json or csv.") var format: Format = .json

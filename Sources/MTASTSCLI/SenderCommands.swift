@@ -42,12 +42,12 @@ func validDay(_ day: String?, _ name: String) throws {
 struct ReportsBuild: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "build", abstract: "Write the TLS reports of one UTC day from the collected results (sending side).",
-        discussion: """
+        discussion: Help.reflow("""
             One RFC 8460 report per policy domain and _smtp._tls record, from the data every collector
             wrote to the database, as sender!policy-domain!begin!end!id.json.gz (RFC 8460 §5.1) in --out.
             Nothing is sent or claimed: use it to look at what `reports send` would deliver.
             Exit codes: 0 written (also when there was nothing); 2 usage error; 3 the database failed.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("The UTC day (default: yesterday).", valueName: "YYYY-MM-DD")) var day: String?
     @Option(help: ArgumentHelp("Directory to write the reports to.", valueName: "DIR")) var out: String
@@ -83,7 +83,7 @@ struct ReportsBuild: ParsableCommand {
 struct ReportsSend: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "send", abstract: "Build, claim and deliver the TLS reports of completed days (sending side).",
-        discussion: """
+        discussion: Help.reflow("""
             For --day (default: every completed day with data), the reports this node is first to claim
             get one delivery per rua URI; then every delivery that is due is tried: HTTPS POST
             (application/tlsrpt+gzip; delivered on 2xx only) or mail (multipart/report, DKIM-signed with
@@ -92,7 +92,7 @@ struct ReportsSend: AsyncParsableCommand {
             itself after each UTC midnight when reporting.send_daily is on.
             Exit codes: 0 nothing failed for good; 1 a delivery failed permanently or was given up;
             2 usage error; 3 the database failed.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Only this UTC day.", valueName: "YYYY-MM-DD")) var day: String?
     @OptionGroup var sender: SenderOptions
@@ -184,12 +184,12 @@ struct ReportsStatus: ParsableCommand {
 struct ReportsDKIMRecord: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dkim-record", abstract: "Print the DNS record that publishes the DKIM key of report mail.",
-        discussion: """
+        discussion: Help.reflow("""
             Reads the private key reporting.dkim.key uses (PEM: RSA of at least 2048 bits, or Ed25519;
             make one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out tlsrpt.key`
             or `openssl genpkey -algorithm ed25519 -out tlsrpt.key`) and prints the TXT record to publish
             at SELECTOR._domainkey.DOMAIN. Exit codes: 0 printed; 1 the key cannot be used; 2 usage error.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("The private key file (PEM).", valueName: "FILE")) var key: String
     @Option(help: "The DKIM selector (s=).") var selector = "tlsrpt"

@@ -14,7 +14,7 @@ struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Host MTA-STS policies and receive TLS reports over HTTPS; answer questions about them.",
-        discussion: """
+        discussion: Help.reflow("""
             One service for a domain owner:
               GET  https://mta-sts.DOMAIN/.well-known/mta-sts.txt   the policy of every configured domain,
                    chosen by the Host header (and the certificate by SNI); anything else on those hosts is 404
@@ -25,16 +25,20 @@ struct ServeCommand: AsyncParsableCommand {
                    as JSON (query parameters domain, since, until, limit, days, min_days, tolerance)
               GET  /metrics                                       Prometheus metrics
               GET  /healthz
+
             /api/ and /metrics are answered on a loopback listener, or anywhere with reports.api_token
             (Authorization: Bearer TOKEN); reports.api_public: true answers them to anyone (warned).
-            Limits (the limits: section): connections at once, idle, header, body and TLS handshake
-            time-outs.
+
+            Limits (the limits section): connections at once and per address, idle, header, body and
+            TLS handshake time-outs.
+
             Without a tls section it speaks plain HTTP (put it behind a reverse proxy that terminates
             TLS for mta-sts.DOMAIN). With no --config: 127.0.0.1:8080, SQLite /var/lib/mtasts/reports.db.
 
             Signals: SIGTERM/SIGINT stop after the requests in progress.
+
             Exit codes: 0 stopped; 2 bad configuration or arguments; 3 the database or a listener failed.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Configuration file (YAML); see contrib/mtasts-serve.yml.", valueName: "FILE"))
     var config: String?
