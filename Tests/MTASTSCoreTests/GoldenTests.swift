@@ -1,0 +1,50 @@
+import Foundation
+import MTASTSCore
+import Testing
+
+/// Golden pairs: each interop report (shared/interop/reports) beside its full canonical JSON and
+/// the deviations the tolerant reader named, in Vectors/golden/. A change in what we read from a
+/// real sender's report shows as a diff here. `MTASTS_WRITE_GOLDEN=1 swift test --filter Golden`
+/// rewrites the files (then read the diff before committing it).
+@Suite struct GoldenTests {
+    static let golden = Paths.vectors.appendingPathComponent("golden")
+
+    static func name(_ file: String) -> String { file.replacingOccurrences(of: "/", with: "__") + ".json" }
+
+    static func rendering(_ result: ReportReader.Result) -> [UInt8] {
+        JSONValue.array(result.reports.map { parsed in
+            .object([
+                JSONMember("report", parsed.report.canonicalJSON),
+                JSONMember("diagnostics", .array(parsed.decoded.diagnostics.map { .string("\($0.severity.rawValue) \($0.code): \($0.message)") })),
+            ])
+        }).serializedBytes(pretty: true) + [0x0A]
+    }
+
+    // CONFORMANCE §4 (RFC 8460 §4.3, §4.4): the report model and its canonical form, on real reports.
+    @Test("every interop report matches its golden canonical JSON (CONFORMANCE RFC 8460 §4.3–4.4)") func goldenPairs() throws {
+        let root = Paths.interopReports
+        let files = try #require(FileManager.default.subpaths(atPath: root.path), "no interop data at \(root.path)").filter {
+            var isDir: ObjCBool = false
+            return FileManager.default.fileExists(atPath: root.appendingPathComponent($0).path, isDirectory: &isDir) && !isDir.boolValue
+        }.sorted()
+        let write = ProcessInfo.processInfo.environment["MTASTS_WRITE_GOLDEN"] == "1"
+        if write { try FileManager.default.createDirectory(at: Self.golden, withIntermediateDirectories: true) }
+        var compared = 0
+        for file in files {
+            guard let result = try? ReportReader.read([UInt8](try Data(contentsOf: root.appendingPathComponent(file)))) else { continue }
+            let rendered = Self.rendering(result)
+            let path = Self.golden.appendingPathComponent(Self.name(file))
+            if write {
+                try Data(rendered).write(to: path)
+                continue
+            }
+            guard let want = FileManager.default.contents(atPath: path.path) else {
+                Issue.record("no golden file for \(file): \(path.path)")
+                continue
+            }
+            #expect([UInt8](want) == rendered, "\(file) differs from \(Self.name(file))")
+            compared += 1
+        }
+        if !write { #expect(compared >= 50, "only \(compared) golden pairs compared") }
+    }
+}
