@@ -118,6 +118,49 @@ public struct LineReader {
 }
 
 
+/// Lines of a growing log file; notices rotation (a new file under the name).
+public struct LogTail {
+    public let path: String
+    var handle: FileHandle
+    var inode: UInt64
+    var pending: [UInt8] = []
+
+    public init(path: String) throws {
+        self.path = path
+        guard let h = FileHandle(forReadingAtPath: path) else { throw InputFiles.Failure(description: "\(path): cannot open") }
+        handle = h
+        inode = Self.inode(path)
+    }
+
+    static func inode(_ path: String) -> UInt64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? UInt64(st.st_ino) : 0
+    }
+
+    public mutating func next() -> String? {
+        while true {
+            if let nl = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[..<nl], as: UTF8.self)
+                pending.removeSubrange(...nl)
+                return line
+            }
+            let data = handle.readData(ofLength: 1 << 20)
+            if data.isEmpty { return nil }
+            pending += data
+            if pending.count > 1 << 20 && !pending.contains(0x0A) { pending.removeAll() }  // no line is this long
+        }
+    }
+
+    public mutating func reopenIfRotated() {
+        let now = Self.inode(path)
+        guard now != 0, now != inode, let h = FileHandle(forReadingAtPath: path) else { return }
+        // The old file was read to its end just before this call.
+        try? handle.close()
+        handle = h
+        inode = now
+    }
+}
+
 extension InputFiles.Failure: MTASTSErrorConvertible {
     public var mtastsError: MTASTSError { MTASTSError(.invalidInput, description) }
 }
