@@ -51,6 +51,7 @@ let package = Package(
         // The sender's policy resolver: DNS + strict fetch + cache stores + refresh (RFC 8461 §3.3, §5).
         .target(name: "PolicyResolver", dependencies: [
             "MTASTSCore", "MTASTSNet", "MailDNS", "Storage", "ServerSupport",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -75,6 +76,7 @@ let package = Package(
         // The sender's side of TLS-RPT: libtlsrpt collector, daily reports, delivery.
         .target(name: "TLSRPTSender", dependencies: [
             "MTASTSCore", "Storage", "DKIM", "ServerSupport",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -46,7 +46,6 @@ struct DaemonCommand: AsyncParsableCommand {
             return
         }
         let cfg = try config.map { path throws(DaemonConfig.ConfigError) in try DaemonConfig.load(path: path) } ?? DaemonConfig()
-        logging.bootstrap()
         MetricsExport.bootstrap()
         let logger = Log.logger("daemon")
         let daemon: PolicyDaemon

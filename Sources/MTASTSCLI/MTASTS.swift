@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MTASTSCore
+import ServerSupport
 
 /// The `mtasts` command.
 public struct MTASTS: AsyncParsableCommand {
@@ -44,6 +45,7 @@ public struct MTASTS: AsyncParsableCommand {
 
     /// Runs the command line and exits with the documented codes (argument errors exit 2).
     public static func runMain(_ arguments: [String]? = nil) async -> Never {
+        Log.bootstrap(level: LoggingOptions.level(in: arguments ?? Array(CommandLine.arguments.dropFirst())))
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {

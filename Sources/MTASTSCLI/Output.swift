@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ArgumentParser
 import MTASTSCore
 import ServerSupport
@@ -90,9 +91,15 @@ struct LoggingOptions: ParsableArguments {
         if let logLevel, Log.level(logLevel) == nil { throw ValidationError("--log-level must be trace, debug, info, notice, warning, error or critical, not '\(logLevel)'") }
     }
 
-    func bootstrap() {
-        let text = logLevel ?? ProcessInfo.processInfo.environment["MTASTS_LOG_LEVEL"] ?? "info"
-        Log.bootstrap(level: Log.level(text) ?? .info)
+    /// Logging is set up once, before the arguments are parsed (`MTASTS.runMain`), so that every
+    /// command's libraries log through the same handler; this reads `--log-level` for it.
+    static func level(in arguments: [String]) -> Logger.Level {
+        var text = ProcessInfo.processInfo.environment["MTASTS_LOG_LEVEL"]
+        for (i, a) in arguments.enumerated() {
+            if a == "--log-level", i + 1 < arguments.count { text = arguments[i + 1] }
+            if a.hasPrefix("--log-level=") { text = String(a.dropFirst("--log-level=".count)) }
+        }
+        return text.flatMap(Log.level) ?? .info
     }
 }
 

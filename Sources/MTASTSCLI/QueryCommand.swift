@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MTASTSConfig
 import MTASTSCore
 import PolicyDaemon
@@ -58,7 +59,7 @@ struct QueryCommand: AsyncParsableCommand {
         let resolver: PolicyResolver
         do {
             let store = noCache ? nil : try DaemonRuntime.makeStore(cfg)
-            resolver = try DaemonRuntime.makeResolver(cfg, store: store, log: { _ in })
+            resolver = try DaemonRuntime.makeResolver(cfg, store: store, logger: Logger(label: "resolver", factory: { _ in SwiftLogNoOpLogHandler() }))
         } catch {
             Console.err("mtasts query: \(error)")
             throw ExitCode(Exit.temporary)

@@ -104,7 +104,7 @@ struct ReportsSend: AsyncParsableCommand {
         let config = try sender.daemonConfig()
         let store = try sender.store(config)
         let reportSender: ReportSender
-        do { reportSender = try (config.reporting ?? ReportingSettings()).makeSender(store: store, log: { Console.err($0) }) } catch {
+        do { reportSender = try (config.reporting ?? ReportingSettings()).makeSender(store: store) } catch {
             Console.err("\(error)")
             throw ExitCode(Exit.usage)
         }

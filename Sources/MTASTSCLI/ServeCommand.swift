@@ -55,7 +55,6 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
-        logging.bootstrap()
         let logger = Log.logger("serve")
         var config = try self.config.map { path throws(ServeConfig.ConfigError) in try ServeConfig.load(path: path) } ?? ServeConfig()
         if !listen.isEmpty {

@@ -49,9 +49,8 @@ public final class PolicyDaemon: Sendable {
                              logger: Logger = Log.logger("daemon")) async throws -> PolicyDaemon {
         // Few malloc arenas: a long-running daemon with many threads otherwise keeps freed memory.
         _ = glibcMallopt(-8 /* M_ARENA_MAX */, 2)
-        let resolverLog = Log.logger("resolver")
         let store = try DaemonRuntime.makeStore(config)
-        let resolver = try DaemonRuntime.makeResolver(config, store: store, clock: clock, log: { resolverLog.info("\($0)") })
+        let resolver = try DaemonRuntime.makeResolver(config, store: store, clock: clock)
         let warmed = try await resolver.warm()
         _ = glibcMallocTrim(0)
         let responder = PolicyMapResponder(resolver: resolver, config: config)
@@ -104,7 +103,7 @@ public final class PolicyDaemon: Sendable {
             settings.receiveBuffer = c.receiveBuffer
             settings.quarantine = c.quarantine
             let log = Log.logger("collector")
-            let started = Collector(configuration: settings, store: store, log: { log.info("\($0)") }, now: { clock.now() })
+            let started = Collector(configuration: settings, store: store, logger: log, now: { clock.now() })
             try started.start()
             collector = started
             let qlen = Collector.maxDatagramQueue.map { "net.unix.max_dgram_qlen \($0)\($0 < 512 ? " (raise it to 512 or more: datagrams beyond the queue are lost at the sender)" : "")" } ?? ""
@@ -114,7 +113,7 @@ public final class PolicyDaemon: Sendable {
         if let r = config.reporting, r.sendDaily {
             let log = Log.logger("reports")
             let sender: ReportSender
-            do { sender = try r.makeSender(store: store, log: { log.info("\($0)") }, now: { clock.now() }) } catch {
+            do { sender = try r.makeSender(store: store, logger: log, now: { clock.now() }) } catch {
                 throw DaemonRuntime.SetupError(description: "reporting: \(error)")
             }
             scheduler = ReportScheduler(store: store, sender: sender, clock: clock, spread: r.spread, logger: log)

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import ServerSupport
 import MTASTSConfig
 import MailDNS
 import MTASTSCore
@@ -28,7 +30,7 @@ public enum DaemonRuntime {
     }
 
     public static func makeResolver(_ config: DaemonConfig, store: (any PolicyStore)?, clock: any PolicyClock = SystemClock(),
-                             log: @escaping @Sendable (String) -> Void) throws(SetupError) -> PolicyResolver {
+                             logger: Logger = Log.logger("resolver")) throws(SetupError) -> PolicyResolver {
         let dns: DNSResolver
         do { dns = try DNSResolver(.init(server: config.dnsServer, timeout: config.dnsTimeout, tries: 2)) } catch {
             throw SetupError(description: "dns_server: \(error)")
@@ -49,7 +51,7 @@ public enum DaemonRuntime {
         settings.evictAfter = config.evictAfter
         // DNS (two tries) and the fetch, with some room.
         settings.timeout = timeout * 2 + Double(config.dnsTimeout * 2)
-        return PolicyResolver(dns: dns, fetcher: fetcher, store: store, settings: settings, clock: clock, log: log)
+        return PolicyResolver(dns: dns, fetcher: fetcher, store: store, settings: settings, clock: clock, logger: logger)
     }
 }
 

@@ -1,5 +1,7 @@
 import DKIM
 import Foundation
+import Logging
+import ServerSupport
 import MTASTSConfig
 import TLSRPTSender
 
@@ -13,7 +15,7 @@ extension ReportingSettings {
         }
     }
 
-    public func makeSender(store: SessionStore, log: @escaping @Sendable (String) -> Void,
+    public func makeSender(store: SessionStore, logger: Logger = Log.logger("reports"),
                            now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws -> ReportSender {
         let https = try HTTPSTransport(caFiles: caFiles, timeout: .milliseconds(Int64(httpsTimeout * 1000)))
         let mail: ReportSender.MailTransport
@@ -29,7 +31,7 @@ extension ReportingSettings {
             let submitter = try identity.submitter
             signer = ReportSender.DKIMSigner(domain: dkimDomain ?? submitter, selector: dkimSelector, key: try DKIM.SigningKey(pem: pem))
         }
-        let sender = ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, log: log, now: now)
+        let sender = ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, logger: logger, now: now)
         sender.firstRetry = firstRetry
         return sender
     }

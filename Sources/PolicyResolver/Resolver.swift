@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ServerSupport
 import MailDNS
 import MTASTSCore
@@ -76,10 +77,10 @@ public final class PolicyResolver: Sendable {
     let hot: NIOLockedValueBox<HotCache>
     let flights = NIOLockedValueBox<[String: Task<Resolution, Never>]>([:])
     let refreshing = NIOLockedValueBox<Set<String>>([])
-    let log: @Sendable (String) -> Void
+    let logger: Logger
 
     public init(dns: DNSResolver, fetcher: PolicyFetcher, store: (any PolicyStore)?, settings: Settings = Settings(),
-                clock: any PolicyClock = SystemClock(), metrics: ResolverMetrics = ResolverMetrics(), log: @escaping @Sendable (String) -> Void = { _ in }) {
+                clock: any PolicyClock = SystemClock(), metrics: ResolverMetrics = ResolverMetrics(), logger: Logger = Logger(label: "resolver")) {
         self.dns = dns
         self.fetcher = fetcher
         self.store = store
@@ -87,7 +88,7 @@ public final class PolicyResolver: Sendable {
         self.clock = clock
         self.metrics = metrics
         self.hot = NIOLockedValueBox(HotCache(capacity: settings.hotCapacity))
-        self.log = log
+        self.logger = logger
     }
 
     // MARK: look-ups
@@ -163,7 +164,7 @@ public final class PolicyResolver: Sendable {
             if let store {
                 do { try await blocking { try store.save(entry) } } catch {
                     metrics.storeErrors.increment()
-                    log("cannot save the policy of \(domain) in the \(store.name) cache: \(error)")
+                    logger.error("cannot save the policy of \(domain) in the \(store.name) cache: \(error)")
                 }
             }
             return resolution(from: entry, domain: domain, source: .fetched)
@@ -194,7 +195,7 @@ public final class PolicyResolver: Sendable {
         switch await fetch(domain) {
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
-            log("policy of \(domain) (id \(record.id)) not usable: \(type.rawValue): \(reason)")
+            logger.warning("policy of \(domain) (id \(record.id)) not usable: \(type.rawValue): \(reason)")
             return .entry(negative(domain, now: now, ttl: settings.retryDelay, failure: type, reason: reason, id: record.id))
         case .temporary(let reason):
             return .temporary(reason)
@@ -310,7 +311,7 @@ public final class PolicyResolver: Sendable {
         switch await lookupRecord(domain) {
         case .temporary(let reason):
             metrics.refreshFailures.increment()
-            log("refresh of \(domain): \(reason)")
+            logger.warning("refresh of \(domain): \(reason)")
             return
         case .none:
             entry.checkedAt = now
@@ -335,14 +336,14 @@ public final class PolicyResolver: Sendable {
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
             metrics.refreshFailures.increment()
-            log("refresh of \(domain) (id \(record.id)): \(type.rawValue): \(reason); keeping the cached policy until \(Self.format(entry.expiresAt))")
+            logger.warning("refresh of \(domain) (id \(record.id)): \(type.rawValue): \(reason); keeping the cached policy until \(Self.format(entry.expiresAt))")
             entry.failedID = record.id
             entry.failedAt = now
             entry.failure = type
             entry.reason = reason
         case .temporary(let reason):
             metrics.refreshFailures.increment()
-            log("refresh of \(domain): \(reason)")
+            logger.warning("refresh of \(domain): \(reason)")
         }
         save(entry)
     }
@@ -353,7 +354,7 @@ public final class PolicyResolver: Sendable {
         Task {
             do { try await blocking { try store.save(entry) } } catch {
                 metrics.storeErrors.increment()
-                log("cannot save the policy of \(entry.domain): \(error)")
+                logger.error("cannot save the policy of \(entry.domain): \(error)")
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Metrics
 import MTASTSCore
 import Storage
@@ -34,7 +35,7 @@ public final class Collector: @unchecked Sendable {
 
     let configuration: Configuration
     let store: SessionStore
-    let log: @Sendable (String) -> Void
+    let logger: Logger
     /// Seconds since 1970, injectable (the day of receipt decides the report a session goes in).
     let now: @Sendable () -> Double
 
@@ -50,11 +51,11 @@ public final class Collector: @unchecked Sendable {
     private var lastMalformedLog: Double = 0
     private var suppressedMalformed = 0
 
-    public init(configuration: Configuration, store: SessionStore, log: @escaping @Sendable (String) -> Void,
+    public init(configuration: Configuration, store: SessionStore, logger: Logger = Logger(label: "collector"),
                 now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
         self.configuration = configuration
         self.store = store
-        self.log = log
+        self.logger = logger
         self.now = now
     }
 
@@ -217,12 +218,12 @@ public final class Collector: @unchecked Sendable {
                 } catch {
                     // Kept in memory and retried with what follows: nothing is dropped while the database is away.
                     bump { $0.commitFailures += 1 }
-                    log("collector: commit of \(batch.datagrams) datagram(s) failed, kept for the next try: \(error)")
+                    logger.error("commit of \(batch.datagrams) datagram(s) failed, kept for the next try: \(error)")
                 }
                 lastCommit = t
             }
             if finishing {
-                if !batch.isEmpty { log("collector: stopping with \(batch.datagrams) datagram(s) not stored (the database is unavailable)") }
+                if !batch.isEmpty { logger.error("stopping with \(batch.datagrams) datagram(s) not stored (the database is unavailable)") }
                 break
             }
         }
@@ -261,7 +262,7 @@ public final class Collector: @unchecked Sendable {
         bump { $0.malformed += 1 }
         let t = now()
         if t - lastMalformedLog >= 10 {
-            log("collector: malformed datagram (\(bytes.count) bytes): \(reason)\(suppressedMalformed > 0 ? " (\(suppressedMalformed) more since the last message)" : "")")
+            logger.warning("malformed datagram (\(bytes.count) bytes): \(reason)\(suppressedMalformed > 0 ? " (\(suppressedMalformed) more since the last message)" : "")")
             lastMalformedLog = t
             suppressedMalformed = 0
         } else {

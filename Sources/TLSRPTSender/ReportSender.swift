@@ -1,5 +1,6 @@
 import DKIM
 import Foundation
+import Logging
 import MTASTSCore
 import ServerSupport
 import Storage
@@ -31,7 +32,7 @@ public final class ReportSender: @unchecked Sendable {
     let mail: MailTransport?
     let dkim: DKIMSigner?
     let node: String
-    let log: @Sendable (String) -> Void
+    let logger: Logger
     let now: @Sendable () -> Double
 
     /// Retries: 1 minute (by default), doubling, until 24 hours after the first attempt (RFC 8460 §5.5).
@@ -39,14 +40,14 @@ public final class ReportSender: @unchecked Sendable {
     public static let giveUpAfter: Double = 86_400
 
     public init(store: SessionStore, identity: SenderIdentity, https: HTTPSTransport, mail: MailTransport?, dkim: DKIMSigner?,
-                node: String, log: @escaping @Sendable (String) -> Void, now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+                node: String, logger: Logger = Logger(label: "reports"), now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
         self.store = store
         self.identity = identity
         self.https = https
         self.mail = mail
         self.dkim = dkim
         self.node = node
-        self.log = log
+        self.logger = logger
         self.now = now
     }
 
@@ -60,7 +61,7 @@ public final class ReportSender: @unchecked Sendable {
         for r in reports {
             guard try store.claim(r, node: node, at: t) else { continue }
             claimed.append(r)
-            if r.rua.isEmpty { log("report \(r.reportID): the record '\(r.record)' names no usable rua URI; not sent") }
+            if r.rua.isEmpty { logger.warning("report \(r.reportID): the record '\(r.record)' names no usable rua URI; not sent") }
         }
         return claimed
     }
@@ -106,7 +107,7 @@ public final class ReportSender: @unchecked Sendable {
             if status == "retry" && t + delay - firstTry > Self.giveUpAfter { status = "gave-up" }
             let final = status
             try await pool.run { try store.finish(key: key, uri: uri, attempts: attemptsNow, status: final, result: outcome.detail, at: t, first: firstTry, next: t + delay) }
-            log("report \(report.reportID) → \(uri): \(status) (\(outcome.detail))")
+            logger.log(level: status == "sent" ? .info : .warning, "report \(report.reportID) → \(uri): \(status) (\(outcome.detail))")
             attempts.append(Attempt(reportID: report.reportID, uri: uri, outcome: outcome, status: status))
         }
         return attempts

@@ -69,7 +69,7 @@ import TLSRPTSender
         batch.add(datagram, day: "2027-01-14")
         try store.commit(batch)
         let sender = ReportSender(store: store, identity: SenderIdentity(organization: "Test Org", contact: "mailto:tlsrpt@sender.test", submitter: "sender.test", from: "tlsrpt@sender.test"),
-                                  https: try HTTPSTransport(caFiles: [], timeout: .seconds(5)), mail: nil, dkim: nil, node: "n1", log: { _ in },
+                                  https: try HTTPSTransport(caFiles: [], timeout: .seconds(5)), mail: nil, dkim: nil, node: "n1",
                                   now: { clock.now() })
         return (store, sender)
     }
