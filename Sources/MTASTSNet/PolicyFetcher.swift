@@ -54,37 +54,21 @@ public struct PolicyFetcher: Sendable {
         let start = ContinuousClock.now
         let record = VerificationRecord()
         var result = PolicyFetchResult()
-        let promise = group.next().makePromise(of: HTTPOutcome.self)
         let maxBody = self.maxBody
         do {
-            let tls = try TLSSetup.clientHandler(host: host, checker: checker, record: record, strict: true)
-            let bootstrap = ClientBootstrap(group: group)
-                .connectTimeout(connectTimeout)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(tls)
-                        try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder())
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
-                        try channel.pipeline.syncOperations.addHandler(PolicyResponseHandler(host: host, maxBody: maxBody, promise: promise))
-                    }
-                }
-            let channel = try await bootstrap.connect(host: address, port: port).get()
-            let timer = channel.eventLoop.scheduleTask(in: deadline) {
-                promise.fail(FetchError.timeout)
-                channel.close(promise: nil)
-            }
-            defer { timer.cancel() }
-            let outcome: HTTPOutcome
-            do {
-                outcome = try await promise.futureResult.get()
-            } catch {
-                channel.close(promise: nil)
-                throw error
-            }
-            if let ssl = try? await channel.pipeline.handler(type: NIOSSLClientHandler.self).get() {
-                result.tlsVersion = TLSSetup.describe(ssl.tlsVersion)
-            }
-            channel.close(promise: nil)
+            let checker = self.checker
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: host)
+            headers.add(name: "User-Agent", value: "mtasts/0.1 (MTA-STS)")
+            headers.add(name: "Accept", value: "text/plain")
+            headers.add(name: "Connection", value: "close")
+            headers.add(name: "Cache-Control", value: "no-cache")
+            let outcome = try await HTTPSExchange.run(
+                group: group, host: address, port: port,
+                tls: { try TLSSetup.clientHandler(host: host, checker: checker, record: record, strict: true) },
+                request: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/.well-known/mta-sts.txt", headers: headers),
+                maxBody: maxBody, connectTimeout: connectTimeout, deadline: deadline)
+            result.tlsVersion = outcome.tlsVersion
             result.status = Int(outcome.head.status.code)
             result.contentType = outcome.head.headers.first(name: "content-type")
             result.location = outcome.head.headers.first(name: "location")
@@ -96,7 +80,7 @@ public struct PolicyFetcher: Sendable {
             } else {
                 result.body = outcome.body
             }
-        } catch let error as FetchError {
+        } catch let error as HTTPSExchange.Failure {
             result.failure = (.stsPolicyFetchError, error.reason(deadline: deadline, maxBody: maxBody))
         } catch {
             if let verdict = record.verdict, case .invalid(_, let why) = verdict {
@@ -120,88 +104,12 @@ public struct PolicyFetcher: Sendable {
     }
 }
 
-struct HTTPOutcome: Sendable {
-    var head: HTTPResponseHead
-    var body: [UInt8]
-}
-
-enum FetchError: Error {
-    case timeout
-    case tooLarge(Int)
-    case closedEarly
-
+extension HTTPSExchange.Failure {
     func reason(deadline: TimeAmount, maxBody: Int) -> String {
         switch self {
         case .timeout: return "no complete answer within \(deadline.nanoseconds / 1_000_000_000) s (a slow or trickling server)"
         case .tooLarge(let n): return "the policy is larger than \(maxBody) bytes (\(n) bytes read or announced)"
         case .closedEarly: return "the connection closed before the response was complete"
         }
-    }
-}
-
-/// Sends the GET, collects the response, refuses bodies over the cap as they stream.
-final class PolicyResponseHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
-    let host: String
-    let maxBody: Int
-    let promise: EventLoopPromise<HTTPOutcome>
-    var head: HTTPResponseHead?
-    var body: [UInt8] = []
-    var done = false
-
-    init(host: String, maxBody: Int, promise: EventLoopPromise<HTTPOutcome>) {
-        self.host = host
-        self.maxBody = maxBody
-        self.promise = promise
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: host)
-        headers.add(name: "User-Agent", value: "mtasts/0.1 (MTA-STS)")
-        headers.add(name: "Accept", value: "text/plain")
-        headers.add(name: "Connection", value: "close")
-        headers.add(name: "Cache-Control", value: "no-cache")
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/.well-known/mta-sts.txt", headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !done else { return }
-        switch unwrapInboundIn(data) {
-        case .head(let h):
-            head = h
-            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > maxBody {
-                finish(context, .failure(FetchError.tooLarge(length)))
-            }
-        case .body(var buffer):
-            if body.count + buffer.readableBytes > maxBody {
-                finish(context, .failure(FetchError.tooLarge(body.count + buffer.readableBytes)))
-                return
-            }
-            body += buffer.readBytes(length: buffer.readableBytes) ?? []
-        case .end:
-            if let head { finish(context, .success(HTTPOutcome(head: head, body: body))) }
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        finish(context, .failure(FetchError.closedEarly))
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        finish(context, .failure(error))
-    }
-
-    private func finish(_ context: ChannelHandlerContext, _ result: Result<HTTPOutcome, any Error>) {
-        guard !done else { return }
-        done = true
-        promise.completeWith(result)
-        if case .failure = result { context.close(promise: nil) }
     }
 }

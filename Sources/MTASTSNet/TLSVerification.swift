@@ -20,7 +20,7 @@ final class VerificationRecord: @unchecked Sendable {
     }
 }
 
-enum TLSSetup {
+public enum TLSSetup {
     /// The client context: TLS 1.2 or newer (RFC 8461 §7.2), verification done by our callback.
     /// One context serves every connection (BoringSSL contexts are thread-safe); it loads no trust
     /// roots of its own, since the callback checks chains against the `CertificateChecker`'s.

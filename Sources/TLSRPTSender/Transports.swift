@@ -1,4 +1,5 @@
 import Foundation
+import MTASTSNet
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -22,20 +23,6 @@ public struct DeliveryOutcome: Sendable, Equatable {
     }
 }
 
-/// TLS for outgoing connections: the system's trust store, or the CA files given (tests, private CAs).
-enum ClientTLS {
-    static func configuration(caFiles: [String]) throws -> TLSConfiguration {
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.minimumTLSVersion = .tlsv12
-        if !caFiles.isEmpty {
-            var certificates: [NIOSSLCertificate] = []
-            for file in caFiles { certificates += try NIOSSLCertificate.fromPEMFile(file) }
-            tls.trustRoots = .certificates(certificates)
-        }
-        return tls
-    }
-}
-
 /// HTTPS POST of a report (RFC 8460 §5.2): `application/tlsrpt+gzip`; delivered only on 2xx;
 /// redirects are not followed; the whole exchange has one deadline.
 public struct HTTPSTransport: Sendable {
@@ -44,7 +31,7 @@ public struct HTTPSTransport: Sendable {
     let userAgent: String
 
     public init(caFiles: [String] = [], timeout: TimeAmount = .seconds(30), userAgent: String = "mtasts") throws {
-        context = try NIOSSLContext(configuration: try ClientTLS.configuration(caFiles: caFiles))
+        context = try TLSSetup.trustStoreContext(caFiles: caFiles)
         self.timeout = timeout
         self.userAgent = userAgent
     }
@@ -57,47 +44,30 @@ public struct HTTPSTransport: Sendable {
         var path = url.path.isEmpty ? "/" : url.path
         if let q = url.query { path += "?" + q }
         let context = self.context
+        let literal = host.first?.isNumber == true && host.contains(".") && host.allSatisfy({ $0.isNumber || $0 == "." })
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "User-Agent", value: userAgent)
+        headers.add(name: "Connection", value: "close")
         do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(timeout)
-                .connect(host: host, port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let ssl = try NIOSSLClientHandler(context: context, serverHostname: host.first?.isNumber == true && host.contains(".") && host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host)
-                        try channel.pipeline.syncOperations.addHandler(ssl)
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
-                    }
-                }
-            let deadline = channel.channel.eventLoop.scheduleTask(in: timeout) { channel.channel.close(promise: nil) }
-            defer { deadline.cancel() }
-            return try await channel.executeThenClose { inbound, outbound in
-                var headers = HTTPHeaders()
-                headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
-                headers.add(name: "Content-Type", value: contentType)
-                headers.add(name: "Content-Length", value: String(body.count))
-                headers.add(name: "User-Agent", value: userAgent)
-                headers.add(name: "Connection", value: "close")
-                try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers)))
-                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
-                try await outbound.write(.end(nil))
-                var status: HTTPResponseStatus?
-                var text = ""
-                for try await part in inbound {
-                    switch part {
-                    case .head(let head): status = head.status
-                    case .body(var buffer): if text.utf8.count < 300 { text += buffer.readString(length: min(buffer.readableBytes, 300)) ?? "" }
-                    case .end:
-                        guard let status else { return DeliveryOutcome(.temporary, "no response") }
-                        let summary = "HTTP \(status.code)\(text.isEmpty ? "" : ": " + text.prefix(200).replacingOccurrences(of: "\n", with: " "))"
-                        switch status.code {
-                        case 200..<300: return DeliveryOutcome(.delivered, summary)
-                        case 408, 429, 500...: return DeliveryOutcome(.temporary, summary)
-                        default: return DeliveryOutcome(.permanent, summary)
-                        }
-                    }
-                }
-                return DeliveryOutcome(.temporary, status == nil ? "the connection closed without a response (or timed out after \(timeout.nanoseconds / 1_000_000_000) s)" : "the response was cut short")
+            let response = try await HTTPSExchange.run(
+                host: host, port: port, tls: { try NIOSSLClientHandler(context: context, serverHostname: literal ? nil : host) },
+                request: HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers), body: body,
+                maxBody: 300, overflow: .truncate, connectTimeout: timeout, deadline: timeout)
+            let status = response.head.status
+            let text = String(decoding: response.body, as: UTF8.self)
+            let summary = "HTTP \(status.code)\(text.isEmpty ? "" : ": " + text.prefix(200).replacingOccurrences(of: "\n", with: " "))"
+            switch status.code {
+            case 200..<300: return DeliveryOutcome(.delivered, summary)
+            case 408, 429, 500...: return DeliveryOutcome(.temporary, summary)
+            default: return DeliveryOutcome(.permanent, summary)
             }
+        } catch HTTPSExchange.Failure.timeout {
+            return DeliveryOutcome(.temporary, "timed out: no complete response within \(timeout.nanoseconds / 1_000_000_000) s")
+        } catch HTTPSExchange.Failure.closedEarly {
+            return DeliveryOutcome(.temporary, "the connection closed without a (complete) response")
         } catch {
             return DeliveryOutcome(.temporary, "\(host):\(port): \(error)")
         }
@@ -151,7 +121,7 @@ public struct SubmissionTransport: Sendable {
         self.username = username
         self.password = password
         self.ehloName = ehloName
-        self.context = try NIOSSLContext(configuration: try ClientTLS.configuration(caFiles: caFiles))
+        self.context = try TLSSetup.trustStoreContext(caFiles: caFiles)
         self.timeout = timeout
     }
 
