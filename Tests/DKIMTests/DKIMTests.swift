@@ -26,7 +26,7 @@ import Testing
 
         """.utf8)
 
-    @Test("sign then verify: rsa-sha256 and ed25519-sha256 pass; tampering fails", arguments: ["rsa", "ed25519"])
+    @Test("sign then verify: rsa-sha256 and ed25519-sha256 pass; tampering fails (CONFORMANCE 8460 #7, #14)", arguments: ["rsa", "ed25519"])
     func roundTrip(_ algorithm: String) async throws {
         let key = try Self.key(algorithm)
         let signed = try DKIM.sign(Self.message, domain: "sender.test", selector: "tlsrpt", key: key)

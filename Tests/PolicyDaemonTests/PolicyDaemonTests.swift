@@ -22,8 +22,7 @@ import TLSRPTSender
     static let enforce = "version: STSv1\nmode: enforce\nmx: mx2.example.com\nmx: *.mx.example.com\nmax_age: 86400\n"
     static let testing = "version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n"
 
-    // CONFORMANCE §4 items 24–26 (MX matching, enforce/testing) as Postfix replies.
-    @Test("enforce: secure with sorted match=, testing: NOTFOUND unless strict_testing") func policyReplies() {
+    @Test("enforce: secure with sorted match=, testing: NOTFOUND unless strict_testing (CONFORMANCE 8461 #22, #23, #25)") func policyReplies() {
         let zone = DaemonConfig.Zone()
         #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.enforce), zone: zone, failureLevel: "may")
                 == "OK secure match=.mx.example.com:mx2.example.com servername=hostname")
@@ -35,12 +34,12 @@ import TLSRPTSender
     }
 
     // RFC 8461 §2: DANE first.
-    @Test("DANE precedence: every MX with validated TLSA in enforce is dane-only") func dane() {
+    @Test("DANE precedence: every MX with validated TLSA in enforce is dane-only (CONFORMANCE 8461 #29)") func dane() {
         #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.enforce, dane: true), zone: .init(), failureLevel: "may") == "OK dane-only")
         #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.testing, dane: true), zone: .init(), failureLevel: "may") == "NOTFOUND ")
     }
 
-    @Test("our own failures are TEMP; an unusable policy is NOTFOUND, or policy_failure in a tlsrpt zone") func failures() {
+    @Test("our own failures are TEMP; an unusable policy is NOTFOUND, or policy_failure in a tlsrpt zone (CONFORMANCE 8461 #17, #30)") func failures() {
         #expect(PolicyMapResponder.render(resolution(.temporary), zone: .init(), failureLevel: "may") == "TEMP DNS time-out")
         let broken = resolution(.noPolicy, failure: .stsPolicyInvalid)
         #expect(PolicyMapResponder.render(broken, zone: .init(), failureLevel: "may") == "NOTFOUND ")
@@ -77,7 +76,7 @@ import TLSRPTSender
 
     static func at(_ day: String, _ seconds: Double) -> Double { Double(RFC3339.parse(day + "T00:00:00Z")!.seconds) + seconds }
 
-    @Test("the day's reports are built after midnight plus the spread delay, once; retries follow the clock") func midnight() async throws {
+    @Test("the day's reports are built after midnight plus the spread delay, once; retries follow the clock (CONFORMANCE 8460 #11, #17)") func midnight() async throws {
         let clock = ManualClock(Self.at("2027-01-14", 23 * 3600))
         let (store, sender) = try world(clock: clock)
         let scheduler = ReportScheduler(store: store, sender: sender, clock: clock, spread: 3600, random: { _ in 1800 })

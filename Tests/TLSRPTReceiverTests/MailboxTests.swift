@@ -23,7 +23,7 @@ import TestSupport
         ReportIngestor(store: try ReportStore(url: dir.appendingPathComponent("reports.db").path), dkimPolicy: .ignore, lookup: { _ in nil })
     }
 
-    @Test("Maildir: new/ and unseen cur/ are taken and marked seen; a second run takes nothing") func maildir() async throws {
+    @Test("Maildir: new/ and unseen cur/ are taken and marked seen; a second run takes nothing (CONFORMANCE 8460 #14, #19)") func maildir() async throws {
         let box = dir.appendingPathComponent("Maildir")
         for sub in ["new", "cur", "tmp"] { try FileManager.default.createDirectory(at: box.appendingPathComponent(sub), withIntermediateDirectories: true) }
         for (i, mail) in mails.enumerated() {

@@ -19,8 +19,7 @@ import TLSRPTSender
         return try TLSRPTDatagram.decode(Array(#"{"dpv":"1","d":"example.com","pr":"v=TLSRPTv1; rua=mailto:tlsrpt@example.com,https://reports.example.com/tlsrpt","policies":[{"policy-type":2,"policy-domain":"example.com","policy-string":["version: STSv1","mode: enforce","mx: mx.example.com","max_age: 86400"],"mx-host":["mx.example.com"]\#(failure)}]}"#.utf8))
     }
 
-    // CONFORMANCE §4 (RFC 8460 §4.3–4.4): totals and failure details per policy.
-    @Test("sessions add up per day and policy; the report counts them; two commits of the same key add") func build() throws {
+    @Test("sessions add up per day and policy; the report counts them; two commits of the same key add (CONFORMANCE 8460 #9, #11)") func build() throws {
         var batch = SessionBatch()
         for i in 0..<10 { batch.add(try Self.datagram(failed: i < 3), day: "2026-11-30") }
         try store.commit(batch)
@@ -39,7 +38,7 @@ import TLSRPTSender
         #expect(RFC3339.format(report.report.endDate) == "2026-11-30T23:59:59Z")
     }
 
-    @Test("one claim per report; one node takes an attempt; a retry is due when its time comes") func ledger() throws {
+    @Test("one claim per report; one node takes an attempt; a retry is due when its time comes (CONFORMANCE 8460 #5, #17)") func ledger() throws {
         var batch = SessionBatch()
         batch.add(try Self.datagram(failed: false), day: "2026-11-30")
         try store.commit(batch)

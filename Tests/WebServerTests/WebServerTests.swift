@@ -64,8 +64,8 @@ import TLSRPTReceiver
 
     func body(_ response: TestClient.Response) -> String { response.body.map { String(buffer: $0) } ?? "" }
 
-    // CONFORMANCE §4 item 21: the policy is served at /.well-known/mta-sts.txt of mta-sts.DOMAIN, text/plain.
-    @Test("policy host by Host header (CONFORMANCE 21)") func policyHost() async throws {
+    // CONFORMANCE RFC 8461 #7, #8: the policy at https://mta-sts.DOMAIN/.well-known/mta-sts.txt, text/plain.
+    @Test("policy host by Host header (CONFORMANCE 8461 #7, #8)") func policyHost() async throws {
         try await withHosts(try service()) { client in
             try await client.execute(uri: "/.well-known/mta-sts.txt", method: .get, headers: ["Host": "mta-sts.example.com"]) { r in
                 #expect(r.status == .ok)
@@ -92,7 +92,7 @@ import TLSRPTReceiver
         }
     }
 
-    @Test("report endpoint: 201, 200 duplicate, 400, 413 (Content-Length and streamed)") func reportEndpoint() async throws {
+    @Test("report endpoint: 201, 200 duplicate, 400, 413 (Content-Length and streamed) (CONFORMANCE 8460 #13, #16)") func reportEndpoint() async throws {
         let web = try service()
         let app = Application(router: web.router(apiAllowed: true))
         try await app.test(.router) { client in
@@ -181,7 +181,7 @@ import TLSRPTReceiver
         #expect(!APIAccessMiddleware.constantTimeEqual([], Array("a".utf8)))
     }
 
-    @Test("503 with Retry-After when the database fails; the policy host still answers") func databaseDown() async throws {
+    @Test("503 with Retry-After when the database fails; the policy host still answers (CONFORMANCE 8460 #16)") func databaseDown() async throws {
         let web = try service()
         for table in ["failure_details", "report_policies", "failure_rollup", "reports"] { _ = try web.store.db.query("DROP TABLE \(table)") }
         try await withHosts(web) { client in
