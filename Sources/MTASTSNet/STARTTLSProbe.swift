@@ -61,6 +61,7 @@ public struct STARTTLSProbe: Sendable {
             defer { channel.close(promise: nil) }
             try await promise.futureResult.get()
         } catch {
+            promise.fail(error)  // a failed connect never reached the handler: the promise must not leak
             if let e = error as? ProbeError {
                 switch e {
                 case .timeout(let step): result.unreachable = "no answer within \(stepTimeout.nanoseconds / 1_000_000_000) s \(step)"
