@@ -75,7 +75,7 @@ let package = Package(
         ]),
         // The sender's side of TLS-RPT: libtlsrpt collector, daily reports, delivery.
         .target(name: "TLSRPTSender", dependencies: [
-            "MTASTSCore", "MTASTSNet", "Storage", "DKIM", "ServerSupport",
+            "MTASTSCore", "MTASTSConfig", "MTASTSNet", "Storage", "DKIM", "ServerSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),

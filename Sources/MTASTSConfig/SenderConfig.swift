@@ -5,13 +5,18 @@ import Yams
 /// socket), `reporting:` (who we are, how reports go out) and `tlsrpt_database:`.
 public struct CollectorSettings: Sendable, Equatable {
     public init() {}
+    public init(socket: String) { self.socket = socket }
+    /// The unix datagram socket Postfix's libtlsrpt writes to (`smtp_tlsrpt_socket_name`).
     public var socket = "/run/mtasts/tlsrpt.sock"
     public var mode: mode_t = 0o666
     public var owner: String?
     public var group: String?
+    /// Commit every `batchSize` datagrams or `flushInterval` seconds, whichever comes first.
     public var batchSize = 1_000
     public var flushInterval: Double = 1
+    /// Socket receive buffer asked for (the kernel caps it at net.core.rmem_max unless root).
     public var receiveBuffer = 8 << 20
+    /// Malformed datagrams are appended here (one per line, hex of the bytes), when set.
     public var quarantine: String?
 }
 

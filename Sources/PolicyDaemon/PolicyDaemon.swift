@@ -94,16 +94,8 @@ public final class PolicyDaemon: Sendable {
         do { store = try SessionStore(url: config.tlsrptDatabase) } catch { throw DaemonRuntime.SetupError(description: "tlsrpt_database: \(error)") }
         var collector: Collector?
         if let c = config.collector {
-            var settings = Collector.Configuration(path: c.socket)
-            settings.mode = c.mode
-            settings.owner = c.owner
-            settings.group = c.group
-            settings.batchSize = c.batchSize
-            settings.flushInterval = c.flushInterval
-            settings.receiveBuffer = c.receiveBuffer
-            settings.quarantine = c.quarantine
             let log = Log.logger("collector")
-            let started = Collector(configuration: settings, store: store, logger: log, now: { clock.now() })
+            let started = Collector(configuration: c, store: store, logger: log, now: { clock.now() })
             try started.start()
             collector = started
             let qlen = Collector.maxDatagramQueue.map { "net.unix.max_dgram_qlen \($0)\($0 < 512 ? " (raise it to 512 or more: datagrams beyond the queue are lost at the sender)" : "")" } ?? ""

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import MTASTSConfig
 import MTASTSCore
 import Storage
 
@@ -10,19 +11,8 @@ import Storage
 /// a second thread decodes, aggregates in memory and commits every `batchSize` datagrams or
 /// `flushInterval` seconds. A kill -9 loses at most what was received since the last commit.
 public final class Collector: @unchecked Sendable {
-    public struct Configuration: Sendable {
-        public var path: String
-        public var mode: mode_t = 0o666
-        public var owner: String?
-        public var group: String?
-        public var batchSize = 1_000
-        public var flushInterval: Double = 1
-        /// Socket receive buffer asked for (the kernel caps it at net.core.rmem_max unless root).
-        public var receiveBuffer = 8 << 20
-        /// Malformed datagrams are appended here (one per line, hex of the bytes), when set.
-        public var quarantine: String?
-        public init(path: String) { self.path = path }
-    }
+    /// The `collector:` section of the daemon's configuration, as it is read.
+    public typealias Configuration = CollectorSettings
 
     public struct Counters: Sendable {
         public var received = 0
@@ -71,7 +61,7 @@ public final class Collector: @unchecked Sendable {
 
     /// Binds the socket (replacing a stale one), sets its mode and owner, starts both threads.
     public func start() throws {
-        let path = configuration.path
+        let path = configuration.socket
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
@@ -287,7 +277,7 @@ public final class Collector: @unchecked Sendable {
         lock.unlock()
         shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
-        unlink(configuration.path)
+        unlink(configuration.socket)
         done.wait()
     }
 }
