@@ -26,10 +26,9 @@ public final class PolicyDaemon: Sendable {
     let scheduler: ReportScheduler?
     /// What the listeners were started with (reload compares the file with it).
     let started: DaemonConfig
-    public let listening: [String]
 
     init(server: SocketmapServer, resolver: PolicyResolver, responder: PolicyMapResponder, configPath: String?, logger: Logger,
-         clock: any WallClock, collector: Collector?, scheduler: ReportScheduler?, started: DaemonConfig, listening: [String]) {
+         clock: any WallClock, collector: Collector?, scheduler: ReportScheduler?, started: DaemonConfig) {
         self.server = server
         self.resolver = resolver
         self.responder = responder
@@ -39,7 +38,6 @@ public final class PolicyDaemon: Sendable {
         self.collector = collector
         self.scheduler = scheduler
         self.started = started
-        self.listening = listening
     }
 
     /// The configuration in force (replaced whole by a reload; read under a lock).
@@ -84,7 +82,7 @@ public final class PolicyDaemon: Sendable {
         }
         logger.info("socketmap on \(listening.joined(separator: ", ")); cache \(cacheName)")
         return PolicyDaemon(server: server, resolver: resolver, responder: responder, configPath: configPath, logger: logger,
-                            clock: clock, collector: collector, scheduler: scheduler, started: config, listening: listening)
+                            clock: clock, collector: collector, scheduler: scheduler, started: config)
     }
 
     /// The libtlsrpt collector and the daily report run (both optional).

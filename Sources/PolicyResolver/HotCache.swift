@@ -103,6 +103,4 @@ public final class LabeledCounter: Sendable {
             return counter
         }.increment()
     }
-
-    public var counts: [String: Int] { counters.withLockedValue { $0.mapValues(\.count) } }
 }

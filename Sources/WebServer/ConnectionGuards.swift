@@ -43,7 +43,6 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     let bodyTimeout: TimeAmount
     let logger: Logger
     private var timer: Scheduled<Void>?
-    private var sawHead = false
     /// The response being written says `Connection: close` (a 413 sent before the body was read).
     private var closeAfterResponse = false
     /// Per request read and not yet answered: whether it asked for `Connection: close`. After its
@@ -87,7 +86,6 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            sawHead = true
             requestsClose.append(head.headerFields[.connection].map { $0.lowercased().contains("close") } ?? false)
             arm(context, bodyTimeout, "request body not complete")
         case .body:

@@ -67,7 +67,6 @@ public final class ReportWebService: Sendable {
 
     func routes(apiAllowed: Bool) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: ErrorBodyMiddleware())
         router.get("/healthz") { _, _ in Reply.text(.ok, "ok\n") }
         router.get("/") { [config] _, _ in
             Reply.text(.ok, "mtasts serve: POST TLS reports to \(config.reportPath); JSON at /api/reports, /api/summary, /api/readiness/DOMAIN\n")
@@ -244,8 +243,9 @@ public struct ServeRoutes: HTTPResponderBuilder {
             var response: Response
             do {
                 response = try await inner.respond(to: request, context: context)
-            } catch let error as HTTPError {
-                response = Reply.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
+            } catch {
+                guard let answer = Reply.response(for: error) else { throw error }
+                response = answer
             }
             if request.method == .head { response.body = .init() }
             return response
@@ -320,12 +320,9 @@ struct ErrorBodyMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let failure as Reply.Failure {
-            return Reply.error(failure.status, failure.message)
-        } catch let error as HTTPError {
-            return Reply.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
-        } catch is NIOTooManyBytesError {
-            return Reply.error(.contentTooLarge, "the request is too large")
+        } catch {
+            guard let answer = Reply.response(for: error) else { throw error }
+            return answer
         }
     }
 }
@@ -338,6 +335,17 @@ enum Reply {
         init(_ status: HTTPResponse.Status, _ message: String) {
             self.status = status
             self.message = message
+        }
+    }
+
+    /// The JSON answer for an error thrown by a route or by Hummingbird (404 for an unknown path,
+    /// 405, a body over a limit); nil for any other error.
+    static func response(for error: any Error) -> Response? {
+        switch error {
+        case let failure as Failure: return self.error(failure.status, failure.message)
+        case let error as HTTPError: return self.error(error.status, error.status == .notFound ? "not found" : (error.body ?? error.status.reasonPhrase))
+        case is NIOTooManyBytesError: return self.error(.contentTooLarge, "the request is too large")
+        default: return nil
         }
     }
 
