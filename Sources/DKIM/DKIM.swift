@@ -121,6 +121,17 @@ extension DKIM {
             case .ed25519(let k): return "v=DKIM1; k=ed25519; p=\(k.publicKey.rawRepresentation.base64EncodedString())"
             }
         }
+
+        /// The record as a zone-file line; long values split into strings of at most 255 bytes.
+        public func zoneLine(selector: String, domain: String) -> String {
+            var chunks: [String] = []
+            var rest = Substring(dnsRecord)
+            while !rest.isEmpty {
+                chunks.append(String(rest.prefix(255)))
+                rest = rest.dropFirst(255)
+            }
+            return "\(selector)._domainkey.\(domain.lowercased()). IN TXT " + chunks.map { "\"\($0)\"" }.joined(separator: " ")
+        }
     }
 
     public struct SigningError: Error, CustomStringConvertible {

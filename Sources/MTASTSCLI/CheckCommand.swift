@@ -78,142 +78,20 @@ struct CheckCommand: AsyncParsableCommand {
 
         let progress = !output.json && isatty(2) != 0 && parsed.count > 1
         let json = output.json
-        // Reports are printed as soon as every earlier one is out: input order, and memory bounded
-        // by what is in flight (at most --concurrency reports wait), not by the number of domains.
         var verdicts: [DomainReport.Verdict] = []
-        await withTaskGroup(of: (Int, DomainReport).self) { group in
-            var waiting: [Int: DomainReport] = [:]
-            var next = 0
-            var printed = 0
-            var done = 0
-            func start(_ group: inout TaskGroup<(Int, DomainReport)>) {
-                let index = next
-                let domain = parsed[index]
-                group.addTask { (index, await domainChecker.check(domain)) }
-                next += 1
-            }
-            while next < min(concurrency, parsed.count) { start(&group) }
-            if json { FileHandle.standardOutput.write(Data("[".utf8)) }
-            for await (index, report) in group {
-                waiting[index] = report
-                done += 1
-                if progress { FileHandle.standardError.write(Data("\r\(done)/\(parsed.count) checked".utf8)) }
-                while let ready = waiting.removeValue(forKey: printed) {
-                    verdicts.append(ready.verdict)
-                    let text: [UInt8]
-                    if json {
-                        text = Array((printed == 0 ? "\n  " : ",\n  ").utf8) + CheckCommand.json(ready).serializedBytes(pretty: true, indent: 1)
-                    } else {
-                        text = Array(((printed == 0 ? "" : "\n") + CheckCommand.human(ready) + "\n").utf8)
-                    }
-                    if progress { FileHandle.standardError.write(Data("\r".utf8)) }
-                    FileHandle.standardOutput.write(Data(text))
-                    printed += 1
-                }
-                if next < parsed.count { start(&group) }
-            }
-            if json { FileHandle.standardOutput.write(Data((printed == 0 ? "]\n" : "\n]\n").utf8)) }
-            if progress { FileHandle.standardError.write(Data("\n".utf8)) }
-        }
+        if json { FileHandle.standardOutput.write(Data("[".utf8)) }
+        await domainChecker.check(parsed, concurrency: concurrency, progress: { done in
+            if progress { FileHandle.standardError.write(Data("\r\(done)/\(parsed.count) checked".utf8)) }
+        }, emit: { index, report in
+            verdicts.append(report.verdict)
+            let text = json ? Array((index == 0 ? "\n  " : ",\n  ").utf8) + report.json.serializedBytes(pretty: true, indent: 1)
+                : Array(((index == 0 ? "" : "\n") + report.text(style: Console.style) + "\n").utf8)
+            if progress { FileHandle.standardError.write(Data("\r".utf8)) }
+            FileHandle.standardOutput.write(Data(text))
+        })
+        if json { FileHandle.standardOutput.write(Data((parsed.isEmpty ? "]\n" : "\n]\n").utf8)) }
+        if progress { FileHandle.standardError.write(Data("\n".utf8)) }
         if verdicts.contains(.errors) { throw ExitCode(Exit.problems) }
         if verdicts.contains(.temporary) { throw ExitCode(Exit.temporary) }
     }
-
-    static func json(_ r: DomainReport) -> JSONValue {
-        func str(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
-        var members: [JSONMember] = [
-            JSONMember("domain", .string(r.domain)),
-            JSONMember("verdict", .string(r.verdict.rawValue)),
-            JSONMember("sts_record", str(r.stsRecord)),
-            JSONMember("sts_id", str(r.stsID)),
-        ]
-        if let p = r.policy {
-            members.append(JSONMember("policy", .object([
-                JSONMember("mode", .string(p.mode.rawValue)),
-                JSONMember("max_age", .int(Int64(p.maxAge))),
-                JSONMember("mx", .array(p.mx.map { .string($0.text) })),
-            ])))
-        } else {
-            members.append(JSONMember("policy", .null))
-        }
-        if let f = r.policyFetch {
-            var m: [JSONMember] = [
-                JSONMember("status", f.status.map { .int(Int64($0)) } ?? .null),
-                JSONMember("content_type", str(f.contentType)),
-                JSONMember("tls_version", str(f.tlsVersion)),
-            ]
-            if let location = f.location { m.append(JSONMember("location", .string(location))) }
-            if let c = f.certificate {
-                m.append(JSONMember("certificate", .object([
-                    JSONMember("dns_names", .array(c.dnsNames.map { .string($0) })),
-                    JSONMember("not_after", .string(RFC3339.format(Int64(c.notAfter.timeIntervalSince1970)))),
-                    JSONMember("issuer", .string(c.issuer)),
-                ])))
-            }
-            members.append(JSONMember("policy_host", .object(m)))
-        }
-        members.append(JSONMember("mx", .array(r.mx.map { mx in
-            var m: [JSONMember] = [
-                JSONMember("host", .string(mx.host)),
-                JSONMember("preference", .int(Int64(mx.preference))),
-                JSONMember("addresses", .array(mx.addresses.map { .string($0) })),
-                JSONMember("cname", str(mx.cname)),
-                JSONMember("pattern", str(mx.matchedPattern)),
-                JSONMember("tlsa", .bool(mx.tlsa)),
-            ]
-            if let p = mx.probe {
-                m.append(JSONMember("starttls", .bool(p.starttlsOffered)))
-                m.append(JSONMember("tls_version", str(p.tlsVersion)))
-                m.append(JSONMember("result", .string(p.failure?.type.rawValue ?? (p.unreachable != nil ? "unreachable" : "ok"))))
-                if let c = p.certificate {
-                    m.append(JSONMember("certificate_names", .array(c.dnsNames.map { .string($0) })))
-                }
-            }
-            return .object(m)
-        })))
-        members.append(JSONMember("tlsrpt_record", str(r.tlsrptRecord)))
-        members.append(JSONMember("findings", .array(r.findings.map { f in
-            var m: [JSONMember] = [
-                JSONMember("code", .string(f.code)),
-                JSONMember("severity", .string(f.severity.rawValue)),
-                JSONMember("message", .string(f.message)),
-            ]
-            if let s = f.subject { m.append(JSONMember("subject", .string(s))) }
-            return .object(m)
-        })))
-        return .object(members)
-    }
-
-    static func human(_ r: DomainReport) -> String {
-        let verdict: String
-        switch r.verdict {
-        case .ok: verdict = Console.green("OK")
-        case .warnings: verdict = Console.yellow("OK, with warnings")
-        case .errors: verdict = Console.red("PROBLEMS")
-        case .temporary: verdict = Console.yellow("COULD NOT CHECK (temporary failure)")
-        }
-        var lines = ["\(Console.bold(r.domain)): \(verdict)"]
-        if let p = r.policy {
-            lines.append("  policy: mode \(p.mode.rawValue), max_age \(p.maxAge), mx \(p.mx.map(\.text).joined(separator: ", "))" + (r.stsID.map { ", id \($0)" } ?? ""))
-        }
-        for mx in r.mx {
-            let state: String
-            if let p = mx.probe {
-                state = p.failure.map { Console.red($0.type.rawValue) } ?? (p.unreachable != nil ? Console.yellow("unreachable") : Console.green("TLS ok (\(p.tlsVersion ?? "?"))"))
-            } else {
-                state = "not probed"
-            }
-            lines.append("  mx \(mx.preference) \(mx.host): \(mx.matchedPattern.map { "matches \($0)" } ?? "matches no pattern"), \(state)")
-        }
-        for f in r.findings.sorted(by: { rank($0.severity) < rank($1.severity) }) where f.severity != .info {
-            let label = f.severity == .error ? Console.red("error") : Console.yellow("warning")
-            lines.append("  \(label): \(f.message) " + Console.dim("[\(f.code)]"))
-        }
-        for f in r.findings where f.severity == .info {
-            lines.append("  " + Console.dim("note: \(f.message) [\(f.code)]"))
-        }
-        return lines.joined(separator: "\n")
-    }
-
-    static func rank(_ s: Finding.Severity) -> Int { s == .error ? 0 : s == .warning ? 1 : 2 }
 }

@@ -48,38 +48,13 @@ struct Console {
         FileHandle.standardError.write(Data(("mtasts: " + text + "\n").utf8))
     }
 
-    static func paint(_ text: String, _ code: String) -> String { colour ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
-    static func red(_ t: String) -> String { paint(t, "31") }
-    static func green(_ t: String) -> String { paint(t, "32") }
-    static func yellow(_ t: String) -> String { paint(t, "33") }
-    static func bold(_ t: String) -> String { paint(t, "1") }
-    static func dim(_ t: String) -> String { paint(t, "2") }
-
-    static func line(for d: Diagnostic, indent: String = "  ") -> String {
-        let label: String
-        switch d.severity {
-        case .error: label = red("error")
-        case .warning: label = yellow("warning")
-        case .info: label = dim("note")
-        }
-        return indent + (d.line.map { "line \($0): " } ?? "") + "\(label): \(d.message) " + dim("[\(d.code)]")
-    }
-}
-
-extension Diagnostic {
-    var json: JSONValue {
-        var m: [JSONMember] = []
-        if let line { m.append(JSONMember("line", .int(Int64(line)))) }
-        m.append(JSONMember("code", .string(code)))
-        m.append(JSONMember("severity", .string(severity.rawValue)))
-        m.append(JSONMember("message", .string(message)))
-        return .object(m)
-    }
-}
-
-extension Array where Element == Diagnostic {
-    var errorsJSON: JSONValue { .array(errors.map(\.json)) }
-    var warningsJSON: JSONValue { .array(warnings.map(\.json)) }
+    static let style = TextStyle(colour: colour)
+    static func red(_ t: String) -> String { style.red(t) }
+    static func green(_ t: String) -> String { style.green(t) }
+    static func yellow(_ t: String) -> String { style.yellow(t) }
+    static func bold(_ t: String) -> String { style.bold(t) }
+    static func dim(_ t: String) -> String { style.dim(t) }
+    static func line(for d: Diagnostic) -> String { style.line(for: d) }
 }
 
 /// `--log-level` for the long-running commands (serve, daemon); MTASTS_LOG_LEVEL when not given.

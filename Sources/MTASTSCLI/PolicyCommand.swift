@@ -34,34 +34,7 @@ struct PolicyLint: ParsableCommand {
             throw ExitCode(Exit.problems)
         }
         let result = STSPolicy.parse(bytes)
-        if output.json {
-            var policyJSON = JSONValue.null
-            if let p = result.policy {
-                policyJSON = .object([
-                    JSONMember("version", .string("STSv1")),
-                    JSONMember("mode", .string(p.mode.rawValue)),
-                    JSONMember("max_age", .int(Int64(p.maxAge))),
-                    JSONMember("mx", .array(p.mx.map { .string($0.text) })),
-                ])
-            }
-            let doc = JSONValue.object([
-                JSONMember("valid", .bool(result.isValid)),
-                JSONMember("policy", policyJSON),
-                JSONMember("errors", result.diagnostics.errorsJSON),
-                JSONMember("warnings", result.diagnostics.warningsJSON),
-            ])
-            Console.out(doc.serialized(pretty: true))
-        } else {
-            let name = file == "-" ? "<stdin>" : file
-            if let p = result.policy, result.isValid {
-                Console.out("\(name): \(Console.green("valid")) — mode \(p.mode.rawValue), max_age \(p.maxAge), mx \(p.mx.map(\.text).joined(separator: ", "))")
-            } else if let p = result.policy {
-                Console.out("\(name): \(Console.red("has errors")) — senders would apply mode \(p.mode.rawValue), max_age \(p.maxAge) (capped)")
-            } else {
-                Console.out("\(name): \(Console.red("invalid")) — senders ignore this policy (sts-policy-invalid)")
-            }
-            for d in result.diagnostics { Console.out(Console.line(for: d)) }
-        }
+        Console.out(output.json ? result.json.serialized(pretty: true) : result.text(name: file == "-" ? "<stdin>" : file, style: Console.style))
         if !result.isValid { throw ExitCode(Exit.problems) }
     }
 }
@@ -97,18 +70,11 @@ struct PolicyInit: ParsableCommand {
 
     @OptionGroup var output: JSONFlag
 
-    struct Plan {
-        var domain: DomainName
-        var policy: STSPolicy
-        var tlsrpt: TLSRPTRecord
-        var defaultRUA: Bool
-    }
-
     func validate() throws {
         _ = try plan()
     }
 
-    func plan() throws -> Plan {
+    func plan() throws -> PolicySetup {
         let d: DomainName
         do { d = try DomainName(addressOrDomain: domain) } catch { throw ValidationError("--domain: \(error)") }
         guard let m = STSMode(rawValue: mode) else { throw ValidationError("--mode must be testing, enforce or none, not '\(mode)'") }
@@ -133,14 +99,12 @@ struct PolicyInit: ParsableCommand {
             guard let uri else { throw ValidationError("--rua: \(diagnostic?.message ?? value)") }
             uris.append(uri)
         }
-        return Plan(domain: d, policy: STSPolicy(mode: m, maxAge: maxAge, mx: patterns), tlsrpt: TLSRPTRecord(rua: uris), defaultRUA: rua.isEmpty)
+        return PolicySetup(domain: d, policy: STSPolicy(mode: m, maxAge: maxAge, mx: patterns), tlsrpt: TLSRPTRecord(rua: uris), defaultRUA: rua.isEmpty)
     }
 
     func run() throws {
         let plan = try plan()
         let policy = plan.policy
-        let sts = STSRecord(id: policy.contentID)
-        let d = plan.domain
         if let writePolicy {
             do {
                 try Data(policy.render().utf8).write(to: URL(fileURLWithPath: writePolicy))
@@ -149,50 +113,6 @@ struct PolicyInit: ParsableCommand {
                 throw ExitCode(Exit.problems)
             }
         }
-        if output.json {
-            let doc = JSONValue.object([
-                JSONMember("domain", .string(d.text)),
-                JSONMember("policy", .string(policy.render())),
-                JSONMember("policy_url", .string(d.policyURL)),
-                JSONMember("policy_host", .string(d.policyHost)),
-                JSONMember("records", .array([
-                    .object([JSONMember("name", .string(d.stsRecordName)), JSONMember("type", .string("TXT")), JSONMember("value", .string(sts.text))]),
-                    .object([JSONMember("name", .string(d.tlsrptRecordName)), JSONMember("type", .string("TXT")), JSONMember("value", .string(plan.tlsrpt.text))]),
-                ])),
-            ])
-            Console.out(doc.serialized(pretty: true))
-            return
-        }
-        var lines: [String] = []
-        lines.append(Console.bold("# 1. The policy file") + " — serve it at \(d.policyURL)")
-        lines.append("#    over HTTPS with a certificate valid for \(d.policyHost), status 200, Content-Type: text/plain,")
-        lines.append("#    no redirects." + (writePolicy.map { " Written to \($0)." } ?? " (--write-policy FILE writes it with CRLF line ends.)"))
-        lines.append("")
-        lines += policy.lines
-        lines.append("")
-        lines.append(Console.bold("# 2. DNS records") + " (zone-file syntax; publish the policy file first, then the _mta-sts record)")
-        let width = max(d.stsRecordName.count, d.tlsrptRecordName.count, d.policyHost.count) + 1
-        func pad(_ s: String) -> String { s + String(repeating: " ", count: max(1, width + 1 - s.count)) }
-        lines.append(pad(d.stsRecordName + ".") + "3600 IN TXT \"\(sts.text)\"")
-        lines.append(pad(d.tlsrptRecordName + ".") + "3600 IN TXT \"\(plan.tlsrpt.text)\"")
-        lines.append(pad(d.policyHost + ".") + "3600 IN CNAME <the web server that serves the policy>  ; or A/AAAA")
-        if plan.defaultRUA {
-            lines.append("; reports go to mailto:tlsrpt@\(d.text) — make sure that mailbox exists, or pass --rua")
-        }
-        lines.append("")
-        lines.append(Console.bold("# 3. Roll-out"))
-        switch policy.mode {
-        case .testing:
-            lines.append("#  - Senders now report (TLS-RPT) but still deliver when the checks fail.")
-            lines.append("#  - Read the daily reports for a week or two; fix every MX that fails.")
-            lines.append("#  - Then run: mtasts policy init --domain \(d.text) --mode enforce --mx \(policy.mx.map { $0.isWildcard ? "'\($0.text)'" : $0.text }.joined(separator: " "))")
-            lines.append("#    publish the new file first, then the new _mta-sts record (its id changes with the policy).")
-        case .enforce:
-            lines.append("#  - Senders that honour MTA-STS will refuse to deliver to an MX that fails TLS or is not listed.")
-            lines.append("#  - Whenever you change MX hosts: update the policy file first, then the _mta-sts id.")
-        case .none:
-            lines.append("#  - mode none withdraws the policy: keep it published for at least the old max_age, then remove the records.")
-        }
-        Console.out(lines.joined(separator: "\n"))
+        Console.out(output.json ? plan.json.serialized(pretty: true) : plan.text(style: Console.style, writtenTo: writePolicy))
     }
 }

@@ -75,57 +75,7 @@ struct QueryCommand: AsyncParsableCommand {
     }
 
     func emit(domain: String, resolution: Resolution?, reply: String, note: String?) {
-        let status = resolution?.status.rawValue ?? "no-policy"
-        let entry = resolution?.entry
-        if output.json {
-            func time(_ t: Double?) -> JSONValue { t.map { .string(RFC3339.format(Int64($0))) } ?? .null }
-            var members: [JSONMember] = [
-                JSONMember("domain", .string(domain)),
-                JSONMember("status", .string(status)),
-                JSONMember("source", resolution.map { .string($0.source.rawValue) } ?? .null),
-                JSONMember("reason", .string(note ?? resolution?.reason ?? "")),
-            ]
-            if let policy = resolution?.policy, let entry {
-                members.append(JSONMember("policy", .object([
-                    JSONMember("id", entry.stsID.map(JSONValue.string) ?? .null),
-                    JSONMember("mode", .string(policy.mode.rawValue)),
-                    JSONMember("max_age", .int(Int64(policy.maxAge))),
-                    JSONMember("mx", .array(policy.mx.map { .string($0.text) })),
-                    JSONMember("fetched", time(entry.fetchedAt)),
-                    JSONMember("expires", time(entry.expiresAt)),
-                    JSONMember("dane", .bool(entry.dane)),
-                ])))
-            } else {
-                members.append(JSONMember("policy", .null))
-            }
-            members.append(JSONMember("failure", resolution?.failure.map { .string($0.rawValue) } ?? .null))
-            members.append(JSONMember("reply", .string(reply)))
-            Console.out(String(decoding: JSONValue.object(members).serializedBytes(pretty: true), as: UTF8.self))
-            return
-        }
-        var lines: [String] = []
-        switch resolution?.status {
-        case .policy?:
-            let policy = resolution!.policy!
-            lines.append("\(domain): \(Console.green("policy")) (mode \(policy.mode.rawValue)), \(resolution!.source == .cache ? "from the cache" : "fetched now")")
-            lines.append("  id:       \(entry?.stsID ?? "?")")
-            lines.append("  mx:       \(policy.mx.map(\.text).joined(separator: ", "))")
-            lines.append("  max_age:  \(policy.maxAge)")
-            if let entry {
-                lines.append("  fetched:  \(RFC3339.format(Int64(entry.fetchedAt)))")
-                lines.append("  expires:  \(RFC3339.format(Int64(entry.expiresAt)))")
-                if entry.dane { lines.append("  DANE:     every MX host has DNSSEC-validated TLSA records; DANE applies (RFC 8461 §2)") }
-                if let failure = entry.failure, let reason = entry.reason {
-                    lines.append("  last refresh failed: \(failure.rawValue): \(reason)")
-                }
-            }
-        case .temporary?:
-            lines.append("\(domain): \(Console.yellow("temporary failure")): \(resolution!.reason)")
-        default:
-            lines.append("\(domain): \(Console.bold("no policy")): \(note ?? resolution?.reason ?? "")")
-            if let failure = resolution?.failure { lines.append("  failure:  \(failure.rawValue)") }
-        }
-        lines.append("  reply:    \(reply)")
-        Console.out(lines.joined(separator: "\n"))
+        let answer = PolicyAnswer(domain: domain, resolution: resolution, reply: reply, note: note)
+        Console.out(output.json ? String(decoding: answer.json.serializedBytes(pretty: true), as: UTF8.self) : answer.text(style: Console.style))
     }
 }

@@ -71,9 +71,9 @@ struct ReportParse: ParsableCommand {
             return outcome
         }
         if output.json {
-            outcome.output = json(path: path, result).serializedBytes(pretty: true, indent: 1)
+            outcome.output = result.json(file: path).serializedBytes(pretty: true, indent: 1)
         } else if !quiet {
-            outcome.output = Array(human(path: path, result).utf8)
+            outcome.output = Array(result.text(file: path, style: Console.style).utf8)
         }
         return outcome
     }
@@ -83,29 +83,10 @@ struct ReportParse: ParsableCommand {
         var failed = 0
         var buffer: [UInt8] = []
         var first = true
-        // Files are parsed in batches, each batch across --jobs threads; results are printed in
-        // input order as each batch completes, so output is streamed and memory stays bounded.
-        let batchSize = max(64, jobs * 64)
-        var batchStart = 0
-        while batchStart < paths.count {
-            let batch = Array(paths[batchStart..<min(paths.count, batchStart + batchSize)])
-            batchStart += batch.count
-            var outcomes = [Outcome](repeating: Outcome(), count: batch.count)
-            if jobs == 1 || batch.count == 1 || paths.first == "-" {
-                for (i, path) in batch.enumerated() { outcomes[i] = process(path) }
-            } else {
-                let workers = min(jobs, batch.count)
-                let command = UncheckedSendable(self)
-                outcomes.withUnsafeMutableBufferPointer { slots in
-                    // Each worker writes only its own slots (i ≡ worker mod workers).
-                    let base = UncheckedSendable(slots.baseAddress!)
-                    DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                        for i in stride(from: worker, to: batch.count, by: workers) {
-                            (base.value + i).pointee = command.value.process(batch[i])
-                        }
-                    }
-                }
-            }
+        // Files are parsed in batches across --jobs threads; results are printed in input order
+        // as each batch completes, so output is streamed and memory stays bounded.
+        let command = UncheckedSendable(self)
+        ParallelBatches.map(paths, jobs: paths.first == "-" ? 1 : jobs, transform: { command.value.process($0) }) { outcomes in
             for outcome in outcomes {
                 if outcome.failed { failed += 1 }
                 if let log = outcome.log { Console.err(log) }
@@ -123,66 +104,5 @@ struct ReportParse: ParsableCommand {
         }
         if failed > 0 { throw ExitCode(Exit.problems) }
     }
-
-    func json(path: String, _ result: ReportReader.Result) -> JSONValue {
-        var members: [JSONMember] = [
-            JSONMember("file", .string(path)),
-            JSONMember("ok", .bool(true)),
-            JSONMember("source", .string(result.reports.first?.source.rawValue ?? "")),
-        ]
-        if let mail = result.mail {
-            var m: [JSONMember] = []
-            func add(_ k: String, _ v: String?) { if let v { m.append(JSONMember(k, .string(v))) } }
-            add("from", mail.from)
-            add("subject", mail.subject)
-            add("message-id", mail.messageID)
-            add("tls-report-domain", mail.tlsReportDomain)
-            add("tls-report-submitter", mail.tlsReportSubmitter)
-            m.append(JSONMember("dkim-signed", .bool(mail.dkimSignature != nil)))
-            members.append(JSONMember("mail", .object(m)))
-        }
-        members.append(JSONMember("reports", .array(result.reports.map { r in
-            var rm: [JSONMember] = []
-            if let f = r.filename { rm.append(JSONMember("filename", .string(f))) }
-            if let t = r.mediaType { rm.append(JSONMember("media-type", .string(t))) }
-            rm.append(JSONMember("report", r.report.canonicalJSON))
-            rm.append(JSONMember("warnings", .array(r.diagnostics.map(\.json))))
-            return .object(rm)
-        })))
-        members.append(JSONMember("warnings", .array(result.diagnostics.map(\.json))))
-        return .object(members)
-    }
-
-    func human(path: String, _ result: ReportReader.Result) -> String {
-        var out = ""
-        for parsed in result.reports {
-            let r = parsed.report
-            let who = [r.organizationName, r.contactInfo.map { "<\($0)>" }].compactMap { $0 }.joined(separator: " ")
-            let domains = Set(r.policies.compactMap(\.policy.domain)).sorted()
-            let day = RFC3339.formatDay(r.startDate)
-            let span = r.endDate - r.startDate > 86_400 ? "\(day) to \(RFC3339.formatDay(r.endDate))" : day
-            out += "\(Console.bold(path)): \(who.isEmpty ? "an unnamed sender" : who) on \(domains.isEmpty ? "(no policy domain)" : domains.joined(separator: ", ")) for \(span)\n"
-            let total = r.totalSuccessful + r.totalFailed
-            let rate = total == 0 ? "no sessions" : String(format: "%.1f%% ok", 100.0 * Double(r.totalSuccessful) / Double(total))
-            out += "  sessions: \(r.totalSuccessful) ok, \(r.totalFailed > 0 ? Console.red("\(r.totalFailed) failed") : "0 failed") (\(rate))\n"
-            for p in r.policies {
-                let mx = p.policy.mxHosts.isEmpty ? "" : " mx \(p.policy.mxHosts.joined(separator: ","))"
-                out += "  policy \(p.policy.type.rawValue) \(p.policy.domain ?? "-")\(mx): \(p.successfulSessions) ok, \(p.failedSessions) failed\n"
-                var byType: [String: Int] = [:]
-                for f in p.failureDetails { byType[f.resultType.rawValue, default: 0] += f.failedSessionCount }
-                for (type, n) in byType.sorted(by: { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }) {
-                    out += "    \(Console.red(type)): \(n)\n"
-                }
-            }
-            for d in parsed.diagnostics where d.severity != .info { out += Console.line(for: d) + "\n" }
-        }
-        for d in result.diagnostics where d.severity != .info { out += Console.line(for: d) + "\n" }
-        return out
-    }
 }
 
-/// Hands a value to worker threads that use it without sharing mutable state.
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}

@@ -129,78 +129,25 @@ struct ReportsIngest: AsyncParsableCommand {
         if maxSize < 1 { throw ValidationError("--max-size must be positive") }
     }
 
-    /// Counts shared by the message callback and the mailbox readers (a reference: both update it).
-    final class Tally {
-        var messages = 0, stored = 0, duplicates = 0, notReports = 0, refused = 0, tooLarge = 0
-        var json: JSONValue {
-            .object([JSONMember("messages", .int(Int64(messages))), JSONMember("stored", .int(Int64(stored))),
-                     JSONMember("duplicates", .int(Int64(duplicates))), JSONMember("not-reports", .int(Int64(notReports))),
-                     JSONMember("refused", .int(Int64(refused))), JSONMember("too-large", .int(Int64(tooLarge)))])
-        }
-    }
-
     func run() async throws {
         let config = try db.serveConfig()
         let store = try db.open(temporaryCode: exTempFail, config: config)
         let policy = dkim.flatMap(ReportIngestor.DKIMPolicy.init) ?? ReportIngestor.DKIMPolicy(rawValue: config.dkimPolicy.rawValue) ?? .require
         let ingestor = ReportIngestor(store: store, maxSize: maxSize, dkimPolicy: policy, lookup: try Self.keyLookup(server: dnsServer ?? config.dnsServer))
-        let tally = Tally()
-        let keep = config.keepRejected
-
-        /// One message: true when it is done with (stored, duplicate, or not a report).
-        func take(_ bytes: [UInt8], name: String) async throws -> Bool {
-            tally.messages += 1
-            let outcome: ReportIngestor.Outcome
-            do { outcome = try await ingestor.ingest(mail: bytes) } catch {
-                Console.err("\(name): \(error) (temporary: try again)")
-                throw ExitCode(exTempFail)
-            }
-            if let reason = outcome.notAReport {
-                tally.notReports += 1
-                Console.err("\(name): not a TLS report: \(reason)")
-                Self.keep(bytes, in: keep, name: name)
-            } else if let reason = outcome.refused {
-                tally.refused += 1
-                Console.err("\(name): refused: \(reason)")
-                Self.keep(bytes, in: keep, name: name)
-            } else {
-                tally.stored += outcome.stored.count
-                tally.duplicates += outcome.duplicates.count
-                if verbose || !output.json && files.isEmpty && maildir == nil && mbox == nil {
-                    let what = outcome.stored.isEmpty ? "already stored (#\(outcome.duplicates.map(String.init).joined(separator: ", #")))" : "stored as #\(outcome.stored.map(String.init).joined(separator: ", #"))"
-                    Console.err("\(name): \(outcome.organizations.first ?? "report") \(what); DKIM \(outcome.dkim?.description ?? "not checked")")
-                }
-            }
-            return true
-        }
-
-        func skipped(_ name: String, _ reason: String) {
-            Console.err("\(name): \(reason)")
-            tally.messages += 1
-            tally.tooLarge += 1
-        }
+        let mailboxes = !files.isEmpty || maildir != nil || mbox != nil
+        let run = IngestRun(ingestor: ingestor, keepRejected: config.keepRejected, logStored: verbose || !output.json && !mailboxes) { Console.err($0) }
         do {
-            if let maildir { try await Mailbox.maildir(maildir, maxSize: maxSize * 2, take: take, skipped: skipped, warn: { Console.err($0) }) }
-            if let mbox { try await Mailbox.mbox(mbox, store: store, maxSize: maxSize * 2, take: take, skipped: skipped) }
-        } catch let failure as Mailbox.Failure {
-            Console.err(failure.description)
-            throw ExitCode(failure.temporary ? exTempFail : Exit.usage)
-        }
-        let inputs = files.isEmpty && maildir == nil && mbox == nil ? ["-"] : files
-        for path in InputFiles.expand(inputs) {
-            let bytes: [UInt8]
-            do { bytes = try InputFiles.read(path, maxSize: maxSize * 2) } catch {
-                Console.err("\(error)")
-                tally.messages += 1
-                tally.tooLarge += 1
-                continue
-            }
-            _ = try await take(bytes, name: path == "-" ? "standard input" : path)
+            if let maildir { try await run.maildir(maildir, maxSize: maxSize * 2) }
+            if let mbox { try await run.mbox(mbox, maxSize: maxSize * 2) }
+            try await run.files(files.isEmpty && maildir == nil && mbox == nil ? ["-"] : files, maxSize: maxSize * 2)
+        } catch {
+            Console.err("\(error)")
+            throw ExitCode(Exit.code(for: error, temporary: exTempFail))
         }
         if output.json {
-            Console.out(String(decoding: tally.json.serializedBytes(pretty: true), as: UTF8.self))
+            Console.out(String(decoding: run.tally.json.serializedBytes(pretty: true), as: UTF8.self))
         } else if files.count > 1 || maildir != nil || mbox != nil || verbose {
-            Console.out("\(tally.messages) message(s): \(tally.stored) report(s) stored, \(tally.duplicates) already stored, \(tally.notReports) not reports, \(tally.refused) refused, \(tally.tooLarge) unreadable or too large")
+            Console.out(run.tally.text)
         }
     }
 
@@ -216,14 +163,6 @@ struct ReportsIngest: AsyncParsableCommand {
             }
         }
     }
-
-    static func keep(_ bytes: [UInt8], in directory: String?, name: String) {
-        guard let directory else { return }
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let file = "\(directory)/\(Int(Date().timeIntervalSince1970)).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).eml"
-        FileManager.default.createFile(atPath: file, contents: Data(bytes))
-    }
-
 }
 
 // MARK: questions
@@ -246,15 +185,10 @@ struct ReportsList: ParsableCommand {
         if output.json {
             Console.out(String(decoding: JSONValue.array(rows.map(\.json)).serializedBytes(pretty: true), as: UTF8.self))
         } else if csv {
-            var out = CSV.line(["id", "day", "organization", "report_id", "policy_domains", "successful", "failed", "channel", "dkim"])
-            for r in rows { out += CSV.line([String(r.id), r.day, r.organization, r.reportID, r.domains.joined(separator: " "), String(r.successful), String(r.failed), r.channel, r.dkim ?? ""]) }
-            FileHandle.standardOutput.write(Data(out.utf8))
+            FileHandle.standardOutput.write(Data((CSV.line(ReportRow.csvHeader) + rows.map { CSV.line($0.csvFields) }.joined()).utf8))
         } else {
             if rows.isEmpty { Console.out("no stored report matches"); return }
-            for r in rows {
-                let failed = r.failed > 0 ? Console.red("\(r.failed) failed") : "0 failed"
-                Console.out("#\(r.id)  \(r.day)  \(r.organization)  \(r.domains.joined(separator: ","))  \(r.successful) ok, \(failed)  [\(r.channel)\(r.dkim.map { ", dkim \($0)" } ?? "")]  \(Console.dim(r.reportID))")
-            }
+            for r in rows { Console.out(r.line(style: Console.style)) }
         }
     }
 }
@@ -275,18 +209,8 @@ struct ReportsShow: ParsableCommand {
         do { found = try store.show(report) } catch { Console.err("\(error)"); throw ExitCode(Exit.temporary) }
         guard let found else { Console.err("no stored report \(report)"); throw ExitCode(Exit.problems) }
         if raw { FileHandle.standardOutput.write(Data(found.raw)); return }
-        let report = (try? JSONParser.parse(Array(found.normalized.utf8)).value) ?? .string(found.normalized)
-        if output.json {
-            guard case .object(var members) = found.row.json else { return }
-            members.append(JSONMember("tolerated", .array(found.diagnostics.map(JSONValue.string))))
-            members.append(JSONMember("report", report))
-            Console.out(String(decoding: JSONValue.object(members).serializedBytes(pretty: true), as: UTF8.self))
-        } else {
-            let r = found.row
-            Console.out("#\(r.id) \(r.organization) \(r.reportID)\n  \(RFC3339.format(r.startDate)) – \(RFC3339.format(r.endDate))\n  received \(RFC3339.format(Int64(r.receivedAt))) by \(r.channel)\(r.dkim.map { ", DKIM \($0)" } ?? "")\n  \(r.successful) successful, \(r.failed) failed sessions")
-            for d in found.diagnostics { Console.out("  tolerated: \(d)") }
-            Console.out(String(decoding: report.serializedBytes(pretty: true, indent: 2), as: UTF8.self))
-        }
+        let shown = StoredReport(row: found.row, normalized: found.normalized, diagnostics: found.diagnostics)
+        Console.out(output.json ? String(decoding: shown.json.serializedBytes(pretty: true), as: UTF8.self) : shown.text)
     }
 }
 
@@ -308,41 +232,7 @@ struct ReportsSummary: ParsableCommand {
             Console.out(String(decoding: s.json.serializedBytes(pretty: true), as: UTF8.self))
             return
         }
-        if csv {
-            var out = CSV.line(["domain", "day", "reports", "successful", "failed", "success_rate"])
-            for d in s.days { out += CSV.line([d.domain, d.day, String(d.reports), String(d.successful), String(d.failed), d.successRate.map { String(format: "%.4f", $0) } ?? ""]) }
-            FileHandle.standardOutput.write(Data(out.utf8))
-            return
-        }
-        func pct(_ ok: Int64, _ failed: Int64) -> String { ok + failed == 0 ? "-" : String(format: "%.2f %%", Double(ok) / Double(ok + failed) * 100) }
-        Console.out(Console.bold("Sessions: \(s.successful) successful, \(s.failed) failed, success \(pct(s.successful, s.failed))"))
-        var domain: String?
-        for d in s.days {
-            if d.domain != domain { domain = d.domain; Console.out("\n" + Console.bold(d.domain.isEmpty ? "(no policy domain)" : d.domain)) }
-            let failed = d.failed > 0 ? Console.red(String(d.failed)) : "0"
-            Console.out("  \(d.day)  \(d.reports) report(s)  \(d.successful) ok  \(failed) failed  \(pct(d.successful, d.failed))")
-        }
-        func section(_ title: String, _ rows: [CountRow]) {
-            guard !rows.isEmpty else { return }
-            Console.out("\n" + Console.bold(title))
-            for r in rows { Console.out("  \(r.sessions)\t\(r.key)") }
-        }
-        section("Failures by result type", s.byResultType)
-        if !s.byOrganization.isEmpty {
-            Console.out("\n" + Console.bold("By sending organisation"))
-            for o in s.byOrganization { Console.out("  \(o.organization): \(o.reports) report(s), \(o.successful) ok, \(o.failed) failed, \(pct(o.successful, o.failed))") }
-        }
-        section("Failures by MX host", s.byMXHost)
-        section("Failures by receiving IP", s.byReceivingIP)
-        let trends = s.trends.filter { $0.change != nil }
-        if !trends.isEmpty {
-            Console.out("\n" + Console.bold("Trend (success rate, earlier half of the days → later half)"))
-            for t in trends {
-                let change = t.change ?? 0
-                let word = abs(change) < 0.000_05 ? "steady" : change > 0 ? Console.green("better") : Console.red("worse")
-                Console.out("  \(t.domain.isEmpty ? "(no policy domain)" : t.domain): \(pct(t.earlier.successful, t.earlier.failed)) (\(t.earlier.first)–\(t.earlier.last)) → \(pct(t.later.successful, t.later.failed)) (\(t.later.first)–\(t.later.last)), \(word)")
-            }
-        }
+        FileHandle.standardOutput.write(Data((csv ? s.csv : s.text(style: Console.style)).utf8))
     }
 }
 
@@ -383,7 +273,7 @@ struct ReportsReadiness: ParsableCommand {
         if output.json {
             Console.out(String(decoding: r.json.serializedBytes(pretty: true), as: UTF8.self))
         } else {
-            FileHandle.standardOutput.write(Data(r.text.utf8))
+            FileHandle.standardOutput.write(Data(r.text(style: Console.style).utf8))
         }
         if r.verdict != .ready { throw ExitCode(Exit.problems) }
     }
@@ -397,43 +287,17 @@ struct ReportsExport: ParsableCommand {
             --format csv writes one row per failure detail. Exit codes: 0 written; 3 the database failed.
             """))
 
-    enum Format: String, ExpressibleByArgument { case json, csv }
-    @Option(help: "json or csv.") var format: Format = .json
+    @Option(help: "json or csv.") var format: ReportStore.ExportFormat = .json
     @OptionGroup var filter: FilterOptions
     @OptionGroup var db: DatabaseOptions
 
     func run() throws {
         let store = try db.open()
-        var buffer: [UInt8] = []
-        func flush(_ force: Bool = false) {
-            if force || buffer.count > 1 << 16 { FileHandle.standardOutput.write(Data(buffer)); buffer.removeAll(keepingCapacity: true) }
-        }
-        do {
-            switch format {
-            case .json:
-                var first = true
-                buffer += Array("[".utf8)
-                try store.forEachReport(filter.filter) { row, normalized in
-                    guard case .object(var members) = row.json else { return }
-                    members.append(JSONMember("report", (try? JSONParser.parse(Array(normalized.utf8)).value) ?? .null))
-                    buffer += Array((first ? "\n" : ",\n").utf8)
-                    first = false
-                    buffer += JSONValue.object(members).serializedBytes(pretty: false, indent: 0)
-                    flush()
-                }
-                buffer += Array((first ? "]\n" : "\n]\n").utf8)
-            case .csv:
-                buffer += Array(CSV.line(ReportStore.failureCSVHeader).utf8)
-                try store.forEachFailure(filter.filter) { fields in
-                    buffer += Array(CSV.line(fields).utf8)
-                    flush()
-                }
-            }
-        } catch {
-            flush(true)
+        do { try store.export(format, filter.filter) { FileHandle.standardOutput.write(Data($0)) } } catch {
             Console.err("\(error)")
             throw ExitCode(Exit.temporary)
         }
-        flush(true)
     }
 }
+
+extension ReportStore.ExportFormat: ExpressibleByArgument {}

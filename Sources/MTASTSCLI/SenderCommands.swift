@@ -121,12 +121,9 @@ struct ReportsSend: AsyncParsableCommand {
             throw ExitCode(Exit.temporary)
         }
         if output.json {
-            Console.out(String(decoding: JSONValue.array(attempts.map {
-                .object([JSONMember("report-id", .string($0.reportID)), JSONMember("uri", .string($0.uri)), JSONMember("status", .string($0.status)),
-                         JSONMember("result", .string($0.outcome.detail))])
-            }).serializedBytes(pretty: true), as: UTF8.self))
+            Console.out(String(decoding: JSONValue.array(attempts.map(\.json)).serializedBytes(pretty: true), as: UTF8.self))
         } else {
-            for a in attempts { Console.out("\(a.status)\t\(a.uri)\t\(a.reportID)\t\(a.outcome.detail)") }
+            for a in attempts { Console.out(a.line) }
             if attempts.isEmpty { Console.out("nothing to deliver now") }
         }
         if attempts.contains(where: { $0.status == "failed" || $0.status == "gave-up" }) { throw ExitCode(Exit.problems) }
@@ -159,25 +156,16 @@ struct ReportsStatus: ParsableCommand {
             Console.err("\(error)")
             throw ExitCode(Exit.temporary)
         }
-        func time(_ t: Double?) -> JSONValue { t.map { .string(RFC3339.format(Int64($0))) } ?? .null }
         if output.json {
             Console.out(String(decoding: JSONValue.object([
                 JSONMember("days", .array(days.map { .object([JSONMember("day", .string($0.0)), JSONMember("successful", .int($0.1)), JSONMember("failed", .int($0.2))]) })),
-                JSONMember("deliveries", .array(rows.map {
-                    .object([JSONMember("day", .string($0.day)), JSONMember("domain", .string($0.domain)), JSONMember("report-id", .string($0.reportID)),
-                             JSONMember("uri", .string($0.uri)), JSONMember("status", .string($0.status)), JSONMember("attempts", .int($0.attempts)),
-                             JSONMember("last-attempt", time($0.lastAttempt)), JSONMember("next-attempt", time($0.nextAttempt)),
-                             JSONMember("result", $0.result.map(JSONValue.string) ?? .null)])
-                })),
+                JSONMember("deliveries", .array(rows.map(\.json))),
             ]).serializedBytes(pretty: true), as: UTF8.self))
             return
         }
         for d in days { Console.out("\(d.0): \(d.1) successful, \(d.2) failed sessions collected") }
         if rows.isEmpty { Console.out("no report has been sent yet") }
-        for r in rows {
-            let next = r.nextAttempt.map { ", next try \(RFC3339.format(Int64($0)))" } ?? ""
-            Console.out("\(r.day) \(r.domain) → \(r.uri): \(r.status) after \(r.attempts) attempt(s)\(next)\(r.result.map { " — \($0)" } ?? "")")
-        }
+        for r in rows { Console.out(r.line) }
     }
 }
 
@@ -205,14 +193,6 @@ struct ReportsDKIMRecord: ParsableCommand {
             Console.err("\(key): \(error)")
             throw ExitCode(Exit.problems)
         }
-        // Zone-file syntax; long values split into strings of at most 255 bytes.
-        let value = signing.dnsRecord
-        var chunks: [String] = []
-        var rest = Substring(value)
-        while !rest.isEmpty {
-            chunks.append(String(rest.prefix(255)))
-            rest = rest.dropFirst(255)
-        }
-        Console.out("\(selector)._domainkey.\(domain.lowercased()). IN TXT " + chunks.map { "\"\($0)\"" }.joined(separator: " "))
+        Console.out(signing.zoneLine(selector: selector, domain: domain))
     }
 }

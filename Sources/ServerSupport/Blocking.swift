@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOPosix
 
@@ -22,4 +23,42 @@ public final class BlockingPool: Sendable {
     }
 
     public func shutdown() async { try? await pool.shutdownGracefully() }
+}
+
+/// Hands a value to worker threads that use it without sharing mutable state.
+public struct UncheckedSendable<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
+}
+
+/// CPU-bound work over many inputs (files to parse) on `jobs` threads, in batches: each batch's
+/// results reach `each` in input order when the batch is done, so output streams and memory is
+/// bounded by one batch.
+public enum ParallelBatches {
+    public static func map<Input, Output>(_ inputs: [Input], jobs: Int, batchSize: Int? = nil,
+                                          transform: @escaping (Input) -> Output, each: ([Output]) -> Void) {
+        let size = batchSize ?? max(64, jobs * 64)
+        var start = 0
+        while start < inputs.count {
+            let batch = Array(inputs[start..<min(inputs.count, start + size)])
+            start += batch.count
+            if jobs <= 1 || batch.count == 1 {
+                each(batch.map(transform))
+                continue
+            }
+            var outputs = [Output?](repeating: nil, count: batch.count)
+            let workers = min(jobs, batch.count)
+            let work = UncheckedSendable((batch, transform))
+            outputs.withUnsafeMutableBufferPointer { slots in
+                // Each worker writes only its own slots (i ≡ worker mod workers).
+                let base = UncheckedSendable(slots.baseAddress!)
+                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                    for i in stride(from: worker, to: work.value.0.count, by: workers) {
+                        (base.value + i).pointee = work.value.1(work.value.0[i])
+                    }
+                }
+            }
+            each(outputs.map { $0! })
+        }
+    }
 }

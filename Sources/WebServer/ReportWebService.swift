@@ -207,9 +207,7 @@ public final class ReportWebService: Sendable {
         let key = id.removingPercentEncoding ?? id
         return await database("report") { store in
             guard let found = try store.show(key) else { throw Reply.Failure(.notFound, "no stored report \(key)") }
-            guard case .object(var members) = found.row.json else { throw Reply.Failure(.internalServerError, "bad row") }
-            members.append(JSONMember("report", (try? JSONParser.parse(Array(found.normalized.utf8)).value) ?? .null))
-            return .object(members)
+            return StoredReport(row: found.row, normalized: found.normalized, diagnostics: found.diagnostics).json
         }
     }
 
