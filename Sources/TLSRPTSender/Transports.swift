@@ -125,107 +125,42 @@ public struct SubmissionTransport: Sendable {
         self.timeout = timeout
     }
 
-    struct SMTPFailure: Error, CustomStringConvertible {
-        var code: Int
-        var text: String
-        var description: String { "\(code) \(text)" }
-    }
-
     public func send(_ message: [UInt8], from: String, to: String) async -> DeliveryOutcome {
-        let context = self.context, host = self.host, implicit = tls == .implicit
+        let context = self.context, host = self.host, tls = self.tls, ehloName = self.ehloName
         do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(timeout)
-                .connect(host: host, port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        if implicit { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: host)) }
-                        return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
-            let raw = channel.channel
-            let deadline = raw.eventLoop.scheduleTask(in: timeout) { raw.close(promise: nil) }
-            defer { deadline.cancel() }
-            return try await channel.executeThenClose { inbound, outbound in
-                var reader = ReplyReader(iterator: inbound.makeAsyncIterator())
-                func command(_ line: String?, expect: ClosedRange<Int>) async throws -> (Int, [String]) {
-                    if let line { try await outbound.write(ByteBuffer(string: line + "\r\n")) }
-                    let reply = try await reader.next()
-                    guard expect.contains(reply.0) else { throw SMTPFailure(code: reply.0, text: reply.1.joined(separator: " ")) }
-                    return reply
-                }
-                _ = try await command(nil, expect: 220...220)
-                var (_, ext) = try await command("EHLO \(ehloName)", expect: 250...250)
+            let makeTLS: @Sendable () throws -> NIOSSLClientHandler = { try NIOSSLClientHandler(context: context, serverHostname: host) }
+            let implicit = tls == .implicit ? makeTLS : nil
+            return try await SMTPConversation.run(host: host, port: port, stepTimeout: timeout, deadline: timeout, implicitTLS: implicit) { smtp in
+                let banner = try await smtp.reply(step: "to the connection (banner)")
+                guard banner.code == 220 else { throw SMTPConversation.Failure.reply(step: "to the connection", code: banner.code, text: banner.text) }
+                var ext = try await smtp.command("EHLO \(ehloName)", expect: 250...250).lines.dropFirst()
                 if tls == .starttls {
                     guard ext.contains(where: { $0.uppercased().hasPrefix("STARTTLS") }) else {
-                        throw SMTPFailure(code: 0, text: "\(host) does not offer STARTTLS (tls: starttls requires it)")
+                        return DeliveryOutcome(.temporary, "\(host):\(port): \(host) does not offer STARTTLS (tls: starttls requires it)")
                     }
-                    _ = try await command("STARTTLS", expect: 220...220)
-                    try await raw.pipeline.addHandler(try NIOSSLClientHandler(context: context, serverHostname: host), position: .first).get()
-                    (_, ext) = try await command("EHLO \(ehloName)", expect: 250...250)
+                    try await smtp.command("STARTTLS", expect: 220...220)
+                    _ = try await smtp.startTLS(makeTLS)
+                    ext = try await smtp.command("EHLO \(ehloName)", expect: 250...250).lines.dropFirst()
                 }
                 if let username {
                     let token = Data(([0] + Array(username.utf8) + [0] + Array((password ?? "").utf8))).base64EncodedString()
-                    _ = try await command("AUTH PLAIN \(token)", expect: 235...235)
+                    try await smtp.command("AUTH PLAIN \(token)", expect: 235...235)
                 }
-                _ = try await command("MAIL FROM:<\(from)>", expect: 250...250)
-                _ = try await command("RCPT TO:<\(to)>", expect: 250...251)
-                _ = try await command("DATA", expect: 354...354)
-                try await outbound.write(ByteBuffer(bytes: Self.dotStuffed(message)))
-                let (_, done) = try await command(".", expect: 250...250)
-                _ = try? await command("QUIT", expect: 221...221)
-                return DeliveryOutcome(.delivered, "250 \(done.joined(separator: " ").prefix(200))")
+                try await smtp.command("MAIL FROM:<\(from)>", expect: 250...250)
+                try await smtp.command("RCPT TO:<\(to)>", expect: 250...251)
+                try await smtp.command("DATA", expect: 354...354)
+                let done = try await smtp.data(message)
+                await smtp.send("QUIT")
+                return DeliveryOutcome(.delivered, "250 \(done.text.prefix(200))")
             }
-        } catch let failure as SMTPFailure {
-            return DeliveryOutcome(failure.code >= 500 ? .permanent : .temporary, "\(host):\(port): \(failure)")
+        } catch let failure as SMTPConversation.Failure {
+            switch failure {
+            case .reply(_, let code, _): return DeliveryOutcome(code >= 500 ? .permanent : .temporary, "\(host):\(port): \(failure)")
+            case .unsafeCommand: return DeliveryOutcome(.permanent, "\(host):\(port): \(failure)")
+            default: return DeliveryOutcome(.temporary, "\(host):\(port): \(failure)")
+            }
         } catch {
             return DeliveryOutcome(.temporary, "\(host):\(port): \(error)")
-        }
-    }
-
-    /// CRLF line ends, leading dots doubled, ending with CRLF (the "." line is sent after it).
-    static func dotStuffed(_ message: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(message.count + 64)
-        var atLineStart = true
-        var previous: UInt8 = 0
-        for b in message {
-            if b == 0x0A && previous != 0x0D { out.append(0x0D) }
-            if atLineStart && b == UInt8(ascii: ".") { out.append(b) }
-            out.append(b)
-            atLineStart = b == 0x0A
-            previous = b
-        }
-        if !atLineStart { out += [0x0D, 0x0A] }
-        return out
-    }
-
-    /// Multi-line SMTP replies from a byte stream.
-    struct ReplyReader {
-        var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
-        var pending: [UInt8] = []
-
-        mutating func line() async throws -> String {
-            while true {
-                if let nl = pending.firstIndex(of: 0x0A) {
-                    var line = Array(pending[..<nl])
-                    pending.removeSubrange(...nl)
-                    if line.last == 0x0D { line.removeLast() }
-                    return String(decoding: line, as: UTF8.self)
-                }
-                guard pending.count < 8192 else { throw SMTPFailure(code: 0, text: "reply line too long") }
-                guard var buffer = try await iterator.next() else { throw SMTPFailure(code: 0, text: "the server closed the connection") }
-                pending += buffer.readBytes(length: buffer.readableBytes) ?? []
-            }
-        }
-
-        mutating func next() async throws -> (Int, [String]) {
-            var texts: [String] = []
-            while true {
-                let l = try await line()
-                guard l.count >= 3, let code = Int(l.prefix(3)) else { throw SMTPFailure(code: 0, text: "not an SMTP reply: \(l.prefix(100))") }
-                texts.append(String(l.dropFirst(4)))
-                if l.count == 3 || l[l.index(l.startIndex, offsetBy: 3)] != "-" { return (code, texts) }
-            }
         }
     }
 }

@@ -42,13 +42,19 @@ public enum SMTPBehaviour: Sendable {
     case noSTARTTLS
     /// Banner, then silence (a tarpit).
     case stallAfterBanner
+    /// Answers EHLO with a reply that never ends (continuation lines without end).
+    case endlessReply
 }
 
 /// What test MX hosts received: one line per message, with whether it came over TLS.
 public final class MailLog: @unchecked Sendable {
     private let lock = NSLock()
     private var items: [(host: String, tls: Bool, data: String, user: String?)] = []
+    private var lines: [String] = []
     public init() {}
+    func command(_ line: String) { lock.withLock { lines.append(line) } }
+    /// Every command line received, in order (message content excluded): the exact dialogue.
+    public var dialogue: [String] { lock.withLock { lines } }
     func add(_ host: String, _ tls: Bool, _ data: String, user: String? = nil) { lock.withLock { items.append((host, tls, data, user)) } }
     /// Each message, with the user that authenticated (AUTH PLAIN), if any.
     public var messages: [(host: String, tls: Bool, data: String, user: String?)] { lock.withLock { items } }
@@ -230,7 +236,12 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             return
         }
+        mail?.command(line)
         let verb = line.split(separator: " ").first.map { $0.uppercased() } ?? ""
+        if case .endlessReply = behaviour, verb == "EHLO" {
+            for i in 0..<1_000 { send(context, "250-line \(i)") }
+            return
+        }
         switch verb {
         case "EHLO":
             var lines = ["250-\(hostname)", "250-PIPELINING", "250-SIZE 10240000"]

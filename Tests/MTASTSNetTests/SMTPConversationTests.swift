@@ -1,0 +1,92 @@
+import Foundation
+import MTASTSNet
+import NIOCore
+import NIOSSL
+import Testing
+import TestSupport
+
+/// The one SMTP client (probe and submission share it), against the test MX in process.
+@Suite struct SMTPConversationTests {
+    static func trusting(_ ca: TestCA) throws -> NIOSSLContext {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(ca.pem.utf8), format: .pem)])
+        return try NIOSSLContext(configuration: tls)
+    }
+
+    @Test func aCommandHoldingCRLFIsNeverWritten() async throws {
+        let log = MailLog()
+        let server = try TestServer.mx(address: "127.0.0.1", port: TestServer.freePort(), hostname: "mx.test", leaf: nil, behaviour: .noSTARTTLS, mail: log)
+        let refused: SMTPConversation.Failure? = try await SMTPConversation.run(host: server.address, port: server.port, stepTimeout: .seconds(5)) { smtp in
+            #expect(try await smtp.reply(step: "banner").code == 220)
+            try await smtp.command("EHLO client.test", expect: 250...250)
+            do {
+                try await smtp.command("RCPT TO:<x@victim.test>\r\nDATA")
+                return nil
+            } catch let failure as SMTPConversation.Failure {
+                try await smtp.command("NOOP", expect: 250...250)
+                return failure
+            }
+        }
+        #expect(refused == .unsafeCommand("RCPT"))
+        #expect(log.dialogue == ["EHLO client.test", "NOOP"])
+    }
+
+    @Test func aTarpitIsCutOffAtTheStepThatStalls() async throws {
+        let server = try TestServer.mx(address: "127.0.0.1", port: TestServer.freePort(), hostname: "mx.test", leaf: nil, behaviour: .stallAfterBanner)
+        let start = ContinuousClock.now
+        await #expect(throws: SMTPConversation.Failure.timeout("to EHLO")) {
+            try await SMTPConversation.run(host: server.address, port: server.port, stepTimeout: .milliseconds(300)) { smtp in
+                _ = try await smtp.reply(step: "banner")
+                try await smtp.command("EHLO client.test")
+            }
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
+    @Test func anEndlessReplyIsRefusedNotBuffered() async throws {
+        let server = try TestServer.mx(address: "127.0.0.1", port: TestServer.freePort(), hostname: "mx.test", leaf: nil, behaviour: .endlessReply)
+        await #expect(throws: SMTPConversation.Failure.malformed("a reply of more than 128 lines to EHLO")) {
+            try await SMTPConversation.run(host: server.address, port: server.port, stepTimeout: .seconds(5)) { smtp in
+                _ = try await smtp.reply(step: "banner")
+                try await smtp.command("EHLO client.test")
+            }
+        }
+    }
+
+    @Test func startTLSThenTheConversationGoesOnEncrypted() async throws {
+        let ca = try TestCA()
+        let log = MailLog()
+        let server = try TestServer.mx(address: "127.0.0.1", port: TestServer.freePort(), hostname: "mx.test", leaf: ca.issue(dnsNames: ["mx.test"]), behaviour: .starttls, mail: log)
+        let context = try Self.trusting(ca)
+        let version = try await SMTPConversation.run(host: server.address, port: server.port, stepTimeout: .seconds(5)) { smtp in
+            _ = try await smtp.reply(step: "banner")
+            let ehlo = try await smtp.command("EHLO client.test", expect: 250...250)
+            #expect(ehlo.lines.contains("STARTTLS"))
+            try await smtp.command("STARTTLS", expect: 220...220)
+            let version = try await smtp.startTLS { try NIOSSLClientHandler(context: context, serverHostname: "mx.test") }
+            try await smtp.command("EHLO client.test", expect: 250...250)
+            try await smtp.command("MAIL FROM:<a@client.test>", expect: 250...250)
+            try await smtp.command("RCPT TO:<b@mx.test>", expect: 250...250)
+            try await smtp.command("DATA", expect: 354...354)
+            _ = try await smtp.data(Array("Subject: t\n\n.leading dot\nbody\n".utf8))
+            return version
+        }
+        #expect(version?.hasPrefix("TLSv1.") == true)
+        #expect(log.messages.first?.tls == true)
+        #expect(log.messages.first?.data == "Subject: t\n\n..leading dot\nbody\n")  // the test MX keeps the line as sent: dot-stuffed
+    }
+
+    @Test func aHandshakeWithAnUntrustedCertificateFails() async throws {
+        let ca = try TestCA(), other = try TestCA(commonName: "someone else")
+        let server = try TestServer.mx(address: "127.0.0.1", port: TestServer.freePort(), hostname: "mx.test", leaf: ca.issue(dnsNames: ["mx.test"]), behaviour: .starttls)
+        let context = try Self.trusting(other)
+        await #expect(throws: NIOSSLError.self) {
+            try await SMTPConversation.run(host: server.address, port: server.port, stepTimeout: .seconds(5)) { smtp in
+                _ = try await smtp.reply(step: "banner")
+                try await smtp.command("EHLO client.test", expect: 250...250)
+                try await smtp.command("STARTTLS", expect: 220...220)
+                _ = try await smtp.startTLS { try NIOSSLClientHandler(context: context, serverHostname: "mx.test") }
+            }
+        }
+    }
+}
