@@ -144,6 +144,10 @@ let package = Package(
         .testTarget(name: "MTASTSCLITests", dependencies: ["mtasts", "MTASTSCore", "TestSupport"]),
         // Real components for tests: dnsmasq, test CAs, local HTTPS and SMTP servers.
         .target(name: "TestSupport", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -160,7 +164,7 @@ let package = Package(
         .testTarget(name: "PolicyResolverTests", dependencies: ["PolicyResolver", "MTASTSNet", "MailDNS", "MTASTSCore", "Storage", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["mtasts", "TestSupport"]),
         .testTarget(name: "ReceiverTests", dependencies: ["mtasts", "TestSupport"]),
-        .testTarget(name: "SenderTests", dependencies: ["mtasts", "TestSupport"]),
+        .testTarget(name: "SenderTests", dependencies: ["mtasts", "TestSupport", .product(name: "Hummingbird", package: "hummingbird")]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).

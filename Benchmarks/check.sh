@@ -3,6 +3,7 @@
 # certificates from a CA made for the run), with --concurrency 1 and 64, and checkdmarc 6.0.4
 # (PyPI) on the same zone and trust store (its MTA-STS, MX and --check-mx-tls checks).
 # Usage: Benchmarks/check.sh [N]   (default 1000; checkdmarc runs on the first 200 unless PEER_N is set)
+# MTASTS_BIN=path runs another build of mtasts (a before/after comparison); PEER_N=0 skips checkdmarc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
@@ -17,6 +18,7 @@ fi
 swift build -c release --product mtasts >/dev/null
 swift build -c release --product mtasts-bench-world >/dev/null
 bindir=$(swift build -c release --show-bin-path)
+mtasts=${MTASTS_BIN:-$bindir/mtasts}
 
 "$bindir/mtasts-bench-world" "$n" "$(pwd)/$work" >"$work/world.out" 2>&1 &
 world=$!
@@ -38,16 +40,17 @@ measure() {  # label, count, command…
     python3 -c "print(f'$label domains=$count seconds={$secs:.2f} domains_per_s={$count/$secs:.1f} max_rss_kb=$rss')" | tee -a "$work/results"
 }
 
-measure "mtasts --concurrency 64:" "$n" "$bindir/mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 64 --file "$list"
+measure "mtasts --concurrency 64:" "$n" "$mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 64 --file "$list"
 python3 - "$work/out.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 bad = [d["domain"] for d in r if d["verdict"] not in ("ok", "warnings")]
 print(f"  checked {len(r)} domains, {len(bad)} with errors {bad[:3]}")
 PY
-measure "mtasts --concurrency 1: " "$n" "$bindir/mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 1 --file "$list"
+measure "mtasts --concurrency 1: " "$n" "$mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 1 --file "$list"
+[ "$peer_n" -gt 0 ] || exit 0
 head -n "$peer_n" "$list" >"$work/peer-domains.txt"
-measure "mtasts --concurrency 1: " "$peer_n" "$bindir/mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 1 --file "$work/peer-domains.txt"
+measure "mtasts --concurrency 1: " "$peer_n" "$mtasts" check --json --dns-server "$dns" --ca-file "$ca" --concurrency 1 --file "$work/peer-domains.txt"
 # checkdmarc fetches the policy through the system resolver: give it a private mount namespace
 # whose /etc/resolv.conf names the benchmark's dnsmasq, and the benchmark CA as its trust store.
 echo "nameserver ${dns%:53}" >"$work/resolv.conf"

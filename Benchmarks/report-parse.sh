@@ -17,7 +17,7 @@ if [ ! -x "$work/venv/bin/python" ] || ! "$work/venv/bin/python" -c 'import pars
     "$work/venv/bin/pip" install -q parsedmarc==11.1.0
 fi
 swift build -c release --product mtasts >/dev/null
-bin=$(swift build -c release --show-bin-path)/mtasts
+bin=${MTASTS_BIN:-$(swift build -c release --show-bin-path)/mtasts}
 
 corpus=$work/corpus
 rm -rf "$corpus" && mkdir -p "$corpus"
@@ -61,6 +61,12 @@ run_peer() {  # label, extra arguments…
     echo "$label $(cat "$work/parsedmarc.time.best-stdout") max_rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/parsedmarc.time")"
 }
 
+if [ -n "${MTASTS_ONLY:-}" ]; then  # ours only (a before/after comparison)
+    run_mtasts "mtasts --jobs 2 --json:" --json --jobs 2
+    run_mtasts "mtasts --jobs 1 --json:" --json --jobs 1
+    run_mtasts "mtasts --jobs 2 --quiet:" --quiet --jobs 2
+    exit 0
+fi
 echo "-- parse and write JSON (mtasts report parse --json; parsedmarc parse_report_file + json.dumps)"
 run_mtasts "mtasts --jobs 2:  " --json --jobs 2 | tee "$work/ours-json"
 run_mtasts "mtasts --jobs 1:  " --json --jobs 1

@@ -76,7 +76,8 @@ public final class PolicyResolver: Sendable {
     let clock: any PolicyClock
     let hot: NIOLockedValueBox<HotCache>
     let flights = NIOLockedValueBox<[String: Task<Resolution, Never>]>([:])
-    let refreshing = NIOLockedValueBox<Set<String>>([])
+    /// Background record checks in flight, by domain: one at a time per domain.
+    let refreshing = NIOLockedValueBox<[String: Task<Void, Never>]>([:])
     let logger: Logger
 
     public init(dns: DNSResolver, fetcher: PolicyFetcher, store: (any PolicyStore)?, settings: Settings = Settings(),
@@ -286,11 +287,12 @@ public final class PolicyResolver: Sendable {
 
     /// Looks at the record of a cached policy again, without the caller waiting.
     func refreshInBackground(_ domain: DomainName) {
-        let started = refreshing.withLockedValue { $0.insert(domain.text).inserted }
-        guard started else { return }
-        Task {
-            await self.refresh(domain, force: false)
-            _ = self.refreshing.withLockedValue { $0.remove(domain.text) }
+        refreshing.withLockedValue { running in
+            guard running[domain.text] == nil else { return }
+            running[domain.text] = Task {
+                await self.refreshNow(domain, force: false)
+                _ = self.refreshing.withLockedValue { $0.removeValue(forKey: domain.text) }
+            }
         }
     }
 
@@ -299,7 +301,14 @@ public final class PolicyResolver: Sendable {
     /// expiry. A failed fetch keeps the cached policy and is not retried for the same id before
     /// the retry delay. A missing record keeps the policy too (RFC 8461 §5.1: a policy ends by
     /// expiring or by a new policy, not by a vanished record).
+    /// A background check of the same domain in flight is waited for first, so the two never
+    /// fetch the same policy twice.
     public func refresh(_ domain: DomainName, force: Bool) async {
+        if let running = refreshing.withLockedValue({ $0[domain.text] }) { await running.value }
+        await refreshNow(domain, force: force)
+    }
+
+    func refreshNow(_ domain: DomainName, force: Bool) async {
         let now = clock.now()
         var current = hot.withLockedValue { $0.peek(domain.text) }
         if let store, let stored = try? await blocking({ try store.load(domain.text) }) {

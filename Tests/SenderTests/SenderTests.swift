@@ -1,4 +1,6 @@
 import Foundation
+import Hummingbird
+import NIOConcurrencyHelpers
 import Testing
 import TestSupport
 
@@ -108,52 +110,33 @@ final class CollectorDaemon: @unchecked Sendable {
     }
 }
 
-/// A local HTTPS report endpoint (Python's http.server + ssl, independent of our code): answers
-/// with the statuses given in turn (the last one repeats), or hangs; keeps every body it got.
+/// A local HTTPS report endpoint (TestSupport's HTTP server): answers with the statuses given in
+/// turn (the last one repeats), or hangs; keeps every body it got as a file.
 final class ReportEndpoint {
-    let port: Int
     let dir: URL
-    let process: Spawned
+    let server: HTTPTestServer
+    var port: Int { server.port }
 
-    init(dir: URL, certificate: String, key: String, statuses: [Int], hang: Bool = false) throws {
+    init(dir: URL, leaf: TestCA.Leaf, statuses: [Int], hang: Bool = false) throws {
         self.dir = dir
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        port = TestServer.freePort()
-        let script = dir.appendingPathComponent("endpoint-\(port).py").path
-        try """
-            import http.server, ssl, sys, os, time
-            statuses = [\(statuses.map(String.init).joined(separator: ","))]
-            count = [0]
-            class H(http.server.BaseHTTPRequestHandler):
-                def do_POST(self):
-                    if \(hang ? "True" : "False"):
-                        time.sleep(3600)
-                    n = int(self.headers.get('Content-Length', '0'))
-                    body = self.rfile.read(n)
-                    i = count[0]; count[0] += 1
-                    open(os.path.join('\(dir.path)', 'post-%d-%s.bin' % (i, self.headers.get('Content-Type', '').replace('/', '_'))), 'wb').write(body)
-                    code = statuses[min(i, len(statuses) - 1)]
-                    self.send_response(code); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')
-                def log_message(self, *a): pass
-            s = http.server.ThreadingHTTPServer(('127.0.0.1', \(port)), H)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain('\(certificate)', '\(key)')
-            s.socket = ctx.wrap_socket(s.socket, server_side=True)
-            open('\(dir.path)/ready-\(port)', 'w').close()
-            s.serve_forever()
-            """.write(toFile: script, atomically: true, encoding: .utf8)
-        process = try Spawned("/usr/bin/env", ["python3", script])
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: "\(dir.path)/ready-\(port)") {
-            if Date() > deadline || process.hasExited { throw PostgresServer.Missing(description: "the Python HTTPS endpoint did not start") }
-            Thread.sleep(forTimeInterval: 0.05)
+        let count = NIOLockedValueBox(0)
+        let router = Router()
+        router.post("**") { request, _ -> Response in
+            if hang { try await Task.sleep(for: .seconds(3600)) }
+            let body = try await request.body.collect(upTo: 16 << 20)
+            let i = count.withLockedValue { n in defer { n += 1 }; return n }
+            let type = (request.headers[.contentType] ?? "").replacingOccurrences(of: "/", with: "_")
+            try Data(body.readableBytesView).write(to: dir.appendingPathComponent(String(format: "post-%d-%@.bin", i, type)))
+            return Response(status: .init(code: statuses[min(i, statuses.count - 1)]), body: .init(byteBuffer: ByteBuffer(string: "ok")))
         }
+        server = try HTTPTestServer(address: "127.0.0.1", port: TestServer.freePort(), leaf: leaf, router: router)
     }
 
     var bodies: [URL] {
         ((try? FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)) ?? []).filter { $0.lastPathComponent.hasPrefix("post-") }
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
     }
-    deinit { process.stop() }
 }
 
 func gunzip(_ url: URL) throws -> [String: Any] {
@@ -303,9 +286,9 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
     /// `mtasts serve` as the receiver; mail through a sendmail stub with a DKIM signature that
     /// dkimpy and our own receiver verify; SMTP submission with STARTTLS to a local sink.
     @Test func deliveryByHTTPSAndDKIMSignedMail() throws {
-        let (caFile, cert, key) = try localhostCertificate("l")
-        let flaky = try ReportEndpoint(dir: dir.appendingPathComponent("flaky"), certificate: cert, key: key, statuses: [500, 201])
-        let hang = try ReportEndpoint(dir: dir.appendingPathComponent("hang"), certificate: cert, key: key, statuses: [201], hang: true)
+        let (caFile, leaf, cert, key) = try localhostCertificate()
+        let flaky = try ReportEndpoint(dir: dir.appendingPathComponent("flaky"), leaf: leaf, statuses: [500, 201])
+        let hang = try ReportEndpoint(dir: dir.appendingPathComponent("hang"), leaf: leaf, statuses: [201], hang: true)
         let receiverDB = dir.appendingPathComponent("received.db").path
         let serve = try Serve(dir: dir, database: receiverDB, extra: "tls:\n  - hosts: [localhost]\n    certificate: \(cert)\n    key: \(key)\n")
         // DKIM keys (RSA and Ed25519) and their records in a dnsmasq for our receiver.
@@ -422,14 +405,15 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
     }
 
     /// A test CA (its PEM file) and a certificate and key for "localhost" (PEM files).
-    func localhostCertificate(_ name: String) throws -> (ca: String, certificate: String, key: String) {
+    /// A test CA (written to a file for the daemon's ca_files) and a certificate for localhost.
+    /// Also written as files (certificate, key) for `mtasts serve`'s tls: section.
+    func localhostCertificate() throws -> (ca: String, leaf: TestCA.Leaf, certificate: String, key: String) {
         let ca = try TestCA()
-        let caFile = try ca.writePEM(to: dir)
         let leaf = try ca.issue(dnsNames: ["localhost"])
-        let cert = dir.appendingPathComponent("\(name).crt").path, key = dir.appendingPathComponent("\(name).key").path
+        let cert = dir.appendingPathComponent("localhost.crt").path, key = dir.appendingPathComponent("localhost.key").path
         try leaf.certificatePEM.write(toFile: cert, atomically: true, encoding: .utf8)
         try leaf.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
-        return (caFile, cert, key)
+        return (try ca.writePEM(to: dir), leaf, cert, key)
     }
 
     /// dkimpy (PyPI), an independent verifier; the public key comes from the PEM file.
@@ -499,8 +483,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
     @Test func twoCollectorsOnePostgresOneReport() throws {
         let pg = try PostgresServer()
         defer { pg.stop() }
-        let (caFile, cert, key) = try localhostCertificate("p")
-        let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("pg"), certificate: cert, key: key, statuses: [201])
+        let (caFile, leaf, _, _) = try localhostCertificate()
+        let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("pg"), leaf: leaf, statuses: [201])
         let record = "v=TLSRPTv1; rua=https://localhost:\(endpoint.port)/r"
         let one = try CollectorDaemon(dir: dir, database: pg.dsn, name: "one")
         let two = try CollectorDaemon(dir: dir, database: pg.dsn, name: "two")
@@ -541,8 +525,8 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
     /// The daily run inside `mtasts daemon` (send_daily, spread 0): yesterday's results — read
     /// from a Postfix log of yesterday by collect-log — are built and delivered once, at start.
     @Test func dailyRunInsideTheDaemon() throws {
-        let (caFile, cert, key) = try localhostCertificate("daily")
-        let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("daily"), certificate: cert, key: key, statuses: [201])
+        let (caFile, leaf, _, _) = try localhostCertificate()
+        let endpoint = try ReportEndpoint(dir: dir.appendingPathComponent("daily"), leaf: leaf, statuses: [201])
         let dns = try DNSMasq(lines: ["txt-record=_smtp._tls.y.test,\"v=TLSRPTv1; rua=https://localhost:\(endpoint.port)/r\""])
         let yesterday = String(ISO8601DateFormatter().string(from: Date().addingTimeInterval(-86_400)).prefix(10))
         let log = dir.appendingPathComponent("mail.log").path

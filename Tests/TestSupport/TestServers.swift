@@ -1,4 +1,6 @@
 import Foundation
+import HTTPTypes
+import Hummingbird
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -64,21 +66,16 @@ public final class MailLog: @unchecked Sendable {
 public final class TestServer: @unchecked Sendable {
     public let address: String
     public let port: Int
-    let channel: any Channel
+    let channel: (any Channel)?
+    let http: HTTPTestServer?
 
-    /// An HTTPS policy host with the certificate `leaf` (PEM), answering as `behaviour`.
+    /// An HTTPS policy host with the certificate `leaf` (PEM), answering every GET as `behaviour`
+    /// (on Hummingbird, the stack `mtasts serve` uses).
     public static func policyHost(address: String, port: Int, leaf: TestCA.Leaf, behaviour: PolicyBehaviour) throws -> TestServer {
-        let context = try serverContext(leaf)
-        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                    try channel.pipeline.syncOperations.addHandler(PolicyHostHandler(behaviour: behaviour))
-                }
-            }
-            .bind(host: address, port: port).wait()
-        return TestServer(address: address, port: port, channel: channel)
+        let router = Router()
+        router.get("**") { _, _ in PolicyHostAnswer.response(behaviour) }
+        router.get("/") { _, _ in PolicyHostAnswer.response(behaviour) }
+        return TestServer(address: address, port: port, http: try HTTPTestServer(address: address, port: port, leaf: leaf, router: router))
     }
 
     /// An SMTP MX host; `leaf` is the certificate it presents after STARTTLS.
@@ -101,6 +98,14 @@ public final class TestServer: @unchecked Sendable {
         self.address = address
         self.port = port
         self.channel = channel
+        self.http = nil
+    }
+
+    init(address: String, port: Int, http: HTTPTestServer) {
+        self.address = address
+        self.port = port
+        self.channel = nil
+        self.http = http
     }
 
     static func serverContext(_ leaf: TestCA.Leaf) throws -> NIOSSLContext {
@@ -124,63 +129,47 @@ public final class TestServer: @unchecked Sendable {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
-    deinit { try? channel.close().wait() }
+    deinit { try? channel?.close().wait() }
 }
 
-final class PolicyHostHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-    let behaviour: PolicyBehaviour
-    var request = ""
-    var answered = false
-
-    init(behaviour: PolicyBehaviour) { self.behaviour = behaviour }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
-        request += buffer.readString(length: buffer.readableBytes) ?? ""
-        guard !answered, request.contains("\r\n\r\n") else { return }
-        answered = true
-        func write(_ s: String) { context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: s)), promise: nil) }
-        var behaviour = self.behaviour
-        if case .dynamic(let box) = behaviour {
-            let a = box.take()
-            behaviour = .respond(status: a.status, contentType: a.contentType, body: a.body)
-        }
+/// The policy host's answers.
+enum PolicyHostAnswer {
+    static func response(_ behaviour: PolicyBehaviour) -> Response {
         switch behaviour {
-        case .dynamic: break
+        case .dynamic(let box):
+            let a = box.take()
+            return response(.respond(status: a.status, contentType: a.contentType, body: a.body))
         case .respond(let status, let contentType, let body, let extra):
-            var head = "HTTP/1.1 \(status) X\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n"
-            if let contentType { head += "Content-Type: \(contentType)\r\n" }
-            for h in extra { head += h + "\r\n" }
-            write(head + "\r\n" + body)
-            context.close(promise: nil)
+            var headers = HTTPFields()
+            if let contentType { headers[.contentType] = contentType }
+            for line in extra {
+                let parts = line.split(separator: ":", maxSplits: 1)
+                if parts.count == 2, let name = HTTPField.Name(String(parts[0])) { headers.append(HTTPField(name: name, value: parts[1].trimmingCharacters(in: .whitespaces))) }
+            }
+            return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
         case .large(let size, let announce):
-            let chunk = String(repeating: "x", count: 8192)
-            if announce {
-                write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(size)\r\n\r\n")
+            // With a length: Content-Length is announced; without: chunked.
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(contentLength: announce ? size : nil) { writer in
+                let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 8192)
                 var left = size
-                while left > 0 { let n = min(left, chunk.count); write(String(chunk.prefix(n))); left -= n }
-            } else {
-                write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
-                var left = size
-                while left > 0 { let n = min(left, chunk.count); write(String(n, radix: 16) + "\r\n" + String(chunk.prefix(n)) + "\r\n"); left -= n }
-                write("0\r\n\r\n")
-            }
-            context.close(promise: nil)
-        case .trickle(let body, let interval):
-            write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
-            let bytes = Array(body.utf8)
-            let channel = context.channel
-            for (i, b) in bytes.enumerated() {
-                channel.eventLoop.scheduleTask(in: interval * Int64(i + 1)) {
-                    channel.writeAndFlush(channel.allocator.buffer(bytes: [b]), promise: nil)
+                while left > 0 {
+                    let n = min(left, chunk.readableBytes)
+                    try await writer.write(chunk.getSlice(at: 0, length: n)!)
+                    left -= n
                 }
-            }
+                try await writer.finish(nil)
+            })
+        case .trickle(let body, let interval):
+            let bytes = Array(body.utf8)
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(contentLength: bytes.count) { writer in
+                for b in bytes {
+                    try await Task.sleep(for: .nanoseconds(interval.nanoseconds))
+                    try await writer.write(ByteBuffer(bytes: [b]))
+                }
+                try await writer.finish(nil)
+            })
         }
     }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
 }
 
 final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
