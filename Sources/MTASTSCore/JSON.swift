@@ -50,8 +50,16 @@ public struct JSONParseError: Error, Sendable, CustomStringConvertible, Equatabl
 
 public struct JSONParser {
     /// Where the document departs from I-JSON, without failing the parse.
-    public private(set) var deviations: [String] = []
+    public private(set) var deviations: [String] = [] {
+        didSet { if deviations.count > JSONParser.maxDeviations { deviations.removeLast(deviations.count - JSONParser.maxDeviations) } }
+    }
     public static let maxDepth = 64
+    /// At most this many values (members and elements, at any depth) in one document: a report
+    /// has hundreds, the cap keeps a hostile one's tree bounded whatever its byte size allows.
+    public static let maxValues = 1_000_000
+    /// Deviations kept (the rest are the same kind of thing again).
+    public static let maxDeviations = 100
+    private var values = 0
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var i = 0
@@ -91,6 +99,8 @@ public struct JSONParser {
     }
 
     private mutating func parseValue() throws(JSONParseError) -> JSONValue {
+        values += 1
+        if values > JSONParser.maxValues { throw error("more than \(JSONParser.maxValues) values") }
         skipWhitespace()
         guard i < bytes.count else { throw error("unexpected end of input") }
         switch bytes[i] {
@@ -121,6 +131,8 @@ public struct JSONParser {
         try enter()
         i += 1
         var members: [JSONMember] = []
+        // Duplicate names are found in linear time: a scan while the object is small, a set after.
+        var names: Set<String>?
         skipWhitespace()
         if i < bytes.count && bytes[i] == UInt8(ascii: "}") {
             i += 1
@@ -135,9 +147,14 @@ public struct JSONParser {
             guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
             i += 1
             let value = try parseValue()
-            if members.contains(where: { $0.key == key }) {
-                deviations.append("duplicate member name '\(key)' (the first is used)")
+            let duplicate: Bool
+            if names != nil {
+                duplicate = !names!.insert(key).inserted  // in place: no copy of the set
+            } else {
+                duplicate = members.contains(where: { $0.key == key })
+                if members.count >= 16 { names = Set(members.map(\.key) + [key]) }
             }
+            if duplicate { deviations.append("duplicate member name '\(key.prefix(64))' (the first is used)") }
             members.append(JSONMember(key, value))
             skipWhitespace()
             guard i < bytes.count else { throw error("unexpected end of input in an object") }

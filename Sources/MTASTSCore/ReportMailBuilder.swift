@@ -39,19 +39,22 @@ public struct ReportMailBuilder: Sendable {
         return ReportSubject(domain: policyDomain, submitter: submitter, reportID: id.contains("@") ? id : "\(token)@\(submitter)")
     }
 
-    public func build() -> [UInt8] {
+    /// The message; throws when a header value would hold CR, LF or NUL (whatever it came from:
+    /// DNS, the configuration, collected data), so no header can be added by a value.
+    public func build() throws(MailHeader.Unsafe) -> [UInt8] {
         let json = report.encoded()
         let payload = compress ? Gzip.compress(json) : json
         let boundary = "tlsrpt-\(token)"
+        for extra in extraHeaders { _ = try MailHeader.line(extra, "") }
         var lines: [String] = [
-            "From: \(from)",
-            "To: \(to)",
+            try MailHeader.line("From", from),
+            try MailHeader.line("To", to),
             "Subject: \(subject.folded)",
             "Date: \(RFC5322Date.format(date))",
-            "Message-ID: <\(token).\(report.startDate)@\(submitter)>",
+            try MailHeader.line("Message-ID", "<\(token).\(report.startDate)@\(submitter)>"),
             "MIME-Version: 1.0",
-            "TLS-Report-Domain: \(policyDomain)",
-            "TLS-Report-Submitter: \(submitter)",
+            try MailHeader.line("TLS-Report-Domain", policyDomain),
+            try MailHeader.line("TLS-Report-Submitter", submitter),
         ] + extraHeaders + [
             "Content-Type: multipart/report; report-type=\"tlsrpt\";",
             "\tboundary=\"\(boundary)\"",
@@ -91,5 +94,23 @@ public enum RFC5322Date {
         let ymd = parts[0].split(separator: "-")
         let month = months[Int(ymd[1])! - 1]
         return "\(weekday), \(Int(ymd[2])!) \(month) \(ymd[0]) \(parts[1].dropLast()) +0000"
+    }
+}
+
+/// The one checked writer of header lines: a value (or a complete line) holding CR, LF or NUL is
+/// refused, never written.
+public enum MailHeader {
+    public struct Unsafe: Error, CustomStringConvertible, Sendable {
+        public var name: String
+        public var description: String { "refused to write the \(name) header: its value holds CR, LF or NUL" }
+    }
+
+    /// `Name: value`; `value` empty with a complete line in `name` checks that line.
+    public static func line(_ name: String, _ value: String) throws(Unsafe) -> String {
+        let unsafe: (UInt8) -> Bool = { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+        guard !name.utf8.contains(where: unsafe), !value.utf8.contains(where: unsafe) else {
+            throw Unsafe(name: String(name.prefix(while: { $0 != ":" && $0 != "\r" && $0 != "\n" }).prefix(40)))
+        }
+        return value.isEmpty ? name : "\(name): \(value)"
     }
 }

@@ -43,14 +43,14 @@ extension ReportReader.Result {
             let day = RFC3339.formatDay(r.startDate)
             let span = r.endDate - r.startDate > 86_400 ? "\(day) to \(RFC3339.formatDay(r.endDate))" : day
             out += "\(style.bold(path)): \(who.isEmpty ? "an unnamed sender" : who) on \(domains.isEmpty ? "(no policy domain)" : domains.joined(separator: ", ")) for \(span)\n"
-            let total = r.totalSuccessful + r.totalFailed
+            let total = r.totalSuccessful.saturatingAdd(r.totalFailed)
             let rate = total == 0 ? "no sessions" : String(format: "%.1f%% ok", 100.0 * Double(r.totalSuccessful) / Double(total))
             out += "  sessions: \(r.totalSuccessful) ok, \(r.totalFailed > 0 ? style.red("\(r.totalFailed) failed") : "0 failed") (\(rate))\n"
             for p in r.policies {
                 let mx = p.policy.mxHosts.isEmpty ? "" : " mx \(p.policy.mxHosts.joined(separator: ","))"
                 out += "  policy \(p.policy.type.rawValue) \(p.policy.domain ?? "-")\(mx): \(p.successfulSessions) ok, \(p.failedSessions) failed\n"
                 var byType: [String: Int] = [:]
-                for f in p.failureDetails { byType[f.resultType.rawValue, default: 0] += f.failedSessionCount }
+                for f in p.failureDetails { byType[f.resultType.rawValue, default: 0] = byType[f.resultType.rawValue, default: 0].saturatingAdd(f.failedSessionCount) }
                 for (type, n) in byType.sorted(by: { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }) {
                     out += "    \(style.red(type)): \(n)\n"
                 }

@@ -33,12 +33,13 @@ public enum ReportURI: Hashable, Sendable, CustomStringConvertible {
         switch scheme {
         case "mailto":
             let address = decoded.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
-            guard let at = address.lastIndex(of: "@"), at != address.startIndex,
-                (try? DomainName(String(address[address.index(after: at)...]))) != nil
-            else {
-                return (nil, Diagnostic(.error, "bad-mailto", "'\(uri)' does not hold a valid address local@domain"))
+            // Percent-decoded, the address must still be a plain mailbox: a record cannot smuggle
+            // CR/LF (or '>') into RCPT TO or a To: header.
+            let mailbox: String
+            do { mailbox = try MailAddress.validate(address) } catch {
+                return (nil, Diagnostic(.error, "bad-mailto", "'\(uri)' does not hold a valid address local@domain: \(error.reason)"))
             }
-            return (.mailto(address: address, uri: uri), nil)
+            return (.mailto(address: mailbox, uri: uri), nil)
         case "https":
             guard decoded.hasPrefix("//") else {
                 return (nil, Diagnostic(.error, "bad-https", "'\(uri)' must be https://host/path"))

@@ -18,8 +18,9 @@ public struct TLSReport: Sendable, Equatable {
         self.policies = policies
     }
 
-    public var totalSuccessful: Int { policies.reduce(0) { $0 + $1.successfulSessions } }
-    public var totalFailed: Int { policies.reduce(0) { $0 + $1.failedSessions } }
+    /// Sums saturate (at `Int.max`): each count is at most 2^53−1, but a report may hold many.
+    public var totalSuccessful: Int { policies.reduce(0) { $0.saturatingAdd($1.successfulSessions) } }
+    public var totalFailed: Int { policies.reduce(0) { $0.saturatingAdd($1.failedSessions) } }
 }
 
 public struct PolicyResult: Sendable, Equatable {
@@ -148,6 +149,7 @@ extension TLSReport {
         let organization = d.string(value["organization-name"], "organization-name", required: true)
         let contact = d.string(value["contact-info"], "contact-info", required: true)
         let reportID = d.string(value["report-id"], "report-id", required: true)
+        if let invalid = d.invalid { throw NotAReport(invalid) }
         let report = TLSReport(organizationName: organization, startDate: start, endDate: end, contactInfo: contact, reportID: reportID, policies: policies)
         return Decoded(report: report, diagnostics: d.diagnostics)
     }
@@ -155,6 +157,9 @@ extension TLSReport {
 
 private struct ReportDecoder {
     var diagnostics: [Diagnostic]
+    /// The first reason the report is not one (a count out of range); decoding goes on to the end
+    /// and then refuses the report with it.
+    var invalid: String?
 
     mutating func warn(_ code: String, _ message: String) { diagnostics.append(Diagnostic(.warning, code, message)) }
     mutating func note(_ code: String, _ message: String) { diagnostics.append(Diagnostic(.info, code, message)) }
@@ -183,18 +188,33 @@ private struct ReportDecoder {
         }
     }
 
+    /// Session counts are integers in 0…2^53−1 (RFC 8460 §4.4 counts; JSON's exact integers,
+    /// I-JSON RFC 7493 §2.2). Anything else makes the report invalid: a negative or huge count
+    /// would falsify every sum made from it.
+    static let maxCount: Int64 = 9_007_199_254_740_991
+
+    mutating func inRange(_ v: Int64, _ name: String) -> Int {
+        guard (0...Self.maxCount).contains(v) else {
+            if invalid == nil { invalid = "'\(name)' is \(v): a session count must be an integer from 0 to 2^53−1" }
+            return 0
+        }
+        return Int(v)
+    }
+
     mutating func count(_ value: JSONValue?, _ key: String, _ where_: String) -> Int {
         let name = "\(where_): \(key)"
         switch value {
         case .int(let v)?:
-            if v < 0 { warn("negative-count", "'\(name)' is negative (\(v))") }
-            return Int(clamping: v)
+            return inRange(v, name)
         case .double(let v)? where v == v.rounded() && abs(v) < 1e15:
             warn("count-not-integer", "'\(name)' is written as a fraction (\(v))")
-            return Int(v)
-        case .string(let s)? where Int(s) != nil:
+            return inRange(Int64(v), name)
+        case .double(let v)?:
+            if invalid == nil { invalid = "'\(name)' is \(v): a session count must be an integer from 0 to 2^53−1" }
+            return 0
+        case .string(let s)? where Int64(s) != nil:
             warn("count-is-string", "'\(name)' is the string \"\(s)\", not a number")
-            return Int(s)!
+            return inRange(Int64(s)!, name)
         case nil:
             warn("missing-\(key)", "\(where_): '\(key)' is missing; counted as 0")
             return 0
@@ -283,7 +303,7 @@ private struct ReportDecoder {
         case nil, .null?: break
         case let other?: warn("bad-failure-details", "\(where_): 'failure-details' is a \(other.typeName); ignored")
         }
-        let sum = details.reduce(0) { $0 + $1.failedSessionCount }
+        let sum = details.reduce(0) { $0.saturatingAdd($1.failedSessionCount) }
         if !details.isEmpty && sum != failed {
             note("failure-count-mismatch", "\(where_): failure-details add up to \(sum), the summary says \(failed)")
         }
@@ -367,5 +387,21 @@ extension FailureDetail {
         add("additional-information", additionalInformation)
         add("failure-reason-code", failureReasonCode)
         return .object(m)
+    }
+}
+
+extension Int {
+    /// `self + other`, held at `Int.max`/`Int.min` instead of trapping.
+    public func saturatingAdd(_ other: Int) -> Int {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
+}
+
+extension Int64 {
+    /// `self + other`, held at `Int64.max`/`Int64.min` instead of trapping.
+    public func saturatingAdd(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
     }
 }

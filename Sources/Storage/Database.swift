@@ -43,6 +43,10 @@ public final class SQLDatabase: @unchecked Sendable {
 
     /// Column types that differ between the two.
     public var realType: String { kind == .sqlite ? "REAL" : "DOUBLE PRECISION" }
+    /// A sum over rows that cannot fail on overflow: SQLite's TOTAL (a float; SUM raises "integer
+    /// overflow"), PostgreSQL's SUM (numeric for bigint). Read it with `SQLValue.int`, which
+    /// saturates.
+    public var sum: String { kind == .sqlite ? "TOTAL" : "SUM" }
     public var blobType: String { kind == .sqlite ? "BLOB" : "BYTEA" }
     public var serialKey: String { kind == .sqlite ? "INTEGER PRIMARY KEY" : "BIGSERIAL PRIMARY KEY" }
 

@@ -13,10 +13,18 @@ public enum SQLValue: Sendable, Equatable {
     public var int: Int64? {
         switch self {
         case .integer(let v): return v
-        case .real(let v): return Int64(v)
-        case .text(let s): return Int64(s)
+        case .real(let v): return Self.saturating(v)
+        case .text(let s): return Int64(s) ?? Double(s).flatMap(Self.saturating)
         case .null, .blob: return nil
         }
+    }
+
+    /// A float (a TOTAL, a numeric sum) as Int64, held at the bounds instead of trapping.
+    static func saturating(_ v: Double) -> Int64? {
+        guard !v.isNaN else { return nil }
+        if v >= 9.223_372_036_854_775e18 { return .max }
+        if v <= -9.223_372_036_854_775e18 { return .min }
+        return Int64(v)
     }
 
     public var double: Double? {

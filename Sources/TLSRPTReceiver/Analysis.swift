@@ -31,7 +31,7 @@ public struct DaySummary: Sendable, Equatable {
     public var successful: Int64
     public var failed: Int64
     /// Successful sessions over all sessions, 0…1; nil when there were none.
-    public var successRate: Double? { successful + failed == 0 ? nil : Double(successful) / Double(successful + failed) }
+    public var successRate: Double? { successful == 0 && failed == 0 ? nil : Double(successful) / (Double(successful) + Double(failed)) }
 }
 
 public struct CountRow: Sendable, Equatable {
@@ -53,8 +53,8 @@ public struct Summary: Sendable {
     public var byOrganization: [OrganizationRow]
     public var byMXHost: [CountRow]
     public var byReceivingIP: [CountRow]
-    public var successful: Int64 { days.reduce(0) { $0 + $1.successful } }
-    public var failed: Int64 { days.reduce(0) { $0 + $1.failed } }
+    public var successful: Int64 { days.reduce(0) { $0.saturatingAdd($1.successful) } }
+    public var failed: Int64 { days.reduce(0) { $0.saturatingAdd($1.failed) } }
 
     /// Per domain with reports on two days or more: the success rate of the earlier half of its
     /// days against the later half (odd counts leave the middle day out).
@@ -66,7 +66,7 @@ public struct Summary: Sendable {
         public var laterRate: Double? { rate(later.successful, later.failed) }
         /// Later minus earlier success rate (positive: fewer failures now).
         public var change: Double? { laterRate.flatMap { l in earlierRate.map { l - $0 } } }
-        func rate(_ s: Int64, _ f: Int64) -> Double? { s + f == 0 ? nil : Double(s) / Double(s + f) }
+        func rate(_ s: Int64, _ f: Int64) -> Double? { s == 0 && f == 0 ? nil : Double(s) / (Double(s) + Double(f)) }
         public static func == (a: Trend, b: Trend) -> Bool {
             a.domain == b.domain && a.earlier == b.earlier && a.later == b.later
         }
@@ -79,8 +79,8 @@ public struct Summary: Sendable {
             let half = sorted.count / 2
             let a = sorted.prefix(half), b = sorted.suffix(half)
             return Trend(domain: domain,
-                         earlier: (a.first!.day, a.last!.day, a.reduce(0) { $0 + $1.successful }, a.reduce(0) { $0 + $1.failed }),
-                         later: (b.first!.day, b.last!.day, b.reduce(0) { $0 + $1.successful }, b.reduce(0) { $0 + $1.failed }))
+                         earlier: (a.first!.day, a.last!.day, a.reduce(0) { $0.saturatingAdd($1.successful) }, a.reduce(0) { $0.saturatingAdd($1.failed) }),
+                         later: (b.first!.day, b.last!.day, b.reduce(0) { $0.saturatingAdd($1.successful) }, b.reduce(0) { $0.saturatingAdd($1.failed) }))
         }
     }
 }
@@ -104,23 +104,23 @@ extension ReportStore {
     public func summary(_ filter: ReportFilter) throws -> Summary {
         let (policyWhere, policyValues) = filter.clause(domainColumn: "p.policy_domain", dayColumn: "p.day")
         let days = try db.query("""
-            SELECT p.policy_domain, p.day, COUNT(DISTINCT p.report), SUM(p.successful), SUM(p.failed)
+            SELECT p.policy_domain, p.day, COUNT(DISTINCT p.report), \(db.sum)(p.successful), \(db.sum)(p.failed)
             FROM report_policies p \(policyWhere) GROUP BY p.policy_domain, p.day ORDER BY p.policy_domain, p.day
             """, policyValues).map {
             DaySummary(domain: $0[0].string ?? "", day: $0[1].string ?? "", reports: $0[2].int ?? 0, successful: $0[3].int ?? 0, failed: $0[4].int ?? 0)
         }
         let orgs = try db.query("""
-            SELECT o.name, COUNT(DISTINCT p.report), SUM(p.successful), SUM(p.failed)
+            SELECT o.name, COUNT(DISTINCT p.report), \(db.sum)(p.successful), \(db.sum)(p.failed)
             FROM report_policies p JOIN organizations o ON o.id = p.organization_id \(policyWhere)
-            GROUP BY o.name ORDER BY SUM(p.failed) DESC, o.name
+            GROUP BY o.name ORDER BY \(db.sum)(p.failed) DESC, o.name
             """, policyValues).map {
             OrganizationRow(organization: $0[0].string ?? "", reports: $0[1].int ?? 0, successful: $0[2].int ?? 0, failed: $0[3].int ?? 0)
         }
         let (rollupWhere, rollupValues) = filter.clause()
         func counts(_ kind: String) throws -> [CountRow] {
             try db.query("""
-                SELECT key, SUM(sessions) FROM failure_rollup \(rollupWhere.isEmpty ? "WHERE" : rollupWhere + " AND") kind = ?
-                GROUP BY key ORDER BY SUM(sessions) DESC, key
+                SELECT key, \(db.sum)(sessions) FROM failure_rollup \(rollupWhere.isEmpty ? "WHERE" : rollupWhere + " AND") kind = ?
+                GROUP BY key ORDER BY \(db.sum)(sessions) DESC, key
                 """, rollupValues + [.text(kind)]).map { CountRow(key: $0[0].string ?? "", sessions: $0[1].int ?? 0) }
         }
         return Summary(filter: filter, days: days, byResultType: try counts("result-type"), byOrganization: orgs,

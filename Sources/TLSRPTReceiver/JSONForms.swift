@@ -16,7 +16,7 @@ extension ReportRow {
 
 extension Summary {
     public var json: JSONValue {
-        func rate(_ s: Int64, _ f: Int64) -> JSONValue { s + f == 0 ? .null : .double((Double(s) / Double(s + f) * 10_000).rounded() / 10_000) }
+        func rate(_ s: Int64, _ f: Int64) -> JSONValue { s == 0 && f == 0 ? .null : .double((Double(s) / (Double(s) + Double(f)) * 10_000).rounded() / 10_000) }
         func counts(_ rows: [CountRow], _ key: String) -> JSONValue {
             .array(rows.map { .object([JSONMember(key, .string($0.key)), JSONMember("failed", .int($0.sessions))]) })
         }

@@ -90,9 +90,10 @@ extension ReportStore {
             daysSeen.insert(r[0].string ?? "")
             orgs.insert(r[1].string ?? "")
             let s = r[3].int ?? 0, f = r[4].int ?? 0
-            successful += s
-            failed += f
-            modes[(r[2].string ?? "").isEmpty ? "(not reported)" : r[2].string!, default: 0] += s + f
+            successful = successful.saturatingAdd(s)
+            failed = failed.saturatingAdd(f)
+            let mode = (r[2].string ?? "").isEmpty ? "(not reported)" : r[2].string!
+            modes[mode] = modes[mode, default: 0].saturatingAdd(s.saturatingAdd(f))
         }
         let failureRows = try db.query("""
             SELECT o.name, f.result_type, f.day, COALESCE(f.receiving_mx_hostname, ''), COALESCE(f.receiving_ip, ''), f.failed_sessions,
@@ -117,7 +118,7 @@ extension ReportStore {
                                                  explanation: Readiness.explain(type))
             }
             let n = r[5].int ?? 0
-            grouped[key]!.sessions += n
+            grouped[key]!.sessions = grouped[key]!.sessions.saturatingAdd(n)
             if r[7].string == "sts" { wouldFail += n }
             if let day = r[2].string, !grouped[key]!.days.contains(day) { grouped[key]!.days.append(day) }
             if let mx = r[3].string, !mx.isEmpty, !grouped[key]!.mxHosts.contains(mx) { grouped[key]!.mxHosts.append(mx) }
@@ -128,7 +129,7 @@ extension ReportStore {
         for i in problems.indices { problems[i].days.sort(); problems[i].mxHosts.sort(); problems[i].receivingIPs.sort() }
         problems.sort { ($0.impact, -$0.sessions, $0.organization) < ($1.impact, -$1.sessions, $1.organization) }
 
-        let total = successful + failed
+        let total = successful.saturatingAdd(failed)
         let rate = total == 0 ? 0 : Double(wouldFail) / Double(total)
         var reasons: [String] = []
         var verdict = Readiness.Verdict.ready

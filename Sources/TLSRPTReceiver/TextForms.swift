@@ -92,7 +92,7 @@ extension Readiness {
         case .notReady: out += style.red("not ready for enforce")
         case .insufficientData: out += style.yellow("not enough data")
         }
-        out += "  (\(since) – \(until), \(daysWithReports.count) day(s) with reports, \(reports) report(s), \(Double(successful) + Double(failed) < 9.2e18 ? String(successful &+ failed) : "many") sessions)\n"
+        out += "  (\(since) – \(until), \(daysWithReports.count) day(s) with reports, \(reports) report(s), \(successful.saturatingAdd(failed)) sessions)\n"
         for r in reasons { out += "  - \(r)\n" }
         if !modes.isEmpty { out += "  modes reported: " + modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n" }
         for p in problems {

@@ -30,7 +30,12 @@ public struct BuiltReport: Sendable {
     public var reportID: String
     public var report: TLSReport
     /// Where the record says to send it (§3); URIs the record gets wrong are left out.
+    /// The first `maxDestinations` usable URIs of the record: a stranger's record cannot make us
+    /// send one report to hundreds of places.
     public var rua: [ReportURI]
+    /// The URIs past the first `maxDestinations` (logged, not used).
+    public var skippedRUA: [ReportURI] = []
+    public static let maxDestinations = 5
     public var json: [UInt8]
     public var filename: ReportFilename
 
@@ -70,8 +75,10 @@ extension SessionStore {
             let reportID = "\(day)T00:00:00Z_\(domain)_\(hash)@\(identity.submitter)"
             let report = TLSReport(organizationName: identity.organization, startDate: start, endDate: end, contactInfo: identity.contact,
                                    reportID: reportID, policies: policies)
-            let rua = TLSRPTRecord.parse(record).record?.rua ?? []
+            let all = TLSRPTRecord.parse(record).record?.rua ?? []
+            let rua = Array(all.prefix(BuiltReport.maxDestinations))
             out.append(BuiltReport(day: day, domain: domain, record: record, key: key, reportID: reportID, report: report, rua: rua,
+                                   skippedRUA: Array(all.dropFirst(BuiltReport.maxDestinations)),
                                    json: report.encoded(),
                                    filename: ReportFilename(sender: identity.submitter, policyDomain: domain, begin: start, end: end, uniqueID: hash, compressed: true)))
         }

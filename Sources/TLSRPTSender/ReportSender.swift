@@ -62,6 +62,9 @@ public final class ReportSender: @unchecked Sendable {
             guard try store.claim(r, node: node, at: t) else { continue }
             claimed.append(r)
             if r.rua.isEmpty { logger.warning("report \(r.reportID): the record '\(r.record)' names no usable rua URI; not sent") }
+            if !r.skippedRUA.isEmpty {
+                logger.warning("report \(r.reportID): the record names more than \(BuiltReport.maxDestinations) rua URIs; not sent to \(r.skippedRUA.map(\.uri).joined(separator: ", "))")
+            }
         }
         return claimed
     }
@@ -118,8 +121,13 @@ public final class ReportSender: @unchecked Sendable {
         switch uri {
         case .https(let u):
             return await https.post(u, body: report.gzip)
-        case .mailto(let address, _):
+        case .mailto(let raw, _):
             guard let mail else { return DeliveryOutcome(.permanent, "no mail transport is configured (reporting.mail)") }
+            // Checked again here, whatever built the URI: the address goes into RCPT TO and To:.
+            let address: String
+            do { address = try MailAddress.validate(raw) } catch {
+                return DeliveryOutcome(.permanent, "not a valid mailbox (\(error.reason)); not sent")
+            }
             let message: [UInt8]
             do { message = try self.message(report, to: address) } catch {
                 return DeliveryOutcome(.permanent, "cannot sign the report mail: \(error)")
@@ -143,7 +151,7 @@ public final class ReportSender: @unchecked Sendable {
         var builder = ReportMailBuilder(report: report.report, policyDomain: report.domain, submitter: identity.submitter,
                                         from: identity.from, to: address, date: Int64(now()))
         builder.extraHeaders = ["TLS-Required: No"]
-        let message = builder.build()
+        let message = try builder.build()
         guard let dkim else { return message }
         return try DKIM.sign(message, domain: dkim.domain, selector: dkim.selector, key: dkim.key,
                              headers: ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type", "TLS-Report-Domain", "TLS-Report-Submitter", "TLS-Required"])

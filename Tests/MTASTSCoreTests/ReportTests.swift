@@ -202,7 +202,7 @@ import Testing
                     failureDetails: [FailureDetail(resultType: .certificateExpired, sendingMTAIP: "192.0.2.1", receivingMXHostname: "mx.rcpt.example", receivingIP: "198.51.100.7", failedSessionCount: 2)])
             ])
         for compress in [true, false] {
-            let mail = ReportMailBuilder(report: report, policyDomain: "rcpt.example", submitter: "sender.example", from: "tlsrpt@sender.example", to: "tls@rcpt.example", date: 1_700_100_000, compress: compress).build()
+            let mail = try ReportMailBuilder(report: report, policyDomain: "rcpt.example", submitter: "sender.example", from: "tlsrpt@sender.example", to: "tls@rcpt.example", date: 1_700_100_000, compress: compress).build()
             let result = try ReportReader.read(mail)
             #expect(result.reports.count == 1)
             #expect(result.reports[0].report == report)
