@@ -119,7 +119,7 @@ extension ReportStore {
             }
             let n = r[5].int ?? 0
             grouped[key]!.sessions = grouped[key]!.sessions.saturatingAdd(n)
-            if r[7].string == "sts" { wouldFail += n }
+            if r[7].string == "sts" { wouldFail = wouldFail.saturatingAdd(n) }
             if let day = r[2].string, !grouped[key]!.days.contains(day) { grouped[key]!.days.append(day) }
             if let mx = r[3].string, !mx.isEmpty, !grouped[key]!.mxHosts.contains(mx) { grouped[key]!.mxHosts.append(mx) }
             if let ip = r[4].string, !ip.isEmpty, !grouped[key]!.receivingIPs.contains(ip) { grouped[key]!.receivingIPs.append(ip) }

@@ -50,6 +50,25 @@ import TestSupport
         #expect(r.stderr.contains("no such file"))
     }
 
+    @Test("a rua mailto that smuggles CR/LF (percent-encoded) is an error, exit 1 (hostile input)") func recordLintCRLF() throws {
+        let r = try CLI.run(["record", "lint", "--json", "v=TLSRPTv1; rua=mailto:x%3E%0D%0ADATA%0D%0A...@victim.example"])
+        #expect(r.status == 1, "\(r.stdout)")
+        let doc = try #require(r.json as? [String: Any])
+        #expect(doc["valid"] as? Bool == false)
+        #expect((doc["errors"] as? [[String: Any]])?.first?["code"] as? String == "bad-mailto")
+        #expect(((doc["errors"] as? [[String: Any]])?.first?["message"] as? String)?.contains("in the local part") == true)
+    }
+
+    @Test("report parse: counts past 2^53−1 or negative make the file not a report, exit 1 (hostile input)") func reportParseHostileNumbers() throws {
+        let details = String(repeating: #"{"result-type":"certificate-expired","failed-session-count":999999999999999999},"#, count: 10).dropLast()
+        let report = #"{"organization-name":"X","date-range":{"start-datetime":"2026-11-29T00:00:00Z","end-datetime":"2026-11-29T23:59:59Z"},"contact-info":"a@x.example","report-id":"r","policies":[{"policy":{"policy-type":"no-policy-found","policy-domain":"x.example"},"summary":{"total-successful-session-count":COUNT,"total-failure-session-count":1},"failure-details":[DETAILS]}]}"#
+        for (count, name) in [("1", "ten details of 999999999999999999"), ("-1", "a negative count")] {
+            let r = try CLI.run(["report", "parse", "--json", "-"], stdin: Data(report.replacingOccurrences(of: "COUNT", with: count).replacingOccurrences(of: "DETAILS", with: String(details)).utf8))
+            #expect(r.status == 1, "\(name): \(r.stdout) \(r.stderr)")
+            #expect(r.stdout.contains("session count must be an integer from 0 to 2^53"), "\(name): \(r.stdout)")
+        }
+    }
+
     @Test func recordLint() throws {
         var r = try CLI.run(["record", "lint", "--json", "v=STSv1; id=2019", "0101T000000"])
         #expect(r.status == 0)

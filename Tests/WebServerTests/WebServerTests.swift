@@ -124,6 +124,44 @@ import TLSRPTReceiver
         #expect(try web.store.list(ReportFilter(), limit: 10).count == 1)
     }
 
+    @Test("hostile numbers: counts past 2^53−1 or negative are 400 and not stored; 1,100 reports of 2^53−1 failures sum without a trap")
+    func hostileNumbers() async throws {
+        let web = try service()
+        let app = Application(router: web.router(apiAllowed: true))
+        let huge = String(repeating: #"{"result-type":"certificate-expired","failed-session-count":999999999999999999},"#, count: 10).dropLast()
+        let overflowing = Self.report(id: "big", failed: "1").replacingOccurrences(
+            of: #"[{"result-type":"certificate-expired","sending-mta-ip":"192.0.2.1","receiving-mx-hostname":"mx.example.com","receiving-ip":"198.51.100.1","failed-session-count":1}]"#,
+            with: "[\(huge)]")
+        try await app.test(.router) { client in
+            for (name, text) in [("ten huge details", overflowing), ("a negative count", Self.report(id: "neg", failed: "-5")),
+                                 ("2^53", Self.report(id: "p53", failed: "9007199254740992")), ("a fraction", Self.report(id: "fr", failed: "1.5")),
+                                 ("1e300", Self.report(id: "e300", failed: "1e300"))] {
+                let payload = text
+                try await client.execute(uri: "/tlsrpt", method: .post, body: ByteBuffer(string: payload)) { r in
+                    #expect(r.status == .badRequest, "\(name): \(body(r))")
+                    #expect(body(r).contains("session count"), "\(name): \(body(r))")
+                }
+            }
+        }
+        #expect(try web.store.list(ReportFilter(), limit: 10).isEmpty)
+        // The largest valid count, many times: every sum saturates instead of trapping.
+        let ingestor = ReportIngestor(store: web.store, lookup: { _ in nil })
+        for i in 0..<1_100 {
+            _ = try ingestor.ingest(body: Array(Self.report(id: "max\(i)", failed: "9007199254740991").utf8))
+        }
+        try await app.test(.router) { client in
+            for uri in ["/api/summary", "/api/readiness/example.com?until=2026-11-30", "/api/reports?limit=5"] {
+                try await client.execute(uri: uri, method: .get) { r in
+                    #expect(r.status == .ok, "\(uri): \(body(r))")
+                }
+            }
+        }
+        let summary = try web.store.summary(ReportFilter())
+        #expect(summary.failed == Int64.max)
+        #expect(summary.byResultType.first?.sessions == Int64.max || summary.byResultType.first?.sessions == 9_007_199_254_740_991)
+        #expect(try web.store.list(ReportFilter(), limit: 10_000).count == 1_100)
+    }
+
     @Test("hostile queries are answered, never a crash: ?=, &&, bounds") func hostileQueries() async throws {
         let app = Application(router: try service().router(apiAllowed: true))
         try await app.test(.router) { client in
