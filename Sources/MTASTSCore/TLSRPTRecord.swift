@@ -32,7 +32,10 @@ public enum ReportURI: Hashable, Sendable, CustomStringConvertible {
         let scheme = String(decoding: bytes[..<colon], as: UTF8.self).lowercased()
         switch scheme {
         case "mailto":
-            let address = decoded.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            // The address ends at the first '?' of the URI as written, before decoding (RFC 6068 §2):
+            // an encoded '%3F' or '%40' stays part of the local part, where the mailbox check refuses it.
+            let hfields = bytes[(colon + 1)...].firstIndex(of: 0x3F) ?? bytes.endIndex
+            let address = percentDecode(bytes[(colon + 1)..<hfields]) ?? ""
             // Percent-decoded, the address must still be a plain mailbox: a record cannot smuggle
             // CR/LF (or '>') into RCPT TO or a To: header.
             let mailbox: String

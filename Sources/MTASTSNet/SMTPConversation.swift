@@ -23,6 +23,12 @@ public final class SMTPConversation {
         case malformed(String)
         /// A command would have held CR, LF or NUL: refused before anything was written.
         case unsafeCommand(String)
+        /// TLS could not be started on this connection (the client handler could not be made or
+        /// installed: a server name NIOSSL refuses, a connection already closed).
+        case tlsSetup(String)
+        /// Bytes followed the server's 220 to STARTTLS before the handshake: they would be read as
+        /// if they had come over TLS (a STARTTLS command injection); the conversation is refused.
+        case plaintextAfterSTARTTLS
 
         public var description: String {
             switch self {
@@ -31,6 +37,8 @@ public final class SMTPConversation {
             case .reply(let step, let code, let text): return "the server answered \(step) with \(code) \(text.prefix(200))"
             case .malformed(let what): return what
             case .unsafeCommand(let verb): return "refused to send \(verb): the command holds CR, LF or NUL"
+            case .tlsSetup(let why): return "TLS could not be started: \(why)"
+            case .plaintextAfterSTARTTLS: return "the server sent data after its 220 to STARTTLS, before TLS (refused: it would pass for encrypted)"
             }
         }
     }
@@ -46,6 +54,11 @@ public final class SMTPConversation {
     public static let maxReplyLines = 128
 
     let channel: any Channel
+    /// Counts the bytes that reach the conversation (on the event loop), so that plaintext queued
+    /// behind the 220 to STARTTLS can be told apart from what comes over TLS.
+    let counter: ByteCounter
+    /// Bytes taken from `inbound` so far.
+    var consumed = 0
     var inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     let stepTimeout: TimeAmount
@@ -53,8 +66,9 @@ public final class SMTPConversation {
     let expired = NIOLockedValueBox<String?>(nil)
     var pending: [UInt8] = []
 
-    init(channel: any Channel, inbound: NIOAsyncChannelInboundStream<ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, stepTimeout: TimeAmount) {
+    init(channel: any Channel, counter: ByteCounter, inbound: NIOAsyncChannelInboundStream<ByteBuffer>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, stepTimeout: TimeAmount) {
         self.channel = channel
+        self.counter = counter
         self.inbound = inbound.makeAsyncIterator()
         self.outbound = outbound
         self.stepTimeout = stepTimeout
@@ -67,17 +81,19 @@ public final class SMTPConversation {
                               stepTimeout: TimeAmount, deadline: TimeAmount? = nil,
                               implicitTLS: (@Sendable () throws -> NIOSSLClientHandler)? = nil,
                               _ body: (SMTPConversation) async throws -> T) async throws -> T {
+        let counter = ByteCounter()
         let connection = try await ClientBootstrap(group: group)
             .connectTimeout(stepTimeout)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let implicitTLS { try channel.pipeline.syncOperations.addHandler(try implicitTLS()) }
+                    try channel.pipeline.syncOperations.addHandler(counter)
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
         let raw = connection.channel
         return try await connection.executeThenClose { inbound, outbound in
-            let conversation = SMTPConversation(channel: raw, inbound: inbound, outbound: outbound, stepTimeout: stepTimeout)
+            let conversation = SMTPConversation(channel: raw, counter: counter, inbound: inbound, outbound: outbound, stepTimeout: stepTimeout)
             let overall = deadline.map { amount in
                 raw.eventLoop.scheduleTask(in: amount) { [expired = conversation.expired] in
                     expired.withLockedValue { $0 = $0 ?? "before the conversation's deadline" }
@@ -145,14 +161,30 @@ public final class SMTPConversation {
     /// the handshake must finish within the step's time. Answers the negotiated version.
     public func startTLS(_ makeHandler: @escaping @Sendable () throws -> NIOSSLClientHandler) async throws -> String? {
         let step = "in the TLS handshake"
-        let raw = channel
+        let raw = channel, counter = self.counter
+        // Every byte read so far belongs to replies already taken: anything left over, or already
+        // received but not yet read, came in plaintext after the 220.
+        guard pending.isEmpty else { throw Failure.plaintextAfterSTARTTLS }
+        let accounted = consumed
         let done = raw.eventLoop.makePromise(of: String?.self)
         return try await timed(step) {
-            try await raw.eventLoop.submit {
-                let tls = try makeHandler()
-                try raw.pipeline.syncOperations.addHandler(tls, position: .first)
-                try raw.pipeline.syncOperations.addHandler(HandshakeWatcher(tls: tls, done: done), position: .after(tls))
-            }.get()
+            let seen: Int
+            do {
+                seen = try await raw.eventLoop.submit {
+                    let seen = counter.count
+                    let tls = try makeHandler()
+                    try raw.pipeline.syncOperations.addHandler(tls, position: .first)
+                    try raw.pipeline.syncOperations.addHandler(HandshakeWatcher(tls: tls, done: done), position: .after(tls))
+                    return seen
+                }.get()
+            } catch {
+                done.fail(error)  // never left open (NIO traps on a leaked promise)
+                throw Failure.tlsSetup("\(error)")
+            }
+            guard seen == accounted else {
+                done.fail(Failure.plaintextAfterSTARTTLS)
+                throw Failure.plaintextAfterSTARTTLS
+            }
             return try await done.futureResult.get()
         }
     }
@@ -178,6 +210,8 @@ public final class SMTPConversation {
                 pending.removeSubrange(...lf)
                 if line.last == 0x0D { line.removeLast() }
                 guard line.count <= Self.maxLineLength else { break }
+                // Control characters (a hostile server's terminal escapes) never reach logs or output.
+                for i in line.indices where (line[i] < 0x20 && line[i] != 0x09) || line[i] == 0x7F { line[i] = 0x3F }
                 return String(decoding: line, as: UTF8.self)
             }
             guard pending.count <= Self.maxLineLength else { break }
@@ -187,6 +221,7 @@ public final class SMTPConversation {
                 throw error
             }
             guard var buffer = next else { throw Failure.closed(step) }
+            consumed += buffer.readableBytes
             pending += buffer.readBytes(length: buffer.readableBytes) ?? []
         }
         throw Failure.malformed("the server sent a line longer than \(Self.maxLineLength) bytes \(step)")
@@ -246,5 +281,16 @@ final class HandshakeWatcher: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         complete(.failure(SMTPConversation.Failure.closed("in the TLS handshake")))
+    }
+}
+
+/// Counts inbound bytes (on the event loop) and passes them on.
+final class ByteCounter: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    var count = 0
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        count += unwrapInboundIn(data).readableBytes
+        context.fireChannelRead(data)
     }
 }

@@ -66,18 +66,17 @@ public struct STARTTLSProbe: Sendable {
                 handshaking = false
                 await smtp.send("QUIT")
             }
-        } catch let failure as SMTPConversation.Failure where !handshaking {
+        } catch let failure as SMTPConversation.Failure {
+            // A stalled handshake is a server that stopped answering (as before), not a TLS verdict;
+            // a handler that could not be set up says nothing about the server's TLS either.
             switch failure {
             case .timeout(let step): result.unreachable = "no answer within \(stepTimeout.nanoseconds / 1_000_000_000) s \(step)"
+            case .plaintextAfterSTARTTLS: result.failure = (.validationFailure, failure.description)
             default: result.unreachable = failure.description
             }
         } catch {
             if handshaking {
-                if case SMTPConversation.Failure.timeout = error {
-                    result.failure = (.validationFailure, "the TLS handshake did not finish within \(stepTimeout.nanoseconds / 1_000_000_000) s")
-                } else {
-                    result.failure = (.validationFailure, "the TLS handshake failed: \(error)")
-                }
+                result.failure = (.validationFailure, "the TLS handshake failed: \(error)")
             } else {
                 result.unreachable = PolicyFetcher.describe(error, host: host, address: address, port: port)
             }

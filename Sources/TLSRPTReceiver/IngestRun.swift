@@ -104,7 +104,6 @@ public final class IngestRun {
         let file = "\(directory)/\(Int(Date().timeIntervalSince1970)).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).eml"
         let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { log("\(file): cannot keep the rejected message (\(String(cString: strerror(errno))))"); return }
-        defer { close(fd) }
         var written = 0
         bytes.withUnsafeBytes { raw in
             while written < raw.count {
@@ -112,6 +111,11 @@ public final class IngestRun {
                 if n <= 0 { if errno == EINTR { continue }; return }
                 written += n
             }
+        }
+        close(fd)
+        if written < bytes.count {
+            log("\(file): cannot keep the rejected message (\(String(cString: strerror(errno)))); removed")
+            unlink(file)
         }
     }
 }

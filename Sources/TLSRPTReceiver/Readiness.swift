@@ -127,7 +127,7 @@ extension ReportStore {
         }
         var problems = order.compactMap { grouped[$0] }
         for i in problems.indices { problems[i].days.sort(); problems[i].mxHosts.sort(); problems[i].receivingIPs.sort() }
-        problems.sort { ($0.impact, -$0.sessions, $0.organization) < ($1.impact, -$1.sessions, $1.organization) }
+        problems.sort { $0.impact != $1.impact ? $0.impact < $1.impact : $0.sessions != $1.sessions ? $0.sessions > $1.sessions : $0.organization < $1.organization }
 
         let total = successful.saturatingAdd(failed)
         let rate = total == 0 ? 0 : Double(wouldFail) / Double(total)

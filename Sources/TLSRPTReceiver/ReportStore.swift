@@ -146,7 +146,7 @@ public final class ReportStore: @unchecked Sendable {
                     for (kind, key) in [("result-type", f.resultType.rawValue), ("mx-host", f.receivingMXHostname?.lowercased()), ("receiving-ip", f.receivingIP)] {
                         try db.query("""
                             INSERT INTO failure_rollup (policy_domain, day, kind, key, sessions) VALUES (?, ?, ?, ?, ?)
-                            ON CONFLICT (policy_domain, day, kind, key) DO UPDATE SET sessions = CASE WHEN failure_rollup.sessions + excluded.sessions > 9007199254740991
+                            ON CONFLICT (policy_domain, day, kind, key) DO UPDATE SET sessions = CASE WHEN failure_rollup.sessions > 9007199254740991 - excluded.sessions
                                 THEN 9007199254740991 ELSE failure_rollup.sessions + excluded.sessions END
                             """, [.text(domain), .text(day), .text(kind), .text(key ?? "(not reported)"), .integer(Int64(f.failedSessionCount))])
                     }

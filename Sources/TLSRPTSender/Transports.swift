@@ -123,6 +123,12 @@ public struct SubmissionTransport: Sendable {
         self.ehloName = ehloName
         self.context = try TLSSetup.trustStoreContext(caFiles: caFiles)
         self.timeout = timeout
+        if username != nil && tls == .none { throw CredentialsInClear() }
+    }
+
+    /// A user and password are never sent without TLS.
+    public struct CredentialsInClear: Error, CustomStringConvertible {
+        public var description: String { "reporting.mail: a submission user needs tls: starttls or implicit (credentials are never sent in clear)" }
     }
 
     public func send(_ message: [UInt8], from: String, to: String) async -> DeliveryOutcome {
@@ -143,6 +149,11 @@ public struct SubmissionTransport: Sendable {
                     ext = try await smtp.command("EHLO \(ehloName)", expect: 250...250).lines.dropFirst()
                 }
                 if let username {
+                    // Credentials only over TLS (the initializer refuses tls: none with a user), and
+                    // only to a server that offers AUTH PLAIN.
+                    guard ext.contains(where: { $0.uppercased().hasPrefix("AUTH") && $0.uppercased().contains("PLAIN") }) else {
+                        return DeliveryOutcome(.temporary, "\(host):\(port): the server does not offer AUTH PLAIN")
+                    }
                     let token = Data(([0] + Array(username.utf8) + [0] + Array((password ?? "").utf8))).base64EncodedString()
                     try await smtp.command("AUTH PLAIN \(token)", expect: 235...235)
                 }

@@ -61,5 +61,8 @@ import TLSRPTSender
         #expect(throws: MailHeader.Unsafe.self) { try MailHeader.line("To", "a@b.example\r\nBcc: c@d.example") }
         #expect(throws: MailHeader.Unsafe.self) { try MailHeader.line("X-Extra: 1\nBcc: x", "") }
         #expect(try MailHeader.line("To", "a@b.example") == "To: a@b.example")
+        #expect(throws: SubmissionTransport.CredentialsInClear.self) {
+            try SubmissionTransport(host: "127.0.0.1", tls: .none, username: "u", password: "p", ehloName: "sender.test")
+        }
     }
 }

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOConcurrencyHelpers
 import NIOSSL
 
 /// Runs jobs on a serial dispatch queue of its own, outside Swift's cooperative pool. The test
@@ -51,13 +52,17 @@ public final class HTTPTestServer: @unchecked Sendable {
                               configuration: .init(address: .hostname(address, port: port), reuseAddress: true),
                               onServerRunning: { _ in listening.signal() }, logger: logger)
         let stopped = self.stopped
+        let failure = NIOLockedValueBox<String?>(nil)
         task = Task(executorPreference: QueueExecutor(label: "test-http-\(port)")) {
-            defer { stopped.signal() }
-            try await app.runService(gracefulShutdownSignals: [])
+            defer { stopped.signal(); listening.signal() }
+            do { try await app.runService(gracefulShutdownSignals: []) } catch {
+                failure.withLockedValue { $0 = "\(error)" }
+                throw error
+            }
         }
-        guard listening.wait(timeout: .now() + 10) == .success else {
+        guard listening.wait(timeout: .now() + 10) == .success, failure.withLockedValue({ $0 }) == nil else {
             task.cancel()
-            throw StartFailure(description: "the test HTTP server on \(address):\(port) did not start within 10 s")
+            throw StartFailure(description: "the test HTTP server on \(address):\(port) did not start: \(failure.withLockedValue { $0 } ?? "not listening within 10 s")")
         }
     }
 

@@ -46,6 +46,9 @@ public enum SMTPBehaviour: Sendable {
     case stallAfterBanner
     /// Answers EHLO with a reply that never ends (continuation lines without end).
     case endlessReply
+    /// A STARTTLS injection: the 220 to STARTTLS is followed, in the same write, by plaintext
+    /// replies a client must not take for encrypted ones.
+    case injectAfterSTARTTLS
 }
 
 /// What test MX hosts received: one line per message, with whether it came over TLS.
@@ -234,12 +237,20 @@ final class SMTPServerHandler: ChannelInboundHandler, @unchecked Sendable {
         switch verb {
         case "EHLO":
             var lines = ["250-\(hostname)", "250-PIPELINING", "250-SIZE 10240000"]
-            if case .starttls = behaviour, !tls { lines.append("250-STARTTLS") }
+            if !tls { if case .starttls = behaviour { lines.append("250-STARTTLS") } else if case .injectAfterSTARTTLS = behaviour { lines.append("250-STARTTLS") } }
             if auth != nil, tls { lines.append("250-AUTH PLAIN") }
             lines.append("250 8BITMIME")
             for l in lines { send(context, l) }
         case "STARTTLS":
-            guard case .starttls = behaviour, let sslContext = self.context else { return send(context, "502 5.5.1 no") }
+            let injecting: Bool
+            if case .injectAfterSTARTTLS = behaviour { injecting = true } else { injecting = false }
+            guard case .starttls = behaviour, let sslContext = self.context else {
+                guard injecting, let sslContext = self.context else { return send(context, "502 5.5.1 no") }
+                send(context, "220 2.0.0 Ready to start TLS\r\n250 injected\r\n235 injected")
+                tls = true
+                try? context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext), position: .first)
+                return
+            }
             send(context, "220 2.0.0 Ready to start TLS")
             tls = true
             try? context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext), position: .first)
