@@ -8,9 +8,21 @@ public struct CollectorSettings: Sendable, Equatable {
     public init(socket: String) { self.socket = socket }
     /// The unix datagram socket Postfix's libtlsrpt writes to (`smtp_tlsrpt_socket_name`).
     public var socket = "/run/mtasts/tlsrpt.sock"
-    public var mode: mode_t = 0o666
+    /// The socket's mode: owner and group may write, nobody else (the group is the one Postfix's
+    /// smtp(8) runs as: `group: postfix`). The socket is created under a umask that grants nothing
+    /// more, so it is never world-writable, not even for a moment.
+    public var mode: mode_t = 0o660
     public var owner: String?
     public var group: String?
+    /// Bounds on what waits in memory: datagrams read but not yet folded into a batch (entries and
+    /// bytes), and datagrams held in a batch while the database refuses commits. Past a bound,
+    /// datagrams are dropped and counted (`mtasts_tlsrpt_datagrams_dropped_total`).
+    public var maxQueued = 100_000
+    public var maxQueuedBytes = 32 << 20
+    public var maxBacklog = 5_000_000
+    /// The quarantine file stops growing at this size; at most `quarantineRate` lines a second.
+    public var quarantineMaxBytes = 64 << 20
+    public var quarantineRate = 100
     /// Commit every `batchSize` datagrams or `flushInterval` seconds, whichever comes first.
     public var batchSize = 1_000
     public var flushInterval: Double = 1
@@ -64,6 +76,11 @@ extension DaemonConfig {
             case "flush_interval": c.flushInterval = try reader.double(v, name, 0.01...3_600)
             case "receive_buffer": c.receiveBuffer = try reader.int(v, name, 65_536...1 << 30)
             case "quarantine": c.quarantine = try reader.string(v, name)
+            case "max_queued": c.maxQueued = try reader.int(v, name, 1_000...10_000_000)
+            case "max_queued_bytes": c.maxQueuedBytes = try reader.int(v, name, 1 << 20...1 << 32)
+            case "max_backlog": c.maxBacklog = try reader.int(v, name, 1_000...1_000_000_000)
+            case "quarantine_max_bytes": c.quarantineMaxBytes = try reader.int(v, name, 0...1 << 40)
+            case "quarantine_rate": c.quarantineRate = try reader.int(v, name, 0...1_000_000)
             default: throw reader.unknown(k, key, in: "collector")
             }
         }

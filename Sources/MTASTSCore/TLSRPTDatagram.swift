@@ -79,10 +79,14 @@ public struct TLSRPTDatagram: Sendable, Equatable {
             throw Malformed("unknown protocol version dpv \(v)")
         }
         guard case .string(let rawDomain)? = root["d"] else { throw Malformed("no domain 'd'") }
-        var domain = rawDomain.lowercased()
-        if domain.hasSuffix(".") { domain.removeLast() }
-        guard !domain.isEmpty else { throw Malformed("empty domain 'd'") }
+        // 'd' names the recipient domain the report goes to, 'pr' the record that says where: both
+        // end up in the report, its file name and the mail's headers, so both must be what they
+        // claim to be (a domain name; a valid TLSRPT record).
+        guard let domain = try? DomainName(rawDomain).text, !rawDomain.utf8.contains(where: { $0 <= 0x20 }) else {
+            throw Malformed(rawDomain.isEmpty ? "empty domain 'd'" : "domain 'd' is not a domain name")
+        }
         guard case .string(let record)? = root["pr"] else { throw Malformed("no TLSRPT record 'pr'") }
+        guard TLSRPTRecord.parse(record).record != nil else { throw Malformed("'pr' is not a valid TLSRPT record") }
         guard case .array(let items)? = root["policies"], !items.isEmpty else { throw Malformed("no 'policies' array") }
         var policies: [Policy] = []
         for item in items {
@@ -92,8 +96,10 @@ public struct TLSRPTDatagram: Sendable, Equatable {
             }
             var policyDomain = domain
             if case .string(let pd)? = item["policy-domain"] {
-                policyDomain = pd.lowercased()
-                if policyDomain.hasSuffix(".") { policyDomain.removeLast() }
+                guard let name = try? DomainName(pd).text, !pd.utf8.contains(where: { $0 <= 0x20 }) else {
+                    throw Malformed("policy-domain is not a domain name")
+                }
+                policyDomain = name
             }
             let strings = try stringArray(item["policy-string"], "policy-string")
             let mx = try stringArray(item["mx-host"], "mx-host")

@@ -21,6 +21,8 @@ public final class Collector: @unchecked Sendable {
         public var committed = 0
         public var commits = 0
         public var commitFailures = 0
+        /// Datagrams dropped because a memory bound was reached (the queue, the failed-commit backlog).
+        public var dropped = 0
     }
 
     let configuration: Configuration
@@ -32,6 +34,7 @@ public final class Collector: @unchecked Sendable {
     private var fd: Int32 = -1
     private let lock = NSCondition()
     private var queue: [(bytes: [UInt8], time: Double)] = []
+    private var queuedBytes = 0
     private var stopping = false
     private var counters = Counters()
     private let exported = ExportedCounters()
@@ -40,6 +43,8 @@ public final class Collector: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private var lastMalformedLog: Double = 0
     private var suppressedMalformed = 0
+    private var quarantineSecond: Int64 = 0
+    private var quarantineLines = 0
 
     public init(configuration: Configuration, store: SessionStore, logger: Logger = Logger(label: "collector"),
                 now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
@@ -85,9 +90,13 @@ public final class Collector: @unchecked Sendable {
             }
             unlink(path)
         }
+        // The socket file is created under a umask that grants no more than the configured mode
+        // (never world-writable by default, not even until the chmod below).
+        let previousMask = umask(~configuration.mode & 0o777)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
+        umask(previousMask)
         guard bound == 0 else {
             let why = String(cString: strerror(errno))
             close(fd)
@@ -149,9 +158,21 @@ public final class Collector: @unchecked Sendable {
                 closed = true
             }
             let wake = queue.isEmpty
-            queue.append(contentsOf: received)
+            // Bounded: past the entries or bytes allowed, datagrams are dropped and counted (the
+            // writer is behind: a slow disk, a long commit), never an unbounded heap.
+            var dropped = 0
+            for item in received {
+                if queue.count >= configuration.maxQueued || queuedBytes + item.bytes.count > configuration.maxQueuedBytes {
+                    dropped += 1
+                } else {
+                    queue.append(item)
+                    queuedBytes += item.bytes.count
+                }
+            }
             counters.received += received.count
+            counters.dropped += dropped
             exported.received.increment(by: received.count)
+            if dropped > 0 { exported.dropped.increment(by: dropped) }
             if wake { lock.signal() }
             lock.unlock()
             received.removeAll(keepingCapacity: true)
@@ -166,6 +187,7 @@ public final class Collector: @unchecked Sendable {
         // Byte-identical datagrams are common (every successful session to a domain looks the
         // same): the last few thousand decodings are kept. The day string changes once a day.
         var decoded: [[UInt8]: TLSRPTDatagram] = [:]
+        var decodedBytes = 0
         var day = (number: Int64.min, text: "")
         while true {
             lock.lock()
@@ -174,10 +196,17 @@ public final class Collector: @unchecked Sendable {
                 if !lock.wait(until: deadline) { break }
             }
             swap(&local, &queue)
+            queuedBytes = 0
             let finishing = stopping && local.isEmpty
             lock.unlock()
             var repaired = 0
+            var droppedNow = 0
             for item in local {
+                // While commits fail the batch is kept; past the backlog bound new datagrams are dropped.
+                if batch.datagrams >= configuration.maxBacklog {
+                    droppedNow += 1
+                    continue
+                }
                 let seconds = Int64(item.time)
                 let number = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
                 if number != day.number { day = (number, RFC3339.formatDay(seconds)) }
@@ -190,13 +219,21 @@ public final class Collector: @unchecked Sendable {
                     let d = try TLSRPTDatagram.decode(item.bytes)
                     batch.add(d, day: day.text)
                     if d.repairedUTF8 { repaired += 1 }
-                    if decoded.count >= 4_096 { decoded.removeAll(keepingCapacity: true) }
+                    if decoded.count >= 4_096 || decodedBytes + item.bytes.count > 4 << 20 {
+                        decoded.removeAll(keepingCapacity: true)
+                        decodedBytes = 0
+                    }
                     decoded[item.bytes] = d
+                    decodedBytes += item.bytes.count
                 } catch {
                     malformed(item.bytes, error.reason)
                 }
             }
             if repaired > 0 { bump { $0.repairedUTF8 += repaired } }
+            if droppedNow > 0 {
+                bump { $0.dropped += droppedNow }
+                logger.error("\(droppedNow) datagram(s) dropped: \(batch.datagrams) are waiting for the database (collector.max_backlog)")
+            }
             local.removeAll(keepingCapacity: true)
             let t = now()
             if !batch.isEmpty && (batch.datagrams >= configuration.batchSize || t - lastCommit >= configuration.flushInterval || finishing) {
@@ -237,6 +274,7 @@ public final class Collector: @unchecked Sendable {
         let committed = Metrics.Counter(label: "mtasts_tlsrpt_datagrams_committed_total")
         let commits = Metrics.Counter(label: "mtasts_tlsrpt_commits_total")
         let commitFailures = Metrics.Counter(label: "mtasts_tlsrpt_commit_failures_total")
+        let dropped = Metrics.Counter(label: "mtasts_tlsrpt_datagrams_dropped_total")
 
         func add(_ a: Counters, minus b: Counters) {
             if a.received != b.received { received.increment(by: a.received - b.received) }
@@ -258,15 +296,25 @@ public final class Collector: @unchecked Sendable {
         } else {
             suppressedMalformed += 1
         }
-        if let path = configuration.quarantine, let handle = FileHandle(forWritingAtPath: path) ?? {
-            FileManager.default.createFile(atPath: path, contents: nil)
-            return FileHandle(forWritingAtPath: path)
-        }() {
-            handle.seekToEndOfFile()
-            let hex = bytes.map { String(format: "%02x", $0) }.joined()
-            handle.write(Data("\(RFC3339.format(Int64(t))) \(reason.replacingOccurrences(of: "\n", with: " ")) \(hex)\n".utf8))
-            try? handle.close()
-        }
+        if let path = configuration.quarantine { quarantine(bytes, reason, at: t, path: path) }
+    }
+
+    /// One line in the quarantine file: opened without following a link, created 0600, not past
+    /// its size cap, at most `quarantineRate` lines a second (the rest are only counted).
+    private func quarantine(_ bytes: [UInt8], _ reason: String, at t: Double, path: String) {
+        let second = Int64(t)
+        if second != quarantineSecond { quarantineSecond = second; quarantineLines = 0 }
+        guard quarantineLines < configuration.quarantineRate else { return }
+        quarantineLines += 1
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Int(st.st_size) < configuration.quarantineMaxBytes else { return }
+        let hex = bytes.map { String(format: "%02x", $0) }.joined()
+        let safeReason = String(reason.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) })
+        let line = Array("\(RFC3339.format(Int64(t))) \(safeReason) \(hex)\n".utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 
     /// Stops receiving, commits what is in memory, removes the socket.

@@ -1,0 +1,71 @@
+import Foundation
+import MTASTSCore
+import Testing
+import TLSRPTSender
+
+/// The collector's socket and quarantine, in process (issue: hostile input, item 5).
+@Suite struct CollectorGuardsTests {
+    let dir: URL
+    init() throws {
+        dir = URL(fileURLWithPath: "/tmp/cg-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    static func send(_ bytes: [UInt8], to path: String) {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
+        _ = bytes.withUnsafeBytes { raw in
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, raw.baseAddress, raw.count, 0, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        }
+    }
+
+    static func datagram(d: String = "victim.example", pr: String = "v=TLSRPTv1; rua=mailto:tlsrpt@victim.example", policyDomain: String = "victim.example") -> [UInt8] {
+        Array(#"{"dpv":"1","d":"\#(d)","pr":"\#(pr)","policies":[{"policy-type":9,"policy-domain":"\#(policyDomain)","t":0,"f":0}]}"#.utf8)
+    }
+
+    @Test("socket created 0660 (never world-writable); 'd', 'pr' and policy-domain must be what they claim, else quarantined 0600 without following a planted link")
+    func socketModeAndQuarantine() throws {
+        let store = try SessionStore(url: dir.appendingPathComponent("s.db").path)
+        var configuration = Collector.Configuration(socket: dir.appendingPathComponent("c.sock").path)
+        configuration.flushInterval = 0.05
+        let quarantine = dir.appendingPathComponent("quarantine").path
+        configuration.quarantine = quarantine
+        // A link planted where the quarantine goes, pointing at a file that must stay untouched.
+        let target = dir.appendingPathComponent("target").path
+        FileManager.default.createFile(atPath: target, contents: Data("keep\n".utf8))
+        try FileManager.default.createSymbolicLink(atPath: quarantine, withDestinationPath: target)
+        let collector = Collector(configuration: configuration, store: store)
+        let oldMask = umask(0)  // the collector must not depend on the caller's umask
+        defer { umask(oldMask) }
+        try collector.start()
+        var st = stat()
+        #expect(stat(configuration.socket, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o660)
+
+        Self.send(Self.datagram(d: #"evil.example\r\nBcc: x@y.example"#), to: configuration.socket)
+        Self.send(Self.datagram(pr: "rua=mailto:x@y.example; v=whatever"), to: configuration.socket)
+        Self.send(Self.datagram(policyDomain: "a b.example"), to: configuration.socket)
+        Self.send(Self.datagram(), to: configuration.socket)
+        let deadline = Date().addingTimeInterval(10)
+        while collector.snapshot.committed + collector.snapshot.malformed < 4 && Date() < deadline { usleep(20_000) }
+        #expect(collector.snapshot.malformed == 3)
+        #expect(collector.snapshot.committed == 1)
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep\n")
+
+        // Without the link, the quarantine is a new file, 0600, one line per bad datagram.
+        try FileManager.default.removeItem(atPath: quarantine)
+        Self.send(Self.datagram(d: "-bad-.example"), to: configuration.socket)
+        while collector.snapshot.malformed < 4 && Date() < deadline { usleep(20_000) }
+        collector.stop()
+        #expect(stat(quarantine, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o600)
+        #expect(try String(contentsOfFile: quarantine, encoding: .utf8).split(separator: "\n").count == 1)
+        let reports = try store.buildReports(day: RFC3339.formatDay(Int64(Date().timeIntervalSince1970)), identity: SenderIdentity(organization: "o", contact: "mailto:a@b.example", submitter: "b.example", from: "a@b.example"))
+        #expect(reports.map(\.domain) == ["victim.example"])
+    }
+}
