@@ -61,6 +61,10 @@ public final class PolicyResolver: Sendable {
         /// Proactive refresh (`refreshDue`, called by the daemon on its interval): how many
         /// fetches at once, and when an unused entry is dropped.
         public var refreshConcurrency: Int = 16
+        /// Uncached resolutions (DNS, then the policy host) running at once, over all domains and
+        /// connections: a burst of look-ups for new domains waits its turn instead of opening
+        /// thousands of fetches.
+        public var resolveConcurrency: Int = 256
         public var evictAfter: Double = 30 * 86_400
         /// A look-up waits no longer than this for DNS and the fetch together.
         public var timeout: Double = 10
@@ -76,6 +80,8 @@ public final class PolicyResolver: Sendable {
     let clock: any PolicyClock
     let hot: NIOLockedValueBox<HotCache>
     let flights = NIOLockedValueBox<[String: Task<Resolution, Never>]>([:])
+    /// Bounds the uncached resolutions running at once (`Settings.resolveConcurrency`).
+    let limiter: AsyncLimiter
     /// Background record checks in flight, by domain: one at a time per domain.
     let refreshing = NIOLockedValueBox<[String: Task<Void, Never>]>([:])
     let logger: Logger
@@ -86,6 +92,7 @@ public final class PolicyResolver: Sendable {
         self.fetcher = fetcher
         self.store = store
         self.settings = settings
+        self.limiter = AsyncLimiter(limit: settings.resolveConcurrency)
         self.clock = clock
         self.metrics = metrics
         self.hot = NIOLockedValueBox(HotCache(capacity: settings.hotCapacity))
@@ -114,7 +121,7 @@ public final class PolicyResolver: Sendable {
         metrics.misses.increment()
         let task: Task<Resolution, Never> = flights.withLockedValue { flights in
             if let running = flights[domain.text] { return running }
-            let task = Task { await self.resolveUncached(domain) }
+            let task = Task { await self.limiter.run { await self.resolveUncached(domain) } }
             flights[domain.text] = task
             return task
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import NIOCore
 import NIOPosix
@@ -60,5 +61,46 @@ public enum ParallelBatches {
             }
             each(outputs.map { $0! })
         }
+    }
+}
+
+/// At most `limit` holders at once across tasks; the others wait in order (a counting semaphore
+/// for async code that never blocks a thread).
+public final class AsyncLimiter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var available: Int
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    public init(limit: Int) { available = max(1, limit) }
+
+    public func acquire() async {
+        if lock.withLock({ () -> Bool in
+            guard available > 0 else { return false }
+            available -= 1
+            return true
+        }) { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = lock.withLock { () -> Bool in
+                if available > 0 { available -= 1; return true }
+                waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    public func release() {
+        let next = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            if waiting.isEmpty { available += 1; return nil }
+            return waiting.removeFirst()
+        }
+        next?.resume()
+    }
+
+    /// Runs `body` holding one place.
+    public func run<T>(_ body: () async throws -> T) async rethrows -> T {
+        await acquire()
+        defer { release() }
+        return try await body()
     }
 }

@@ -64,13 +64,21 @@ public enum SocketmapReply {
         guard !policy.mx.isEmpty else { return notFound }
         let match = policy.mx.map { $0.isWildcard ? "." + $0.base : $0.text }.sorted().joined(separator: ":")
         var reply = "OK secure match=\(match)" + (requireSNI ? " servername=hostname" : "")
-        if tlsrpt {
-            reply += " policy_type=sts policy_domain=\(domain.text)"
-            reply += policy.mx.map { " mx_host_pattern=\($0.text)" }.joined()
-            reply += policy.lines.map { " { policy_string = \($0) }" }.joined()
-        }
-        return reply
+        guard tlsrpt else { return reply }
+        var attributes = " policy_type=sts policy_domain=\(domain.text)"
+        attributes += policy.mx.map { " mx_host_pattern=\($0.text)" }.joined()
+        // A value in braces ends at the first '}': a policy line holding '{' or '}' (an extension
+        // a stranger wrote) could add attributes of its own, so it is left out of policy_string
+        // (the report then lists the policy's other lines; Postfix's enforcement never reads it).
+        attributes += policy.lines.filter { !$0.contains("{") && !$0.contains("}") }.map { " { policy_string = \($0) }" }.joined()
+        // Postfix refuses a socketmap reply over socketmap_max_reply_size (100,000 bytes by
+        // default); rather than lose the policy, the TLSRPT attributes are dropped.
+        guard reply.utf8.count + attributes.utf8.count <= maxReplySize else { return reply }
+        return reply + attributes
     }
+
+    /// Postfix's socketmap_max_reply_size default.
+    public static let maxReplySize = 100_000
 
     /// Replies are one line of printable ASCII.
     static func sanitize(_ text: String) -> String {

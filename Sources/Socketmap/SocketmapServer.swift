@@ -138,6 +138,10 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     var closeAfterDrain = false
     var context: ChannelHandlerContext?
     var pendingFlush = false
+    /// Replies a connection may owe before it is read no further: a client that pipelines
+    /// requests without reading replies is held back (TCP backpressure), never queued without end.
+    static let maxOwed = 128
+    var readingPaused = false
 
     init(responder: any SocketmapResponder, replyTimeout: TimeAmount, latency: LatencyHistogram?) {
         self.responder = responder
@@ -162,6 +166,10 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let sequence = head + queue.count
         queue.append(nil)
+        if queue.count >= Self.maxOwed, !readingPaused {
+            readingPaused = true
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        }
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         let responder = self.responder
@@ -234,6 +242,11 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else if pendingFlush {
             pendingFlush = false
             context.flush()
+        }
+        if readingPaused, queue.count < Self.maxOwed / 2 {
+            readingPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+            context.read()
         }
     }
 

@@ -1,0 +1,61 @@
+import MTASTSCore
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+@testable import Socketmap
+import Testing
+
+/// The socketmap server against hostile clients and hostile policies (issue: hostile input, item 6).
+@Suite struct SocketmapGuardsTests {
+    /// Answers nothing until released.
+    final class Gate: SocketmapResponder {
+        let open = NIOLockedValueBox(false)
+        func immediateReply(to request: SocketmapRequest) -> String? { nil }
+        func reply(to request: SocketmapRequest) async -> String {
+            while !open.withLockedValue({ $0 }) { try? await Task.sleep(for: .milliseconds(2)) }
+            return SocketmapReply.notFound
+        }
+    }
+
+    @Test("a client that pipelines without reading replies is read no further past 128 owed replies, and again once they drain")
+    func backpressure() async throws {
+        let gate = Gate()
+        let channel = EmbeddedChannel()
+        let handler = SocketmapHandler(responder: gate, replyTimeout: .seconds(60), latency: nil)
+        try channel.pipeline.syncOperations.addHandler(handler)
+        // (EmbeddedChannel answers true for autoRead whatever was set: the handler's own state is read.)
+        for i in 0..<127 { try channel.writeInbound(ByteBuffer(string: "postfix d\(i).example")) }
+        #expect(!handler.readingPaused)
+        try channel.writeInbound(ByteBuffer(string: "postfix d127.example"))
+        #expect(handler.readingPaused)
+        gate.open.withLockedValue { $0 = true }
+        var replies = 0
+        for _ in 0..<2_000 where replies < 128 {
+            try await Task.sleep(for: .milliseconds(5))
+            channel.embeddedEventLoop.run()
+            while let _ = try channel.readOutbound(as: ByteBuffer.self) { replies += 1 }
+        }
+        #expect(replies == 128)
+        #expect(!handler.readingPaused)
+        _ = try? channel.finish()
+    }
+
+    @Test("a policy line holding '}' cannot add Postfix attributes; an oversized reply keeps the policy and drops the TLSRPT attributes")
+    func replyEscapingAndSize() throws {
+        let domain = try DomainName("victim.example")
+        let hostile = STSPolicy(mode: .enforce, maxAge: 86_400, mx: [try MXPattern(strict: "mx.victim.example")],
+                                extensions: [RecordField(name: "x", value: "a } policy_type=tlsa { b")])
+        let reply = SocketmapReply.render(policy: hostile, domain: domain, tlsrpt: true)
+        #expect(reply.components(separatedBy: "policy_type=").count == 2, "\(reply)")
+        #expect(reply.contains("{ policy_string = mode: enforce }"))
+        #expect(!reply.contains("policy_string = x:"))
+
+        let many = try (0..<1_500).map { try MXPattern(strict: "mx\($0).a-rather-long-mail-host-name.victim.example") }
+        let big = STSPolicy(mode: .enforce, maxAge: 86_400, mx: many)
+        let plain = SocketmapReply.render(policy: big, domain: domain, tlsrpt: false)
+        let withTLSRPT = SocketmapReply.render(policy: big, domain: domain, tlsrpt: true)
+        #expect(withTLSRPT.utf8.count <= SocketmapReply.maxReplySize)
+        #expect(withTLSRPT == plain)
+        #expect(plain.hasPrefix("OK secure match="))
+    }
+}
