@@ -193,7 +193,7 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         .testTarget(name: "MTASTSConfigTests", dependencies: ["MTASTSConfig", "MTASTSCore"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "MTASTSCore"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "MTASTSCore", "TestSupport"]),
         .testTarget(name: "DKIMTests", dependencies: ["DKIM"]),
         .testTarget(name: "MTASTSNetTests", dependencies: ["MTASTSNet", "TestSupport", .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "TLSRPTReceiverTests", dependencies: ["TLSRPTReceiver", "MTASTSCore", "DKIM", "TestSupport"]),

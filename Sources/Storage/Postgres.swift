@@ -40,16 +40,40 @@ public final class PostgresDatabase: @unchecked Sendable {
     public func query(_ sql: String, _ parameters: [SQLValue] = []) throws(StorageError) -> [[SQLValue]] {
         lock.lock()
         defer { lock.unlock() }
-        if connection == nil || PQstatus(connection) != CONNECTION_OK { try connect() }
-        do {
-            return try run(sql, parameters)
-        } catch {
-            // The server may have restarted: reconnect once and retry.
-            guard PQstatus(connection) != CONNECTION_OK else { throw error }
-            try connect()
+        let verb = sql.prefix(8).uppercased()
+        if verb.hasPrefix("COMMIT") || verb.hasPrefix("ROLLBACK") {
+            defer { inTransaction = false }
             return try run(sql, parameters)
         }
+        if connection == nil || PQstatus(connection) != CONNECTION_OK {
+            // A statement is never retried outside the transaction it belonged to: the server has
+            // rolled the transaction back with the connection, so the caller must start again.
+            guard !inTransaction else {
+                inTransaction = false
+                throw StorageError("the PostgreSQL connection was lost inside a transaction (rolled back; try again)")
+            }
+            try connect()
+        }
+        do {
+            let rows = try run(sql, parameters)
+            if verb.hasPrefix("BEGIN") { inTransaction = true }
+            return rows
+        } catch {
+            // The server may have restarted: reconnect once and retry, outside a transaction only.
+            guard PQstatus(connection) != CONNECTION_OK else { throw error }
+            if inTransaction {
+                inTransaction = false
+                throw StorageError("the PostgreSQL connection was lost inside a transaction (rolled back; try again): \(error)")
+            }
+            try connect()
+            let rows = try run(sql, parameters)
+            if verb.hasPrefix("BEGIN") { inTransaction = true }
+            return rows
+        }
     }
+
+    /// A BEGIN has been run and neither COMMIT nor ROLLBACK since (guarded by `lock`).
+    private var inTransaction = false
 
     private func run(_ sql: String, _ parameters: [SQLValue]) throws(StorageError) -> [[SQLValue]] {
         let texts: [String?] = parameters.map { $0.postgresText }

@@ -67,7 +67,10 @@ public enum SQLValue: Sendable, Equatable {
     }
 
     /// The parameter text PostgreSQL reads (BYTEA as `\x` hex).
+    /// PostgreSQL's text type cannot hold NUL: a NUL in text (a report can carry `\u0000`) is
+    /// stored as U+FFFD there (SQLite keeps it: text is bound and read by byte length).
     var postgresText: String? {
+        if case .text(let s) = self, s.utf8.contains(0) { return s.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") }
         guard case .blob(let b) = self else { return string }
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = [UInt8(ascii: "\\"), UInt8(ascii: "x")]
@@ -104,10 +107,14 @@ public final class SQLiteDatabase: @unchecked Sendable {
         self.path = path
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
-            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750]) } catch {
                 throw StorageError("cannot create the directory \(directory) for the database \(path): \(error.localizedDescription)")
             }
         }
+        // A new database file is created readable by its owner only (reports name a domain's
+        // senders and hosts); SQLite gives its -wal and -shm files the same mode.
+        let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        if created >= 0 { close(created) }
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK else {
@@ -153,7 +160,18 @@ public final class SQLiteDatabase: @unchecked Sendable {
             case .null: sqlite3_bind_null(statement, index)
             case .integer(let v): sqlite3_bind_int64(statement, index, v)
             case .real(let v): sqlite3_bind_double(statement, index, v)
-            case .text(let s): sqlite3_bind_text(statement, index, s, -1, mtasts_sqlite_transient())
+            case .text(let s):
+                // By byte length: a NUL inside the text is kept, not taken for its end.
+                var s = s
+                s.withUTF8 { utf8 in
+                    _ = utf8.withMemoryRebound(to: CChar.self) { chars in
+                        if let base = chars.baseAddress {
+                            sqlite3_bind_text(statement, index, base, Int32(chars.count), mtasts_sqlite_transient())
+                        } else {
+                            sqlite3_bind_text(statement, index, "", 0, mtasts_sqlite_transient())
+                        }
+                    }
+                }
             case .blob(let b):
                 b.withUnsafeBytes { raw in _ = sqlite3_bind_blob(statement, index, raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(b.count), mtasts_sqlite_transient()) }
             }
@@ -180,7 +198,8 @@ public final class SQLiteDatabase: @unchecked Sendable {
                     }
                 default:
                     if let text = sqlite3_column_text(statement, c) {
-                        row.append(.text(String(cString: text)))
+                        let n = Int(sqlite3_column_bytes(statement, c))
+                        row.append(.text(String(decoding: UnsafeBufferPointer(start: text, count: n), as: UTF8.self)))
                     } else {
                         row.append(.null)
                     }

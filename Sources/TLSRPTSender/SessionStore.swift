@@ -169,8 +169,13 @@ public final class SessionStore: @unchecked Sendable {
 
 extension SessionStore {
     /// Claims a built report for this node and records one pending delivery per `rua` URI.
-    /// False when another node (or an earlier run) claimed it.
+    /// False when another node (or an earlier run) claimed it. The claim and its delivery rows are
+    /// one transaction: a claim never exists without its deliveries.
     public func claim(_ report: BuiltReport, node: String, at t: Double) throws -> Bool {
+        try db.transaction { try claimInTransaction(report, node: node, at: t) }
+    }
+
+    private func claimInTransaction(_ report: BuiltReport, node: String, at t: Double) throws -> Bool {
         let won = try db.query("INSERT INTO tlsrpt_claims (report_key, node, claimed_at) VALUES (?, ?, ?) ON CONFLICT (report_key) DO NOTHING RETURNING report_key",
                                [.text(report.key), .text(node), .real(t)])
         guard !won.isEmpty else { return false }

@@ -2,6 +2,7 @@ import Foundation
 import MTASTSCore
 import Storage
 import Testing
+import TestSupport
 
 @Suite struct SQLiteTests {
     func database() throws -> SQLDatabase {
@@ -24,6 +25,24 @@ import Testing
         #expect(rows[0][2].bytes == [0, 255, 10])
     }
 
+    @Test("text is bound by byte length: a NUL survives, an empty string stays empty; a new database file is 0600 (hostile input)")
+    func nulAndFileMode() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("storage-\(UUID().uuidString.prefix(8)).db").path
+        let old = umask(0)
+        defer { umask(old) }
+        let db = try SQLDatabase(sqlite: path)
+        var st = stat()
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        try db.query("CREATE TABLE t (k TEXT)")
+        for text in ["a\u{0}b\u{0}", "", "é\u{0}"] {
+            try db.query("DELETE FROM t")
+            try db.query("INSERT INTO t (k) VALUES (?)", [.text(text)])
+            let rows = try db.query("SELECT k, length(CAST(k AS BLOB)) FROM t WHERE k = ?", [.text(text)])
+            #expect(rows.first?[0].string == text)
+            #expect(rows.first?[1].int == Int64(text.utf8.count))
+        }
+    }
+
     @Test("a failing transaction leaves nothing; errors are temporary storage errors") func transactions() throws {
         let db = try database()
         try db.query("CREATE TABLE t (k TEXT PRIMARY KEY)")
@@ -42,5 +61,31 @@ import Testing
             #expect(error.mtastsError.code == .storage)
             #expect(error.mtastsError.temporary)
         }
+    }
+}
+
+@Suite struct PostgresTransactionTests {
+    @Test("a PostgreSQL connection lost inside a transaction fails the transaction: no statement is retried outside it, nothing is half-committed (hostile input, faults)")
+    func noRetryInsideATransaction() throws {
+        let pg = try PostgresServer()
+        defer { pg.stop() }
+        let db = try SQLDatabase(postgres: pg.dsn)
+        let killer = try SQLDatabase(postgres: pg.dsn)
+        try db.query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+        #expect(throws: StorageError.self) {
+            try db.transaction {
+                try db.query("INSERT INTO t (k) VALUES (?)", [.text("a")])
+                let pid = try #require(try db.query("SELECT pg_backend_pid()").first?[0].int)
+                try killer.query("SELECT pg_terminate_backend(?::int)", [.integer(pid)])
+                try db.query("INSERT INTO t (k) VALUES (?)", [.text("b")])
+                try db.query("INSERT INTO t (k) VALUES (?)", [.text("c")])
+            }
+        }
+        // The next statement reconnects; the whole batch is gone, to be retried from the start.
+        #expect(try db.query("SELECT count(*) FROM t").first?[0].int == 0)
+        try db.transaction {
+            for k in ["a", "b", "c"] { try db.query("INSERT INTO t (k) VALUES (?)", [.text(k)]) }
+        }
+        #expect(try db.query("SELECT count(*) FROM t").first?[0].int == 3)
     }
 }
