@@ -90,6 +90,8 @@ public enum ReportReader {
     public static func readMail(_ bytes: [UInt8], maxSize: Int = defaultMaxSize) throws(NotAReport) -> Result {
         let message = MIMEPart.parse(bytes)
         guard !message.headers.isEmpty else { throw NotAReport("neither JSON, gzip nor an email message") }
+        // One From (RFC 5322 §3.6): with two, a signature could cover one while a reader sees the other.
+        if message.headers.filter({ $0.key == "from" }).count > 1 { throw NotAReport("the message has more than one From header") }
         var diagnostics: [Diagnostic] = []
         let headers = ReportMailHeaders(
             from: message.header("From"), subject: message.header("Subject"), messageID: message.header("Message-ID"),

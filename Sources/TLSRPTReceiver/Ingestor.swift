@@ -69,7 +69,19 @@ public final class ReportIngestor: Sendable {
         var dkim: DKIM.Result?
         if result.mail != nil && dkimPolicy != .ignore {
             let results = await DKIM.verify(bytes, lookup: lookup)
-            dkim = results.first { $0.status == .pass } ?? results.first { $0.status == .temperror } ?? results.first
+            // A pass authenticates the report only when its d= aligns with the From domain (the
+            // same domain, or one a subdomain of the other): anyone can sign with their own domain.
+            let fromDomain = Self.domain(ofAddress: result.mail?.from)
+            let aligned = results.first { $0.status == .pass && Self.aligned($0.domain, fromDomain) }
+            if let aligned {
+                dkim = aligned
+            } else if var unaligned = results.first(where: { $0.status == .pass }) {
+                unaligned.status = .fail
+                unaligned.reason = "d=\(unaligned.domain ?? "?") does not align with the From domain \(fromDomain ?? "(none)")"
+                dkim = unaligned
+            } else {
+                dkim = results.first { $0.status == .temperror } ?? results.first
+            }
             outcome.dkim = dkim
             if dkimPolicy == .require, dkim?.status != .pass {
                 if dkim?.status == .temperror { throw StorageError("DKIM key look-up failed temporarily: \(dkim!.reason)") }
@@ -79,6 +91,25 @@ public final class ReportIngestor: Sendable {
         }
         try save(result, raw: bytes, channel: result.mail == nil ? "file" : channel, at: time, dkim: dkim, into: &outcome)
         return outcome
+    }
+
+    /// The domain of the first address in a From header (`Name <a@b.example>` or `a@b.example`).
+    static func domain(ofAddress header: String?) -> String? {
+        guard var text = header else { return nil }
+        if let open = text.lastIndex(of: "<"), let close = text[open...].firstIndex(of: ">") { text = String(text[text.index(after: open)..<close]) }
+        guard let at = text.lastIndex(of: "@") else { return nil }
+        let domain = text[text.index(after: at)...].trimmingCharacters(in: .whitespaces).lowercased()
+        return domain.isEmpty ? nil : (domain.hasSuffix(".") ? String(domain.dropLast()) : domain)
+    }
+
+    /// Relaxed alignment without a public-suffix list: the same domain, or one a subdomain of the
+    /// other, where the shorter has at least two labels (never a bare top-level domain).
+    static func aligned(_ signer: String?, _ from: String?) -> Bool {
+        guard var d = signer?.lowercased(), let f = from else { return false }
+        if d.hasSuffix(".") { d.removeLast() }
+        if d == f { return true }
+        let (short, long) = d.count < f.count ? (d, f) : (f, d)
+        return short.contains(".") && long.hasSuffix("." + short)
     }
 
     private func save(_ result: ReportReader.Result, raw: [UInt8], channel: String, at time: Double, dkim: DKIM.Result?, into outcome: inout Outcome) throws {

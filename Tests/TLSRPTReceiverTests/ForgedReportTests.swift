@@ -1,0 +1,83 @@
+import DKIM
+import Foundation
+import MTASTSCore
+import Testing
+@testable import TLSRPTReceiver
+
+/// Forged reports cannot hide real ones (issue: hostile input, item 4), in process: the ingestor
+/// and the store, a DKIM key made for the test, mail built by our own report mail builder.
+@Suite struct ForgedReportTests {
+    let dir: URL
+    let key: DKIM.SigningKey
+    let store: ReportStore
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("forged-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("ed.pem").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        p.arguments = ["genpkey", "-algorithm", "ed25519", "-out", path]
+        try p.run()
+        p.waitUntilExit()
+        key = try DKIM.SigningKey(pem: String(contentsOfFile: path, encoding: .utf8))
+        store = try ReportStore(url: dir.appendingPathComponent("reports.db").path)
+    }
+
+    func report(failed: Int) -> TLSReport {
+        TLSReport(organizationName: "Sender Org", startDate: 1_764_374_400, endDate: 1_764_460_799, contactInfo: "tlsrpt@sender.example", reportID: "r-1",
+                  policies: [PolicyResult(policy: ReportPolicy(type: .sts, strings: ["version: STSv1", "mode: testing", "mx: mx.victim.example", "max_age: 86400"], domain: "victim.example", mxHosts: ["mx.victim.example"]),
+                                          successfulSessions: 100, failedSessions: failed,
+                                          failureDetails: failed == 0 ? [] : [FailureDetail(resultType: .certificateExpired, receivingMXHostname: "mx.victim.example", failedSessionCount: failed)])])
+    }
+
+    func mail(failed: Int, from: String = "tlsrpt@sender.example", signer: String = "sender.example", extraFrom: Bool = false) throws -> [UInt8] {
+        var message = try ReportMailBuilder(report: report(failed: failed), policyDomain: "victim.example", submitter: "sender.example",
+                                            from: from, to: "tlsrpt@victim.example", date: 1_764_460_800).build()
+        if extraFrom { message = Array("From: someone@else.example\r\n".utf8) + message }
+        return try DKIM.sign(message, domain: signer, selector: "s", key: key, headers: ["From", "To", "Subject", "Date"])
+    }
+
+    func ingestor(_ policy: ReportIngestor.DKIMPolicy = .require) -> ReportIngestor {
+        let record = key.dnsRecord
+        return ReportIngestor(store: store, dkimPolicy: policy, lookup: { name in name.hasPrefix("s._domainkey.") ? [record] : nil })
+    }
+
+    @Test("an unauthenticated POST that arrives first does not keep out the DKIM-verified mail: the verified copy replaces it, counts and all")
+    func verifiedReplacesForged() async throws {
+        let forged = try ingestor().ingest(body: report(failed: 0).encoded())
+        #expect(forged.stored.count == 1)
+        let real = try await ingestor().ingest(mail: try mail(failed: 7))
+        #expect(real.stored.count == 1, "\(real)")
+        let rows = try store.list(ReportFilter(), limit: 10)
+        #expect(rows.count == 1)
+        #expect(rows.first?.dkim == "pass")
+        #expect(rows.first?.channel == "mail")
+        #expect(rows.first?.failed == 7)
+        let summary = try store.summary(ReportFilter())
+        #expect(summary.failed == 7)
+        #expect(summary.byResultType.first?.sessions == 7)
+        // The forged copy again: a duplicate of the verified one, which stays.
+        let again = try ingestor().ingest(body: report(failed: 0).encoded())
+        #expect(again.duplicates == [rows[0].id])
+        #expect(try store.list(ReportFilter(), limit: 10).first?.failed == 7)
+    }
+
+    @Test("a verified duplicate does not replace a verified report; a forged one after a verified one is a duplicate")
+    func verifiedStays() async throws {
+        _ = try await ingestor().ingest(mail: try mail(failed: 3))
+        let second = try await ingestor().ingest(mail: try mail(failed: 9))
+        #expect(second.duplicates.count == 1)
+        #expect(try store.summary(ReportFilter()).failed == 3)
+    }
+
+    @Test("a DKIM pass for a d= that does not align with From does not authenticate; two From headers are not a report")
+    func alignmentAndTwoFroms() async throws {
+        let unaligned = try await ingestor().ingest(mail: try mail(failed: 1, signer: "attacker.example"))
+        #expect(unaligned.refused?.contains("does not align") == true, "\(unaligned)")
+        let subdomain = try await ingestor().ingest(mail: try mail(failed: 1, from: "tlsrpt@reports.sender.example", signer: "sender.example"))
+        #expect(subdomain.stored.count == 1, "\(subdomain)")
+        let twoFroms = try await ingestor().ingest(mail: try mail(failed: 1, extraFrom: true))
+        #expect(twoFroms.notAReport?.contains("more than one From") == true, "\(twoFroms)")
+    }
+}
