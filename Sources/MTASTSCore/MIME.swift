@@ -19,6 +19,10 @@ public struct MIMEPart: Sendable {
 
     public static let maxDepth = 12
     public static let maxParts = 1000
+    /// A header block larger than this, or with more fields, is not read as headers (the part is
+    /// then empty: never a report), so one part cannot make us hold megabytes of header text.
+    public static let maxHeaderBytes = 256 * 1024
+    public static let maxHeaders = 1000
 
     /// The first header of that name (case-insensitive).
     public func header(_ name: String) -> String? {
@@ -98,6 +102,7 @@ public struct MIMEPart: Sendable {
             current.removeAll(keepingCapacity: true)
         }
         while i < bytes.endIndex {
+            guard i - bytes.startIndex <= maxHeaderBytes, headers.count < maxHeaders else { return ([], bytes.endIndex) }
             let lineEnd = bytes[i...].firstIndex(of: 0x0A) ?? bytes.endIndex
             var line = bytes[i..<lineEnd]
             if line.last == 0x0D { line = line.dropLast() }

@@ -39,7 +39,9 @@ public enum ReportReader {
     }
 
     /// Reads whatever the bytes are. Throws `NotAReport` with a reason when they hold no report.
-    public static func read(_ bytes: [UInt8], maxSize: Int = defaultMaxSize) throws(NotAReport) -> Result {
+    /// With `allowMail: false` (an HTTPS POST) the bytes must be the report itself: they are never
+    /// parsed as a mail message.
+    public static func read(_ bytes: [UInt8], maxSize: Int = defaultMaxSize, allowMail: Bool = true) throws(NotAReport) -> Result {
         func single(_ payload: Payload, source: ParsedReport.Source) -> Result {
             Result(reports: [ParsedReport(decoded: payload.decoded, source: source, rawJSON: payload.json)], diagnostics: [], mail: nil)
         }
@@ -60,8 +62,12 @@ public enum ReportReader {
                 return single(payload, source: .gzip)
             }
         }
+        guard allowMail else { throw NotAReport("neither JSON nor gzip: post the report itself (application/tlsrpt+gzip or +json)") }
         return try readMail(bytes, maxSize: maxSize)
     }
+
+    /// Report parts read from one message at most; the rest are ignored (a warning says so).
+    public static let maxReportParts = 10
 
     /// A report payload: gzip or JSON, at most `maxSize` bytes of JSON (gzip is inflated no further).
     struct Payload {
@@ -100,6 +106,10 @@ public enum ReportReader {
 
         var reports: [ParsedReport] = []
         var failures: [String] = []
+        // One inflation budget for the whole message: however many gzip parts it carries, they
+        // cannot inflate to more in total than one report may.
+        var budget = maxSize
+        var tried = 0
         for part in message.leaves {
             let type = part.contentType
             let filename = part.filename
@@ -107,9 +117,15 @@ public enum ReportReader {
             let labelled = type.subtype.hasPrefix("tlsrpt") || lowerName.hasSuffix(".json") || lowerName.hasSuffix(".json.gz")
             let plausible = labelled || ["gzip", "x-gzip", "json", "octet-stream"].contains(type.subtype) || lowerName.hasSuffix(".gz")
             guard plausible else { continue }
+            tried += 1
+            guard tried <= maxReportParts, budget > 0 else {
+                diagnostics.append(Diagnostic(.warning, "too-many-parts", "more than \(maxReportParts) report parts, or more than \(maxSize) bytes of reports in one message: the rest is ignored"))
+                break
+            }
             let body = part.decodedBody
             do {
-                let payload = try decodePayload(body, maxSize: maxSize)
+                let payload = try decodePayload(body, maxSize: budget)
+                budget -= payload.json.count
                 let (json, compressed, decoded) = (payload.json, payload.compressed, payload.decoded)
                 var mediaDiagnostics: [Diagnostic] = []
                 let essence = type.essence

@@ -8,17 +8,18 @@ public enum InputFiles {
     }
 
     public static func read(_ path: String, maxSize: Int) throws -> [UInt8] {
-        if path == "-" {
-            let data = FileHandle.standardInput.readDataToEndOfFile()
-            guard data.count <= maxSize else { throw Failure(description: "standard input is larger than \(maxSize) bytes") }
-            return [UInt8](data)
-        }
+        // Standard input is read like a file, against the limit while it streams: never whole first.
+        if path == "-" { return try read(fd: 0, name: "standard input", maxSize: maxSize) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let why = errno == ENOENT ? "no such file" : String(cString: strerror(errno))
             throw Failure(description: "\(path): cannot open (\(why))")
         }
         defer { close(fd) }
+        return try read(fd: fd, name: path, maxSize: maxSize)
+    }
+
+    static func read(fd: Int32, name path: String, maxSize: Int) throws -> [UInt8] {
         var st = stat()
         let hint = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) : 65_536
         var bytes = [UInt8](repeating: 0, count: min(hint, maxSize) + 1)

@@ -45,7 +45,7 @@ public final class ReportIngestor: Sendable {
     public func ingest(body: [UInt8], channel: String = "https", at time: Double = Date().timeIntervalSince1970) throws -> Outcome {
         var outcome = Outcome()
         let result: ReportReader.Result
-        do { result = try ReportReader.read(body, maxSize: maxSize) } catch {
+        do { result = try ReportReader.read(body, maxSize: maxSize, allowMail: false) } catch {
             outcome.notAReport = error.reason
             outcome.tooLarge = error.tooLarge
             return outcome

@@ -123,7 +123,7 @@ import TLSRPTReceiver
                 // The idle ones were closed by the server, none left hanging.
                 usleep(3_000_000)
                 var closed = 0
-                for fd in idle.prefix(200) where Self.closedByServer(fd, within: 1) { closed += 1 }
+                for fd in idle.prefix(200) where Self.closedByServer(fd, within: 5) { closed += 1 }  // generous: a loaded machine accepts the backlog late
                 return (answered, closed)
             }
             #expect(answered)
