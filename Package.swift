@@ -194,7 +194,7 @@ let package = Package(
         ]),
         .testTarget(name: "MTASTSConfigTests", dependencies: ["MTASTSConfig", "MTASTSCore"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "MTASTSCore", "TestSupport"]),
-        .testTarget(name: "DKIMTests", dependencies: ["DKIM"]),
+        .testTarget(name: "DKIMTests", dependencies: ["DKIM", .product(name: "_CryptoExtras", package: "swift-crypto")]),
         .testTarget(name: "MTASTSNetTests", dependencies: ["MTASTSNet", "TestSupport", .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "TLSRPTReceiverTests", dependencies: ["TLSRPTReceiver", "MTASTSCore", "DKIM", "TestSupport"]),
         .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore", "TestSupport"]),

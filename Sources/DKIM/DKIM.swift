@@ -12,14 +12,28 @@ extension DKIM {
         let (headers, body) = split(message)
         let signatures = headers.filter { $0.name.lowercased() == "dkim-signature" }
         if signatures.isEmpty { return [Result(status: .none, domain: nil, selector: nil, reason: "the message is not signed")] }
+        guard headers.count <= maxHeaderFields else {
+            return [Result(status: .permerror, domain: nil, selector: nil, reason: "more than \(maxHeaderFields) header fields: not verified")]
+        }
+        // The work one message may cause is bounded: at most 5 signatures, each with at most
+        // `maxSignedNames` names in h=, header look-ups through one index (no quadratic scan),
+        // each body canonicalisation hashed once, keys of at most 8,192 bits.
+        let index = HeaderIndex(headers)
+        var bodyHashes: [Bool: Data] = [:]
         var results: [Result] = []
         for signature in signatures.prefix(5) {
-            results.append(await verifyOne(signature, headers: headers, body: body, lookup: lookup, now: now))
+            results.append(await verifyOne(signature, headers: headers, index: index, body: body, bodyHashes: &bodyHashes, lookup: lookup, now: now))
         }
         return results
     }
 
-    static func verifyOne(_ signature: Header, headers: [Header], body: [UInt8], lookup: KeyLookup, now: Date) async -> Result {
+    /// Header fields in a message that is verified at all; names in one h= list.
+    public static let maxHeaderFields = 1_000
+    public static let maxSignedNames = 64
+    public static let maxRSABits = 8_192
+
+    static func verifyOne(_ signature: Header, headers: [Header], index: HeaderIndex, body: [UInt8], bodyHashes: inout [Bool: Data],
+                          lookup: KeyLookup, now: Date) async -> Result {
         guard let t = tags(String(decoding: signature.value, as: UTF8.self)) else {
             return Result(status: .permerror, domain: nil, selector: nil, reason: "the signature's tag list is malformed")
         }
@@ -35,6 +49,7 @@ extension DKIM {
             return perm("h=, b= or bh= missing or not base64")
         }
         let names = h.split(separator: ":").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard names.count <= maxSignedNames else { return perm("h= names more than \(maxSignedNames) header fields") }
         guard names.contains(where: { $0.lowercased() == "from" }) else { return perm("h= does not sign From") }
         let canon = (t["c"] ?? "simple/simple").lowercased().split(separator: "/").map(String.init)
         let headerRelaxed = canon.first == "relaxed"
@@ -48,7 +63,8 @@ extension DKIM {
         if let i = t["i"], !i.lowercased().hasSuffix("@" + domain) && !i.lowercased().hasSuffix("." + domain) {
             return perm("i= is not within d=")
         }
-        let bodyHash = Data(SHA256.hash(data: canonicalBody(body, relaxed: bodyRelaxed)))
+        let bodyHash = bodyHashes[bodyRelaxed] ?? Data(SHA256.hash(data: canonicalBody(body, relaxed: bodyRelaxed)))
+        bodyHashes[bodyRelaxed] = bodyHash
         guard bodyHash == bh else {
             return Result(status: .fail, domain: domain, selector: selector, reason: "body hash mismatch: the body was changed after signing")
         }
@@ -64,12 +80,13 @@ extension DKIM {
         guard !p.isEmpty else { return perm("the key at \(keyName) is revoked (empty p=)") }
         guard let keyBytes = Data(base64Encoded: p) else { return perm("p= at \(keyName) is not base64") }
         let keyType = keyTags["k"] ?? "rsa"
-        let data = signedHeaderData(headers, names: names, signature: signature, relaxed: headerRelaxed)
+        let data = signedHeaderData(headers, index: index, names: names, signature: signature, relaxed: headerRelaxed)
         let digest = SHA256.hash(data: data)
         let valid: Bool
         switch (algorithm, keyType) {
         case ("rsa-sha256", "rsa"):
             guard let key = try? _RSA.Signing.PublicKey(unsafeDERRepresentation: keyBytes) else { return perm("the RSA key at \(keyName) is not usable (at least 1024 bits)") }
+            guard key.keySizeInBits <= maxRSABits else { return perm("the RSA key at \(keyName) has more than \(maxRSABits) bits") }
             valid = key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: b), for: digest, padding: .insecurePKCS1v1_5)
         case ("ed25519-sha256", "ed25519"):
             guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyBytes) else { return perm("the Ed25519 key at \(keyName) is not 32 bytes") }

@@ -65,6 +65,14 @@ public enum DKIM {
 
     static func isWSP(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
 
+    /// Where each header name occurs (lower-cased name → indices, top down): built once per message.
+    struct HeaderIndex {
+        var positions: [String: [Int]] = [:]
+        init(_ headers: [Header]) {
+            for (i, h) in headers.enumerated() { positions[h.name.lowercased(), default: []].append(i) }
+        }
+    }
+
     /// Header canonicalisation (RFC 6376 §3.4.1, §3.4.2).
     static func canonicalHeader(_ h: Header, relaxed: Bool) -> [UInt8] {
         guard relaxed else { return h.raw }
@@ -141,14 +149,18 @@ public enum DKIM {
 
     /// The signed header data: the `h=` fields (each name takes the last unused instance,
     /// bottom up), then the signature field with its `b=` value emptied, without its CRLF.
-    static func signedHeaderData(_ headers: [Header], names: [String], signature: Header, relaxed: Bool) -> [UInt8] {
-        var used = Set<Int>()
+    static func signedHeaderData(_ headers: [Header], index: HeaderIndex? = nil, names: [String], signature: Header, relaxed: Bool) -> [UInt8] {
+        let index = index ?? HeaderIndex(headers)
+        var taken: [String: Int] = [:]
         var data: [UInt8] = []
         for name in names {
             let lower = name.lowercased()
-            if let index = headers.indices.reversed().first(where: { !used.contains($0) && headers[$0].name.lowercased() == lower }) {
-                used.insert(index)
-                data += canonicalHeader(headers[index], relaxed: relaxed)
+            // Bottom up: the n-th use of a name takes its n-th last instance.
+            let positions = index.positions[lower] ?? []
+            let n = taken[lower, default: 0]
+            if n < positions.count {
+                taken[lower] = n + 1
+                data += canonicalHeader(headers[positions[positions.count - 1 - n]], relaxed: relaxed)
             }
         }
         var own = canonicalHeader(Header(name: signature.name, raw: emptyB(signature.raw)), relaxed: relaxed)

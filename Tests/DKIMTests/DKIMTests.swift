@@ -1,5 +1,6 @@
 import DKIM
 import Foundation
+import _CryptoExtras
 import Testing
 
 /// DKIM in-process: what we sign verifies, with either algorithm; any change to a signed header
@@ -40,5 +41,28 @@ import Testing
         let subject = Array(text.replacingOccurrences(of: "Report-ID: <1@", with: "Report-ID: <2@").utf8)
         #expect(await DKIM.verify(subject, lookup: lookup).map(\.status) == [.fail])
         #expect(await DKIM.verify(Self.message, lookup: lookup).map(\.status) == [.none])
+    }
+
+    @Test("verification work is bounded: too many header fields, an h= of more than 64 names, an RSA key over 8,192 bits are permerror (hostile input)")
+    func bounded() async throws {
+        let key = try Self.key("ed25519")
+        let lookup: DKIM.KeyLookup = { name in name == "tlsrpt._domainkey.sender.test" ? [key.dnsRecord] : nil }
+        let signed = try DKIM.sign(Self.message, domain: "sender.test", selector: "tlsrpt", key: key)
+        let flooded = Array(String(repeating: "X-A: b\r\n", count: DKIM.maxHeaderFields + 1).utf8) + signed
+        #expect(await DKIM.verify(flooded, lookup: lookup).map(\.status) == [.permerror])
+        // h= naming From 100 times.
+        let manyNames = try DKIM.sign(Self.message, domain: "sender.test", selector: "tlsrpt", key: key, headers: Array(repeating: "From", count: 100))
+        let result = await DKIM.verify(manyNames, lookup: lookup)
+        #expect(result.map(\.status) == [.permerror])
+        #expect(result.first?.reason.contains("more than 64") == true)
+        // A 9,000-bit modulus (not a real key: only its size matters) published for an RSA signature.
+        let rsa = try Self.key("rsa")
+        let rsaSigned = try DKIM.sign(Self.message, domain: "sender.test", selector: "tlsrpt", key: rsa)
+        var modulus = [UInt8](repeating: 0xFF, count: 9_000 / 8)
+        modulus[modulus.count - 1] = 0xFB
+        let big = try _RSA.Signing.PublicKey(n: modulus, e: [0x01, 0x00, 0x01])
+        let bigLookup: DKIM.KeyLookup = { _ in ["v=DKIM1; k=rsa; p=\(big.derRepresentation.base64EncodedString())"] }
+        let bigResult = await DKIM.verify(rsaSigned, lookup: bigLookup)
+        #expect(bigResult.first?.reason.contains("more than 8192 bits") == true, "\(bigResult)")
     }
 }
