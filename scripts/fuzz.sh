@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
-# AddressSanitizer) and runs each for SECONDS, seeded with the test vectors and the interop data.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records report-json report-mail dns netstring dkim tlsrpt)
+# AddressSanitizer) and runs each for SECONDS, seeded with the kept corpus (Fuzz/corpus/TARGET),
+# the test vectors and the interop data, with the target's dictionary (Fuzz/dict/TARGET.dict).
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records rua report-json report-mail dns netstring dkim tlsrpt)
+# FUZZ_CAMPAIGN=1: a campaign: each target runs until 1,000,000 executions or SECONDS, whichever
+# comes first, and the inputs that add coverage are merged into Fuzz/corpus/TARGET (kept in the
+# repository, so coverage accumulates from one campaign to the next); figures in .build-fuzz/campaign.txt.
 # A crash or a failed round-trip check exits non-zero and leaves the input in .build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy records report-json report-mail dns netstring dkim tlsrpt)
+[ ${#targets[@]} -gt 0 ] || targets=(policy records rua report-json report-mail dns netstring dkim tlsrpt)
 out=.build-fuzz
 mkdir -p "$out"
 interop=${MTASTS_INTEROP:-../shared/interop}
@@ -19,6 +23,7 @@ source_of() {
     case "$1" in
         policy) echo Fuzz/FuzzPolicy.swift ;;
         records) echo Fuzz/FuzzRecords.swift ;;
+        rua) echo Fuzz/FuzzRUA.swift ;;
         report-json) echo Fuzz/FuzzReportJSON.swift ;;
         report-mail) echo Fuzz/FuzzReportMail.swift ;;
         dns) echo Fuzz/FuzzDNS.swift ;;
@@ -32,6 +37,7 @@ source_of() {
 seed() {
     local target=$1 dir=$out/corpus-$1
     mkdir -p "$dir"
+    if [ -d "Fuzz/corpus/$target" ]; then cp -f Fuzz/corpus/"$target"/* "$dir"/ 2>/dev/null || true; fi
     python3 - "$target" "$dir" "$interop" <<'PY'
 import json, os, sys, glob, shutil
 target, dir, interop = sys.argv[1:4]
@@ -64,6 +70,10 @@ elif target == 'dns':
     a2 = b'\xc0\x0c' + struct.pack('>HHIH', 15, 1, 3600, len(mx)) + mx
     put(struct.pack('>HHHHHH', 0x1234, 0x81a0, 1, 2, 0, 0) + q + a1 + a2)
     put(bytes(12))
+elif target == 'rua':
+    for uri in ['mailto:tlsrpt@example.com', 'https://reports.example.com/v1/tlsrpt', 'v=TLSRPTv1; rua=mailto:a@b.example,https://r.b.example/x',
+                'mailto:x%3E%0D%0ADATA%0D%0A...@victim.example', 'mailto:a%40b.example%3F@c.example', 'mailto:user@xn--bcher-kva.example?subject=x']:
+        put(uri.encode())
 elif target == 'records':
     for name in ('sts-records.json', 'tlsrpt-records.json'):
         for v in json.load(open(f'{vec}/{name}')):
@@ -92,9 +102,24 @@ for t in "${targets[@]}"; do
         swiftc -O -sanitize=fuzzer,address -parse-as-library "${module[@]}" "$src" -o "$bin" 2>&1 | grep -v "Cannot export local symbol" || true
     fi
     seed "$t"
-    echo "fuzzing $t for ${seconds}s"
-    (cd "$out" && "./fuzz-$t" -max_total_time="$seconds" -max_len=262144 -rss_limit_mb=2048 -timeout=10 \
-        -print_final_stats=1 "corpus-$t" 2>&1 | grep -E "^(stat::number_of_executed_units|==|SUMMARY|Done)|ERROR|panic|Fatal" || true)
+    dict=()
+    [ -f "Fuzz/dict/$t.dict" ] && dict=(-dict="$(pwd)/Fuzz/dict/$t.dict")
+    runs=()
+    [ -n "${FUZZ_CAMPAIGN:-}" ] && runs=(-runs=1000000)
+    echo "fuzzing $t for ${seconds}s${FUZZ_CAMPAIGN:+ or 1,000,000 runs}"
+    (cd "$out" && "./fuzz-$t" -max_total_time="$seconds" "${runs[@]}" "${dict[@]}" -max_len=262144 -rss_limit_mb=2048 -timeout=10 \
+        -print_final_stats=1 "corpus-$t" >"run-$t.log" 2>&1 || true)
+    grep -E "^(stat::number_of_executed_units|==|SUMMARY|Done)|ERROR|panic|Fatal" "$out/run-$t.log" || true
+    if [ -n "${FUZZ_CAMPAIGN:-}" ]; then
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/run-$t.log" | tail -1)
+        cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$out/run-$t.log" | tail -1)
+        secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$out/run-$t.log" | tail -1)
+        mkdir -p "Fuzz/corpus/$t"
+        before=$(ls "Fuzz/corpus/$t" | wc -l)
+        (cd "$out" && "./fuzz-$t" -merge=1 -max_len=65536 "${dict[@]}" "$OLDPWD/Fuzz/corpus/$t" "corpus-$t" >"merge-$t.log" 2>&1 || true)
+        after=$(ls "Fuzz/corpus/$t" | wc -l)
+        echo "$t: ${execs:-?} executions in ${secs:-?} s, ${cov:-cov ?}, kept corpus $before → $after inputs" | tee -a "$out/campaign.txt"
+    fi
     # libFuzzer leaves crash-*/leak-*/timeout-* files for a failure.
     if ls "$out"/crash-* "$out"/leak-* "$out"/timeout-* >/dev/null 2>&1; then
         echo "fuzz target $t failed; inputs in $out" >&2
