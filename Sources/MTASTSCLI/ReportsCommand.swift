@@ -68,13 +68,16 @@ struct FilterOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Last UTC day (YYYY-MM-DD) to include.", valueName: "DATE"))
     var until: String?
 
+    @Flag(help: "Only reports authenticated by an aligned DKIM signature (HTTPS posts and unsigned mail can come from anyone).")
+    var authenticated = false
+
     func validate() throws {
         for (name, value) in [("--since", since), ("--until", until)] {
             if let value, RFC3339.parse(value + "T00:00:00Z") == nil { throw ValidationError("\(name) must be a day such as 2026-11-30, not '\(value)'") }
         }
     }
 
-    var filter: ReportFilter { ReportFilter(domain: domain, since: since, until: until) }
+    var filter: ReportFilter { ReportFilter(domain: domain, since: since, until: until, authenticatedOnly: authenticated) }
 }
 
 // MARK: ingest
@@ -252,6 +255,7 @@ struct ReportsReadiness: ParsableCommand {
     @Option(name: .customLong("min-days"), help: "Days with reports needed before a ready verdict.") var minDays = 7
     @Option(help: "Share of sessions (percent) allowed to fail validation.") var tolerance = 0.0
     @Option(help: ArgumentHelp("Last UTC day to look at (default: today).", valueName: "DATE")) var until: String?
+    @Flag(help: "Only reports authenticated by an aligned DKIM signature.") var authenticated = false
     @OptionGroup var db: DatabaseOptions
     @OptionGroup var output: JSONFlag
 
@@ -266,7 +270,7 @@ struct ReportsReadiness: ParsableCommand {
         let store = try db.open()
         let day = until ?? RFC3339.formatDay(Int64(Date().timeIntervalSince1970))
         let r: Readiness
-        do { r = try store.readiness(domain: domain, until: day, days: days, minDays: minDays, tolerance: tolerance / 100) } catch {
+        do { r = try store.readiness(domain: domain, until: day, days: days, minDays: minDays, tolerance: tolerance / 100, authenticatedOnly: authenticated) } catch {
             Console.err("\(error)")
             throw ExitCode(Exit.temporary)
         }

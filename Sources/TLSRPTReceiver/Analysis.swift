@@ -7,19 +7,28 @@ public struct ReportFilter: Sendable {
     public var domain: String?
     public var since: String?
     public var until: String?
-    public init(domain: String? = nil, since: String? = nil, until: String? = nil) {
+    /// Only reports whose DKIM signature verified and aligned with From (`dkim = 'pass'`): an
+    /// HTTPS POST or an unsigned mail can come from anyone.
+    public var authenticatedOnly: Bool
+    public init(domain: String? = nil, since: String? = nil, until: String? = nil, authenticatedOnly: Bool = false) {
         self.domain = domain?.lowercased()
         self.since = since
         self.until = until
+        self.authenticatedOnly = authenticatedOnly
     }
 
-    /// `WHERE …` over a table with `policy_domain` and `day` columns, and its parameters.
-    func clause(domainColumn: String = "policy_domain", dayColumn: String = "day") -> (String, [SQLValue]) {
+    /// The condition that keeps authenticated reports, over a column holding a report id.
+    static func authenticated(_ reportColumn: String) -> String { "\(reportColumn) IN (SELECT id FROM reports WHERE dkim = 'pass')" }
+
+    /// `WHERE …` over a table with `policy_domain` and `day` columns, and its parameters;
+    /// `reportColumn` (a report id) applies `authenticatedOnly`.
+    func clause(domainColumn: String = "policy_domain", dayColumn: String = "day", reportColumn: String? = nil) -> (String, [SQLValue]) {
         var parts: [String] = []
         var values: [SQLValue] = []
         if let domain { parts.append("\(domainColumn) = ?"); values.append(.text(domain)) }
         if let since { parts.append("\(dayColumn) >= ?"); values.append(.text(since)) }
         if let until { parts.append("\(dayColumn) <= ?"); values.append(.text(until)) }
+        if authenticatedOnly, let reportColumn { parts.append(Self.authenticated(reportColumn)) }
         return (parts.isEmpty ? "" : "WHERE " + parts.joined(separator: " AND "), values)
     }
 }
@@ -53,6 +62,9 @@ public struct Summary: Sendable {
     public var byOrganization: [OrganizationRow]
     public var byMXHost: [CountRow]
     public var byReceivingIP: [CountRow]
+    /// Reports in the filter's scope not authenticated by DKIM (HTTPS, unsigned or unaligned
+    /// mail): left out of the figures when the filter asks for authenticated reports only.
+    public var unauthenticatedReports: Int64 = 0
     public var successful: Int64 { days.reduce(0) { $0.saturatingAdd($1.successful) } }
     public var failed: Int64 { days.reduce(0) { $0.saturatingAdd($1.failed) } }
 
@@ -102,7 +114,7 @@ public struct ReportRow: Sendable, Equatable {
 
 extension ReportStore {
     public func summary(_ filter: ReportFilter) throws -> Summary {
-        let (policyWhere, policyValues) = filter.clause(domainColumn: "p.policy_domain", dayColumn: "p.day")
+        let (policyWhere, policyValues) = filter.clause(domainColumn: "p.policy_domain", dayColumn: "p.day", reportColumn: "p.report")
         let days = try db.query("""
             SELECT p.policy_domain, p.day, COUNT(DISTINCT p.report), \(db.sum)(p.successful), \(db.sum)(p.failed)
             FROM report_policies p \(policyWhere) GROUP BY p.policy_domain, p.day ORDER BY p.policy_domain, p.day
@@ -118,13 +130,32 @@ extension ReportStore {
         }
         let (rollupWhere, rollupValues) = filter.clause()
         func counts(_ kind: String) throws -> [CountRow] {
-            try db.query("""
-                SELECT key, \(db.sum)(sessions) FROM failure_rollup \(rollupWhere.isEmpty ? "WHERE" : rollupWhere + " AND") kind = ?
-                GROUP BY key ORDER BY \(db.sum)(sessions) DESC, key
-                """, rollupValues + [.text(kind)]).map { CountRow(key: $0[0].string ?? "", sessions: $0[1].int ?? 0) }
+            guard filter.authenticatedOnly else {
+                return try db.query("""
+                    SELECT key, \(db.sum)(sessions) FROM failure_rollup \(rollupWhere.isEmpty ? "WHERE" : rollupWhere + " AND") kind = ?
+                    GROUP BY key ORDER BY \(db.sum)(sessions) DESC, key
+                    """, rollupValues + [.text(kind)]).map { CountRow(key: $0[0].string ?? "", sessions: $0[1].int ?? 0) }
+            }
+            // The roll-up does not know which report a count came from: authenticated-only
+            // figures are summed from the failure details themselves.
+            let column = ReportStore.rollupKinds.first { $0.0 == kind }!.1
+            let (detailWhere, detailValues) = filter.clause(reportColumn: "report")
+            return try db.query("""
+                SELECT COALESCE(\(column), '(not reported)') AS key, \(db.sum)(failed_sessions) FROM failure_details \(detailWhere)
+                GROUP BY COALESCE(\(column), '(not reported)') ORDER BY \(db.sum)(failed_sessions) DESC, key
+                """, detailValues).map { CountRow(key: $0[0].string ?? "", sessions: $0[1].int ?? 0) }
         }
-        return Summary(filter: filter, days: days, byResultType: try counts("result-type"), byOrganization: orgs,
-                       byMXHost: try counts("mx-host"), byReceivingIP: try counts("receiving-ip"))
+        var all = filter
+        all.authenticatedOnly = false
+        let (scopeWhere, scopeValues) = all.clause(domainColumn: "p.policy_domain", dayColumn: "p.day")
+        let unauthenticated = try db.query("""
+            SELECT COUNT(DISTINCT p.report) FROM report_policies p JOIN reports r ON r.id = p.report
+            \(scopeWhere.isEmpty ? "WHERE" : scopeWhere + " AND") (r.dkim IS NULL OR r.dkim <> 'pass')
+            """, scopeValues).first?[0].int ?? 0
+        var summary = Summary(filter: filter, days: days, byResultType: try counts("result-type"), byOrganization: orgs,
+                              byMXHost: try counts("mx-host"), byReceivingIP: try counts("receiving-ip"))
+        summary.unauthenticatedReports = unauthenticated
+        return summary
     }
 
     public func list(_ filter: ReportFilter, limit: Int = 1000) throws -> [ReportRow] {

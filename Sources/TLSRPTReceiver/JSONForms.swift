@@ -24,6 +24,8 @@ extension Summary {
             JSONMember("domain", filter.domain.map(JSONValue.string) ?? .null),
             JSONMember("since", filter.since.map(JSONValue.string) ?? .null),
             JSONMember("until", filter.until.map(JSONValue.string) ?? .null),
+            JSONMember("authenticated-only", .bool(filter.authenticatedOnly)),
+            JSONMember("unauthenticated-reports", .int(unauthenticatedReports)),
             JSONMember("successful", .int(successful)), JSONMember("failed", .int(failed)), JSONMember("success-rate", rate(successful, failed)),
             JSONMember("days", .array(days.map {
                 .object([JSONMember("domain", .string($0.domain)), JSONMember("day", .string($0.day)), JSONMember("reports", .int($0.reports)),
@@ -58,6 +60,8 @@ extension Readiness {
             JSONMember("organizations", .array(organizations.map(JSONValue.string))),
             JSONMember("reports", .int(reports)), JSONMember("successful", .int(successful)), JSONMember("failed", .int(failed)),
             JSONMember("would-fail-rate", .double((wouldFailRate * 1_000_000).rounded() / 1_000_000)),
+            JSONMember("authenticated-only", .bool(authenticatedOnly)),
+            JSONMember("unauthenticated-reports", .int(unauthenticatedReports)),
             JSONMember("modes", .object(modes.sorted { $0.key < $1.key }.map { JSONMember($0.key, .int($0.value)) })),
             JSONMember("problems", .array(problems.map {
                 .object([JSONMember("impact", .string($0.impact)), JSONMember("organization", .string($0.organization)),

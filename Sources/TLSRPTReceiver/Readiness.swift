@@ -46,6 +46,9 @@ public struct Readiness: Sendable {
     public var problems: [Problem]
     /// Failed sessions that would have failed under enforce, over all sessions.
     public var wouldFailRate: Double
+    /// Reports in the window not authenticated by DKIM; left out when `authenticatedOnly`.
+    public var unauthenticatedReports: Int64 = 0
+    public var authenticatedOnly = false
 
     /// Result types that mean the sender could not use the policy at all.
     static let policyTypes: Set<String> = ["sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"]
@@ -70,7 +73,10 @@ extension ReportStore {
     ///   - days: how many UTC days back from `until` (inclusive) to look at.
     ///   - minDays: days with reports needed before a `ready` verdict.
     ///   - tolerance: share of sessions allowed to fail (0 = none).
-    public func readiness(domain: String, until: String, days: Int = 14, minDays: Int = 7, tolerance: Double = 0) throws -> Readiness {
+    /// - authenticatedOnly: count only reports whose DKIM signature verified and aligned.
+    public func readiness(domain: String, until: String, days: Int = 14, minDays: Int = 7, tolerance: Double = 0, authenticatedOnly: Bool = false) throws -> Readiness {
+        let onlyAuthenticated = authenticatedOnly ? " AND " + ReportFilter.authenticated("p.report") : ""
+        let detailsAuthenticated = authenticatedOnly ? " AND " + ReportFilter.authenticated("f.report") : ""
         let domain = domain.lowercased()
         let untilSeconds = RFC3339.parse(until + "T00:00:00Z")?.seconds ?? Int64(Date().timeIntervalSince1970)
         let since = RFC3339.formatDay(untilSeconds - Int64(max(days, 1) - 1) * 86400)
@@ -79,8 +85,12 @@ extension ReportStore {
         let policyRows = try db.query("""
             SELECT p.day, o.name, COALESCE(p.mode, ''), p.successful, p.failed, p.report, p.policy_type
             FROM report_policies p JOIN organizations o ON o.id = p.organization_id
-            WHERE p.policy_domain = ? AND p.day >= ? AND p.day <= ? AND p.policy_type IN ('sts', 'no-policy-found')
+            WHERE p.policy_domain = ? AND p.day >= ? AND p.day <= ? AND p.policy_type IN ('sts', 'no-policy-found')\(onlyAuthenticated)
             """, window)
+        let unauthenticated = try db.query("""
+            SELECT COUNT(DISTINCT p.report) FROM report_policies p JOIN reports r ON r.id = p.report
+            WHERE p.policy_domain = ? AND p.day >= ? AND p.day <= ? AND (r.dkim IS NULL OR r.dkim <> 'pass')
+            """, window).first?[0].int ?? 0
         var daysSeen = Set<String>(), orgs = Set<String>(), reports = Set<Int64>(), modes: [String: Int64] = [:]
         var successful: Int64 = 0, failed: Int64 = 0
         for r in policyRows {
@@ -99,7 +109,7 @@ extension ReportStore {
             SELECT o.name, f.result_type, f.day, COALESCE(f.receiving_mx_hostname, ''), COALESCE(f.receiving_ip, ''), f.failed_sessions,
                 COALESCE(f.additional_information, f.failure_reason_code, ''), f.policy_type
             FROM failure_details f JOIN organizations o ON o.id = f.organization_id
-            WHERE f.policy_domain = ? AND f.day >= ? AND f.day <= ? AND f.policy_type IN ('sts', 'no-policy-found')
+            WHERE f.policy_domain = ? AND f.day >= ? AND f.day <= ? AND f.policy_type IN ('sts', 'no-policy-found')\(detailsAuthenticated)
             ORDER BY f.id
             """, window)
         struct Key: Hashable { var org: String; var type: String }
@@ -154,8 +164,11 @@ extension ReportStore {
             reasons.append("\(total) sessions from \(orgs.count) sender(s) over \(daysSeen.count) day(s), \(wouldFail == 0 ? "none" : "\(wouldFail) (within the tolerance)") failed validation")
             if let enforce = modes["enforce"], enforce == total { reasons.append("senders already report mode enforce") }
         }
-        return Readiness(domain: domain, since: since, until: until, verdict: verdict, reasons: reasons, daysWithReports: daysSeen.sorted(),
-                         organizations: orgs.sorted(), reports: Int64(reports.count), successful: successful, failed: failed, modes: modes,
-                         problems: problems, wouldFailRate: rate)
+        var answer = Readiness(domain: domain, since: since, until: until, verdict: verdict, reasons: reasons, daysWithReports: daysSeen.sorted(),
+                               organizations: orgs.sorted(), reports: Int64(reports.count), successful: successful, failed: failed, modes: modes,
+                               problems: problems, wouldFailRate: rate)
+        answer.unauthenticatedReports = unauthenticated
+        answer.authenticatedOnly = authenticatedOnly
+        return answer
     }
 }

@@ -53,6 +53,10 @@ extension Summary {
     public func text(style: TextStyle) -> String {
         let pct = { (ok: Int64, failed: Int64) in TextStyle.percent(ok, failed) }
         var lines = [style.bold("Sessions: \(successful) successful, \(failed) failed, success \(pct(successful, failed))")]
+        if unauthenticatedReports > 0 {
+            lines.append(filter.authenticatedOnly ? "(\(unauthenticatedReports) report(s) not authenticated by DKIM are left out)"
+                         : "(\(unauthenticatedReports) report(s) are not authenticated by DKIM: --authenticated leaves them out)")
+        }
         var domain: String?
         for d in days {
             if d.domain != domain { domain = d.domain; lines.append("\n" + style.bold(d.domain.isEmpty ? "(no policy domain)" : d.domain)) }
@@ -93,6 +97,10 @@ extension Readiness {
         case .insufficientData: out += style.yellow("not enough data")
         }
         out += "  (\(since) – \(until), \(daysWithReports.count) day(s) with reports, \(reports) report(s), \(successful.saturatingAdd(failed)) sessions)\n"
+        if unauthenticatedReports > 0 {
+            out += authenticatedOnly ? "  (\(unauthenticatedReports) report(s) not authenticated by DKIM are left out)\n"
+                : "  (\(unauthenticatedReports) report(s) are not authenticated by DKIM: --authenticated leaves them out)\n"
+        }
         for r in reasons { out += "  - \(r)\n" }
         if !modes.isEmpty { out += "  modes reported: " + modes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n" }
         for p in problems {

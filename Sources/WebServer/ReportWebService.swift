@@ -180,7 +180,17 @@ public final class ReportWebService: Sendable {
         }
 
         func filter() throws -> ReportFilter {
-            ReportFilter(domain: string("domain")?.lowercased(), since: try day("since"), until: try day("until"))
+            ReportFilter(domain: string("domain")?.lowercased(), since: try day("since"), until: try day("until"), authenticatedOnly: try flag("authenticated"))
+        }
+
+        /// `true`/`1`/`yes` or `false`/`0`/`no`; anything else is a 400.
+        func flag(_ key: String) throws -> Bool {
+            guard let v = string(key)?.lowercased() else { return false }
+            switch v {
+            case "1", "true", "yes", "": return true
+            case "0", "false", "no": return false
+            default: throw Reply.Failure(.badRequest, "\(key) must be true or false")
+            }
         }
     }
 
@@ -224,7 +234,8 @@ public final class ReportWebService: Sendable {
         let minDays = try query.int("min_days", default: 7, 0...3_660)
         let tolerance = try query.double("tolerance", default: 0, 0...100)
         let until = try query.day("until") ?? RFC3339.formatDay(Int64(now().timeIntervalSince1970))
-        return await database("readiness") { try $0.readiness(domain: domain, until: until, days: days, minDays: minDays, tolerance: tolerance / 100).json }
+        let authenticated = try query.flag("authenticated")
+        return await database("readiness") { try $0.readiness(domain: domain, until: until, days: days, minDays: minDays, tolerance: tolerance / 100, authenticatedOnly: authenticated).json }
     }
 }
 

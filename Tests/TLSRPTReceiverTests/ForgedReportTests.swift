@@ -80,4 +80,24 @@ import Testing
         let twoFroms = try await ingestor().ingest(mail: try mail(failed: 1, extraFrom: true))
         #expect(twoFroms.notAReport?.contains("more than one From") == true, "\(twoFroms)")
     }
+
+    @Test("summary and readiness can be limited to authenticated reports, and say how many were not")
+    func authenticatedOnly() async throws {
+        _ = try await ingestor().ingest(mail: try mail(failed: 4))
+        var forged = report(failed: 1_000)
+        forged.reportID = "forged-1"
+        _ = try ingestor().ingest(body: forged.encoded())
+        let all = try store.summary(ReportFilter())
+        #expect(all.failed == 1_004)
+        #expect(all.unauthenticatedReports == 1)
+        let verified = try store.summary(ReportFilter(authenticatedOnly: true))
+        #expect(verified.failed == 4)
+        #expect(verified.byResultType.first?.sessions == 4)
+        #expect(verified.unauthenticatedReports == 1)
+        #expect(verified.text(style: .plain).contains("1 report(s) not authenticated by DKIM are left out"))
+        let readiness = try store.readiness(domain: "victim.example", until: "2025-11-30", days: 7, minDays: 1, authenticatedOnly: true)
+        #expect(readiness.failed == 4)
+        #expect(readiness.unauthenticatedReports == 1)
+        #expect(readiness.problems.first?.sessions == 4)
+    }
 }

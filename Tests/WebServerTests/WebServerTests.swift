@@ -165,6 +165,9 @@ import TLSRPTReceiver
     @Test("hostile queries are answered, never a crash: ?=, &&, bounds") func hostileQueries() async throws {
         let app = Application(router: try service().router(apiAllowed: true))
         try await app.test(.router) { client in
+            for uri in ["/api/summary?authenticated=maybe", "/api/readiness/example.com?authenticated=2"] {
+                try await client.execute(uri: uri, method: .get) { r in #expect(r.status == .badRequest, "\(uri)") }
+            }
             for uri in ["/api/summary?=", "/api/reports?&&=&", "/api/reports?=&=", "/api/summary?domain", "/api/reports?%zz=%zz",
                         "/api/readiness/example.com?=&days="] {
                 try await client.execute(uri: uri, method: .get) { r in
