@@ -389,6 +389,13 @@ func day(_ offset: Int) -> String {
             """, unsignedPath, keyPath], executable: URL(fileURLWithPath: python))
         let withL = try CLI.run(common + ["--dkim", "require"], stdin: Data(lsig.stdout.utf8))
         #expect(withL.stderr.contains("l= (body length limit) is refused"), "\(withL.stderr)")
+        // DNS down while the key is looked up: exit 75 (the MTA keeps the mail and retries),
+        // never a refused report; nothing is stored.
+        let downDB = dir.appendingPathComponent("dns-down.db").path
+        let down = try CLI.run(["reports", "ingest", "--dns-server", "127.0.0.1:\(TestServer.freePort())", "--database", downDB, "--dkim", "require"], stdin: signed)
+        #expect(down.status == 75, "\(down.status) \(down.stderr)")
+        #expect(!down.stderr.contains("refused"), "\(down.stderr)")
+        #expect((try CLI.run(["reports", "list", "--json", "--database", downDB]).json as? [[String: Any]])?.isEmpty == true)
         // The stored results: one pass (dk-1), one none (dk-4).
         let list = try CLI.run(["reports", "list", "--json", "--database", db]).json as? [[String: Any]] ?? []
         #expect(Set(list.compactMap { $0["dkim"] as? String }) == ["pass", "none"])
