@@ -522,6 +522,64 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         #expect(summary == ["total-successful-session-count": 30, "total-failure-session-count": 20])
     }
 
+    /// Fault injection: PostgreSQL killed (immediate stop) while the collector is taking datagrams,
+    /// then started again. Commits fail meanwhile; the batch is kept and retried whole (a statement
+    /// is never retried outside its transaction), so every datagram taken is counted exactly once.
+    @Test("PostgreSQL killed during collection and restarted: every datagram taken is in the totals, none twice")
+    func postgresKilledDuringCollection() throws {
+        let pg = try PostgresServer()
+        defer { pg.stop() }
+        let daemon = try CollectorDaemon(dir: dir, database: pg.dsn, extra: "", name: "pgkill")
+        let sender = DatagramSender(path: daemon.socket)
+        let record = "v=TLSRPTv1; rua=mailto:r@kill.test"
+        for _ in 0..<200 { try sender.send(Datagrams.make(domain: "kill.test", record: record)) }
+        Thread.sleep(forTimeInterval: 2)
+        pg.stop()
+        for i in 0..<300 { try sender.send(Datagrams.make(domain: "kill.test", record: record, code: 201 + i % 3)) }
+        Thread.sleep(forTimeInterval: 3)
+        try pg.start()
+        for _ in 0..<100 { try sender.send(Datagrams.make(domain: "kill.test", record: record)) }
+        Thread.sleep(forTimeInterval: 4)
+        daemon.stop()
+        let status = try CLI.run(["reports", "status", "--json", "--database", pg.dsn])
+        let days = (status.json as? [String: Any])?["days"] as? [[String: Any]] ?? []
+        #expect(days.count == 1, "\(status.stdout) \(status.stderr)")
+        #expect(days.first?["successful"] as? Int == 300, "\(status.stdout)")
+        #expect(days.first?["failed"] as? Int == 300, "\(status.stdout)")
+        let log = (try? String(contentsOfFile: daemon.log, encoding: .utf8)) ?? ""
+        #expect(log.contains("failed, kept for the next try"), "the outage was not seen: \(log.suffix(2_000))")
+    }
+
+    /// Fault injection: the SQLite database on a file system that fills up (a 1 MB tmpfs). Commits
+    /// fail with an error and are retried; once there is room again (remounted larger), every
+    /// datagram taken is counted: no crash, no lost batch.
+    @Test("SQLite on a full file system: an error and a retry, not a crash and not a lost batch")
+    func sqliteOnAFullFileSystem() throws {
+        let mount = "/tmp/mtasts-full-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        try PostgresServer.sh("mount -t tmpfs -o size=1m tmpfs \(mount)")
+        defer { try? PostgresServer.sh("umount \(mount)") }
+        let database = "\(mount)/tlsrpt.db"
+        let daemon = try CollectorDaemon(dir: dir, database: database, extra: "", name: "full")
+        let sender = DatagramSender(path: daemon.socket)
+        let record = "v=TLSRPTv1; rua=mailto:r@full.test"
+        // Distinct failure details (a different 'a' each) make distinct rows: about 2 MB of them.
+        let padding = String(repeating: "x", count: 600)
+        for i in 0..<3_000 {
+            try sender.send(Datagrams.make(domain: "full.test", record: record, code: 201, additional: Array("\(i)-\(padding)".utf8)))
+        }
+        Thread.sleep(forTimeInterval: 4)
+        let duringLog = (try? String(contentsOfFile: daemon.log, encoding: .utf8)) ?? ""
+        #expect(duringLog.contains("kept for the next try"), "the full disk was not seen: \(duringLog.suffix(1_500))")
+        #expect(!daemon.process.hasExited, "the daemon stopped on a full disk")
+        try PostgresServer.sh("mount -o remount,size=64m \(mount)")
+        Thread.sleep(forTimeInterval: 4)
+        daemon.stop()
+        let status = try CLI.run(["reports", "status", "--json", "--database", database])
+        let days = (status.json as? [String: Any])?["days"] as? [[String: Any]] ?? []
+        #expect(days.first?["failed"] as? Int == 3_000, "\(status.stdout) \(status.stderr)")
+    }
+
     /// The daily run inside `mtasts daemon` (send_daily, spread 0): yesterday's results — read
     /// from a Postfix log of yesterday by collect-log — are built and delivered once, at start.
     @Test func dailyRunInsideTheDaemon() throws {

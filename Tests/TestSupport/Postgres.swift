@@ -31,6 +31,13 @@ public final class PostgresServer: @unchecked Sendable {
         try PostgresServer.sh("su postgres -c \"\(bin)/pg_ctl -D \(directory)/data -w -l \(directory)/log -o '-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off' start\" >/dev/null 2>&1")
     }
 
+    /// Starts the stopped server again, same data and port (a database that comes back).
+    public func start() throws {
+        guard !running, let bin = PostgresServer.binaries else { return }
+        try PostgresServer.sh("su postgres -c \"\(bin)/pg_ctl -D \(directory)/data -w -l \(directory)/log -o '-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off' start\" >/dev/null 2>&1")
+        running = true
+    }
+
     /// Stops the server at once (a test of what a client does when the database goes away).
     public func stop() {
         guard running, let bin = PostgresServer.binaries else { return }
@@ -45,7 +52,7 @@ public final class PostgresServer: @unchecked Sendable {
 
     /// Runs a shell command to completion with posix_spawn and waitpid (Foundation's Process can
     /// miss the exit of a child that forks a daemon, as pg_ctl does).
-    static func sh(_ command: String) throws {
+    public static func sh(_ command: String) throws {
         var pid: pid_t = 0
         let parts: [String] = ["/bin/sh", "-c", command]
         let argv = parts.map { strdup($0) } + [nil]
