@@ -93,7 +93,7 @@ public final class PolicyDaemon: Sendable {
         var collector: Collector?
         if let c = config.collector {
             let log = Log.logger("collector")
-            let started = Collector(configuration: c, store: store, logger: log, now: { clock.now() })
+            let started = Collector(configuration: c, store: store, logger: log, clock: clock)
             try started.start()
             collector = started
             let qlen = Collector.maxDatagramQueue.map { "net.unix.max_dgram_qlen \($0)\($0 < 512 ? " (raise it to 512 or more: datagrams beyond the queue are lost at the sender)" : "")" } ?? ""
@@ -103,7 +103,7 @@ public final class PolicyDaemon: Sendable {
         if let r = config.reporting, r.sendDaily {
             let log = Log.logger("reports")
             let sender: ReportSender
-            do { sender = try r.makeSender(store: store, logger: log, now: { clock.now() }) } catch {
+            do { sender = try r.makeSender(store: store, logger: log, clock: clock) } catch {
                 throw DaemonRuntime.SetupError(description: "reporting: \(error)")
             }
             scheduler = ReportScheduler(store: store, sender: sender, clock: clock, spread: r.spread, logger: log)

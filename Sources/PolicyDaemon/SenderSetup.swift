@@ -1,3 +1,4 @@
+import MTASTSCore
 import DKIM
 import Foundation
 import Logging
@@ -16,7 +17,7 @@ extension ReportingSettings {
     }
 
     public func makeSender(store: SessionStore, logger: Logger = Log.logger("reports"),
-                           now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws -> ReportSender {
+                           clock: any WallClock = SystemClock()) throws -> ReportSender {
         let https = try HTTPSTransport(caFiles: caFiles, timeout: .milliseconds(Int64(httpsTimeout * 1000)))
         let mail: ReportSender.MailTransport
         if transport == "smtp", let host = smtpHost {
@@ -31,7 +32,7 @@ extension ReportingSettings {
             let submitter = try identity.submitter
             signer = ReportSender.DKIMSigner(domain: dkimDomain ?? submitter, selector: dkimSelector, key: try DKIM.SigningKey(pem: pem))
         }
-        let sender = ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, logger: logger, now: now)
+        let sender = ReportSender(store: store, identity: try identity, https: https, mail: mail, dkim: signer, node: node, logger: logger, clock: clock)
         sender.firstRetry = firstRetry
         return sender
     }

@@ -29,7 +29,8 @@ public final class Collector: @unchecked Sendable {
     let store: SessionStore
     let logger: Logger
     /// Seconds since 1970, injectable (the day of receipt decides the report a session goes in).
-    let now: @Sendable () -> Double
+    let clock: any WallClock
+    func now() -> Double { clock.now() }
 
     private var fd: Int32 = -1
     private let lock = NSCondition()
@@ -47,11 +48,11 @@ public final class Collector: @unchecked Sendable {
     private var quarantineLines = 0
 
     public init(configuration: Configuration, store: SessionStore, logger: Logger = Logger(label: "collector"),
-                now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+                clock: any WallClock = SystemClock()) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        self.now = now
+        self.clock = clock
     }
 
     public var snapshot: Counters {

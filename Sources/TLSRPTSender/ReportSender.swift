@@ -33,14 +33,15 @@ public final class ReportSender: @unchecked Sendable {
     let dkim: DKIMSigner?
     let node: String
     let logger: Logger
-    let now: @Sendable () -> Double
+    let clock: any WallClock
+    func now() -> Double { clock.now() }
 
     /// Retries: 1 minute (by default), doubling, until 24 hours after the first attempt (RFC 8460 §5.5).
     public var firstRetry: Double = 60
     public static let giveUpAfter: Double = 86_400
 
     public init(store: SessionStore, identity: SenderIdentity, https: HTTPSTransport, mail: MailTransport?, dkim: DKIMSigner?,
-                node: String, logger: Logger = Logger(label: "reports"), now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+                node: String, logger: Logger = Logger(label: "reports"), clock: any WallClock = SystemClock()) {
         self.store = store
         self.identity = identity
         self.https = https
@@ -48,7 +49,7 @@ public final class ReportSender: @unchecked Sendable {
         self.dkim = dkim
         self.node = node
         self.logger = logger
-        self.now = now
+        self.clock = clock
     }
 
     /// Claims the day's reports this node is first to claim and records one pending delivery per

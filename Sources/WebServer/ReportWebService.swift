@@ -26,7 +26,7 @@ public final class ReportWebService: Sendable {
     let ingestor: ReportIngestor
     let pool: BlockingPool
     let logger: Logger
-    let now: @Sendable () -> Date
+    let clock: any WallClock
     /// Policy bodies by host name (`mta-sts.DOMAIN`).
     let policyHosts: [String: ByteBuffer]
     let reportsStored = Counter(label: "mtasts_reports_received_total", dimensions: [("outcome", "stored")])
@@ -36,13 +36,13 @@ public final class ReportWebService: Sendable {
     let policyRequests = Counter(label: "mtasts_policy_requests_total")
 
     public init(config: ServeConfig, store: ReportStore, pool: BlockingPool = .shared, logger: Logger = Log.logger("serve"),
-                now: @escaping @Sendable () -> Date = { Date() }) {
+                clock: any WallClock = SystemClock()) {
         self.config = config
         self.store = store
         self.ingestor = ReportIngestor(store: store, maxSize: config.maxDecompressed, dkimPolicy: .ignore, lookup: { _ in nil })
         self.pool = pool
         self.logger = logger
-        self.now = now
+        self.clock = clock
         var hosts: [String: ByteBuffer] = [:]
         for (domain, text) in config.policies { hosts["mta-sts." + domain] = ByteBuffer(string: text) }
         policyHosts = hosts
@@ -131,7 +131,7 @@ public final class ReportWebService: Sendable {
         }
         let bytes = Array(body.readableBytesView)
         body = ByteBuffer()
-        let ingestor = self.ingestor, time = now().timeIntervalSince1970
+        let ingestor = self.ingestor, time = clock.now()
         let outcome: ReportIngestor.Outcome
         do {
             outcome = try await pool.run { try ingestor.ingest(body: bytes, at: time) }
@@ -233,7 +233,7 @@ public final class ReportWebService: Sendable {
         let days = try query.int("days", default: 14, 1...3_660)
         let minDays = try query.int("min_days", default: 7, 0...3_660)
         let tolerance = try query.double("tolerance", default: 0, 0...100)
-        let until = try query.day("until") ?? RFC3339.formatDay(Int64(now().timeIntervalSince1970))
+        let until = try query.day("until") ?? RFC3339.formatDay(Int64(clock.now()))
         let authenticated = try query.flag("authenticated")
         return await database("readiness") { try $0.readiness(domain: domain, until: until, days: days, minDays: minDays, tolerance: tolerance / 100, authenticatedOnly: authenticated).json }
     }

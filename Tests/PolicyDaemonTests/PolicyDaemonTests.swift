@@ -69,7 +69,7 @@ import TLSRPTSender
         try store.commit(batch)
         let sender = ReportSender(store: store, identity: SenderIdentity(organization: "Test Org", contact: "mailto:tlsrpt@sender.test", submitter: "sender.test", from: "tlsrpt@sender.test"),
                                   https: try HTTPSTransport(caFiles: [], timeout: .seconds(5)), mail: nil, dkim: nil, node: "n1",
-                                  now: { clock.now() })
+                                  clock: clock)
         return (store, sender)
     }
 

@@ -29,7 +29,7 @@ import TLSRPTReceiver
         config.maxCompressed = 64 * 1024
         edit(&config)
         return ReportWebService(config: config, store: try ReportStore(url: config.database),
-                                now: { Date(timeIntervalSince1970: 1_795_000_000) })
+                                clock: ManualClock(1_795_000_000))
     }
 
     static func report(id: String, failed: String = "2") -> String {
