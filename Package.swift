@@ -197,7 +197,7 @@ let package = Package(
         .testTarget(name: "DKIMTests", dependencies: ["DKIM", .product(name: "_CryptoExtras", package: "swift-crypto")]),
         .testTarget(name: "MTASTSNetTests", dependencies: ["MTASTSNet", "TestSupport", .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "TLSRPTReceiverTests", dependencies: ["TLSRPTReceiver", "MTASTSCore", "DKIM", "TestSupport"]),
-        .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore", "TestSupport"]),
+        .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore", "MTASTSNet", "TestSupport"]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

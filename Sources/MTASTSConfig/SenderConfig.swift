@@ -44,6 +44,9 @@ public struct ReportingSettings: Sendable, Equatable {
     public var spread: Double = 3_600
     public var node = ProcessInfo.processInfo.hostName
     public var httpsTimeout: Double = 30
+    /// An https rua may name a loopback, private, link-local or unique-local address (by literal
+    /// or by what its name resolves to). Off: a stranger's record cannot aim our POSTs at our own network.
+    public var allowPrivateRUA = false
     /// First retry delay; it doubles per attempt (RFC 8460 §5.5), giving up after 24 hours.
     public var firstRetry: Double = 60
     public var caFiles: [String] = []
@@ -101,6 +104,7 @@ extension DaemonConfig {
             case "spread": r.spread = try reader.double(v, name, 0...43_200)
             case "node": r.node = try reader.string(v, name)
             case "https_timeout": r.httpsTimeout = try reader.double(v, name, 0.1...600)
+            case "allow_private_rua": r.allowPrivateRUA = try reader.bool(v, name)
             case "first_retry": r.firstRetry = try reader.double(v, name, 0...86_400)
             case "ca_file": r.caFiles = try reader.strings(v, name)
             case "mail":

@@ -18,7 +18,7 @@ extension ReportingSettings {
 
     public func makeSender(store: SessionStore, logger: Logger = Log.logger("reports"),
                            clock: any WallClock = SystemClock()) throws -> ReportSender {
-        let https = try HTTPSTransport(caFiles: caFiles, timeout: .milliseconds(Int64(httpsTimeout * 1000)))
+        let https = try HTTPSTransport(caFiles: caFiles, timeout: .milliseconds(Int64(httpsTimeout * 1000)), allowPrivate: allowPrivateRUA)
         let mail: ReportSender.MailTransport
         if transport == "smtp", let host = smtpHost {
             mail = .submission(try SubmissionTransport(host: host, port: smtpPort, tls: SubmissionTransport.TLSMode(rawValue: smtpTLS) ?? .starttls,

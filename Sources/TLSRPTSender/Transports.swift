@@ -1,4 +1,5 @@
 import Foundation
+import ServerSupport
 import MTASTSNet
 import NIOCore
 import NIOHTTP1
@@ -29,11 +30,15 @@ public struct HTTPSTransport: Sendable {
     let context: NIOSSLContext
     let timeout: TimeAmount
     let userAgent: String
+    /// Whether a rua may name a loopback, private, link-local or unique-local address (by literal
+    /// or by what its name resolves to): off by default (`reporting.allow_private_rua`).
+    let allowPrivate: Bool
 
-    public init(caFiles: [String] = [], timeout: TimeAmount = .seconds(30), userAgent: String = "mtasts") throws {
+    public init(caFiles: [String] = [], timeout: TimeAmount = .seconds(30), userAgent: String = "mtasts", allowPrivate: Bool = false) throws {
         context = try TLSSetup.trustStoreContext(caFiles: caFiles)
         self.timeout = timeout
         self.userAgent = userAgent
+        self.allowPrivate = allowPrivate
     }
 
     public func post(_ uri: String, body: [UInt8], contentType: String = "application/tlsrpt+gzip") async -> DeliveryOutcome {
@@ -44,7 +49,19 @@ public struct HTTPSTransport: Sendable {
         var path = url.path.isEmpty ? "/" : url.path
         if let q = url.query { path += "?" + q }
         let context = self.context
-        let literal = host.first?.isNumber == true && host.contains(".") && host.allSatisfy({ $0.isNumber || $0 == "." })
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        let literal = PublicAddress.isLiteral(bare)
+        // The address is chosen here and connected to as checked: a name that resolves to the
+        // operator's own network is refused (unless allowed), and cannot change in between.
+        let addresses: [String]
+        do { addresses = try await BlockingPool.shared.run { PublicAddress.resolve(bare, port: port) } } catch {
+            return DeliveryOutcome(.temporary, "\(host): cannot resolve now: \(error)")
+        }
+        guard !addresses.isEmpty else { return DeliveryOutcome(.temporary, "\(host) does not resolve") }
+        let usable = allowPrivate ? addresses : addresses.filter(PublicAddress.isPublic)
+        guard let address = usable.first else {
+            return DeliveryOutcome(.permanent, "refused: \(host) is \(addresses.joined(separator: ", ")), not a public address (reporting.allow_private_rua allows it)")
+        }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
         headers.add(name: "Content-Type", value: contentType)
@@ -53,7 +70,7 @@ public struct HTTPSTransport: Sendable {
         headers.add(name: "Connection", value: "close")
         do {
             let response = try await HTTPSExchange.run(
-                host: host, port: port, tls: { try NIOSSLClientHandler(context: context, serverHostname: literal ? nil : host) },
+                host: address, port: port, tls: { try NIOSSLClientHandler(context: context, serverHostname: literal ? nil : bare) },
                 request: HTTPRequestHead(version: .http1_1, method: .POST, uri: path, headers: headers), body: body,
                 maxBody: 300, overflow: .truncate, connectTimeout: timeout, deadline: timeout)
             let status = response.head.status

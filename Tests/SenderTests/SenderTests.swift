@@ -323,6 +323,7 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
                   https_timeout: 2
                   first_retry: 1
                   ca_file: \(caFile)
+                  allow_private_rua: true
                   mail:
                     transport: sendmail
                     sendmail: \(stub)
@@ -497,7 +498,7 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
         var configs: [String] = []
         for node in ["one", "two"] {
             let path = dir.appendingPathComponent("fleet-\(node).yml").path
-            try "tlsrpt_database: \"\(pg.dsn)\"\nreporting:\n  organization: Fleet\n  submitter: sender.test\n  node: \(node)\n  ca_file: \(caFile)\n".write(toFile: path, atomically: true, encoding: .utf8)
+            try "tlsrpt_database: \"\(pg.dsn)\"\nreporting:\n  organization: Fleet\n  submitter: sender.test\n  node: \(node)\n  ca_file: \(caFile)\n  allow_private_rua: true\n".write(toFile: path, atomically: true, encoding: .utf8)
             configs.append(path)
         }
         final class Outputs: @unchecked Sendable {
@@ -611,6 +612,7 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
               submitter: sender.test
               spread: 0
               ca_file: \(caFile)
+              allow_private_rua: true
 
             """.write(toFile: config, atomically: true, encoding: .utf8)
         let collected = try CLI.run(["collect-log", log, "--config", config, "--json"])

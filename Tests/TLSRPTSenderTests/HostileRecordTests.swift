@@ -3,6 +3,7 @@ import MTASTSCore
 import Testing
 import TestSupport
 import TLSRPTSender
+import MTASTSNet
 
 /// Addresses from strangers' DNS records on their way into our SMTP dialogue and headers
 /// (issue: hostile input, item 2).
@@ -64,5 +65,34 @@ import TLSRPTSender
         #expect(throws: SubmissionTransport.CredentialsInClear.self) {
             try SubmissionTransport(host: "127.0.0.1", tls: .none, username: "u", password: "p", ehloName: "sender.test")
         }
+    }
+}
+
+/// An https rua is a stranger's choice of where we POST (issue: hostile input, item 2).
+@Suite struct PrivateRUATests {
+    @Test("loopback, private, link-local, unique-local, CGNAT and documentation addresses are not public; ordinary ones are")
+    func classification() {
+        for a in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0", "192.0.2.1",
+                  "198.51.100.7", "203.0.113.9", "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "fd12::1", "ff02::1",
+                  "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2001:db8::1", "64:ff9b::a00:1", "not an address"] {
+            #expect(!PublicAddress.isPublic(a), "\(a)")
+        }
+        for a in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2a00:1450:4001::1", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+            #expect(PublicAddress.isPublic(a), "\(a)")
+        }
+    }
+
+    @Test("a POST to a private address (by literal or by name) is refused, not attempted, unless allowed")
+    func refused() async throws {
+        let strict = try HTTPSTransport(timeout: .seconds(2))
+        for uri in ["https://127.0.0.1:9/r", "https://localhost:9/r", "https://[::1]:9/r", "https://10.0.0.1/r"] {
+            let outcome = await strict.post(uri, body: [1])
+            #expect(outcome.kind == .permanent, "\(uri): \(outcome.detail)")
+            #expect(outcome.detail.contains("not a public address"), "\(uri): \(outcome.detail)")
+        }
+        // Allowed: attempted (nothing listens on port 9: a temporary failure, not a refusal).
+        let lax = try HTTPSTransport(timeout: .seconds(2), allowPrivate: true)
+        let attempted = await lax.post("https://127.0.0.1:9/r", body: [1])
+        #expect(attempted.kind == .temporary, "\(attempted.detail)")
     }
 }
