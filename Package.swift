@@ -174,6 +174,7 @@ let package = Package(
         // In-process: routes through Hummingbird's test client, no child process.
         .testTarget(name: "WebServerTests", dependencies: [
             "WebServer", "MTASTSConfig", "TLSRPTReceiver", "MTASTSCore", "ServerSupport", "TestSupport",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
