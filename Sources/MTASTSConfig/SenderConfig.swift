@@ -87,6 +87,9 @@ extension DaemonConfig {
             default: throw reader.unknown(k, key, in: "collector")
             }
         }
+        guard c.batchSize <= c.maxBacklog else {
+            throw reader.error(node, "collector.batch_size (\(c.batchSize)) is above collector.max_backlog (\(c.maxBacklog)): datagrams would be dropped in normal operation")
+        }
         return c
     }
 

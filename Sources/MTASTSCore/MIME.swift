@@ -130,6 +130,7 @@ public struct MIMEPart: Sendable {
             i = next
         }
         flush()
+        guard bytes.endIndex - bytes.startIndex <= maxHeaderBytes, headers.count <= maxHeaders else { return ([], bytes.endIndex) }
         return (headers, bytes.endIndex)
     }
 

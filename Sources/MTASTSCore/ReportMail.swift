@@ -124,9 +124,12 @@ public enum ReportReader {
             }
             let body = part.decodedBody
             do {
-                let payload = try decodePayload(body, maxSize: budget)
-                budget -= payload.json.count
-                let (json, compressed, decoded) = (payload.json, payload.compressed, payload.decoded)
+                // Charged as inflated, whether the bytes turn out to be a report or not.
+                let compressed = Gzip.isGzip(body)
+                let inflated = compressed ? try inflate(body, maxSize: budget) : body
+                budget -= inflated.count
+                if inflated.count > maxSize { throw NotAReport("the report is larger than \(maxSize) bytes", tooLarge: true) }
+                let (json, decoded) = (inflated, try TLSReport.decode(json: inflated))
                 var mediaDiagnostics: [Diagnostic] = []
                 let essence = type.essence
                 if essence == "application/tlsrpt+gzip" && !compressed {
@@ -155,6 +158,7 @@ public enum ReportReader {
                 withMedia.diagnostics += mediaDiagnostics
                 reports.append(ParsedReport(decoded: withMedia, source: .email, rawJSON: json, filename: filename, mediaType: essence))
             } catch let error as NotAReport {
+                if error.tooLarge { budget = 0 }
                 if labelled { failures.append("\(type.essence)\(filename.map { " '\($0)'" } ?? ""): \(error.reason)") }
             } catch {
                 if labelled { failures.append("\(type.essence): \(error)") }

@@ -18,6 +18,14 @@ public enum PublicAddress {
             return isPublicV4(UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15]))
         }
         if b[0..<15].allSatisfy({ $0 == 0 }) { return false }                   // :: and ::1
+        if b[0..<12].allSatisfy({ $0 == 0 }) {                                  // ::a.b.c.d (IPv4-compatible)
+            return isPublicV4(UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15]))
+        }
+        if b[0] == 0x20 && b[1] == 0x02 {                                       // 2002::/16 6to4: the IPv4 inside
+            return isPublicV4(UInt32(b[2]) << 24 | UInt32(b[3]) << 16 | UInt32(b[4]) << 8 | UInt32(b[5]))
+        }
+        if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00 { return false }  // 2001::/32 Teredo
+        if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && b[4] == 0x00 && b[5] == 0x01 { return false }  // 64:ff9b:1::/48 local NAT64
         if b[0] == 0xFF { return false }                                        // multicast
         if b[0] & 0xFE == 0xFC { return false }                                 // fc00::/7 unique local
         if b[0] == 0xFE && b[1] & 0xC0 == 0x80 { return false }                 // fe80::/10 link local

@@ -162,14 +162,12 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         if queue.isEmpty, let reply = responder.immediateReply(to: request) {
             write(reply, context: context)
             latency?.observe(NIODeadline.now() - start)
+            if !context.channel.isWritable { updateReading(context) }
             return
         }
         let sequence = head + queue.count
         queue.append(nil)
-        if queue.count >= Self.maxOwed, !readingPaused {
-            readingPaused = true
-            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
-        }
+        updateReading(context)
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         let responder = self.responder
@@ -225,7 +223,28 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
             write(reply, context: context)
         } else {
             queue.append(reply)
+            updateReading(context)
         }
+    }
+
+    /// Reading pauses while the connection owes `maxOwed` replies or its replies are not being
+    /// read (the channel is not writable), and resumes once both have eased.
+    func updateReading(_ context: ChannelHandlerContext) {
+        let pause = queue.count >= Self.maxOwed || !context.channel.isWritable
+        let resume = queue.count < Self.maxOwed / 2 && context.channel.isWritable
+        if pause, !readingPaused {
+            readingPaused = true
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        } else if resume, readingPaused {
+            readingPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        updateReading(context)
+        context.fireChannelWritabilityChanged()
     }
 
     func fill(_ sequence: Int, _ reply: String) {
@@ -243,11 +262,7 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
             pendingFlush = false
             context.flush()
         }
-        if readingPaused, queue.count < Self.maxOwed / 2 {
-            readingPaused = false
-            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
-            context.read()
-        }
+        if readingPaused { updateReading(context) }
     }
 
     func write(_ reply: String, context: ChannelHandlerContext) {

@@ -111,11 +111,13 @@ public final class SQLiteDatabase: @unchecked Sendable {
                 throw StorageError("cannot create the directory \(directory) for the database \(path): \(error.localizedDescription)")
             }
         }
-        // A new database file is created readable by its owner only (reports name a domain's
-        // senders and hosts); SQLite gives its -wal and -shm files the same mode.
-        let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        // A new database file is created 0640 (reports name a domain's senders and hosts: no
+        // world access; the group lets a second process read); SQLite gives its -wal and -shm
+        // files the same mode.
+        let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o640)
         if created >= 0 { close(created) }
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        // SQLITE_OPEN_NOFOLLOW: a link planted at the path is refused, not followed.
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"

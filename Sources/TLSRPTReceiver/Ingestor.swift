@@ -93,13 +93,32 @@ public final class ReportIngestor: Sendable {
         return outcome
     }
 
-    /// The domain of the first address in a From header (`Name <a@b.example>` or `a@b.example`).
+    /// The domain of the one mailbox of a From header (`Name <a@b.example>` or `a@b.example`):
+    /// comments and quoted strings are skipped first; a From naming several mailboxes, or none,
+    /// gives nil (nothing can align with it).
     static func domain(ofAddress header: String?) -> String? {
-        guard var text = header else { return nil }
-        if let open = text.lastIndex(of: "<"), let close = text[open...].firstIndex(of: ">") { text = String(text[text.index(after: open)..<close]) }
-        guard let at = text.lastIndex(of: "@") else { return nil }
-        let domain = text[text.index(after: at)...].trimmingCharacters(in: .whitespaces).lowercased()
-        return domain.isEmpty ? nil : (domain.hasSuffix(".") ? String(domain.dropLast()) : domain)
+        guard let header else { return nil }
+        var plain = "", depth = 0, quoted = false, escaped = false
+        for c in header {
+            if escaped { escaped = false; if depth == 0 && !quoted { plain.append(c) }; continue }
+            if c == "\\" { escaped = true; continue }
+            if quoted { if c == "\"" { quoted = false }; continue }
+            if c == "\"" && depth == 0 { quoted = true; continue }
+            if c == "(" { depth += 1; continue }
+            if c == ")" && depth > 0 { depth -= 1; continue }
+            if depth == 0 { plain.append(c) }
+        }
+        guard !plain.contains(",") else { return nil }
+        var address = plain
+        if let open = plain.firstIndex(of: "<") {
+            guard let close = plain[open...].firstIndex(of: ">"), plain.filter({ $0 == "<" }).count == 1 else { return nil }
+            address = String(plain[plain.index(after: open)..<close])
+        }
+        let parts = address.trimmingCharacters(in: .whitespaces).split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty else { return nil }
+        let domain = parts[1].trimmingCharacters(in: .whitespaces).lowercased()
+        guard !domain.isEmpty, !domain.contains(where: { $0 == " " || $0 == "<" || $0 == ">" }) else { return nil }
+        return domain.hasSuffix(".") ? String(domain.dropLast()) : domain
     }
 
     /// Relaxed alignment without a public-suffix list: the same domain, or one a subdomain of the

@@ -104,12 +104,13 @@ public final class ReportStore: @unchecked Sendable {
         try db.transaction { try storeInTransaction(input) }
     }
 
-    private func storeInTransaction(_ input: IncomingReport) throws -> StoreOutcome {
+    /// `keySuffix` marks a verified report stored beside another signer's copy of the same key.
+    private func storeInTransaction(_ input: IncomingReport, keySuffix: String? = nil) throws -> StoreOutcome {
         let report = input.parsed.report
         let organization = nonEmpty(report.organizationName) ?? "(no organization-name)"
         let normalized = String(decoding: report.encoded(), as: UTF8.self)
         // A report without report-id gets one derived from its content, so a re-send still dedups.
-        let reportID = nonEmpty(report.reportID) ?? "content-" + String(FNV1a.hash(normalized.utf8), radix: 16)
+        let reportID = (nonEmpty(report.reportID) ?? "content-" + String(FNV1a.hash(normalized.utf8), radix: 16)) + (keySuffix ?? "")
         let day = RFC3339.formatDay(report.startDate)
         let diagnostics = input.parsed.diagnostics.map { "\($0.code): \($0.message)" }.joined(separator: "\n")
         do {
@@ -123,15 +124,25 @@ public final class ReportStore: @unchecked Sendable {
                       optional(input.mailFrom), .integer(Int64(report.totalSuccessful)), .integer(Int64(report.totalFailed)),
                       diagnostics.isEmpty ? .null : .text(diagnostics), .text(normalized), .blob(input.raw)])
             guard let id = inserted.first?.first?.int else {
-                let existing = try db.query("SELECT id, dkim FROM reports WHERE organization_id = ? AND report_id = ? AND start_date = ? AND end_date = ?",
+                let existing = try db.query("SELECT id, dkim, dkim_domain FROM reports WHERE organization_id = ? AND report_id = ? AND start_date = ? AND end_date = ?",
                                             [.integer(orgID), .text(reportID), .integer(report.startDate), .integer(report.endDate)])
                 let existingID = existing.first?[0].int ?? 0
-                // First come is not first served: an unauthenticated copy (a POST, an unsigned or
-                // unaligned mail) cannot keep out a DKIM-verified one that arrives later. The
-                // verified copy replaces it, content and all; the duplicate is then this one.
-                guard input.dkim == "pass", existing.first?[1].string != "pass", existingID != 0 else { return .duplicate(existingID) }
-                try remove(existingID)
-                return try storeInTransaction(input)
+                // First come is not first served. The key (organisation, report-id, dates) is
+                // chosen by whoever writes the report, so a copy that got there first must not
+                // keep out a DKIM-verified one: nothing is deleted or subtracted, the verified copy
+                // is stored too (and alone counts under --authenticated).
+                guard input.dkim == "pass", existingID != 0 else { return .duplicate(existingID) }
+                if existing.first?[1].string == "pass" {
+                    // Both verified: by the same signer, a duplicate; by another signer, that
+                    // signer's own report (a verified forger cannot keep out the real sender).
+                    guard keySuffix == nil, existing.first?[2].string != input.dkimDomain else { return .duplicate(existingID) }
+                    return try storeInTransaction(input, keySuffix: "#d=\(input.dkimDomain ?? "?")")
+                }
+                // An unauthenticated copy holds the key: it keeps its data under a marked id, and
+                // the verified copy takes the key (a concurrent upgrade renames it only once).
+                try db.query("UPDATE reports SET report_id = ? WHERE id = ? AND (dkim IS NULL OR dkim <> 'pass')",
+                             [.text(reportID + "#unauthenticated-\(existingID)"), .integer(existingID)])
+                return try storeInTransaction(input, keySuffix: keySuffix)
             }
             for result in report.policies {
                 let policy = result.policy
@@ -164,24 +175,6 @@ public final class ReportStore: @unchecked Sendable {
             }
             return .stored(id)
         }
-    }
-
-    /// Removes a stored report and what was derived from it (its policies, failure details and
-    /// their share of the roll-up), inside the caller's transaction.
-    func remove(_ id: Int64) throws {
-        let details = try db.query("SELECT policy_domain, day, result_type, receiving_mx_hostname, receiving_ip, failed_sessions FROM failure_details WHERE report = ?", [.integer(id)])
-        for d in details {
-            let n = d[5].int ?? 0
-            for (kind, key) in [("result-type", d[2].string), ("mx-host", d[3].string), ("receiving-ip", d[4].string)] {
-                try db.query("""
-                    UPDATE failure_rollup SET sessions = CASE WHEN sessions > ? THEN sessions - ? ELSE 0 END
-                    WHERE policy_domain = ? AND day = ? AND kind = ? AND key = ?
-                    """, [.integer(n), .integer(n), .text(d[0].string ?? ""), .text(d[1].string ?? ""), .text(kind), .text(key ?? "(not reported)")])
-            }
-        }
-        try db.query("DELETE FROM failure_details WHERE report = ?", [.integer(id)])
-        try db.query("DELETE FROM report_policies WHERE report = ?", [.integer(id)])
-        try db.query("DELETE FROM reports WHERE id = ?", [.integer(id)])
     }
 
     private func organizationID(_ name: String, contact: String?, at time: Double) throws -> Int64 {

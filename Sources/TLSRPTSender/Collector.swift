@@ -92,7 +92,9 @@ public final class Collector: @unchecked Sendable {
             unlink(path)
         }
         // The socket file is created under a umask that grants no more than the configured mode
-        // (never world-writable by default, not even until the chmod below).
+        // (never world-writable by default, not even until the chmod below). The umask is the
+        // process's for the length of one bind(2); the daemon creates its other files (cache,
+        // databases) before the collector starts.
         let previousMask = umask(~configuration.mode & 0o777)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
@@ -173,7 +175,7 @@ public final class Collector: @unchecked Sendable {
             counters.received += received.count
             counters.dropped += dropped
             exported.received.increment(by: received.count)
-            if dropped > 0 { exported.dropped.increment(by: dropped) }
+            if dropped > 0 { exported.dropped.increment(by: dropped) }  // (counters changed here directly, not through bump)
             if wake { lock.signal() }
             lock.unlock()
             received.removeAll(keepingCapacity: true)
@@ -284,6 +286,7 @@ public final class Collector: @unchecked Sendable {
             if a.committed != b.committed { committed.increment(by: a.committed - b.committed) }
             if a.commits != b.commits { commits.increment(by: a.commits - b.commits) }
             if a.commitFailures != b.commitFailures { commitFailures.increment(by: a.commitFailures - b.commitFailures) }
+            if a.dropped != b.dropped { dropped.increment(by: a.dropped - b.dropped) }
         }
     }
 
@@ -307,7 +310,8 @@ public final class Collector: @unchecked Sendable {
         if second != quarantineSecond { quarantineSecond = second; quarantineLines = 0 }
         guard quarantineLines < configuration.quarantineRate else { return }
         quarantineLines += 1
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        // O_NONBLOCK: a FIFO planted at the path cannot stall the writer thread.
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }
         defer { close(fd) }
         var st = stat()

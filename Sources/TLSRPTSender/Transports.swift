@@ -63,7 +63,8 @@ public struct HTTPSTransport: Sendable {
             return DeliveryOutcome(.permanent, "refused: \(host) is \(addresses.joined(separator: ", ")), not a public address (reporting.allow_private_rua allows it)")
         }
         var headers = HTTPHeaders()
-        headers.add(name: "Host", value: url.port.map { "\(host):\($0)" } ?? host)
+        let hostHeader = bare.contains(":") ? "[\(bare)]" : bare  // an IPv6 literal keeps its brackets
+        headers.add(name: "Host", value: url.port.map { "\(hostHeader):\($0)" } ?? hostHeader)
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "User-Agent", value: userAgent)

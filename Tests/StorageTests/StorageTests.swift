@@ -25,14 +25,14 @@ import TestSupport
         #expect(rows[0][2].bytes == [0, 255, 10])
     }
 
-    @Test("text is bound by byte length: a NUL survives, an empty string stays empty; a new database file is 0600 (hostile input)")
+    @Test("text is bound by byte length: a NUL survives, an empty string stays empty; a new database file is 0640 (hostile input)")
     func nulAndFileMode() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("storage-\(UUID().uuidString.prefix(8)).db").path
         let old = umask(0)
         defer { umask(old) }
         let db = try SQLDatabase(sqlite: path)
         var st = stat()
-        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o640)
         try db.query("CREATE TABLE t (k TEXT)")
         for text in ["a\u{0}b\u{0}", "", "é\u{0}"] {
             try db.query("DELETE FROM t")

@@ -43,24 +43,37 @@ import Testing
         return ReportIngestor(store: store, dkimPolicy: policy, lookup: { name in name.hasPrefix("s._domainkey.") ? [record] : nil })
     }
 
-    @Test("an unauthenticated POST that arrives first does not keep out the DKIM-verified mail: the verified copy replaces it, counts and all")
-    func verifiedReplacesForged() async throws {
+    @Test("an unauthenticated POST that arrives first does not keep out the DKIM-verified mail: both are kept, the verified one holds the key")
+    func verifiedIsNotKeptOut() async throws {
         let forged = try ingestor().ingest(body: report(failed: 0).encoded())
         #expect(forged.stored.count == 1)
         let real = try await ingestor().ingest(mail: try mail(failed: 7))
         #expect(real.stored.count == 1, "\(real)")
         let rows = try store.list(ReportFilter(), limit: 10)
-        #expect(rows.count == 1)
-        #expect(rows.first?.dkim == "pass")
-        #expect(rows.first?.channel == "mail")
-        #expect(rows.first?.failed == 7)
-        let summary = try store.summary(ReportFilter())
-        #expect(summary.failed == 7)
-        #expect(summary.byResultType.first?.sessions == 7)
-        // The forged copy again: a duplicate of the verified one, which stays.
+        #expect(rows.count == 2)
+        let verified = try #require(rows.first { $0.dkim == "pass" })
+        #expect(verified.reportID == "r-1" && verified.failed == 7 && verified.channel == "mail")
+        #expect(rows.first { $0.dkim != "pass" }?.reportID == "r-1#unauthenticated-\(forged.stored[0])")
+        #expect(try store.summary(ReportFilter(authenticatedOnly: true)).failed == 7)
+        #expect(try store.summary(ReportFilter()).unauthenticatedReports == 1)
+        // The forged copy again: a duplicate of the verified one.
         let again = try ingestor().ingest(body: report(failed: 0).encoded())
-        #expect(again.duplicates == [rows[0].id])
-        #expect(try store.list(ReportFilter(), limit: 10).first?.failed == 7)
+        #expect(again.duplicates == [verified.id])
+        #expect(try store.list(ReportFilter(), limit: 10).count == 2)
+    }
+
+    @Test("a report signed by someone else under the same key does not keep out the real sender's: each signer's copy is its own")
+    func verifiedForgerDoesNotKeepOutTheRealOne() async throws {
+        let forger = try await ingestor().ingest(mail: try mail(failed: 0, from: "x@attacker.example", signer: "attacker.example"))
+        #expect(forger.stored.count == 1, "\(forger)")
+        let real = try await ingestor().ingest(mail: try mail(failed: 5))
+        #expect(real.stored.count == 1, "\(real)")
+        let rows = try store.list(ReportFilter(), limit: 10)
+        #expect(rows.count == 2)
+        #expect(Set(rows.map(\.reportID)) == ["r-1", "r-1#d=sender.example"])
+        // The same signer again: a duplicate.
+        let again = try await ingestor().ingest(mail: try mail(failed: 5))
+        #expect(again.duplicates.count == 1)
     }
 
     @Test("a verified duplicate does not replace a verified report; a forged one after a verified one is a duplicate")
@@ -79,6 +92,11 @@ import Testing
         #expect(subdomain.stored.count == 1, "\(subdomain)")
         let twoFroms = try await ingestor().ingest(mail: try mail(failed: 1, extraFrom: true))
         #expect(twoFroms.notAReport?.contains("more than one From") == true, "\(twoFroms)")
+        // The From's one mailbox decides; a list, a comment or a quoted string cannot smuggle another.
+        #expect(ReportIngestor.domain(ofAddress: "Reports <tlsrpt@Sender.Example.>") == "sender.example")
+        #expect(ReportIngestor.domain(ofAddress: "r@victim.example, x@attacker.example") == nil)
+        #expect(ReportIngestor.domain(ofAddress: "r@victim.example (<x@attacker.example>)") == "victim.example")
+        #expect(ReportIngestor.domain(ofAddress: "\"<x@attacker.example>\"@victim.example") == nil)
     }
 
     @Test("summary and readiness can be limited to authenticated reports, and say how many were not")
