@@ -68,7 +68,7 @@ import TLSRPTSender
         batch.add(datagram, day: "2027-01-14")
         try store.commit(batch)
         let sender = ReportSender(store: store, identity: SenderIdentity(organization: "Test Org", contact: "mailto:tlsrpt@sender.test", submitter: "sender.test", from: "tlsrpt@sender.test"),
-                                  https: try HTTPSTransport(caFiles: [], timeout: .seconds(5)), mail: nil, dkim: nil, node: "n1",
+                                  https: try HTTPSTransport(caFiles: [], timeout: .seconds(5), allowPrivate: true), mail: nil, dkim: nil, node: "n1",
                                   clock: clock)
         return (store, sender)
     }
