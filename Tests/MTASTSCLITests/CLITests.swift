@@ -67,6 +67,14 @@ import TestSupport
             #expect(r.status == 1, "\(name): \(r.stdout) \(r.stderr)")
             #expect(r.stdout.contains("session count must be an integer from 0 to 2^53"), "\(name): \(r.stdout)")
         }
+        // The mail pipe: not a report (logged, exit 0 so the MTA does not bounce it), nothing stored.
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("hostile-\(UUID().uuidString.prefix(6)).db").path
+        let ingest = try CLI.run(["reports", "ingest", "--database", db, "--dkim", "ignore", "--json"],
+                                 stdin: Data(report.replacingOccurrences(of: "COUNT", with: "1").replacingOccurrences(of: "DETAILS", with: String(details)).utf8))
+        #expect(ingest.status == 0, "\(ingest.stderr)")
+        #expect(ingest.stderr.contains("not a TLS report") && ingest.stderr.contains("session count"), "\(ingest.stderr)")
+        #expect((ingest.json as? [String: Any])?["not-reports"] as? Int == 1)
+        #expect((try CLI.run(["reports", "list", "--json", "--database", db]).json as? [Any])?.isEmpty == true)
     }
 
     @Test func recordLint() throws {
