@@ -158,13 +158,17 @@ public struct DomainChecker: Sendable {
             }
         }
         if fetch.body != nil && !fetch.isTextPlain {
-            findings.append(Finding(.warning, "policy-content-type", "the policy is served as '\(fetch.contentType ?? "no Content-Type")', not text/plain; some senders reject it", subject: host))
+            // RFC 8461 §3.2: the policy is text/plain. Senders that check (this daemon, the
+            // reference resolver) refuse it otherwise, so it is not applied: an error.
+            findings.append(Finding(.error, "policy-content-type", "the policy is served as '\(fetch.contentType ?? "no Content-Type")', not text/plain: senders that check refuse it, so it is not applied (RFC 8461 §3.2)", subject: host))
         }
         return (fetch, findings, false)
     }
 
     func checkPolicy(_ fetch: PolicyFetchResult, _ domain: DomainName, _ report: inout DomainReport) {
-        guard let body = fetch.body else { return }
+        // A policy not served as text/plain is not one a sender applies: the MX findings do not
+        // judge the MX hosts against it.
+        guard let body = fetch.body, fetch.isTextPlain else { return }
         report.policyText = String(decoding: body, as: UTF8.self)
         let parsed = STSPolicy.parse(body)
         report.policy = parsed.policy

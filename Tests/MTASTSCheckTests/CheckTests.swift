@@ -206,7 +206,9 @@ final class World: @unchecked Sendable {
         #expect(messages("badpolicy.test").contains("line 2"))
         // Warnings, not errors.
         #expect(codes(all["wildcard.test"], "error").isEmpty, "\(codes(all["wildcard.test"]))")
-        #expect(codes(all["html.test"], "warning").contains("policy-content-type"))
+        // text/html: an error, and the policy is not treated as applied (as the daemon refuses it).
+        #expect(codes(all["html.test"], "error").contains("policy-content-type"))
+        #expect(all["html.test"]?["policy"] is NSNull, "\(String(describing: all["html.test"]?["policy"]))")
         #expect(codes(all["stall.test"], "warning").contains("mx-unreachable"))
         #expect(codes(all["notlsrpt.test"], "warning").contains("tlsrpt-record-missing"))
         // The openssl peer serves a valid testing policy.
