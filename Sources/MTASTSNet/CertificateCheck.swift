@@ -106,16 +106,14 @@ public struct CertificateChecker: Sendable {
         let nameOK = CertificateChecker.matches(dnsNames: info.dnsNames, host: host)
         if case .validCertificate = fullResult, nameOK { return (.valid, info) }
 
-        // 2. Is there a chain to a trusted root at all? Judged at a moment inside the leaf's
-        //    validity (now, or the nearest edge of it), so that an expired leaf is not called untrusted.
-        let inside = now > leaf.notValidAfter ? leaf.notValidAfter.addingTimeInterval(-1)
-            : now < leaf.notValidBefore ? leaf.notValidBefore.addingTimeInterval(1) : now
-        // When the leaf is within its dates that moment is `now`, and step 1 already answered.
+        // 2. Is there a chain to a trusted root at all, whatever anyone's dates? (Signatures
+        //    only: an expired leaf, or one whose issuer's window does not cover the leaf's dates,
+        //    is `certificate-expired`, as Postfix reports it, never `certificate-not-trusted`.)
         let chainResult: CertificateValidationResult
-        if inside == now {
+        if case .validCertificate = fullResult {
             chainResult = fullResult
         } else {
-            var chainOnly = Verifier(rootCertificates: store) { RFC5280Policy(validationTime: inside) }
+            var chainOnly = Verifier(rootCertificates: store) { SignaturesOnly() }
             chainResult = await chainOnly.validate(leaf: leaf, intermediates: intermediates)
         }
         guard case .validCertificate(let chain) = chainResult else {
@@ -145,4 +143,15 @@ public struct CertificateChecker: Sendable {
 
 extension CertificateChecker.LoadError: MTASTSErrorConvertible {
     public var mtastsError: MTASTSError { MTASTSError(.configuration, description) }
+}
+
+/// A verifier policy that accepts every chain: with it, the verifier only builds chains whose
+/// signatures hold up to a trusted root (dates and extensions are judged elsewhere).
+struct SignaturesOnly: VerifierPolicy {
+    // The usual critical extensions count as handled here: they are judged in the full check.
+    let verifyingCriticalExtensions: [ASN1ObjectIdentifier] = [
+        .X509ExtensionID.basicConstraints, .X509ExtensionID.keyUsage, .X509ExtensionID.extendedKeyUsage,
+        .X509ExtensionID.subjectAlternativeName, .X509ExtensionID.nameConstraints,
+    ]
+    mutating func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) async -> PolicyEvaluationResult { .meetsPolicy }
 }

@@ -1,5 +1,8 @@
 import Foundation
 import MTASTSNet
+import MTASTSCore
+import SwiftASN1
+import X509
 import NIOCore
 import NIOSSL
 import Testing
@@ -116,5 +119,33 @@ import TestSupport
                 _ = try await smtp.startTLS { try NIOSSLClientHandler(context: context, serverHostname: "mx.test") }
             }
         }
+    }
+}
+
+/// Certificate verdicts as Postfix reports them (issue: sender-side safety, item 8).
+@Suite struct CertificateVerdictTests {
+    static func der(_ pem: String) throws -> [UInt8] {
+        var serializer = DER.Serializer()
+        try serializer.serialize(try Certificate(pemEncoded: pem))
+        return serializer.serializedBytes
+    }
+
+    @Test("an expired certificate that chains to a trusted root is certificate-expired, even when its CA was not yet valid at the leaf's dates")
+    func expiredIsExpired() async throws {
+        let ca = try TestCA()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("verdict-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let checker = try CertificateChecker(systemRoots: false, extraPEMFiles: [try ca.writePEM(to: dir)])
+        for validity in [TestCA.Validity.expired, .longAgo] {
+            let leaf = try ca.issue(dnsNames: ["mx.test"], validity: validity)
+            let (verdict, _) = await checker.check(chain: [try Self.der(leaf.certificatePEM)], host: "mx.test")
+            guard case .invalid(let type, _) = verdict else { Issue.record("\(validity): \(verdict)"); continue }
+            #expect(type == .certificateExpired, "\(validity): \(verdict)")
+        }
+        // Another CA's certificate is not trusted, whatever its dates.
+        let stranger = try TestCA(commonName: "stranger").issue(dnsNames: ["mx.test"], validity: .expired)
+        let (verdict, _) = await checker.check(chain: [try Self.der(stranger.certificatePEM)], host: "mx.test")
+        guard case .invalid(let type, _) = verdict else { Issue.record("\(verdict)"); return }
+        #expect(type == .certificateNotTrusted)
     }
 }

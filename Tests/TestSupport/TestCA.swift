@@ -36,6 +36,8 @@ public struct TestCA: @unchecked Sendable {
 
     public enum Validity: Sendable {
         case current, expired, notYetValid
+        /// Expired two years ago, and issued before the CA itself was valid.
+        case longAgo
         /// Valid now, expiring in this many days.
         case expiringIn(days: Int)
     }
@@ -50,6 +52,7 @@ public struct TestCA: @unchecked Sendable {
         case .current: (from, to) = (now.addingTimeInterval(-3600), now.addingTimeInterval(86_400 * 30))
         case .expired: (from, to) = (now.addingTimeInterval(-86_400 * 30), now.addingTimeInterval(-86_400))
         case .notYetValid: (from, to) = (now.addingTimeInterval(86_400), now.addingTimeInterval(86_400 * 30))
+        case .longAgo: (from, to) = (now.addingTimeInterval(-86_400 * 365 * 3), now.addingTimeInterval(-86_400 * 365 * 2))
         case .expiringIn(let days): (from, to) = (now.addingTimeInterval(-86_400 * 60), now.addingTimeInterval(86_400 * Double(days) + 3600))
         }
         let subject = try DistinguishedName { CommonName(commonName ?? dnsNames.first ?? "leaf") }
