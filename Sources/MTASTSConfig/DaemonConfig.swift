@@ -42,6 +42,8 @@ public struct DaemonConfig: Sendable {
     public var systemRoots = true
     public var policyPort = 443
     public var negativeTTL: Double = 300
+    /// How long "no policy" is remembered after the `_mta-sts` look-up failed with nothing cached.
+    public var dnsFailureTTL: Double = 60
     public var dane = true
     public var metricsHost = "127.0.0.1"
     public var metricsPort: Int?
@@ -134,6 +136,7 @@ public struct DaemonConfig: Sendable {
             case "system_roots": config.systemRoots = try reader.bool(value, key)
             case "policy_port": config.policyPort = try reader.int(value, key, 1...65_535)
             case "negative_cache_ttl": config.negativeTTL = try reader.double(value, key, 0...86_400)
+            case "dns_failure_ttl": config.dnsFailureTTL = try reader.double(value, key, 0...3_600)
             case "dane": config.dane = try reader.bool(value, key)
             case "policy_failure_level":
                 config.policyFailureLevel = try reader.string(value, key)

@@ -44,6 +44,7 @@ public enum DaemonRuntime {
                                     deadline: .milliseconds(Int64(timeout * 1000)))
         var settings = PolicyResolver.Settings()
         settings.negativeTTL = config.negativeTTL
+        settings.dnsFailureTTL = config.dnsFailureTTL
         settings.recheckAfter = config.cacheGrace
         settings.danePrecedence = config.dane
         if case .memory(let size) = config.cache { settings.hotCapacity = size } else { settings.hotCapacity = config.hotCacheSize }

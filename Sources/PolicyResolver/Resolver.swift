@@ -49,6 +49,9 @@ public final class PolicyResolver: Sendable {
     public struct Settings: Sendable {
         /// How long "no policy" is remembered.
         public var negativeTTL: Double = 300
+        /// How long "no policy" after a DNS failure is remembered (briefly: the next look-up
+        /// after it asks DNS again).
+        public var dnsFailureTTL: Double = 60
         /// A failed fetch is not retried for the same record id before this (RFC 8461 §5.1 asks
         /// senders not to hammer a failing host; 5 minutes).
         public var retryDelay: Double = 300
@@ -189,7 +192,15 @@ public final class PolicyResolver: Sendable {
     func discover(_ domain: DomainName, previous: CacheEntry?, now: Double) async -> Discovery {
         let record: STSRecord
         switch await lookupRecord(domain) {
-        case .temporary(let reason): return .temporary(reason)
+        case .temporary(let reason):
+            // Nothing valid is cached (a valid policy never reaches here: it survives SERVFAIL
+            // and time-outs, RFC 8461 §3.3/§5.1), so the domain is treated as having no policy,
+            // as the reference daemon does: mail goes out at Postfix's own level instead of being
+            // deferred until it bounces. Remembered briefly, logged and counted.
+            metrics.fetchOutcomes.increment("dns-failure")
+            logger.warning("the _mta-sts record of \(domain) could not be looked up (\(reason)); nothing is cached: no policy for \(Int(settings.dnsFailureTTL)) s")
+            return .entry(negative(domain, now: now, ttl: settings.dnsFailureTTL, failure: nil,
+                                   reason: "DNS failed (\(reason)); with nothing cached this is no policy (RFC 8461 §3.3)", id: nil))
         case .none(let reason):
             metrics.fetchOutcomes.increment("no-record")
             return .entry(negative(domain, now: now, ttl: settings.negativeTTL, failure: nil, reason: reason, id: nil))

@@ -153,7 +153,8 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
     }
 
     /// "No policy" is cached for negative_cache_ttl: repeated look-ups cost one DNS query.
-    /// A temporary DNS failure is not "no policy" and is not cached.
+    /// A DNS failure with nothing cached is "no policy" too, remembered only for dns_failure_ttl
+    /// (issue: sender-side safety, item 4).
     @Test func negativeCachingAndTemporaryFailure() async throws {
         let lab = try Lab()
         try lab.add("c.test", id: "one", policy: policy())
@@ -170,8 +171,11 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
         #expect(lab.txtQueries("none.test") == 2)
 
         let broken = try DomainName("x.broken.example")
-        let temp = await resolver.resolve(broken)
-        #expect(temp.status == .temporary, "\(temp.reason)")
+        let failed = await resolver.resolve(broken)
+        #expect(failed.status == .noPolicy, "\(failed.reason)")
+        #expect(failed.reason.contains("DNS failed"), "\(failed.reason)")
+        #expect(resolver.cached(broken)?.status == .noPolicy)
+        clock.advance(61)
         #expect(resolver.cached(broken) == nil)
     }
 
