@@ -53,7 +53,11 @@ public struct DaemonConfig: Sendable {
     /// The in-memory layer in front of SQLite/PostgreSQL (misses are read from the store).
     public var hotCacheSize = 10_000
     public var evictAfter: Double = 30 * 86_400
-    public var policyFailureLevel = "may"
+    /// The TLS security level Postfix itself uses (`smtp_tls_security_level`): `may` or
+    /// `encrypt`. Only when it is stated does a tlsrpt zone answer a policy that cannot be used
+    /// with `policy_failure=` (at exactly that level, so the reply never lowers Postfix's own);
+    /// unset, such a domain gets `NOTFOUND` and Postfix applies its own level (RFC 8461 §3.3).
+    public var policyFailureLevel: String?
     /// The sender's TLS-RPT: the libtlsrpt collector, report building and delivery.
     public var collector: CollectorSettings?
     public var reporting: ReportingSettings?
@@ -139,10 +143,11 @@ public struct DaemonConfig: Sendable {
             case "dns_failure_ttl": config.dnsFailureTTL = try reader.double(value, key, 0...3_600)
             case "dane": config.dane = try reader.bool(value, key)
             case "policy_failure_level":
-                config.policyFailureLevel = try reader.string(value, key)
-                guard ["may", "encrypt", "none"].contains(config.policyFailureLevel) else {
-                    throw reader.error(value, "\(key) must be may, encrypt or none")
+                let level = try reader.string(value, key)
+                guard ["may", "encrypt"].contains(level) else {
+                    throw reader.error(value, "\(key) is the level Postfix itself uses (smtp_tls_security_level): may or encrypt\(level == "none" ? "; none would send mail in clear where Postfix alone would not" : "")")
                 }
+                config.policyFailureLevel = level
             case "metrics":
                 for (k, v) in try reader.mapping(value, key) {
                     let sub = try reader.key(k)

@@ -85,13 +85,14 @@ public final class PolicyMapResponder: SocketmapResponder {
 
     /// The reply for a resolution: `TEMP` for our own failures; DANE where it applies (RFC 8461
     /// §2); the policy's reply; for a policy that could not be fetched or validated, with TLSRPT
-    /// on, the failure for Postfix to report (at `policy_failure_level`); else `NOTFOUND `.
-    public static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, failureLevel: String) -> String {
+    /// on and Postfix's own level stated (`policy_failure_level`), the failure for Postfix to
+    /// report at that very level; else `NOTFOUND ` (a failure reply never lowers Postfix's level).
+    public static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, failureLevel: String?) -> String {
         switch resolution.status {
         case .temporary:
             return SocketmapReply.temporary(resolution.reason)
         case .noPolicy:
-            if zone.tlsrpt, let failure = resolution.failure {
+            if zone.tlsrpt, let failure = resolution.failure, let failureLevel {
                 return "OK \(failureLevel) policy_type=sts policy_domain=\(resolution.domain.text) policy_failure=\(failure.rawValue)"
             }
             return SocketmapReply.notFound

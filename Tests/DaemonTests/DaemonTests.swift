@@ -97,6 +97,7 @@ final class Daemon: @unchecked Sendable {
             host: 127.0.0.1
             port: \(port)
             shutdown_timeout: 5
+            policy_failure_level: may
             \(cache)
             \(Daemon.zones)
             dns_server: \(dnsServer ?? world.dns.server)

@@ -39,6 +39,12 @@ import Testing
         #expect(error("cache:\n  type: redis\n")?.description.contains("use type 'postgres'") == true)
         #expect(error("cache:\n  type: postgres\n")?.description.contains("needs options.dsn") == true)
         #expect(error("zones: [a, b\n")?.description.contains("not valid YAML") == true)
+        // A failure reply must never lower Postfix's own level: none is refused, unset is NOTFOUND.
+        #expect(error("policy_failure_level: none\n")?.description.contains("none would send mail in clear") == true)
+        #expect((try? DaemonConfig.parse("port: 8461\n", file: "d.yml"))?.policyFailureLevel == nil)
+        #expect((try? DaemonConfig.parse("policy_failure_level: encrypt\n", file: "d.yml"))?.policyFailureLevel == "encrypt")
+        // The collector's backlog must hold at least one batch.
+        #expect(error("collector:\n  batch_size: 5000\n  max_backlog: 2000\n")?.description.contains("above collector.max_backlog") == true)
     }
 }
 

@@ -48,6 +48,9 @@ import TLSRPTSender
         #expect(PolicyMapResponder.render(broken, zone: tlsrpt, failureLevel: "encrypt")
                 == "OK encrypt policy_type=sts policy_domain=example.com policy_failure=sts-policy-invalid")
         #expect(PolicyMapResponder.render(resolution(.noPolicy), zone: tlsrpt, failureLevel: "may") == "NOTFOUND ")
+        // Postfix's own level not stated: a broken policy is NOTFOUND even in a tlsrpt zone, so
+        // the reply can never lower a stricter Postfix level (dane, encrypt) to may.
+        #expect(PolicyMapResponder.render(broken, zone: tlsrpt, failureLevel: nil) == "NOTFOUND ")
     }
 }
 
