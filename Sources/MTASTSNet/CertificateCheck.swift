@@ -104,6 +104,12 @@ public struct CertificateChecker: Sendable {
         var full = Verifier(rootCertificates: store) { RFC5280Policy(validationTime: now) }
         let fullResult = await full.validate(leaf: leaf, intermediates: intermediates)
         let nameOK = CertificateChecker.matches(dnsNames: info.dnsNames, host: host)
+        // A leaf whose extended key usage leaves out serverAuth is refused, as OpenSSL (and so
+        // Postfix) refuses it ("unsupported certificate purpose").
+        if let usage = try? leaf.extensions.extendedKeyUsage,
+           !usage.contains(.serverAuth), !usage.contains(.any) {
+            return (.invalid(.validationFailure, "the certificate's extended key usage does not include serverAuth (TLS server)"), info)
+        }
         if case .validCertificate = fullResult, nameOK { return (.valid, info) }
 
         // 2. Is there a chain to a trusted root at all, whatever anyone's dates? (Signatures

@@ -148,4 +148,18 @@ import TestSupport
         guard case .invalid(let type, _) = verdict else { Issue.record("\(verdict)"); return }
         #expect(type == .certificateNotTrusted)
     }
+
+    @Test("a certificate whose extended key usage leaves out serverAuth is refused, as OpenSSL refuses it")
+    func clientAuthOnly() async throws {
+        let ca = try TestCA()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("eku-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let checker = try CertificateChecker(systemRoots: false, extraPEMFiles: [try ca.writePEM(to: dir)])
+        let client = try ca.issue(dnsNames: ["mx.test"], usages: [.clientAuth])
+        let (verdict, _) = await checker.check(chain: [try Self.der(client.certificatePEM)], host: "mx.test")
+        guard case .invalid(let type, let why) = verdict else { Issue.record("\(verdict)"); return }
+        #expect(type == .validationFailure && why.contains("serverAuth"))
+        let server = try ca.issue(dnsNames: ["mx.test"])
+        #expect(await checker.check(chain: [try Self.der(server.certificatePEM)], host: "mx.test").0 == .valid)
+    }
 }

@@ -44,7 +44,10 @@ public struct TestCA: @unchecked Sendable {
 
     /// Issues a leaf for `dnsNames` (SANs). With `dnsNames` empty the name goes only into the
     /// subject CN (the "CN-only" certificate RFC 8461 rejects).
-    public func issue(dnsNames: [String], commonName: String? = nil, validity: Validity = .current) throws -> Leaf {
+    /// `usages`: the extended key usages (serverAuth by default; `[.clientAuth]` makes a
+    /// certificate a TLS server must not present).
+    public func issue(dnsNames: [String], commonName: String? = nil, validity: Validity = .current,
+                      usages: [ExtendedKeyUsage.Usage] = [.serverAuth]) throws -> Leaf {
         let leafKey = P256.Signing.PrivateKey()
         let now = Date()
         let (from, to): (Date, Date)
@@ -59,7 +62,7 @@ public struct TestCA: @unchecked Sendable {
         let extensions = try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true))
-            try ExtendedKeyUsage([.serverAuth])
+            try ExtendedKeyUsage(usages)
             if !dnsNames.isEmpty {
                 SubjectAlternativeNames(dnsNames.map { GeneralName.dnsName($0) })
             }
