@@ -42,9 +42,14 @@ struct HotCache {
         return Array(used)
     }
 
+    /// "No policy" entries leave first (least recently used first), policies only when nothing
+    /// else is left: mail to thousands of domains without MTA-STS cannot push a cached enforce
+    /// policy out of memory (after which blocking its policy host would downgrade the domain).
     private mutating func evictLeastRecentlyUsed() {
         let drop = max(1, capacity / 10)
-        let victims = entries.values.sorted { $0.lastUsed < $1.lastUsed }.prefix(drop).map(\.domain)
+        let victims = entries.values.sorted { a, b in
+            a.isNegative != b.isNegative ? a.isNegative : a.lastUsed < b.lastUsed
+        }.prefix(drop).map(\.domain)
         for d in victims { entries[d] = nil }
     }
 }

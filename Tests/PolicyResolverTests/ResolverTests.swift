@@ -2,7 +2,7 @@ import Foundation
 import MailDNS
 import MTASTSCore
 import MTASTSNet
-import PolicyResolver
+@testable import PolicyResolver
 import Storage
 import Testing
 import TestSupport
@@ -290,5 +290,22 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
         let ignoring = PolicyResolver(dns: dns, fetcher: fetcher, store: nil, settings: off, clock: ManualClock())
         #expect(await ignoring.resolve(try DomainName("dane.test")).entry?.dane == false)
         _ = host
+    }
+}
+
+/// The in-memory cache's eviction (issue: sender-side safety, item 7).
+@Suite struct HotCacheEvictionTests {
+    @Test("'no policy' entries leave before policies: 1,000 look-ups of domains without MTA-STS do not push out cached policies")
+    func negativesLeaveFirst() throws {
+        var cache = HotCache(capacity: 100)
+        let policy = STSPolicy(mode: .enforce, maxAge: 86_400, mx: [try MXPattern(strict: "mx.example.com")])
+        for i in 0..<50 {
+            cache.put(CacheEntry(domain: "p\(i).example", policy: policy, stsID: "1", fetchedAt: 0, expiresAt: 86_400, checkedAt: 0, lastUsed: Double(i)))
+        }
+        for i in 0..<1_000 {
+            cache.put(CacheEntry(domain: "n\(i).example", policy: nil, stsID: nil, fetchedAt: 0, expiresAt: 300, checkedAt: 0, lastUsed: Double(1_000 + i)))
+        }
+        #expect((0..<50).allSatisfy { cache.peek("p\($0).example") != nil })
+        #expect(cache.count <= 100)
     }
 }
