@@ -62,7 +62,12 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
 
     public func save(_ e: CacheEntry) throws(StorageErrorBox) {
         let updates = columns.split(separator: ",").dropFirst().map { $0.trimmingCharacters(in: .whitespaces) }.map { "\($0) = excluded.\($0)" }
-        try query("INSERT INTO sts_policy_cache (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE SET \(updates.joined(separator: ", "))", row(e))
+        // Never an older entry over a newer one: a recheck that started before another daemon
+        // sharing the store fetched a new policy must not put the old one back.
+        try query("""
+            INSERT INTO sts_policy_cache (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE SET \(updates.joined(separator: ", "))
+            WHERE excluded.fetched_at >= sts_policy_cache.fetched_at
+            """, row(e))
     }
 
     public func remove(_ domain: String) throws(StorageErrorBox) {

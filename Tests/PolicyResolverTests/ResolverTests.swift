@@ -309,3 +309,16 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
         #expect(cache.count <= 100)
     }
 }
+
+@Suite struct PolicyStoreOrderTests {
+    @Test("no write replaces a cached entry with an older one (a recheck racing another daemon's fetch)")
+    func olderNeverOverwritesNewer() throws {
+        let store = try SQLitePolicyStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("order-\(UUID().uuidString.prefix(6)).db").path)
+        let policy = STSPolicy(mode: .enforce, maxAge: 86_400, mx: [try MXPattern(strict: "mx.example.com")])
+        try store.save(CacheEntry(domain: "example.com", policy: policy, stsID: "new", fetchedAt: 200, expiresAt: 86_600, checkedAt: 200, lastUsed: 200))
+        try store.save(CacheEntry(domain: "example.com", policy: policy, stsID: "old", fetchedAt: 100, expiresAt: 86_500, checkedAt: 250, lastUsed: 250))
+        #expect(try store.load("example.com")?.stsID == "new")
+        try store.save(CacheEntry(domain: "example.com", policy: policy, stsID: "newer", fetchedAt: 300, expiresAt: 86_700, checkedAt: 300, lastUsed: 300))
+        #expect(try store.load("example.com")?.stsID == "newer")
+    }
+}
