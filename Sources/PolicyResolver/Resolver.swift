@@ -274,10 +274,19 @@ public final class PolicyResolver: Sendable {
             // RFC 8461 §3.3: a policy host that cannot be reached is a fetch failure (no policy).
             return .failure(.stsPolicyFetchError, "the policy host \(host): \(error.description)")
         }
-        guard let address = addresses.first(where: { !$0.contains(":") }) ?? addresses.first else {
+        guard !addresses.isEmpty else {
             return .failure(.stsPolicyFetchError, "the policy host \(host) has no address")
         }
-        let result = await fetcher.fetch(domain: domain, address: address)
+        // Every address is tried (IPv4 first) while the host cannot be reached at all; once one
+        // answers (TLS or HTTP), its answer is the answer.
+        let ordered = addresses.filter { !$0.contains(":") } + addresses.filter { $0.contains(":") }
+        var result = await fetcher.fetch(domain: domain, address: ordered[0])
+        for (i, address) in ordered.enumerated() {
+            if i > 0 { result = await fetcher.fetch(domain: domain, address: address) }
+            let unreachable = result.failure != nil && result.status == nil && result.certificate == nil
+            if !unreachable || i == ordered.count - 1 { break }
+            logger.info("policy host \(host) at \(address) not reachable (\(result.failure?.reason ?? "")); trying the next address")
+        }
         if let failure = result.failure { return .failure(failure.type, failure.reason) }
         guard let body = result.body else { return .failure(.stsPolicyFetchError, "no body") }
         guard result.isTextPlain else {

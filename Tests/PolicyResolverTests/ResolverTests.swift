@@ -322,3 +322,21 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
         #expect(try store.load("example.com")?.stsID == "newer")
     }
 }
+
+@Suite struct PolicyHostAddressTests {
+    @Test("every address of the policy host is tried: a dead IPv4 address, then the IPv6 one that serves (issue: sender-side safety, item 7)")
+    func deadFirstAddress() async throws {
+        let lab = try Lab()
+        lab.ids["dual.test"] = "one"
+        lab.addresses["dual.test"] = "127.0.1.250,::1"  // nothing listens on the IPv4 address
+        let box = PolicyBox(body: policy(mx: "mx.dual.test"))
+        lab.boxes["dual.test"] = box
+        lab.servers.append(try TestServer.policyHost(address: "::1", port: lab.policyPort, leaf: lab.ca.issue(dnsNames: ["mta-sts.dual.test"]), behaviour: .dynamic(box)))
+        try lab.publish()
+        let resolver = try lab.resolver(clock: ManualClock())
+        let answer = await resolver.resolve(try DomainName("dual.test"))
+        #expect(answer.status == .policy, "\(answer.reason)")
+        #expect(answer.policy?.mx.map(\.text) == ["mx.dual.test"])
+        #expect(box.requests == 1)
+    }
+}
