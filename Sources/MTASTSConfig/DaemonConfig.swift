@@ -44,7 +44,11 @@ public struct DaemonConfig: Sendable {
     public var negativeTTL: Double = 300
     /// How long "no policy" is remembered after the `_mta-sts` look-up failed with nothing cached.
     public var dnsFailureTTL: Double = 60
-    public var dane = true
+    /// DANE precedence (RFC 8461 §2): answer `dane-only` where every MX has usable, validated
+    /// TLSA records. Off by default: Postfix does DANE only with `smtp_dns_support_level = dnssec`,
+    /// and without it a `dane-only` reply defers mail ("client TLS configuration problem").
+    /// Turn it on only where Postfix runs with DNSSEC.
+    public var dane = false
     public var metricsHost = "127.0.0.1"
     public var metricsPort: Int?
     public var maxConnections = 4_096

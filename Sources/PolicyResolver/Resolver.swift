@@ -58,7 +58,7 @@ public final class PolicyResolver: Sendable {
         /// A cached policy's `_mta-sts` record is looked at again in the background after this.
         public var recheckAfter: Double = 60
         /// Prefer DANE where every MX host has DNSSEC-validated TLSA records (RFC 8461 §2).
-        public var danePrecedence: Bool = true
+        public var danePrecedence: Bool = false
         /// The hot layer's size; the least recently used entries leave first.
         public var hotCapacity: Int = 100_000
         /// Proactive refresh (`refreshDue`, called by the daemon on its interval): how many
@@ -305,7 +305,10 @@ public final class PolicyResolver: Sendable {
     func daneApplies(_ domain: DomainName) async -> Bool {
         guard let mx = try? await dns.mx(domain.text), mx.authenticated, !mx.records.isEmpty else { return false }
         for record in mx.records {
-            guard let tlsa = try? await dns.tlsa("_25._tcp." + record.exchange), tlsa.authenticated, !tlsa.records.isEmpty else { return false }
+            // Usable for SMTP: DANE-TA(2) or DANE-EE(3) (RFC 7672 §3.1.3); PKIX-TA/PKIX-EE (0/1)
+            // records do not make DANE apply.
+            guard let tlsa = try? await dns.tlsa("_25._tcp." + record.exchange), tlsa.authenticated,
+                  tlsa.records.contains(where: { $0.usage == 2 || $0.usage == 3 }) else { return false }
         }
         return true
     }

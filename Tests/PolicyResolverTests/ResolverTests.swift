@@ -279,15 +279,21 @@ func policy(_ mode: String = "enforce", mx: String = "mx.example.test", maxAge: 
             // One MX without TLSA: MTA-STS stays.
             .txt("_mta-sts.nodane.test", "v=STSv1; id=n1;"), .a("mta-sts.nodane.test", "127.0.2.10"),
             .mx("nodane.test", 10, "mx1.dane.test"), .mx("nodane.test", 20, "mx3.nodane.test"),
+            // Only PKIX-EE (usage 1) records: not usable for SMTP, MTA-STS stays (RFC 7672 §3.1.3).
+            .txt("_mta-sts.pkix.test", "v=STSv1; id=p1;"), .a("mta-sts.pkix.test", "127.0.2.10"),
+            .mx("pkix.test", 10, "mx1.pkix.test"),
+            .tlsa("_25._tcp.mx1.pkix.test", usage: 1, selector: 1, matching: 1, data: Array(repeating: 0xEF, count: 32)),
         ])
         let dns = try DNSResolver(.init(server: fake.server, timeout: 2, tries: 1))
         let fetcher = PolicyFetcher(checker: try CertificateChecker(systemRoots: false, extraPEMFiles: [caFile]), port: port)
-        let resolver = PolicyResolver(dns: dns, fetcher: fetcher, store: nil, clock: ManualClock())
+        var on = PolicyResolver.Settings()
+        on.danePrecedence = true  // a Postfix with smtp_dns_support_level = dnssec
+        let resolver = PolicyResolver(dns: dns, fetcher: fetcher, store: nil, settings: on, clock: ManualClock())
         #expect(await resolver.resolve(try DomainName("dane.test")).entry?.dane == true)
         #expect(await resolver.resolve(try DomainName("nodane.test")).entry?.dane == false)
-        var off = PolicyResolver.Settings()
-        off.danePrecedence = false
-        let ignoring = PolicyResolver(dns: dns, fetcher: fetcher, store: nil, settings: off, clock: ManualClock())
+        #expect(await resolver.resolve(try DomainName("pkix.test")).entry?.dane == false)
+        // The default: no reply depends on TLSA (a Postfix without DNSSEC does no DANE).
+        let ignoring = PolicyResolver(dns: dns, fetcher: fetcher, store: nil, clock: ManualClock())
         #expect(await ignoring.resolve(try DomainName("dane.test")).entry?.dane == false)
         _ = host
     }
