@@ -97,6 +97,12 @@ public enum RFC5322Date {
     }
 }
 
+/// Whether text holds CR, LF or NUL: what must never reach a header line or an SMTP command
+/// (both writers ask this one question).
+public func breaksLine(_ text: String) -> Bool {
+    text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+}
+
 /// The one checked writer of header lines: a value (or a complete line) holding CR, LF or NUL is
 /// refused, never written.
 public enum MailHeader {
@@ -107,8 +113,7 @@ public enum MailHeader {
 
     /// `Name: value`; `value` empty with a complete line in `name` checks that line.
     public static func line(_ name: String, _ value: String) throws(Unsafe) -> String {
-        let unsafe: (UInt8) -> Bool = { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
-        guard !name.utf8.contains(where: unsafe), !value.utf8.contains(where: unsafe) else {
+        guard !breaksLine(name), !breaksLine(value) else {
             throw Unsafe(name: String(name.prefix(while: { $0 != ":" && $0 != "\r" && $0 != "\n" }).prefix(40)))
         }
         return value.isEmpty ? name : "\(name): \(value)"

@@ -390,17 +390,9 @@ extension FailureDetail {
     }
 }
 
-extension Int {
-    /// `self + other`, held at `Int.max`/`Int.min` instead of trapping.
-    public func saturatingAdd(_ other: Int) -> Int {
-        let (sum, overflow) = addingReportingOverflow(other)
-        return overflow ? (other > 0 ? .max : .min) : sum
-    }
-}
-
-extension Int64 {
-    /// `self + other`, held at `Int64.max`/`Int64.min` instead of trapping.
-    public func saturatingAdd(_ other: Int64) -> Int64 {
+extension FixedWidthInteger where Self: SignedInteger {
+    /// `self + other`, held at `max`/`min` instead of trapping.
+    public func saturatingAdd(_ other: Self) -> Self {
         let (sum, overflow) = addingReportingOverflow(other)
         return overflow ? (other > 0 ? .max : .min) : sum
     }

@@ -1,3 +1,4 @@
+import MTASTSCore
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -130,7 +131,7 @@ public final class SMTPConversation {
     @discardableResult
     public func command(_ line: String, expect: ClosedRange<Int>? = nil) async throws -> Reply {
         let step = "to " + (line.split(separator: " ", maxSplits: 1).first.map { String($0.prefix(16)) } ?? "the command")
-        guard !line.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) else {
+        guard !breaksLine(line) else {
             throw Failure.unsafeCommand(step.dropFirst(3).description)
         }
         let reply = try await timed(step) {
@@ -143,7 +144,7 @@ public final class SMTPConversation {
 
     /// Writes a command without waiting for its reply (QUIT on the way out).
     public func send(_ line: String) async {
-        guard !line.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) else { return }
+        guard !breaksLine(line) else { return }
         try? await outbound.write(ByteBuffer(string: line + "\r\n"))
     }
 
