@@ -15,14 +15,14 @@ public enum PublicAddress {
         guard inet_pton(AF_INET6, text, &v6) == 1 else { return false }
         let b = withUnsafeBytes(of: v6) { Array($0) }
         if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xFF && b[11] == 0xFF {  // ::ffff:a.b.c.d
-            return isPublicV4(UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15]))
+            return isPublicV4(embeddedV4(b, at: 12))
         }
         if b[0..<15].allSatisfy({ $0 == 0 }) { return false }                   // :: and ::1
         if b[0..<12].allSatisfy({ $0 == 0 }) {                                  // ::a.b.c.d (IPv4-compatible)
-            return isPublicV4(UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15]))
+            return isPublicV4(embeddedV4(b, at: 12))
         }
         if b[0] == 0x20 && b[1] == 0x02 {                                       // 2002::/16 6to4: the IPv4 inside
-            return isPublicV4(UInt32(b[2]) << 24 | UInt32(b[3]) << 16 | UInt32(b[4]) << 8 | UInt32(b[5]))
+            return isPublicV4(embeddedV4(b, at: 2))
         }
         if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00 { return false }  // 2001::/32 Teredo
         if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && b[4] == 0x00 && b[5] == 0x01 { return false }  // 64:ff9b:1::/48 local NAT64
@@ -32,10 +32,15 @@ public enum PublicAddress {
         if b[0] == 0xFE && b[1] & 0xC0 == 0xC0 { return false }                 // fec0::/10 site local
         if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8 { return false }  // 2001:db8::/32
         if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B {       // 64:ff9b::/96 NAT64
-            return isPublicV4(UInt32(b[12]) << 24 | UInt32(b[13]) << 16 | UInt32(b[14]) << 8 | UInt32(b[15]))
+            return isPublicV4(embeddedV4(b, at: 12))
         }
         if b[0] == 0x01 && b[1] == 0x00 && b[2..<8].allSatisfy({ $0 == 0 }) { return false }  // 100::/64 discard
         return true
+    }
+
+    /// The IPv4 address held in four bytes of an IPv6 address, from `at`.
+    static func embeddedV4(_ b: [UInt8], at i: Int) -> UInt32 {
+        UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3])
     }
 
     static func isPublicV4(_ a: UInt32) -> Bool {
