@@ -20,24 +20,31 @@ import Testing
     @Test("a client that pipelines without reading replies is read no further past 128 owed replies, and again once they drain")
     func backpressure() async throws {
         let gate = Gate()
-        let channel = EmbeddedChannel()
-        let handler = SocketmapHandler(responder: gate, replyTimeout: .seconds(60), latency: nil)
-        try channel.pipeline.syncOperations.addHandler(handler)
-        // (EmbeddedChannel answers true for autoRead whatever was set: the handler's own state is read.)
-        for i in 0..<127 { try channel.writeInbound(ByteBuffer(string: "postfix d\(i).example")) }
-        #expect(!handler.readingPaused)
-        try channel.writeInbound(ByteBuffer(string: "postfix d127.example"))
-        #expect(handler.readingPaused)
+        // The thread-safe test channel: the handler hops back to its loop from the responder's task.
+        let channel = NIOAsyncTestingChannel()
+        let bound = try await channel.testingEventLoop.submit {
+            let handler = SocketmapHandler(responder: gate, replyTimeout: .seconds(60), latency: nil)
+            try channel.pipeline.syncOperations.addHandler(handler)
+            return NIOLoopBound(handler, eventLoop: channel.eventLoop)
+        }.get()
+        let paused: @Sendable () async throws -> Bool = {
+            try await channel.testingEventLoop.submit { bound.value.readingPaused }.get()
+        }
+        // (The test channel answers true for autoRead whatever was set: the handler's own state is read.)
+        for i in 0..<127 { try await channel.writeInbound(ByteBuffer(string: "postfix d\(i).example")) }
+        #expect(try await !paused())
+        try await channel.writeInbound(ByteBuffer(string: "postfix d127.example"))
+        #expect(try await paused())
         gate.open.withLockedValue { $0 = true }
         var replies = 0
         for _ in 0..<2_000 where replies < 128 {
             try await Task.sleep(for: .milliseconds(5))
-            channel.embeddedEventLoop.run()
-            while let _ = try channel.readOutbound(as: ByteBuffer.self) { replies += 1 }
+            await channel.testingEventLoop.run()
+            while let _ = try await channel.readOutbound(as: ByteBuffer.self) { replies += 1 }
         }
         #expect(replies == 128)
-        #expect(!handler.readingPaused)
-        _ = try? channel.finish()
+        #expect(try await !paused())
+        _ = try? await channel.finish()
     }
 
     @Test("a policy line holding '}' cannot add Postfix attributes; an oversized reply keeps the policy and drops the TLSRPT attributes")

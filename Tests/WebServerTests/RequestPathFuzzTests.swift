@@ -97,7 +97,7 @@ import TLSRPTReceiver
         config.policies = ["example.com": "version: STSv1\r\nmode: enforce\r\nmx: mx.example.com\r\nmax_age: 86400\r\n"]
         let web = ReportWebService(config: config, store: try ReportStore(url: config.database), clock: ManualClock(1_795_000_000))
         let responder = web.router(apiAllowed: true).buildResponder()
-        let channel = EmbeddedChannel()
+        let channel = NIOAsyncTestingChannel()  // thread-safe: the responder runs on whatever thread the task is on
         let seeds = try Self.seeds()
         #expect(seeds.count >= 10, "the kept corpus Fuzz/corpus/serve is missing")
         var random = Random(state: 20_261_202)
