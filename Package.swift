@@ -184,7 +184,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PolicyDaemonTests", dependencies: [
-            "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender",
+            "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender", "Socketmap",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // In-process tests of each library (no child process; real files and SQLite, openssl for keys).

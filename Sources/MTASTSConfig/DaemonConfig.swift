@@ -7,13 +7,56 @@ import Yams
 public struct DaemonConfig: Sendable {
     public init() {}
 
+    /// One socketmap name (`socketmap:…:NAME`) and what the daemon assumes about the Postfix
+    /// that asks it.
     public struct Zone: Sendable, Equatable {
         public init() {}
         public var strictTesting = false
+        /// The policy fetch's time limit (connection and answer).
         public var timeout: Double = 4
         public var requireSNI = true
         public var tlsrpt = false
+        /// This zone's Postfix runs `smtp_dns_support_level = dnssec`, so it does DANE: a domain
+        /// whose every MX is authenticated by usable DANE TLSA records is answered `dane-only`
+        /// (RFC 8461 §2: MTA-STS must not override DANE). Unset: the top-level `dane` (false).
+        public var dnssec: Bool?
+        /// This zone's Postfix (≥ 3.10.5, `smtp_tls_enforce_sts_mx_patterns = yes`) enforces the
+        /// `mx_host_pattern=` attributes itself: they are sent with `policy_type=sts` even without
+        /// `tlsrpt`. Otherwise a wildcard is answered with the MX hosts it covers (one label).
+        public var enforceMXPatterns = false
+        /// Postfix's own `smtp_tls_security_level` (`may` or `encrypt`) for this zone; unset: the
+        /// top-level `policy_failure_level`.
+        public var policyFailureLevel: String?
     }
+
+    /// Whether `zone` does DANE (its own `dnssec`, else the top-level `dane`).
+    public func dnssec(_ zone: Zone) -> Bool { zone.dnssec ?? dane }
+    /// The failure level `zone` states (its own, else the top-level one).
+    public func failureLevel(_ zone: Zone) -> String? { zone.policyFailureLevel ?? policyFailureLevel }
+    /// Some zone does DANE: the resolver then looks at MX and TLSA records of policy domains.
+    public var anyDNSSEC: Bool { dnssec(defaultZone) || zones.values.contains { dnssec($0) } }
+
+    /// Postfix's socketmap client gives up after 100 s (`DICT_SOCKMAP_DEF_TIMEOUT`): every reply
+    /// must come before.
+    public static let postfixSocketmapTimeout: Double = 100
+    /// The longest one DNS query can take: libresolv tries twice, the second try waiting twice
+    /// as long (`dns_timeout` × 3).
+    public var dnsWorst: Double { Double(dnsTimeout) * 3 }
+    /// How long the policy store is waited for before a look-up goes live.
+    public var storeTimeout: Double {
+        if case .postgres(_, let t) = cache { return min(t, 2) }
+        return 2
+    }
+    /// One look-up's whole chain, derived from the configured time-outs: the store, the
+    /// `_mta-sts` record, the policy host's addresses, the fetch (the longest zone `timeout`),
+    /// and in DNSSEC zones the MX, address and TLSA look-ups (each MX host's at once).
+    public var lookupBudget: Double {
+        let fetch = max(defaultZone.timeout, zones.values.map(\.timeout).max() ?? 0)
+        let store: Double = { if case .memory = cache { return 0 } else { return storeTimeout } }()
+        return store + dnsWorst * 2 + fetch + (anyDNSSEC ? dnsWorst * 3 : 0) + 1
+    }
+    /// The socketmap reply deadline: the budget and a margin, below Postfix's time-out.
+    public var replyDeadline: Double { lookupBudget + 2 }
 
     public enum Cache: Sendable, Equatable {
         case memory(size: Int)
@@ -146,12 +189,7 @@ public struct DaemonConfig: Sendable {
             case "negative_cache_ttl": config.negativeTTL = try reader.double(value, key, 0...86_400)
             case "dns_failure_ttl": config.dnsFailureTTL = try reader.double(value, key, 0...3_600)
             case "dane": config.dane = try reader.bool(value, key)
-            case "policy_failure_level":
-                let level = try reader.string(value, key)
-                guard ["may", "encrypt"].contains(level) else {
-                    throw reader.error(value, "\(key) is the level Postfix itself uses (smtp_tls_security_level): may or encrypt\(level == "none" ? "; none would send mail in clear where Postfix alone would not" : "")")
-                }
-                config.policyFailureLevel = level
+            case "policy_failure_level": config.policyFailureLevel = try failureLevel(value, reader, key)
             case "metrics":
                 for (k, v) in try reader.mapping(value, key) {
                     let sub = try reader.key(k)
@@ -179,12 +217,23 @@ public struct DaemonConfig: Sendable {
             default: throw reader.unknown(keyNode, key, in: nil)
             }
         }
+        guard config.replyDeadline < postfixSocketmapTimeout else {
+            throw ConfigError(file: file, line: nil, message: "one look-up may take \(config.lookupBudget.clean) s (dns_timeout \(config.dnsTimeout) s × 3 per query, the zone time-outs\(config.anyDNSSEC ? ", DANE look-ups" : "")), but Postfix's socketmap client waits 100 s at most: lower dns_timeout or the zone time-outs")
+        }
         // The reference daemon: `path` alone means a unix socket only.
         if config.path != nil && !hostSet && !portSet {
             config.host = nil
             config.port = nil
         }
         return config
+    }
+
+    static func failureLevel(_ value: Node, _ reader: Reader, _ key: String) throws(ConfigError) -> String {
+        let level = try reader.string(value, key)
+        guard ["may", "encrypt"].contains(level) else {
+            throw reader.error(value, "\(key) is the level Postfix itself uses (smtp_tls_security_level): may or encrypt\(level == "none" ? "; none would send mail in clear where Postfix alone would not" : "")")
+        }
+        return level
     }
 
     public static func zone(_ node: Node, _ reader: Reader, _ name: String) throws(ConfigError) -> Zone {
@@ -196,6 +245,9 @@ public struct DaemonConfig: Sendable {
             case "timeout": zone.timeout = try reader.double(v, "\(name).\(key)", 0.1...600)
             case "require_sni": zone.requireSNI = try reader.bool(v, "\(name).\(key)")
             case "tlsrpt": zone.tlsrpt = try reader.bool(v, "\(name).\(key)")
+            case "dnssec": zone.dnssec = try reader.bool(v, "\(name).\(key)")
+            case "enforce_mx_patterns": zone.enforceMXPatterns = try reader.bool(v, "\(name).\(key)")
+            case "policy_failure_level": zone.policyFailureLevel = try failureLevel(v, reader, "\(name).\(key)")
             default: throw reader.unknown(k, key, in: name)
             }
         }

@@ -34,7 +34,8 @@ public struct PolicyAnswer: Sendable {
                 JSONMember("mx", .array(policy.mx.map { .string($0.text) })),
                 JSONMember("fetched", time(entry.fetchedAt)),
                 JSONMember("expires", time(entry.expiresAt)),
-                JSONMember("dane", .bool(entry.dane)),
+                JSONMember("dane", .string(["none", "usable", "temporary"][entry.dane.rawValue])),
+                JSONMember("mx_hosts", entry.mxHosts.map { .array($0.map(JSONValue.string)) } ?? .null),
             ])))
         } else {
             members.append(JSONMember("policy", .null))
@@ -57,7 +58,12 @@ public struct PolicyAnswer: Sendable {
             if let entry {
                 lines.append("  fetched:  \(RFC3339.format(Int64(entry.fetchedAt)))")
                 lines.append("  expires:  \(RFC3339.format(Int64(entry.expiresAt)))")
-                if entry.dane { lines.append("  DANE:     every MX host has DNSSEC-validated TLSA records; DANE applies (RFC 8461 §2)") }
+                switch entry.dane {
+                case .usable: lines.append("  DANE:     every MX host is authenticated by usable DANE records; in DNSSEC zones DANE applies (RFC 8461 §2)")
+                case .temporary: lines.append("  DANE:     unknown (a look-up failed); DNSSEC zones answer TEMP")
+                case .none: break
+                }
+                if let hosts = entry.mxHosts { lines.append("  MX hosts: \(hosts.joined(separator: ", "))") }
                 if let failure = entry.failure, let reason = entry.reason {
                     lines.append("  last refresh failed: \(failure.rawValue): \(reason)")
                 }

@@ -47,15 +47,29 @@ public final class PolicyDaemon: Sendable {
                              logger: Logger = Log.logger("daemon")) async throws -> PolicyDaemon {
         // Few malloc arenas: a long-running daemon with many threads otherwise keeps freed memory.
         _ = glibcMallopt(-8 /* M_ARENA_MAX */, 2)
-        let store = try DaemonRuntime.makeStore(config)
+        let store: (any PolicyStore)?
+        do { store = try DaemonRuntime.makeStore(config) } catch {
+            // A shared PostgreSQL cache that is down must not keep the daemon (and mail) down:
+            // it starts degraded, resolves live and connects when the database answers.
+            guard case .postgres(let dsn, let timeout) = config.cache else { throw error }
+            logger.error("\(error); starting without it (degraded): look-ups go to DNS and the policy hosts until PostgreSQL answers")
+            do { store = try PostgresPolicyStore(dsn: dsn, timeout: .milliseconds(Int64(timeout * 1000)), connectNow: false) } catch {
+                throw DaemonRuntime.SetupError(description: "the policy cache: \(error.description)")
+            }
+        }
         let resolver = try DaemonRuntime.makeResolver(config, store: store, clock: clock)
-        let warmed = try await resolver.warm()
+        var warmed = 0
+        do { warmed = try await resolver.warm() } catch {
+            logger.error("the policy cache could not be read at start (\(error)); running degraded until it answers")
+        }
         _ = glibcMallocTrim(0)
         let responder = PolicyMapResponder(resolver: resolver, config: config)
         var limits = SocketmapServer.Limits()
         limits.maxConnections = config.maxConnections
         limits.maxRequestLength = config.maxRequestLength
         limits.idleTimeout = .milliseconds(Int64(config.idleTimeout * 1000))
+        // After the whole look-up budget, below Postfix's socketmap time-out (100 s).
+        limits.replyTimeout = .milliseconds(Int64(config.replyDeadline * 1000))
         let server = SocketmapServer(responder: responder, limits: limits, latency: LatencyHistogram())
         var listening: [String] = []
         if let host = config.host, let port = config.port {
@@ -80,7 +94,7 @@ public final class PolicyDaemon: Sendable {
         case .sqlite(let path): cacheName = "sqlite \(path), \(warmed) valid entries loaded"
         case .postgres: cacheName = "postgres, \(warmed) valid entries loaded"
         }
-        logger.info("socketmap on \(listening.joined(separator: ", ")); cache \(cacheName)")
+        logger.info("socketmap on \(listening.joined(separator: ", ")); cache \(cacheName); a look-up takes at most \(Int(config.lookupBudget.rounded(.up))) s")
         return PolicyDaemon(server: server, resolver: resolver, responder: responder, configPath: configPath, logger: logger,
                             clock: clock, collector: collector, scheduler: scheduler, started: config)
     }

@@ -46,12 +46,13 @@ public enum DaemonRuntime {
         settings.negativeTTL = config.negativeTTL
         settings.dnsFailureTTL = config.dnsFailureTTL
         settings.recheckAfter = config.cacheGrace
-        settings.danePrecedence = config.dane
+        settings.danePrecedence = config.anyDNSSEC
         if case .memory(let size) = config.cache { settings.hotCapacity = size } else { settings.hotCapacity = config.hotCacheSize }
         settings.refreshConcurrency = config.proactiveConcurrency
         settings.evictAfter = config.evictAfter
-        // DNS (two tries) and the fetch, with some room.
-        settings.timeout = timeout * 2 + Double(config.dnsTimeout * 2)
+        // The whole chain, from the configured time-outs (the socketmap reply deadline follows).
+        settings.timeout = config.lookupBudget
+        settings.storeTimeout = config.storeTimeout
         return PolicyResolver(dns: dns, fetcher: fetcher, store: store, settings: settings, clock: clock, logger: logger)
     }
 }
@@ -79,15 +80,18 @@ public final class PolicyMapResponder: SocketmapResponder {
     }
 
     public func render(_ resolution: Resolution, zone name: String) -> String {
-        let (zone, failureLevel) = config.withLockedValue { ($0.zone(name), $0.policyFailureLevel) }
-        return Self.render(resolution, zone: zone, failureLevel: failureLevel)
+        let (zone, dnssec, failureLevel) = config.withLockedValue { c in (c.zone(name), c.dnssec(c.zone(name)), c.failureLevel(c.zone(name))) }
+        return Self.render(resolution, zone: zone, dnssec: dnssec, failureLevel: failureLevel)
     }
 
-    /// The reply for a resolution: `TEMP` for our own failures; DANE where it applies (RFC 8461
-    /// §2); the policy's reply; for a policy that could not be fetched or validated, with TLSRPT
-    /// on and Postfix's own level stated (`policy_failure_level`), the failure for Postfix to
-    /// report at that very level; else `NOTFOUND ` (a failure reply never lowers Postfix's level).
-    public static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, failureLevel: String?) -> String {
+    /// The reply for a resolution: `TEMP` for our own failures; in a DNSSEC zone (`dnssec`: its
+    /// Postfix does DANE) an enforce policy gives way to DANE where every MX is authenticated by
+    /// it (RFC 8461 §2), and a DANE look-up that failed with nothing known is `TEMP` (never a
+    /// fall-back to MTA-STS); the policy's reply; for a policy that could not be fetched or
+    /// validated, with TLSRPT on and Postfix's own level stated (`policy_failure_level`), the
+    /// failure for Postfix to report at that very level; else `NOTFOUND ` (a failure reply never
+    /// lowers Postfix's level).
+    public static func render(_ resolution: Resolution, zone: DaemonConfig.Zone, dnssec: Bool, failureLevel: String?) -> String {
         switch resolution.status {
         case .temporary:
             return SocketmapReply.temporary(resolution.reason)
@@ -98,9 +102,16 @@ public final class PolicyMapResponder: SocketmapResponder {
             return SocketmapReply.notFound
         case .policy:
             guard let entry = resolution.entry, let policy = entry.policy else { return SocketmapReply.notFound }
-            if entry.dane, policy.mode == .enforce { return "OK dane-only" }
+            if dnssec, policy.mode == .enforce {
+                switch entry.dane {
+                case .usable: return "OK dane-only"
+                case .temporary: return SocketmapReply.temporary("the DANE state of \(resolution.domain.text) is unknown (an MX, address or TLSA look-up failed)")
+                case .none: break
+                }
+            }
             return SocketmapReply.render(policy: policy, domain: resolution.domain, strictTesting: zone.strictTesting,
-                                         tlsrpt: zone.tlsrpt, requireSNI: zone.requireSNI)
+                                         tlsrpt: zone.tlsrpt, requireSNI: zone.requireSNI, mxHosts: entry.mxHosts,
+                                         enforcePatterns: zone.enforceMXPatterns)
         }
     }
 }

@@ -27,13 +27,18 @@ public struct CacheEntry: Sendable, Equatable {
     /// Why there is no policy, or why the last refresh failed: an RFC 8460 result type and a reason.
     public var failure: ResultType?
     public var reason: String?
-    /// Every MX host has DNSSEC-validated TLSA records: DANE applies, not MTA-STS (RFC 8461 §2).
-    public var dane: Bool
+    /// What DANE says of the domain's MX hosts (looked at only for DNSSEC zones and enforce
+    /// policies; re-checked at every record check).
+    public var dane: DANEState
+    /// The domain's MX host names at the last look (a wildcard `mx:` is answered with the hosts
+    /// it covers); nil when never looked up.
+    public var mxHosts: [String]?
     /// The last look-up that used this entry (coarse; for eviction).
     public var lastUsed: Double
 
     public init(domain: String, policy: STSPolicy?, stsID: String?, fetchedAt: Double, expiresAt: Double, checkedAt: Double,
-                failedID: String? = nil, failedAt: Double? = nil, failure: ResultType? = nil, reason: String? = nil, dane: Bool = false, lastUsed: Double) {
+                failedID: String? = nil, failedAt: Double? = nil, failure: ResultType? = nil, reason: String? = nil, dane: DANEState = .none,
+                mxHosts: [String]? = nil, lastUsed: Double) {
         self.domain = domain
         self.policy = policy
         self.stsID = stsID
@@ -45,11 +50,25 @@ public struct CacheEntry: Sendable, Equatable {
         self.failure = failure
         self.reason = reason
         self.dane = dane
+        self.mxHosts = mxHosts
         self.lastUsed = lastUsed
     }
 
     public var isNegative: Bool { policy == nil }
     public func isValid(at now: Double) -> Bool { now < expiresAt }
+}
+
+/// DANE for a domain's MX hosts (RFC 7672), as a Postfix with `smtp_dns_support_level = dnssec`
+/// would find it.
+public enum DANEState: Int, Sendable, Equatable {
+    /// DANE does not authenticate every MX (unsigned MX or addresses, no TLSA, only unusable
+    /// records): MTA-STS applies.
+    case none = 0
+    /// Every MX host is authenticated by usable DANE-TA/DANE-EE records on validated MX and
+    /// address look-ups: DANE, not MTA-STS (RFC 8461 §2).
+    case usable = 1
+    /// A look-up failed and nothing is known: neither DANE nor MTA-STS may be assumed.
+    case temporary = 2
 }
 
 /// Where the cache lives beyond the process: SQLite (one host) or PostgreSQL (shared by a fleet).

@@ -69,8 +69,15 @@ public final class PolicyResolver: Sendable {
         /// thousands of fetches.
         public var resolveConcurrency: Int = 256
         public var evictAfter: Double = 30 * 86_400
-        /// A look-up waits no longer than this for DNS and the fetch together.
+        /// A look-up waits no longer than this for the whole chain (queue, store, DNS, the fetch,
+        /// DANE); past it the reply follows the rule for the step that was late, and the work goes
+        /// on: its result serves the next query (`DaemonRuntime.budget` derives it from the
+        /// configured time-outs).
         public var timeout: Double = 10
+        /// A call to the persistent store waits no longer than this; a failed store is asked
+        /// again after `storeRetryAfter` (meanwhile look-ups go live).
+        public var storeTimeout: Double = 2
+        public var storeRetryAfter: Double = 5
 
         public init() {}
     }
@@ -82,7 +89,9 @@ public final class PolicyResolver: Sendable {
     let fetcher: PolicyFetcher
     let clock: any PolicyClock
     let hot: NIOLockedValueBox<HotCache>
-    let flights = NIOLockedValueBox<[String: Task<Resolution, Never>]>([:])
+    let flights = NIOLockedValueBox<[String: Flight]>([:])
+    /// The store behind its time limits and breaker (nil for a memory-only cache).
+    let guarded: StoreGuard?
     /// Bounds the uncached resolutions running at once (`Settings.resolveConcurrency`).
     let limiter: AsyncLimiter
     /// Background record checks in flight, by domain: one at a time per domain.
@@ -100,7 +109,14 @@ public final class PolicyResolver: Sendable {
         self.metrics = metrics
         self.hot = NIOLockedValueBox(HotCache(capacity: settings.hotCapacity))
         self.logger = logger
+        self.guarded = store.map {
+            StoreGuard(store: $0, timeout: settings.storeTimeout, retryAfter: settings.storeRetryAfter, clock: clock,
+                       logger: logger, failures: metrics.storeErrors)
+        }
     }
+
+    /// False while the persistent store is failing (look-ups go live; writes are kept for later).
+    public var storeUp: Bool { guarded?.isUp ?? true }
 
     // MARK: look-ups
 
@@ -116,21 +132,76 @@ public final class PolicyResolver: Sendable {
         return resolution(from: entry, domain: domain, source: .cache)
     }
 
+    /// How far an uncached look-up has come, for the answer at the deadline.
+    enum Stage: Sendable {
+        case queued, store, record, fetch, dane
+    }
+
+    struct Progress: Sendable {
+        var stage = Stage.queued
+        /// The store could not be read: a stored policy might be the answer.
+        var storeDown = false
+    }
+
+    /// One uncached look-up of a domain, shared by every query for it while it runs.
+    final class Flight: Sendable {
+        let progress = NIOLockedValueBox(Progress())
+        let task = NIOLockedValueBox<Task<Resolution, Never>?>(nil)
+        let started: Double
+        init(started: Double) { self.started = started }
+        func set(_ stage: Stage) { progress.withLockedValue { $0.stage = stage } }
+    }
+
     /// The policy for `domain`: from the cache when valid, else from DNS and the policy host.
-    /// Look-ups of one domain at the same time share one fetch.
+    /// Look-ups of one domain at the same time share one flight. A caller waits at most
+    /// `settings.timeout` (the flight's whole chain, queue included); a late flight goes on, and
+    /// what it finds is cached for the next query.
     public func resolve(_ domain: DomainName) async -> Resolution {
         if let hit = cached(domain) { return hit }
         metrics.lookups.increment()
         metrics.misses.increment()
-        let task: Task<Resolution, Never> = flights.withLockedValue { flights in
+        let flight: Flight = flights.withLockedValue { flights in
             if let running = flights[domain.text] { return running }
-            let task = Task { await self.limiter.run { await self.resolveUncached(domain) } }
-            flights[domain.text] = task
-            return task
+            let flight = Flight(started: clock.now())
+            flight.task.withLockedValue {
+                $0 = Task {
+                    let result = await self.limiter.run { await self.resolveUncached(domain, flight) }
+                    self.flights.withLockedValue { if $0[domain.text] === flight { $0[domain.text] = nil } }
+                    return result
+                }
+            }
+            flights[domain.text] = flight
+            return flight
         }
-        let result = await task.value
-        flights.withLockedValue { if $0[domain.text] == task { $0[domain.text] = nil } }
-        return result
+        guard let task = flight.task.withLockedValue({ $0 }) else { return atDeadline(domain, flight) }
+        if let result = await withDeadline(settings.timeout, { await task.value }) { return result }
+        return atDeadline(domain, flight)
+    }
+
+    /// The answer when the chain is not done in time: the rule for the failure the late step
+    /// stands for. Still queued or reading the store: a stored policy might be the answer, so
+    /// `TEMP`. Late DNS for the record: a DNS failure with nothing cached, "no policy" (RFC 8461
+    /// §3.3). A late fetch: a fetch failure, "no policy" with `sts-policy-fetch-error` (§5). Late
+    /// DANE look-ups: `TEMP`, as Postfix's own DANE. With the store down, every late step is
+    /// `TEMP` (a stored policy might be the answer).
+    func atDeadline(_ domain: DomainName, _ flight: Flight) -> Resolution {
+        let progress = flight.progress.withLockedValue { $0 }
+        let late = "looking up the policy of \(domain) took longer than \(settings.timeout.clean) s"
+        metrics.fetchOutcomes.increment("timeout")
+        logger.warning("\(late) (at: \(progress.stage)); the look-up goes on and its result serves the next query")
+        let temporary = Resolution(status: .temporary, domain: domain, entry: nil, source: .fetched, reason: late)
+        if progress.storeDown { return temporary }
+        let now = clock.now()
+        switch progress.stage {
+        case .queued, .store, .dane:
+            return temporary
+        case .record:
+            return resolution(from: negative(domain, now: now, ttl: 0, failure: nil, reason: "\(late) (DNS); with nothing cached this is no policy (RFC 8461 §3.3)", id: nil),
+                              domain: domain, source: .fetched)
+        case .fetch:
+            return resolution(from: negative(domain, now: now, ttl: 0, failure: .stsPolicyFetchError, reason: "\(late) (fetching the policy)", id: nil),
+                              domain: domain, source: .fetched)
+        }
     }
 
     func resolution(from entry: CacheEntry, domain: DomainName, source: Resolution.Source) -> Resolution {
@@ -140,12 +211,14 @@ public final class PolicyResolver: Sendable {
         return Resolution(status: .policy, domain: domain, entry: entry, source: source, reason: "policy id \(entry.stsID ?? "?")")
     }
 
-    func resolveUncached(_ domain: DomainName) async -> Resolution {
+    func resolveUncached(_ domain: DomainName, _ flight: Flight = Flight(started: 0)) async -> Resolution {
         let now = clock.now()
         var previous = hot.withLockedValue { $0.peek(domain.text) }
-        if let store {
-            do {
-                let stored = try await blocking { try store.load(domain.text) }
+        var storeDown = false
+        if let guarded {
+            flight.set(.store)
+            switch await guarded.call({ try $0.load(domain.text) }) {
+            case .success(let stored):
                 if let stored, stored.isValid(at: now) {
                     // Fetched by another daemon sharing the store, or before a restart.
                     hot.withLockedValue { $0.put(stored) }
@@ -153,44 +226,49 @@ public final class PolicyResolver: Sendable {
                     return resolution(from: stored, domain: domain, source: .cache)
                 }
                 previous = stored ?? previous
-            } catch {
-                metrics.storeErrors.increment()
-                return Resolution(status: .temporary, domain: domain, entry: nil, source: .fetched, reason: "the policy cache (\(store.name)) failed: \(error)")
+            case .failure(let failure):
+                // Degraded: resolved live. Only where a stored policy might be the answer and
+                // nothing could be fetched is the reply TEMP (below).
+                storeDown = true
+                flight.progress.withLockedValue { $0.storeDown = true }
+                logger.debug("policy cache \(failure); resolving \(domain) live")
             }
         }
-        let last = previous
-        let outcome = await withDeadline(settings.timeout) { await self.discover(domain, previous: last, now: now) }
-        guard let outcome else {
-            metrics.fetchOutcomes.increment("timeout")
-            return Resolution(status: .temporary, domain: domain, entry: nil, source: .fetched, reason: "looking up the policy of \(domain) took longer than \(Int(settings.timeout)) s")
-        }
+        let outcome = await discover(domain, previous: previous, now: now, flight: flight)
         switch outcome {
         case .temporary(let reason):
             return Resolution(status: .temporary, domain: domain, entry: nil, source: .fetched, reason: reason)
-        case .entry(let entry):
+        case .entry(let entry), .dnsFailed(let entry):
+            if storeDown, entry.failure != nil || outcome.isDNSFailure {
+                // A DNS failure or an unusable policy while the store cannot be read: the store
+                // may hold a valid policy, which such failures do not end (RFC 8461 §3.3/§5.1).
+                return Resolution(status: .temporary, domain: domain, entry: nil, source: .fetched,
+                                  reason: "the policy cache is unavailable and \(domain) could not be resolved live: \(entry.reason ?? "")")
+            }
             var used = entry
             used.lastUsed = now
             let entry = used
             hot.withLockedValue { $0.put(entry) }
-            if let store {
-                do { try await blocking { try store.save(entry) } } catch {
-                    metrics.storeErrors.increment()
-                    logger.error("cannot save the policy of \(domain) in the \(store.name) cache: \(error)")
-                }
-            }
+            // Written without the reply waiting (kept for later while the store is down).
+            guarded?.save(entry)
             return resolution(from: entry, domain: domain, source: .fetched)
         }
     }
 
     enum Discovery: Sendable {
         case entry(CacheEntry)
+        /// "No policy" because DNS failed with nothing cached (§3.3), remembered briefly.
+        case dnsFailed(CacheEntry)
         case temporary(String)
+
+        var isDNSFailure: Bool { if case .dnsFailed = self { return true } else { return false } }
     }
 
     /// DNS, then the fetch; `previous` is an expired or negative entry, which says whether the
     /// fetch for this record id failed recently.
-    func discover(_ domain: DomainName, previous: CacheEntry?, now: Double) async -> Discovery {
+    func discover(_ domain: DomainName, previous: CacheEntry?, now: Double, flight: Flight? = nil) async -> Discovery {
         let record: STSRecord
+        flight?.set(.record)
         switch await lookupRecord(domain) {
         case .temporary(let reason):
             // Nothing valid is cached (a valid policy never reaches here: it survives SERVFAIL
@@ -199,7 +277,7 @@ public final class PolicyResolver: Sendable {
             // deferred until it bounces. Remembered briefly, logged and counted.
             metrics.fetchOutcomes.increment("dns-failure")
             logger.warning("the _mta-sts record of \(domain) could not be looked up (\(reason)); nothing is cached: no policy for \(Int(settings.dnsFailureTTL)) s")
-            return .entry(negative(domain, now: now, ttl: settings.dnsFailureTTL, failure: nil,
+            return .dnsFailed(negative(domain, now: now, ttl: settings.dnsFailureTTL, failure: nil,
                                    reason: "DNS failed (\(reason)); with nothing cached this is no policy (RFC 8461 §3.3)", id: nil))
         case .none(let reason):
             metrics.fetchOutcomes.increment("no-record")
@@ -211,6 +289,7 @@ public final class PolicyResolver: Sendable {
             kept.expiresAt = failedAt + settings.retryDelay
             return .entry(kept)
         }
+        flight?.set(.fetch)
         switch await fetch(domain) {
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
@@ -219,16 +298,19 @@ public final class PolicyResolver: Sendable {
         case .temporary(let reason):
             return .temporary(reason)
         case .policy(let policy):
-            return .entry(await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: now))
+            flight?.set(.dane)
+            return .entry(await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: now, previous: previous))
         }
     }
 
-    /// The entry for a policy just fetched: max_age counts from now; DANE is looked at again.
-    func fetched(_ policy: STSPolicy, domain: DomainName, id: String, now: Double, lastUsed: Double) async -> CacheEntry {
+    /// The entry for a policy just fetched: max_age counts from now; MX hosts and DANE are
+    /// looked at again.
+    func fetched(_ policy: STSPolicy, domain: DomainName, id: String, now: Double, lastUsed: Double, previous: CacheEntry?) async -> CacheEntry {
         metrics.fetchOutcomes.increment("success")
-        let dane = policy.mode != .none && settings.danePrecedence ? await daneApplies(domain) : false
-        return CacheEntry(domain: domain.text, policy: policy, stsID: id, fetchedAt: now, expiresAt: now + Double(policy.maxAge),
-                          checkedAt: now, dane: dane, lastUsed: lastUsed)
+        var entry = CacheEntry(domain: domain.text, policy: policy, stsID: id, fetchedAt: now, expiresAt: now + Double(policy.maxAge),
+                               checkedAt: now, lastUsed: lastUsed)
+        (entry.mxHosts, entry.dane) = await mxAndDANE(domain, policy: policy, previous: previous)
+        return entry
     }
 
     func negative(_ domain: DomainName, now: Double, ttl: Double, failure: ResultType?, reason: String, id: String?) -> CacheEntry {
@@ -300,17 +382,89 @@ public final class PolicyResolver: Sendable {
         return .policy(policy)
     }
 
-    /// RFC 8461 §2: where DANE applies, MTA-STS must not override it. True when the MX RRset and
-    /// every MX host's `_25._tcp` TLSA RRset are DNSSEC-validated (AD) and non-empty.
-    func daneApplies(_ domain: DomainName) async -> Bool {
-        guard let mx = try? await dns.mx(domain.text), mx.authenticated, !mx.records.isEmpty else { return false }
-        for record in mx.records {
-            // Usable for SMTP: DANE-TA(2) or DANE-EE(3) (RFC 7672 §3.1.3); PKIX-TA/PKIX-EE (0/1)
-            // records do not make DANE apply.
-            guard let tlsa = try? await dns.tlsa("_25._tcp." + record.exchange), tlsa.authenticated,
-                  tlsa.records.contains(where: { $0.usage == 2 || $0.usage == 3 }) else { return false }
+    /// The domain's MX hosts (when the policy has a wildcard, or DANE is looked at) and its DANE
+    /// state (DNSSEC zones, enforce policies; RFC 8461 §2: where DANE applies, MTA-STS must not
+    /// override it). A failed look-up keeps what `previous` knew; with nothing known, DANE is
+    /// `.temporary` (the reply is then TEMP, as Postfix's own DANE would be).
+    func mxAndDANE(_ domain: DomainName, policy: STSPolicy, previous: CacheEntry?) async -> ([String]?, DANEState) {
+        let wantDANE = settings.danePrecedence && policy.mode == .enforce
+        guard wantDANE || policy.mx.contains(where: \.isWildcard) else { return (nil, .none) }
+        let lastDANE = previous?.policy == nil ? nil : previous?.dane
+        let hosts: [String]
+        let mxAuthenticated: Bool
+        do {
+            let answer = try await dns.mx(domain.text)
+            hosts = Self.mxHosts(answer.records)
+            mxAuthenticated = answer.authenticated
+        } catch {
+            if error.isNoRecords {
+                // RFC 5321 §5.1 / RFC 7672 §2.2.2: no MX, the domain itself is the host (its
+                // addresses must then be validated, below).
+                hosts = [domain.text]
+                mxAuthenticated = true
+            } else {
+                logger.warning("MX of \(domain): \(error.description); keeping what was known")
+                let keep = lastDANE.map { $0 } ?? .temporary
+                return (previous?.mxHosts, wantDANE ? keep : .none)
+            }
         }
-        return true
+        guard wantDANE else { return (hosts, .none) }
+        guard mxAuthenticated, !hosts.isEmpty else { return (hosts, .none) }
+        let states = await withTaskGroup(of: DANEState.self) { group in
+            for host in hosts { group.addTask { await self.hostDANE(host) } }
+            return await group.reduce(into: [DANEState]()) { $0.append($1) }
+        }
+        if states.contains(.temporary) {
+            if let lastDANE, lastDANE != .temporary {
+                logger.warning("DANE of \(domain): a look-up failed; keeping the last known state (\(lastDANE))")
+                return (hosts, lastDANE)
+            }
+            return (hosts, .temporary)
+        }
+        return (hosts, states.allSatisfy { $0 == .usable } ? .usable : .none)
+    }
+
+    static func mxHosts(_ records: [MXRecord]) -> [String] {
+        var seen = Set<String>()
+        return records.sorted { ($0.preference, $0.exchange) < ($1.preference, $1.exchange) }
+            .map { $0.exchange.lowercased().hasSuffix(".") ? String($0.exchange.lowercased().dropLast()) : $0.exchange.lowercased() }
+            .filter { !$0.isEmpty && seen.insert($0).inserted }
+    }
+
+    /// DANE for one MX host as Postfix would find it: validated addresses and a validated TLSA
+    /// RRset holding at least one usable record (DANE-TA(2) or DANE-EE(3), selector 0/1,
+    /// matching type 0/1/2 with a digest of the right length; RFC 7672 §3.1.3, RFC 6698).
+    func hostDANE(_ host: String) async -> DANEState {
+        async let v4 = Result { () async throws(DNSError) -> DNSAnswer<String> in try await self.dns.a(host) }
+        async let v6 = Result { () async throws(DNSError) -> DNSAnswer<String> in try await self.dns.aaaa(host) }
+        async let records = Result { () async throws(DNSError) -> DNSAnswer<TLSARecord> in try await self.dns.tlsa("_25._tcp." + host) }
+        var anyAddress = false
+        for r in await [v4, v6] {
+            switch r {
+            case .success(let answer):
+                guard answer.authenticated else { return .none }
+                anyAddress = true
+            case .failure(let e) where e.isNoRecords: continue
+            case .failure: return .temporary
+            }
+        }
+        guard anyAddress else { return .none }
+        switch await records {
+        case .failure(let e): return e.isNoRecords ? .none : .temporary
+        case .success(let tlsa):
+            guard tlsa.authenticated else { return .none }
+            return tlsa.records.contains(where: Self.usable) ? .usable : .none
+        }
+    }
+
+    static func usable(_ r: TLSARecord) -> Bool {
+        guard r.usage == 2 || r.usage == 3, r.selector <= 1 else { return false }
+        switch r.matchingType {
+        case 0: return !r.data.isEmpty
+        case 1: return r.data.count == 32
+        case 2: return r.data.count == 64
+        default: return false
+        }
     }
 
     // MARK: refresh
@@ -341,7 +495,7 @@ public final class PolicyResolver: Sendable {
     func refreshNow(_ domain: DomainName, force: Bool) async {
         let now = clock.now()
         var current = hot.withLockedValue { $0.peek(domain.text) }
-        if let store, let stored = try? await blocking({ try store.load(domain.text) }) {
+        if let guarded, case .success(let stored?) = await guarded.call({ try $0.load(domain.text) }) {
             if current == nil || stored.fetchedAt > current!.fetchedAt || stored.checkedAt > current!.checkedAt { current = stored }
         }
         guard var entry = current, !entry.isNegative else { return }
@@ -354,11 +508,15 @@ public final class PolicyResolver: Sendable {
             return
         case .none:
             entry.checkedAt = now
+            if let policy = entry.policy { (entry.mxHosts, entry.dane) = await mxAndDANE(domain, policy: policy, previous: entry) }
             save(entry)
             return
         case .record(let r): record = r
         }
         entry.checkedAt = now
+        // The DANE branch and the MX hosts are looked at on every check, whatever the policy's
+        // age: withdrawn TLSA records give MTA-STS back at the next check.
+        if let policy = entry.policy { (entry.mxHosts, entry.dane) = await mxAndDANE(domain, policy: policy, previous: entry) }
         let changed = record.id != entry.stsID
         if !changed && !force {
             save(entry)
@@ -371,7 +529,7 @@ public final class PolicyResolver: Sendable {
         metrics.refreshes.increment()
         switch await fetch(domain) {
         case .policy(let policy):
-            entry = await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: entry.lastUsed)
+            entry = await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: entry.lastUsed, previous: entry)
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
             metrics.refreshFailures.increment()
@@ -389,13 +547,7 @@ public final class PolicyResolver: Sendable {
 
     func save(_ entry: CacheEntry) {
         hot.withLockedValue { $0.put(entry) }
-        guard let store else { return }
-        Task {
-            do { try await blocking { try store.save(entry) } } catch {
-                metrics.storeErrors.increment()
-                logger.error("cannot save the policy of \(entry.domain): \(error)")
-            }
-        }
+        guarded?.save(entry)
     }
 
     /// One pass of proactive refresh: every cached policy past its refresh point (between half
@@ -409,7 +561,7 @@ public final class PolicyResolver: Sendable {
         // Candidates: from the store (a query, not the whole table) or the hot layer.
         let snapshot = hot.withLockedValue { $0.all() }
         var candidates = snapshot.filter { $0.policy != nil && $0.isValid(at: now) && now >= $0.fetchedAt + ($0.expiresAt - $0.fetchedAt) / 2 }
-        if let store, let stored = try? await blocking({ try store.refreshCandidates(at: now) }) {
+        if let guarded, case .success(let stored) = await guarded.call({ try $0.refreshCandidates(at: now) }) {
             var byDomain = Dictionary(candidates.map { ($0.domain, $0) }, uniquingKeysWith: { a, _ in a })
             for e in stored where byDomain[e.domain].map({ e.fetchedAt > $0.fetchedAt }) ?? true { byDomain[e.domain] = e }
             candidates = Array(byDomain.values)
@@ -417,7 +569,7 @@ public final class PolicyResolver: Sendable {
         let evict = snapshot.filter { now - $0.lastUsed > settings.evictAfter || ($0.isNegative && !$0.isValid(at: now)) }.map(\.domain)
         var evicted = evict.count
         if !evict.isEmpty { hot.withLockedValue { cache in evict.forEach { cache.remove($0) } } }
-        if let store, let n = try? await blocking({ try store.evict(unusedBefore: unusedBefore, at: now) }) { evicted = max(evicted, n) }
+        if let guarded, case .success(let n) = await guarded.call({ try $0.evict(unusedBefore: unusedBefore, at: now) }) { evicted = max(evicted, n) }
         metrics.evictions.increment(by: evicted)
         let due = candidates.filter { e in
             now - e.lastUsed <= settings.evictAfter && now >= e.fetchedAt + (e.expiresAt - e.fetchedAt) * Self.spread(e.domain)
@@ -460,11 +612,11 @@ public final class PolicyResolver: Sendable {
 
     /// Writes the coarse last-use times of the hot layer to the store (for eviction across restarts).
     public func flushUse() async {
-        guard let store else { return }
+        guard let guarded else { return }
         let used = hot.withLockedValue { $0.takeUsed() }
         guard !used.isEmpty else { return }
         let now = clock.now()
-        try? await blocking { try store.touch(used, at: now) }
+        _ = await guarded.call { try $0.touch(used, at: now) }
     }
 
     public var hotCount: Int { hot.withLockedValue { $0.count } }
@@ -479,8 +631,8 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
     try await BlockingPool.shared.run(body)
 }
 
-/// Nil when `body` has not finished within `seconds` (it goes on in the background and its
-/// result, a cache entry, is still saved by whoever awaits it next).
+/// Nil when `body` has not finished within `seconds` (it goes on in the background; the
+/// resolver's flights cache what it finds).
 func withDeadline<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async -> T) async -> T? {
     let pending = NIOLockedValueBox<CheckedContinuation<T?, Never>?>(nil)
     let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)

@@ -3,17 +3,17 @@ import MTASTSCore
 import Storage
 
 /// The columns both SQL stores keep, in this order.
-private let columns = "domain, policy, sts_id, fetched_at, expires_at, checked_at, failed_id, failed_at, failure, reason, dane, last_used"
+private let columns = "domain, policy, sts_id, fetched_at, expires_at, checked_at, failed_id, failed_at, failure, reason, dane, last_used, mx_hosts"
 
 private func row(_ e: CacheEntry) -> [SQLValue] {
     [.text(e.domain), e.policy.map { .text($0.render(lineEnding: "\n")) } ?? .null, e.stsID.map(SQLValue.text) ?? .null,
      .real(e.fetchedAt), .real(e.expiresAt), .real(e.checkedAt), e.failedID.map(SQLValue.text) ?? .null,
      e.failedAt.map(SQLValue.real) ?? .null, e.failure.map { .text($0.rawValue) } ?? .null, e.reason.map(SQLValue.text) ?? .null,
-     .integer(e.dane ? 1 : 0), .real(e.lastUsed)]
+     .integer(Int64(e.dane.rawValue)), .real(e.lastUsed), e.mxHosts.map { .text($0.joined(separator: " ")) } ?? .null]
 }
 
 private func entry(_ r: [SQLValue]) -> CacheEntry? {
-    guard r.count == 12, let domain = r[0].string else { return nil }
+    guard r.count == 13, let domain = r[0].string else { return nil }
     // A stored policy is parsed again; one that no longer parses is dropped (as if never cached).
     var policy: STSPolicy?
     if let text = r[1].string {
@@ -22,7 +22,8 @@ private func entry(_ r: [SQLValue]) -> CacheEntry? {
     }
     return CacheEntry(domain: domain, policy: policy, stsID: r[2].string, fetchedAt: r[3].double ?? 0, expiresAt: r[4].double ?? 0,
                       checkedAt: r[5].double ?? 0, failedID: r[6].string, failedAt: r[7].double, failure: r[8].string.map(ResultType.init),
-                      reason: r[9].string, dane: (r[10].int ?? 0) != 0, lastUsed: r[11].double ?? 0)
+                      reason: r[9].string, dane: DANEState(rawValue: Int(r[10].int ?? 0)) ?? .none,
+                      mxHosts: r[12].string.map { $0.split(separator: " ").map(String.init) }, lastUsed: r[11].double ?? 0)
 }
 
 /// The policy cache in SQL: one implementation for both databases (`SQLDatabase` numbers the
@@ -30,16 +31,35 @@ private func entry(_ r: [SQLValue]) -> CacheEntry? {
 public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
     public let name: String
     private let db: SQLDatabase
+    /// The table exists (made by the first statement that reaches the database).
+    private let ready = NSLock()
+    private var schemaDone = false
 
-    init(db: SQLDatabase) throws(StorageErrorBox) {
+    init(db: SQLDatabase, createNow: Bool = true) throws(StorageErrorBox) {
         self.db = db
         self.name = db.kind.rawValue
+        if createNow { try prepare() }
+    }
+
+    /// Creates the table once (at start, or at the first call that reaches a database that was
+    /// down at start).
+    private func prepare() throws(StorageErrorBox) {
+        ready.lock()
+        defer { ready.unlock() }
+        guard !schemaDone else { return }
         do {
             // Two daemons starting at once may both create the table: the loser's error is harmless.
             do { try db.query(Self.schema(real: db.realType)) } catch {
                 _ = try db.query("SELECT 1 FROM sts_policy_cache LIMIT 1")
             }
+            // Added later: a cache made by an older version gets the column.
+            do { _ = try db.query("SELECT mx_hosts FROM sts_policy_cache LIMIT 1") } catch {
+                do { try db.query("ALTER TABLE sts_policy_cache ADD COLUMN mx_hosts TEXT") } catch {
+                    _ = try db.query("SELECT mx_hosts FROM sts_policy_cache LIMIT 1")  // another daemon added it
+                }
+            }
         } catch { throw StorageErrorBox(error.description) }
+        schemaDone = true
     }
 
     static func schema(real: String) -> String {
@@ -47,12 +67,13 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         CREATE TABLE IF NOT EXISTS sts_policy_cache (
             domain TEXT PRIMARY KEY, policy TEXT, sts_id TEXT, fetched_at \(real) NOT NULL, expires_at \(real) NOT NULL,
             checked_at \(real) NOT NULL, failed_id TEXT, failed_at \(real), failure TEXT, reason TEXT,
-            dane INTEGER NOT NULL DEFAULT 0, last_used \(real) NOT NULL)
+            dane INTEGER NOT NULL DEFAULT 0, last_used \(real) NOT NULL, mx_hosts TEXT)
         """
     }
 
     @discardableResult
     func query(_ sql: String, _ parameters: [SQLValue] = []) throws(StorageErrorBox) -> [[SQLValue]] {
+        try prepare()
         do { return try db.query(sql, parameters) } catch { throw StorageErrorBox(error.description) }
     }
 
@@ -65,7 +86,7 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         // Never an older entry over a newer one: a recheck that started before another daemon
         // sharing the store fetched a new policy must not put the old one back.
         try query("""
-            INSERT INTO sts_policy_cache (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE SET \(updates.joined(separator: ", "))
+            INSERT INTO sts_policy_cache (\(columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (domain) DO UPDATE SET \(updates.joined(separator: ", "))
             WHERE excluded.fetched_at >= sts_policy_cache.fetched_at
             """, row(e))
     }
@@ -88,6 +109,7 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
 
     public func touch(_ domains: [String], at time: Double) throws(StorageErrorBox) {
         guard !domains.isEmpty else { return }
+        try prepare()
         do {
             try db.transaction {
                 for d in domains { try db.query("UPDATE sts_policy_cache SET last_used = ? WHERE domain = ? AND last_used < ?", [.real(time), .text(d), .real(time)]) }
@@ -109,9 +131,11 @@ public final class SQLitePolicyStore: SQLPolicyStore, @unchecked Sendable {
 /// The policy cache in PostgreSQL: one cache for several daemons on several MTAs; a policy
 /// fetched by one is used by all.
 public final class PostgresPolicyStore: SQLPolicyStore, @unchecked Sendable {
-    public init(dsn: String, timeout: Duration = .seconds(5)) throws(StorageErrorBox) {
+    /// `connectNow: false`: the daemon starts while PostgreSQL is down; the first call that
+    /// reaches it connects and creates the table.
+    public init(dsn: String, timeout: Duration = .seconds(5), connectNow: Bool = true) throws(StorageErrorBox) {
         let db: SQLDatabase
-        do { db = try SQLDatabase(postgres: dsn, timeout: timeout) } catch { throw StorageErrorBox(error.description) }
-        try super.init(db: db)
+        do { db = try SQLDatabase(postgres: dsn, timeout: timeout, connectNow: connectNow) } catch { throw StorageErrorBox(error.description) }
+        try super.init(db: db, createNow: connectNow)
     }
 }

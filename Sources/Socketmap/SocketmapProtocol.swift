@@ -52,19 +52,41 @@ public enum SocketmapReply {
 
     /// `OK secure match=… servername=hostname` for a policy that applies, else `NOTFOUND `:
     /// mode none, and testing unless `strictTesting`, are no TLS requirement for Postfix.
-    /// `match=` lists the patterns (`*.x` written `.x`, Postfix's form) sorted, so the reply is
-    /// deterministic. With `tlsrpt` (Postfix ≥ 3.10) the TLSRPT attributes follow. Without
-    /// `requireSNI` the reply lacks `servername=hostname` (the reference daemon's `require_sni: false`).
-    public static func render(policy: STSPolicy, domain: DomainName, strictTesting: Bool = false, tlsrpt: Bool = false, requireSNI: Bool = true) -> String {
+    /// `match=` is sorted, so the reply is deterministic. With `tlsrpt` (Postfix ≥ 3.10) the
+    /// TLSRPT attributes follow. Without `requireSNI` the reply lacks `servername=hostname` (the
+    /// reference daemon's `require_sni: false`).
+    ///
+    /// A wildcard `*.x` covers one label (RFC 8461 §4.1), but Postfix's `.x` accepts any depth.
+    /// So unless Postfix enforces `mx_host_pattern=` itself (`enforcePatterns`, Postfix ≥ 3.10.5
+    /// with `smtp_tls_enforce_sts_mx_patterns`; the attributes are then sent even without
+    /// `tlsrpt`), a wildcard is answered with the MX hosts it covers (`mxHosts`, the domain's MX
+    /// names): a name two labels below is not accepted. With MX hosts never looked up, the reply
+    /// is `TEMP` rather than the wider `.x`.
+    public static func render(policy: STSPolicy, domain: DomainName, strictTesting: Bool = false, tlsrpt: Bool = false, requireSNI: Bool = true,
+                              mxHosts: [String]? = nil, enforcePatterns: Bool = false) -> String {
         switch policy.mode {
         case .none: return notFound
         case .testing where !strictTesting: return notFound
         default: break
         }
         guard !policy.mx.isEmpty else { return notFound }
-        let match = policy.mx.map { $0.isWildcard ? "." + $0.base : $0.text }.sorted().joined(separator: ":")
+        var names: Set<String> = []
+        for pattern in policy.mx {
+            if !pattern.isWildcard {
+                names.insert(pattern.text)
+            } else if enforcePatterns {
+                names.insert("." + pattern.base)
+            } else if let mxHosts {
+                names.formUnion(mxHosts.filter { MXPattern.matches(host: $0, pattern: pattern.text) })
+            } else {
+                return temporary("the MX hosts of \(domain.text) are not known yet (a wildcard is answered with the hosts it covers)")
+            }
+        }
+        // No MX host matches: a name that matches no certificate, never an empty match= (Postfix
+        // would fall back to its own default names).
+        let match = names.isEmpty ? noMatch : names.sorted().joined(separator: ":")
         var reply = "OK secure match=\(match)" + (requireSNI ? " servername=hostname" : "")
-        guard tlsrpt else { return reply }
+        guard tlsrpt || enforcePatterns else { return reply }
         var attributes = " policy_type=sts policy_domain=\(domain.text)"
         attributes += policy.mx.map { " mx_host_pattern=\($0.text)" }.joined()
         // A value in braces ends at the first '}': a policy line holding '{' or '}' (an extension
@@ -76,6 +98,10 @@ public enum SocketmapReply {
         guard reply.utf8.count + attributes.utf8.count <= maxReplySize else { return reply }
         return reply + attributes
     }
+
+    /// What `match=` holds when no MX host is covered by the policy (`.invalid` never resolves
+    /// nor appears in a publicly trusted certificate, RFC 6761).
+    public static let noMatch = "no-mx-host-matches-the-policy.invalid"
 
     /// Postfix's socketmap_max_reply_size default.
     public static let maxReplySize = 100_000

@@ -25,8 +25,10 @@ public final class SQLDatabase: @unchecked Sendable {
     }
 
     /// PostgreSQL through libpq: a URI or a `key=value` connection string.
-    public init(postgres dsn: String, timeout: Duration = .seconds(5)) throws(StorageError) {
-        let db = try PostgresDatabase(dsn: dsn, statementTimeout: timeout)
+    /// With `connectNow: false` the connection is opened by the first statement (and again after
+    /// it is lost), so a server that is down at start is not an error yet.
+    public init(postgres dsn: String, timeout: Duration = .seconds(5), connectNow: Bool = true) throws(StorageError) {
+        let db = try PostgresDatabase(dsn: dsn, statementTimeout: timeout, connectNow: connectNow)
         kind = .postgres
         location = PostgresDatabase.redact(dsn)
         run = { (sql, parameters) throws(StorageError) in try db.query(sql, parameters) }

@@ -4,6 +4,7 @@ import MTASTSCore
 @testable import PolicyDaemon
 import PolicyResolver
 import ServiceLifecycle
+import Socketmap
 import Testing
 import TLSRPTSender
 
@@ -12,45 +13,97 @@ import TLSRPTSender
 @Suite struct ReplyRuleTests {
     let domain = try! DomainName("example.com")
 
-    func resolution(_ status: Resolution.Status, policy: String? = nil, failure: ResultType? = nil, dane: Bool = false) -> Resolution {
+    func resolution(_ status: Resolution.Status, policy: String? = nil, failure: ResultType? = nil, dane: DANEState = .none,
+                    mxHosts: [String]? = ["mx2.example.com", "a.mx.example.com", "b.c.mx.example.com"]) -> Resolution {
         let parsed = policy.flatMap { STSPolicy.parse($0).policy }
         let entry = CacheEntry(domain: "example.com", policy: parsed, stsID: "1", fetchedAt: 0, expiresAt: 86_400, checkedAt: 0,
-                               failure: failure, reason: failure.map { "\($0.rawValue)" }, dane: dane, lastUsed: 0)
+                               failure: failure, reason: failure.map { "\($0.rawValue)" }, dane: dane, mxHosts: mxHosts, lastUsed: 0)
         return Resolution(status: status, domain: domain, entry: status == .temporary ? nil : entry, source: .cache, reason: "DNS time-out")
+    }
+
+    func render(_ r: Resolution, zone: DaemonConfig.Zone = .init(), dnssec: Bool = false, failureLevel: String? = "may") -> String {
+        PolicyMapResponder.render(r, zone: zone, dnssec: dnssec, failureLevel: failureLevel)
     }
 
     static let enforce = "version: STSv1\nmode: enforce\nmx: mx2.example.com\nmx: *.mx.example.com\nmax_age: 86400\n"
     static let testing = "version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n"
 
     @Test("enforce: secure with sorted match=, testing: NOTFOUND unless strict_testing (CONFORMANCE 8461 #22, #23, #25)") func policyReplies() {
-        let zone = DaemonConfig.Zone()
-        #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.enforce), zone: zone, failureLevel: "may")
-                == "OK secure match=.mx.example.com:mx2.example.com servername=hostname")
-        #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.testing), zone: zone, failureLevel: "may") == "NOTFOUND ")
+        #expect(render(resolution(.policy, policy: Self.enforce)) == "OK secure match=a.mx.example.com:mx2.example.com servername=hostname")
+        #expect(render(resolution(.policy, policy: Self.testing)) == "NOTFOUND ")
         var strict = DaemonConfig.Zone()
         strict.strictTesting = true
-        #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.testing), zone: strict, failureLevel: "may")
-                == "OK secure match=mx.example.com servername=hostname")
+        #expect(render(resolution(.policy, policy: Self.testing), zone: strict) == "OK secure match=mx.example.com servername=hostname")
     }
 
-    // RFC 8461 §2: DANE first.
-    @Test("DANE precedence: every MX with validated TLSA in enforce is dane-only (CONFORMANCE 8461 #29)") func dane() {
-        #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.enforce, dane: true), zone: .init(), failureLevel: "may") == "OK dane-only")
-        #expect(PolicyMapResponder.render(resolution(.policy, policy: Self.testing, dane: true), zone: .init(), failureLevel: "may") == "NOTFOUND ")
+    // RFC 8461 §4.1: "*.mx.example.com" covers a.mx.example.com, not b.c.mx.example.com; Postfix's
+    // ".mx.example.com" would accept both.
+    @Test("a wildcard covers one label: answered with the MX hosts it covers, or left to a Postfix that enforces mx_host_pattern") func wildcard() {
+        let reply = render(resolution(.policy, policy: Self.enforce))
+        #expect(reply.contains("match=a.mx.example.com:mx2.example.com ") && !reply.contains("b.c.mx") && !reply.contains("match=.mx"))
+        // MX hosts never looked up: TEMP, not the wider pattern.
+        #expect(render(resolution(.policy, policy: Self.enforce, mxHosts: nil)).hasPrefix("TEMP the MX hosts of example.com are not known yet"))
+        // No MX host matches: a name no certificate holds, never an empty match= (Postfix's default names).
+        #expect(render(resolution(.policy, policy: Self.enforce, mxHosts: ["other.example.net"]))
+                == "OK secure match=mx2.example.com servername=hostname")
+        #expect(render(resolution(.policy, policy: "version: STSv1\nmode: enforce\nmx: *.mx.example.com\nmax_age: 86400\n", mxHosts: ["x.y.mx.example.com"]))
+                == "OK secure match=\(SocketmapReply.noMatch) servername=hostname")
+        // A zone for Postfix ≥ 3.10.5 that enforces the patterns: the pattern itself, with
+        // policy_type=sts and mx_host_pattern= even without tlsrpt.
+        var enforcing = DaemonConfig.Zone()
+        enforcing.enforceMXPatterns = true
+        let patterns = render(resolution(.policy, policy: Self.enforce, mxHosts: nil), zone: enforcing)
+        #expect(patterns.hasPrefix("OK secure match=.mx.example.com:mx2.example.com servername=hostname policy_type=sts policy_domain=example.com mx_host_pattern=mx2.example.com mx_host_pattern=*.mx.example.com"), "\(patterns)")
+    }
+
+    // RFC 8461 §2: DANE first, only where Postfix does DANE (a DNSSEC zone).
+    @Test("DANE precedence only in DNSSEC zones: usable DANE is dane-only, an unknown DANE state TEMP (CONFORMANCE 8461 #29)") func dane() {
+        let usable = resolution(.policy, policy: Self.enforce, dane: .usable)
+        #expect(render(usable, dnssec: true) == "OK dane-only")
+        #expect(render(resolution(.policy, policy: Self.testing, dane: .usable), dnssec: true) == "NOTFOUND ")
+        #expect(render(resolution(.policy, policy: Self.enforce, dane: .temporary), dnssec: true).hasPrefix("TEMP the DANE state of example.com is unknown"))
+        #expect(render(resolution(.policy, policy: Self.enforce, dane: .none), dnssec: true).hasPrefix("OK secure match="))
+        // A Postfix without DNSSEC does no DANE: no reply depends on TLSA.
+        #expect(render(usable, dnssec: false).hasPrefix("OK secure match="))
+        #expect(render(resolution(.policy, policy: Self.enforce, dane: .temporary), dnssec: false).hasPrefix("OK secure match="))
     }
 
     @Test("our own failures are TEMP; an unusable policy is NOTFOUND, or policy_failure in a tlsrpt zone (CONFORMANCE 8461 #17, #30)") func failures() {
-        #expect(PolicyMapResponder.render(resolution(.temporary), zone: .init(), failureLevel: "may") == "TEMP DNS time-out")
+        #expect(render(resolution(.temporary)) == "TEMP DNS time-out")
         let broken = resolution(.noPolicy, failure: .stsPolicyInvalid)
-        #expect(PolicyMapResponder.render(broken, zone: .init(), failureLevel: "may") == "NOTFOUND ")
+        #expect(render(broken) == "NOTFOUND ")
         var tlsrpt = DaemonConfig.Zone()
         tlsrpt.tlsrpt = true
-        #expect(PolicyMapResponder.render(broken, zone: tlsrpt, failureLevel: "encrypt")
-                == "OK encrypt policy_type=sts policy_domain=example.com policy_failure=sts-policy-invalid")
-        #expect(PolicyMapResponder.render(resolution(.noPolicy), zone: tlsrpt, failureLevel: "may") == "NOTFOUND ")
+        #expect(render(broken, zone: tlsrpt, failureLevel: "encrypt") == "OK encrypt policy_type=sts policy_domain=example.com policy_failure=sts-policy-invalid")
+        #expect(render(resolution(.noPolicy), zone: tlsrpt) == "NOTFOUND ")
         // Postfix's own level not stated: a broken policy is NOTFOUND even in a tlsrpt zone, so
         // the reply can never lower a stricter Postfix level (dane, encrypt) to may.
-        #expect(PolicyMapResponder.render(broken, zone: tlsrpt, failureLevel: nil) == "NOTFOUND ")
+        #expect(render(broken, zone: tlsrpt, failureLevel: nil) == "NOTFOUND ")
+    }
+
+    @Test("per-zone Postfix facts: dnssec, failure level and pattern enforcement by zone; the budget and reply deadline follow the time-outs") func zoneFacts() throws {
+        let config = try DaemonConfig.parse("""
+            dane: false
+            policy_failure_level: may
+            dns_timeout: 4
+            cache:
+              type: internal
+            zones:
+              dnssec:
+                dnssec: true
+                policy_failure_level: encrypt
+              new:
+                enforce_mx_patterns: true
+                timeout: 25
+            """, file: "d.yml")
+        #expect(!config.dnssec(config.zone("postfix")) && config.dnssec(config.zone("dnssec")))
+        #expect(config.failureLevel(config.zone("postfix")) == "may" && config.failureLevel(config.zone("dnssec")) == "encrypt")
+        #expect(config.zone("new").enforceMXPatterns && !config.zone("dnssec").enforceMXPatterns)
+        // 12 s per DNS query (4 + 8), record and addresses, a 25 s fetch, MX/addresses/TLSA in DNSSEC zones, 1 s room.
+        let expected: Double = 12 * 2 + 25 + 12 * 3 + 1
+        #expect(config.lookupBudget == expected)
+        #expect(config.replyDeadline == config.lookupBudget + 2 && config.replyDeadline < DaemonConfig.postfixSocketmapTimeout)
+        #expect(throws: DaemonConfig.ConfigError.self) { try DaemonConfig.parse("dns_timeout: 20\n", file: "d.yml") }
     }
 }
 

@@ -1,13 +1,40 @@
 import Foundation
 
 /// A minimal DNS responder on UDP 127.0.0.1 for what dnsmasq cannot serve here: answers that a
-/// validating resolver vouched for (the AD bit set). Answers TXT questions from `txt` with AD=1;
-/// every other question gets NXDOMAIN. One thread, one socket, stopped on deinit.
+/// validating resolver vouched for (the AD bit set), and answers that change, fail or come late
+/// while a test runs. Names it does not know get NXDOMAIN. One thread, one socket, stopped on
+/// deinit.
 public final class FakeDNS: @unchecked Sendable {
     public let port: UInt16
     public var server: String { "127.0.0.1:\(port)" }
     private let fd: Int32
     private let thread: Thread
+
+    /// What it answers; changed by a test while it runs.
+    public struct Zone: Sendable {
+        public var records: [Record]
+        /// Names answered SERVFAIL.
+        public var servfail: Set<String> = []
+        /// Names answered without the AD bit (an unsigned zone).
+        public var unsigned: Set<String> = []
+        /// Names answered only after this many seconds.
+        public var delay: [String: Double] = [:]
+        public init(records: [Record]) { self.records = records }
+    }
+    private final class Box: @unchecked Sendable {
+        let lock = NSLock()
+        var zone: Zone
+        init(_ zone: Zone) { self.zone = zone }
+        func read() -> Zone { lock.lock(); defer { lock.unlock() }; return zone }
+    }
+    private let box: Box
+
+    /// Replaces what it answers.
+    public func update(_ change: (inout Zone) -> Void) {
+        box.lock.lock()
+        defer { box.lock.unlock() }
+        change(&box.zone)
+    }
 
     /// A record it serves: owner name, type and RDATA in wire form.
     public struct Record: Sendable {
@@ -39,6 +66,8 @@ public final class FakeDNS: @unchecked Sendable {
 
     /// Serves `records` with the AD bit; other names get NXDOMAIN, other types of a known name NODATA.
     public init(records list: [Record]) throws {
+        let box = Box(Zone(records: list))
+        self.box = box
         let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         fd = socketFD
         var addr = sockaddr_in()
@@ -51,7 +80,6 @@ public final class FakeDNS: @unchecked Sendable {
         }
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socketFD, $0, &len) } }
         port = UInt16(bigEndian: addr.sin_port)
-        let records = Dictionary(grouping: list, by: { $0.name.lowercased() })
         thread = Thread {
             var buffer = [UInt8](repeating: 0, count: 1500)
             while true {
@@ -61,16 +89,26 @@ public final class FakeDNS: @unchecked Sendable {
                     withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(socketFD, b.baseAddress, b.count, 0, $0, &peerLen) } }
                 }
                 if n <= 0 { return }  // the socket was shut down
-                guard let reply = FakeDNS.answer(Array(buffer[0..<n]), records) else { continue }
-                _ = reply.withUnsafeBytes { b in
-                    withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(socketFD, b.baseAddress, b.count, 0, $0, peerLen) } }
+                let zone = box.read()
+                guard let (name, reply) = FakeDNS.answer(Array(buffer[0..<n]), zone) else { continue }
+                let send: @Sendable () -> Void = { [peer, peerLen] in
+                    var to = peer
+                    _ = reply.withUnsafeBytes { b in
+                        withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(socketFD, b.baseAddress, b.count, 0, $0, peerLen) } }
+                    }
+                }
+                if let delay = zone.delay[name] {
+                    DispatchQueue.global().asyncAfter(deadline: .now() + delay, execute: send)
+                } else {
+                    send()
                 }
             }
         }
         thread.start()
     }
 
-    static func answer(_ query: [UInt8], _ records: [String: [Record]]) -> [UInt8]? {
+    static func answer(_ query: [UInt8], _ zone: Zone) -> (String, [UInt8])? {
+        let records = Dictionary(grouping: zone.records, by: { $0.name.lowercased() })
         guard query.count > 12 else { return nil }
         var i = 12
         var labels: [String] = []
@@ -88,9 +126,12 @@ public final class FakeDNS: @unchecked Sendable {
         reply[2] = 0x81  // QR, RD
         reply[7] = 0
         reply[8] = 0; reply[9] = 0; reply[10] = 0; reply[11] = 0
-        if let known = records[name] {
+        if zone.servfail.contains(name) {
+            reply[3] = 0x82  // RA, SERVFAIL
+            reply[6] = 0; reply[7] = 0
+        } else if let known = records[name] {
             let matching = known.filter { $0.type == type }
-            reply[3] = 0xA0  // RA, AD; NOERROR (NODATA when nothing matches)
+            reply[3] = zone.unsigned.contains(name) ? 0x80 : 0xA0  // RA, AD unless unsigned; NOERROR (NODATA when nothing matches)
             reply[6] = 0; reply[7] = UInt8(matching.count)
             for r in matching {
                 reply += [0xC0, 0x0C, UInt8(type >> 8), UInt8(type & 0xFF), 0, 1, 0, 0, 0x0E, 0x10, UInt8(r.rdata.count >> 8), UInt8(r.rdata.count & 0xFF)] + r.rdata
@@ -99,7 +140,7 @@ public final class FakeDNS: @unchecked Sendable {
             reply[3] = 0x83  // RA, NXDOMAIN
             reply[6] = 0; reply[7] = 0
         }
-        return reply
+        return (name, reply)
     }
 
     deinit {
