@@ -65,6 +65,7 @@ struct QueryCommand: AsyncParsableCommand {
             throw ExitCode(Exit.temporary)
         }
         let resolution = await resolver.resolve(name)
+        await resolver.drainWrites()  // what was fetched reaches the cache before the process exits
         let reply = PolicyMapResponder.render(resolution, zone: cfg.zone(zone), dnssec: cfg.dnssec(cfg.zone(zone)), failureLevel: cfg.failureLevel(cfg.zone(zone)))
         emit(domain: name.text, resolution: resolution, reply: reply, note: nil)
         switch resolution.status {

@@ -171,6 +171,7 @@ struct SocketmapService: Service {
         daemon.logger.info("stopping: no new connections; answering what was asked (at most \(Int(grace)) s)")
         await daemon.server.shutdown(grace: .milliseconds(Int64(grace * 1000)))
         await daemon.resolver.flushUse()
+        await daemon.resolver.drainWrites()
     }
 }
 

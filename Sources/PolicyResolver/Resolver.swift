@@ -115,6 +115,12 @@ public final class PolicyResolver: Sendable {
         }
     }
 
+    /// Waits for the store writes in flight (at most twice the store time limit): call before a
+    /// short-lived process exits or at shutdown.
+    public func drainWrites() async {
+        await guarded?.drain(limit: settings.storeTimeout * 2)
+    }
+
     /// False while the persistent store is failing (look-ups go live; writes are kept for later).
     public var storeUp: Bool { guarded?.isUp ?? true }
 

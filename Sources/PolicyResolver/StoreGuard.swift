@@ -38,6 +38,8 @@ final class StoreGuard: Sendable {
         var probing = false
         var pending: [String: CacheEntry] = [:]
         var flushing = false
+        /// Writes started and not finished (`drain` waits for them).
+        var writing = 0
     }
 
     let store: any PolicyStore
@@ -104,8 +106,19 @@ final class StoreGuard: Sendable {
             return true
         }
         if keep { return }
+        state.withLockedValue { $0.writing += 1 }
         Task {
             if case .failure = await call({ try $0.save(entry) }) { remember(entry) }
+            state.withLockedValue { $0.writing -= 1 }
+        }
+    }
+
+    /// Waits (at most `limit` seconds) for the writes in flight: a short-lived process (`mtasts
+    /// query`) or a daemon shutting down does not lose what it fetched.
+    func drain(limit: Double) async {
+        let end = ContinuousClock.now + .milliseconds(Int(limit * 1000))
+        while state.withLockedValue({ $0.writing > 0 || $0.flushing }), ContinuousClock.now < end {
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 

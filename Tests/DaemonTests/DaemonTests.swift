@@ -41,6 +41,8 @@ final class SocketmapWorld: @unchecked Sendable {
         try host("testing.test", text("version: STSv1\nmode: testing\nmx: mail.testing.test\nmax_age: 86400\n"))
         try host("valid-none.test", text("version: STSv1\nmode: none\nmax_age: 86400\n"))
         try host("wild.test", text("version: STSv1\nmode: enforce\nmx: mail.wild.test\nmx: *.mx.wild.test\nmax_age: 604800\n"))
+        // Its MX hosts: one the wildcard covers, one two labels below it (RFC 8461 §4.1: not covered).
+        zone += ["mx-host=wild.test,mail.wild.test,10", "mx-host=wild.test,a.mx.wild.test,20", "mx-host=wild.test,b.c.mx.wild.test,30"]
         // No record; NODATA (the name exists, without TXT); three malformed records.
         zone.append("host-record=_mta-sts.no-data.test,127.0.0.1")
         try host("bad-record1.test", text("version: STSv1\nmode: enforce\nmx: mail.bad-record1.test\nmax_age: 86400\n"), record: "id=20180907T090909; v=STSv1;")
@@ -84,6 +86,8 @@ final class Daemon: @unchecked Sendable {
             tlsrpt: true
           nosni:
             require_sni: false
+          patterns:
+            enforce_mx_patterns: true
         """
 
     init(_ world: SocketmapWorld, cache: String, dnsServer: String? = nil, unix: Bool = false, extra: String = "") throws {
@@ -232,18 +236,22 @@ struct RawClient {
         #expect(found == [
             "good.test": ok, "[good.test]:123": ok, "good.test:123": ok, "good.test.": ok,
             "bad-policy6.test": "secure match=mail.bad-policy6.test servername=hostname",
-            "wild.test": "secure match=.mx.wild.test:mail.wild.test servername=hostname",
+            "wild.test": "secure match=a.mx.wild.test:mail.wild.test servername=hostname",
         ], "\(daemon.log)")
         // strict_testing; require_sni: false.
         #expect(try daemon.postmap(["testing.test", "valid-none.test"], name: "strict") == ["testing.test": "secure match=mail.testing.test servername=hostname"])
         #expect(try daemon.postmap(["good.test"], name: "nosni") == ["good.test": "secure match=mail.good.test"])
         // TLSRPT attributes (Postfix ≥ 3.10), and the failure of a policy that could not be used.
         let tlsrpt = try daemon.postmap(["wild.test", "bad-cert1.test", "bad-policy1.test", "bad-policy4.test", "no-record.test"], name: "tlsrpt")
-        #expect(tlsrpt["wild.test"] == "secure match=.mx.wild.test:mail.wild.test servername=hostname policy_type=sts policy_domain=wild.test mx_host_pattern=mail.wild.test mx_host_pattern=*.mx.wild.test { policy_string = version: STSv1 } { policy_string = mode: enforce } { policy_string = mx: mail.wild.test } { policy_string = mx: *.mx.wild.test } { policy_string = max_age: 604800 }")
+        #expect(tlsrpt["wild.test"] == "secure match=a.mx.wild.test:mail.wild.test servername=hostname policy_type=sts policy_domain=wild.test mx_host_pattern=mail.wild.test mx_host_pattern=*.mx.wild.test { policy_string = version: STSv1 } { policy_string = mode: enforce } { policy_string = mx: mail.wild.test } { policy_string = mx: *.mx.wild.test } { policy_string = max_age: 604800 }")
         #expect(tlsrpt["bad-cert1.test"] == "may policy_type=sts policy_domain=bad-cert1.test policy_failure=sts-webpki-invalid")
         #expect(tlsrpt["bad-policy1.test"] == "may policy_type=sts policy_domain=bad-policy1.test policy_failure=sts-policy-invalid")
         #expect(tlsrpt["bad-policy4.test"] == "may policy_type=sts policy_domain=bad-policy4.test policy_failure=sts-policy-fetch-error")
         #expect(tlsrpt["no-record.test"] == nil)
+        // A zone whose Postfix (≥ 3.10.5) enforces mx_host_pattern=: the pattern itself, with the
+        // attributes that carry it, even without tlsrpt (the reference daemon's reply, enforced).
+        #expect(try daemon.postmap(["wild.test"], name: "patterns")["wild.test"]?
+            .hasPrefix("secure match=.mx.wild.test:mail.wild.test servername=hostname policy_type=sts policy_domain=wild.test mx_host_pattern=mail.wild.test mx_host_pattern=*.mx.wild.test ") == true)
         // SERVFAIL with nothing cached: no policy (NOTFOUND), as the reference daemon answers;
         // the mail goes out at Postfix's own level instead of waiting until it bounces.
         let failed = try daemon.postmapOne("x.broken.example")
@@ -279,7 +287,7 @@ struct RawClient {
         #expect(r.payloads.first == "OK secure match=mail.good.test servername=hostname")
         #expect(r.payloads.dropFirst().first?.hasPrefix("PERM malformed request") == true, "\(r.payloads)")
         #expect(r.payloads.dropFirst(2).first == "NOTFOUND ")
-        #expect(r.payloads.last == "OK secure match=.mx.wild.test:mail.wild.test servername=hostname")
+        #expect(r.payloads.last == "OK secure match=a.mx.wild.test:mail.wild.test servername=hostname")
         c.send(RawClient.request("postfix", "good.test"))
         #expect(c.replies(1).payloads == ["OK secure match=mail.good.test servername=hostname"])
         c.close()
@@ -357,7 +365,7 @@ struct RawClient {
         #expect(second.log.contains("2 valid entries loaded"), "\(second.log)")
         #expect(try second.postmap(["good.test", "wild.test"]) == [
             "good.test": "secure match=mail.good.test servername=hostname",
-            "wild.test": "secure match=.mx.wild.test:mail.wild.test servername=hostname",
+            "wild.test": "secure match=a.mx.wild.test:mail.wild.test servername=hostname",
         ])
     }
 
@@ -425,7 +433,7 @@ struct RawClient {
         #expect(fresh.status == 0, "\(fresh.stderr)")
         let json = try #require(fresh.json as? [String: Any])
         #expect(json["status"] as? String == "policy" && json["source"] as? String == "fetched")
-        #expect(json["reply"] as? String == "OK secure match=.mx.wild.test:mail.wild.test servername=hostname")
+        #expect(json["reply"] as? String == "OK secure match=a.mx.wild.test:mail.wild.test servername=hostname")
         #expect(((json["policy"] as? [String: Any])?["mx"] as? [String]) == ["mail.wild.test", "*.mx.wild.test"])
         let cached = try CLI.run(["query", "--config", config, "--json", "wild.test"])
         #expect((cached.json as? [String: Any])?["source"] as? String == "cache")
