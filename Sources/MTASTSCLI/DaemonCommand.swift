@@ -27,22 +27,45 @@ struct DaemonCommand: AsyncParsableCommand {
             SIGTERM/SIGINT: stop accepting, answer what was asked, exit. SIGHUP: reload zones,
             time-outs and limits from the file (listeners and the cache type need a restart).
 
-            Exit codes: 0 stopped by a signal, 2 usage or configuration error, 3 cannot listen or
-            open the cache.
+            Each zone (the socketmap name) states what its Postfix does, and the replies follow:
+            'dnssec: true' (Postfix runs smtp_dns_support_level = dnssec: DANE before MTA-STS),
+            'policy_failure_level: may|encrypt' (Postfix's own smtp_tls_security_level),
+            'tlsrpt: true' (Postfix ≥ 3.10), 'enforce_mx_patterns: true' (Postfix ≥ 3.10.5 with
+            smtp_tls_enforce_sts_mx_patterns = yes). --check-config FILE prints, per zone, what is
+            assumed and the main.cf lines that go with it, and compares them with `postconf`
+            where Postfix is installed (--postfix-config DIR for another configuration).
+
+            If the PostgreSQL cache is down (at start or later), look-ups go live (DNS and the
+            policy hosts) and writes wait; mtasts_policy_store_up shows it.
+
+            Exit codes: 0 stopped by a signal (--check-config: valid and consistent with Postfix),
+            1 (--check-config) Postfix contradicts the configuration, 2 usage or configuration
+            error, 3 cannot listen or open the cache.
             """))
 
     @Option(name: [.short, .long], help: "The YAML configuration file.")
     var config: String?
 
-    @Option(name: .customLong("check-config"), help: "Only read and check this configuration file, then exit (0 valid, 2 not).")
+    @Option(name: .customLong("check-config"), help: "Only check this configuration file: per zone, what it assumes about Postfix, the main.cf lines, and contradictions with postconf (0 consistent, 1 contradicted, 2 invalid).")
     var checkConfig: String?
+
+    @Option(name: .customLong("postfix-config"), help: "With --check-config: Postfix's configuration directory for postconf -c (default: postconf's own).")
+    var postfixConfig: String?
+
+    @Flag(name: .customLong("no-postconf"), help: "With --check-config: do not run postconf.")
+    var noPostconf = false
+
+    @OptionGroup var output: JSONFlag
 
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         if let checkConfig {
-            _ = try DaemonConfig.load(path: checkConfig)
-            Console.out("\(checkConfig): valid")
+            let cfg = try DaemonConfig.load(path: checkConfig)
+            let postfix = noPostconf ? .failure(ConfigCheck.PostconfError(description: "--no-postconf")) : ConfigCheck.postconf(configDirectory: postfixConfig)
+            let check = ConfigCheck.run(cfg, postconf: postfix)
+            Console.out(output.json ? check.json.serialized(pretty: true) : "\(checkConfig): valid\n" + check.text(style: Console.style))
+            if check.hasErrors { throw ExitCode(1) }
             return
         }
         let cfg = try config.map { path throws(DaemonConfig.ConfigError) in try DaemonConfig.load(path: path) } ?? DaemonConfig()

@@ -497,5 +497,24 @@ struct RawClient {
         let zone = try check("zones:\n  a:\n    strict_testing: maybe\n")
         #expect(zone.status == 2 && zone.stderr.contains(":3: zones.a.strict_testing must be true or false"), "\(zone.stderr)")
         #expect(try check("{ unclosed").status == 2)
+
+        // Against Debian's Postfix (postconf -c): a zone that says its Postfix does DANE, asked by
+        // a Postfix without DNSSEC, is a contradiction (exit 1), named with the main.cf lines.
+        let postfix = dir.appendingPathComponent("postfix")
+        try FileManager.default.createDirectory(at: postfix, withIntermediateDirectories: true)
+        try "compatibility_level = 3.6\nsmtp_tls_security_level = may\nsmtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:dane\n"
+            .write(to: postfix.appendingPathComponent("main.cf"), atomically: true, encoding: .utf8)
+        let daneConfig = dir.appendingPathComponent("dane.yml").path
+        try "zones:\n  dane:\n    dnssec: true\n".write(toFile: daneConfig, atomically: true, encoding: .utf8)
+        let contradicted = try CLI.run(["daemon", "--check-config", daneConfig, "--postfix-config", postfix.path])
+        #expect(contradicted.status == 1, "\(contradicted.stdout)\(contradicted.stderr)")
+        #expect(contradicted.stdout.contains("error (zone dane): the zone says Postfix does DANE (dnssec), but smtp_dns_support_level is ''"), "\(contradicted.stdout)")
+        #expect(contradicted.stdout.contains("smtp_dns_support_level = dnssec"))
+        try "compatibility_level = 3.6\nsmtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\nsmtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:dane\n"
+            .write(to: postfix.appendingPathComponent("main.cf"), atomically: true, encoding: .utf8)
+        let consistent = try CLI.run(["daemon", "--check-config", daneConfig, "--postfix-config", postfix.path, "--json"])
+        #expect(consistent.status == 0, "\(consistent.stdout)\(consistent.stderr)")
+        let report = try #require(consistent.json as? [String: Any])
+        #expect(report["valid"] as? Bool == true && (report["postfix_version"] as? String)?.hasPrefix("3.") == true, "\(consistent.stdout)")
     }
 }

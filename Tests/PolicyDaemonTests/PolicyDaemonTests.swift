@@ -191,3 +191,60 @@ import TLSRPTSender
         #expect(daemon.server.connectionCount == 0)
     }
 }
+
+/// `daemon --check-config`: what each zone assumes of Postfix, and where postconf contradicts it.
+@Suite struct ConfigCheckTests {
+    static let yaml = """
+        port: 8461
+        dns_timeout: 2
+        cache:
+          type: internal
+        collector:
+          socket: /run/mtasts/tlsrpt.sock
+        zones:
+          dane:
+            dnssec: true
+          reports:
+            tlsrpt: true
+            policy_failure_level: encrypt
+          patterns:
+            enforce_mx_patterns: true
+        """
+
+    func check(_ postfix: [String: String]?) throws -> ConfigCheck {
+        let config = try DaemonConfig.parse(Self.yaml, file: "d.yml")
+        return ConfigCheck.run(config, postconf: postfix.map { .success($0) } ?? .failure(.init(description: "not installed")))
+    }
+
+    @Test("per zone: the assumptions and the main.cf lines; without postconf nothing is compared") func assumptions() throws {
+        let alone = try check(nil)
+        #expect(!alone.hasErrors)
+        let dane = try #require(alone.zones.first { $0.name == "dane" })
+        #expect(dane.mainCF == ["smtp_tls_policy_maps = socketmap:inet:127.0.0.1:8461:dane", "smtp_dns_support_level = dnssec"])
+        let reports = try #require(alone.zones.first { $0.name == "reports" })
+        #expect(reports.mainCF.contains("smtp_tls_security_level = encrypt") && reports.mainCF.contains("smtp_tlsrpt_enable = yes")
+                && reports.mainCF.contains("smtp_tlsrpt_socket_name = /run/mtasts/tlsrpt.sock"))
+        #expect(alone.zones.first?.assumptions.contains("Postfix does no DANE: no reply depends on TLSA records") == true)
+        #expect(alone.findings.contains { $0.message.hasPrefix("Postfix not compared: not installed") })
+        #expect(alone.text(style: TextStyle(colour: false)).contains("zone dane\n  assumes: Postfix does DANE"))
+    }
+
+    @Test("postconf contradicting a zone is an error: DANE without dnssec, another failure level, TLSRPT before 3.10, patterns before 3.10.5") func contradictions() throws {
+        let maps = "socketmap:inet:127.0.0.1:8461:dane socketmap:inet:127.0.0.1:8461:reports socketmap:inet:127.0.0.1:8461:patterns"
+        let old = try check(["mail_version": "3.7.11", "smtp_dns_support_level": "", "smtp_tls_security_level": "may", "smtp_tls_policy_maps": maps])
+        let errors = old.findings.filter { $0.level == .error }.map { "\($0.zone ?? ""): \($0.message)" }
+        #expect(errors.count == 4, "\(errors)")
+        #expect(errors.contains { $0.hasPrefix("dane: the zone says Postfix does DANE (dnssec), but smtp_dns_support_level is ''") })
+        #expect(errors.contains { $0.hasPrefix("reports: the zone states Postfix's level is 'encrypt', but smtp_tls_security_level is 'may'") })
+        #expect(errors.contains { $0.hasPrefix("reports: tlsrpt: Postfix 3.7.11 refuses the TLSRPT attributes") })
+        #expect(errors.contains { $0.hasPrefix("patterns: enforce_mx_patterns: Postfix 3.7.11 does not enforce") })
+        let good = try check(["mail_version": "3.10.5", "smtp_dns_support_level": "dnssec", "smtp_tls_security_level": "encrypt",
+                              "smtp_tlsrpt_enable": "yes", "smtp_tls_enforce_sts_mx_patterns": "yes", "smtp_tls_policy_maps": maps])
+        #expect(!good.hasErrors, "\(good.findings.map(\.message))")
+        // A Postfix with DNSSEC asking a zone that does not say so: a warning (MTA-STS would override DANE).
+        let unsaid = try check(["mail_version": "3.7.11", "smtp_dns_support_level": "dnssec", "smtp_tls_policy_maps": "socketmap:inet:127.0.0.1:8461:postfix"])
+        #expect(!unsaid.hasErrors && unsaid.findings.contains { $0.level == .warning && $0.message.contains("override DANE") })
+        let notAsked = try check(["mail_version": "3.7.11", "smtp_tls_policy_maps": ""])
+        #expect(notAsked.findings.contains { $0.level == .warning && $0.message.contains("does not ask this daemon") })
+    }
+}
