@@ -370,7 +370,8 @@ struct RawClient {
     }
 
     /// Two daemons (two MTAs) share one PostgreSQL cache: what one fetched the other serves; when
-    /// the database goes away, a miss is TEMP, not "no policy".
+    /// the database goes away and DNS fails too, a miss is TEMP (a stored policy might be the
+    /// answer), not "no policy".
     @Test func sharedPostgresCache() throws {
         let world = try DaemonTests.world.get()
         let pg = try PostgresServer()
@@ -384,6 +385,61 @@ struct RawClient {
         #expect(temp.stderr.contains("temporary error") && temp.stderr.contains("policy cache"), "\(temp.stderr)")
         // Its hot layer still answers what it has.
         #expect(try b.postmap(["good.test"]).count == 1)
+    }
+
+    /// Issue 13 #3: PostgreSQL stopped, then frozen with SIGSTOP. Misses resolve live (a domain
+    /// without MTA-STS is NOTFOUND, a fetchable policy is enforced), a daemon started during the
+    /// outage serves, 100 concurrent look-ups are answered within the budget, and after recovery
+    /// the store is written without a restart.
+    @Test func postgresOutage() throws {
+        let world = try DaemonTests.world.get()
+        let pg = try PostgresServer()
+        let cache = "cache:\n  type: postgres\n  options:\n    dsn: \"\(pg.dsn)\"\n    timeout: 2"
+        let a = try Daemon(world, cache: cache)
+        #expect(try a.postmap(["good.test"]) == ["good.test": "secure match=mail.good.test servername=hostname"])
+        pg.stop()
+        // Down: resolved live.
+        let none = try a.postmapOne("no-record.test")
+        #expect(none.status != 0 && !none.stderr.contains("temporary error"), "\(none.stderr)")
+        #expect(try a.postmap(["wild.test"]) == ["wild.test": "secure match=a.mx.wild.test:mail.wild.test servername=hostname"], "\(a.log)")
+        #expect(a.log.contains("running degraded"), "\(a.log)")
+        // A daemon started during the outage serves.
+        let b = try Daemon(world, cache: cache)
+        #expect(b.log.contains("starting without it (degraded)"), "\(b.log)")
+        #expect(try b.postmap(["good.test", "no-data.test"]) == ["good.test": "secure match=mail.good.test servername=hostname"], "\(b.log)")
+        // Back: the next look-up after the retry delay finds the store, and what b fetched is written.
+        try pg.start()
+        Thread.sleep(forTimeInterval: 5.5)
+        _ = try b.postmap(["testing.test"])
+        var stored: [String] = []
+        let deadline = Date().addingTimeInterval(15)
+        repeat {
+            stored = (try? pg.psql("SELECT domain FROM sts_policy_cache ORDER BY domain")) ?? []
+            if stored.contains("no-data.test") && stored.contains("testing.test") { break }
+            Thread.sleep(forTimeInterval: 0.25)
+        } while Date() < deadline
+        #expect(stored.contains("no-data.test") && stored.contains("testing.test"), "\(stored)\n\(a.log)\n\(b.log)")
+        #expect(b.log.contains("answers again"), "\(b.log)")
+
+        // Frozen (SIGSTOP): connections hang instead of failing.
+        try pg.freeze()
+        defer { try? pg.thaw() }
+        let c = try Daemon(world, cache: cache)
+        let keys = (0..<100).map { i in ["good.test", "no-record.test", "wild.test", "bad-cert1.test", "valid-none.test", "nx\(i).test"][i % 6] }
+        let started = Date()
+        let answers = ParallelAnswers()
+        DispatchQueue.concurrentPerform(iterations: keys.count) { i in
+            let out = try? c.postmapOne(keys[i])
+            answers.add(keys[i], out)
+        }
+        let took = Date().timeIntervalSince(started)
+        // dns_timeout 2 (6 s per query): store 2 + record 6 + addresses 6 + fetch 4 + 1 = 19 s.
+        #expect(took < 19, "100 look-ups took \(took) s")
+        #expect(answers.count == 100)
+        #expect(answers.values("good.test").allSatisfy { $0 == "secure match=mail.good.test servername=hostname" }, "\(answers.all)")
+        #expect(answers.values("wild.test").allSatisfy { $0 == "secure match=a.mx.wild.test:mail.wild.test servername=hostname" }, "\(answers.all)")
+        #expect(answers.temporary == 0 || answers.temporaryKeys.allSatisfy { $0 == "bad-cert1.test" }, "\(answers.all)")
+        _ = (a, b)
     }
 
     /// SIGHUP reloads zones; a bad file keeps the running configuration. Metrics over HTTP.
@@ -517,4 +573,18 @@ struct RawClient {
         let report = try #require(consistent.json as? [String: Any])
         #expect(report["valid"] as? Bool == true && (report["postfix_version"] as? String)?.hasPrefix("3.") == true, "\(consistent.stdout)")
     }
+}
+
+/// postmap answers gathered from several threads.
+final class ParallelAnswers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var answers: [(String, CLI.Output?)] = []
+    func add(_ key: String, _ out: CLI.Output?) { lock.withLock { answers.append((key, out)) } }
+    var count: Int { lock.withLock { answers.count } }
+    var all: String { lock.withLock { answers.map { "\($0.0): \($0.1?.stdout ?? "") \($0.1?.stderr ?? "")" }.joined(separator: "\n") } }
+    func values(_ key: String) -> [String] {
+        lock.withLock { answers.filter { $0.0 == key }.map { $0.1?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" } }
+    }
+    var temporaryKeys: [String] { lock.withLock { answers.filter { $0.1?.stderr.contains("temporary error") ?? true }.map(\.0) } }
+    var temporary: Int { temporaryKeys.count }
 }

@@ -45,7 +45,30 @@ public final class PostgresServer: @unchecked Sendable {
         try? PostgresServer.sh("su postgres -c '\(bin)/pg_ctl -D \(directory)/data -m immediate stop' >/dev/null 2>&1")
     }
 
+    /// Freezes the server with SIGSTOP (the postmaster and every backend): connections are still
+    /// accepted by the kernel, but nothing answers (a hung database, not a dead one).
+    public func freeze() throws { try signalAll("STOP") }
+
+    /// Lets a frozen server run again.
+    public func thaw() throws { try signalAll("CONT") }
+
+    private func signalAll(_ signal: String) throws {
+        let pidFile = try String(contentsOfFile: "\(directory)/data/postmaster.pid", encoding: .utf8)
+        guard let pid = pidFile.split(separator: "\n").first.map(String.init), Int(pid) != nil else {
+            throw Missing(description: "no postmaster.pid in \(directory)/data")
+        }
+        try PostgresServer.sh("kill -\(signal) \(pid); pkill -\(signal) -P \(pid); true")
+    }
+
+    /// `psql -At -c SQL` as the postgres user: the rows, one per line.
+    public func psql(_ sql: String) throws -> [String] {
+        guard let bin = PostgresServer.binaries else { throw Missing(description: "PostgreSQL is not installed") }
+        let out = try CLI.program("\(bin)/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-At", "-c", sql])
+        return out.stdout.split(separator: "\n").map(String.init)
+    }
+
     deinit {
+        try? thaw()
         stop()
         try? FileManager.default.removeItem(atPath: directory)
     }
