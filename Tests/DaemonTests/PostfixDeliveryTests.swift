@@ -2,63 +2,69 @@ import Foundation
 import Testing
 import TestSupport
 
-/// End to end: a real Postfix (Debian's) in its own configuration directory, its TLS policy from
-/// `mtasts daemon`, delivering to MX hosts on loopback. In enforce mode a stripped STARTTLS, a
-/// forged certificate and a spoofed MX are deferred and the mail stays queued, never sent in
-/// clear; the good MX gets it over verified TLS; in testing mode the same attacks do not stop
-/// delivery. Postfix resolves through dnsmasq on 127.0.4.53:53: it reads only the system
-/// resolver, so it runs in a private mount namespace whose /etc/resolv.conf names that server.
-@Suite(.serialized) struct PostfixDeliveryTests {
-    @Test func enforceDefersAttacksTestingDelivers() throws {
-        let ca = try TestCA()
-        let forger = try TestCA(commonName: "Forger CA")
-        let dir = URL(fileURLWithPath: "/tmp/mtasts-pf-\(UUID().uuidString.prefix(8))")
+/// A real Postfix (Debian's) in its own configuration directory, its TLS policy from `mtasts
+/// daemon`, delivering to MX hosts on loopback (our SMTP test servers) whose names, policies and
+/// TLSA records a test declares. Postfix reads only the system resolver, so it runs in a private
+/// mount namespace whose /etc/resolv.conf names the test's DNS server (port 53 on its own
+/// loopback address).
+final class PostfixLab: @unchecked Sendable {
+    let ca: TestCA
+    let dir: URL
+    let caFile: String
+    let smtpPort = TestServer.freePort()
+    let policyPort = TestServer.freePort()
+    let mail = MailLog()
+    let net: String
+    var servers: [TestServer] = []
+    /// The zone as dnsmasq lines and as FakeDNS records (a test serves one or the other).
+    var zone: [String] = []
+    var records: [FakeDNS.Record] = []
+    private var n = 10
+    var daemon: Spawned?
+    var postfix: Spawned?
+    var etc: URL { dir.appendingPathComponent("etc") }
+    var maillog: String { dir.appendingPathComponent("maillog").path }
+    var daemonConfig: String { dir.appendingPathComponent("mtasts.yml").path }
+
+    /// `net`: the first three parts of this lab's loopback addresses ("127.0.4").
+    init(net: String) throws {
+        self.net = net
+        ca = try TestCA()
+        dir = URL(fileURLWithPath: "/tmp/mtasts-pf-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { if ProcessInfo.processInfo.environment["KEEP"] == nil { try? FileManager.default.removeItem(at: dir) } }
-        let caFile = try ca.writePEM(to: dir)
-        let smtpPort = TestServer.freePort()
-        let policyPort = TestServer.freePort()
-        let mail = MailLog()
-        var servers: [TestServer] = []
-        var zone: [String] = []
-        var n = 10
-        func next() -> String { n += 1; return "127.0.4.\(n)" }
+        caFile = try ca.writePEM(to: dir)
+    }
 
-        /// A domain: its policy (mode, mx patterns) and its MX as DNS says, with how that MX behaves.
-        func domain(_ d: String, mode: String, policyMX: String, mxName: String, behaviour: SMTPBehaviour, leaf: TestCA.Leaf) throws {
-            let policyAddress = next()
-            zone.append("txt-record=_mta-sts.\(d),\"v=STSv1; id=\(mode)1;\"")
-            zone.append("txt-record=_smtp._tls.\(d),\"v=TLSRPTv1; rua=mailto:tlsrpt@\(d)\"")
-            zone.append("host-record=mta-sts.\(d),\(policyAddress)")
-            servers.append(try TestServer.policyHost(address: policyAddress, port: policyPort, leaf: ca.issue(dnsNames: ["mta-sts.\(d)"]),
-                                                     behaviour: .respond(status: 200, contentType: "text/plain",
-                                                                         body: "version: STSv1\nmode: \(mode)\nmx: \(policyMX)\nmax_age: 86400\n")))
-            let mxAddress = next()
-            zone.append("mx-host=\(d),\(mxName),10")
-            zone.append("host-record=\(mxName),\(mxAddress)")
-            servers.append(try TestServer.mx(address: mxAddress, port: smtpPort, hostname: mxName, leaf: leaf, behaviour: behaviour, mail: mail))
-        }
-        for mode in ["enforce", "testing"] {
-            try domain("good-\(mode).test", mode: mode, policyMX: "mx.good-\(mode).test", mxName: "mx.good-\(mode).test",
-                       behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx.good-\(mode).test"]))
-            // A downgrade: the MX (or a man in the middle) does not offer STARTTLS.
-            try domain("strip-\(mode).test", mode: mode, policyMX: "mx.strip-\(mode).test", mxName: "mx.strip-\(mode).test",
-                       behaviour: .noSTARTTLS, leaf: ca.issue(dnsNames: ["mx.strip-\(mode).test"]))
-            // A man in the middle with a certificate of its own CA.
-            try domain("forged-\(mode).test", mode: mode, policyMX: "mx.forged-\(mode).test", mxName: "mx.forged-\(mode).test",
-                       behaviour: .starttls, leaf: forger.issue(dnsNames: ["mx.forged-\(mode).test"]))
-            // A spoofed MX record: a host outside the policy, with a valid certificate for its own name.
-            try domain("spoofed-\(mode).test", mode: mode, policyMX: "mx.spoofed-\(mode).test", mxName: "evil.attacker-\(mode).test",
-                       behaviour: .starttls, leaf: ca.issue(dnsNames: ["evil.attacker-\(mode).test"]))
-        }
-        let dns = try DNSMasq(lines: zone, address: "127.0.4.53", fixedPort: 53)
+    func next() -> String { n += 1; return "\(net).\(n)" }
 
-        // The daemon.
-        let daemonPort = TestServer.freePort()
-        let config = dir.appendingPathComponent("mtasts.yml").path
+    /// A domain: its policy (mode, mx patterns) and its MX as DNS says, with how that MX behaves.
+    func domain(_ d: String, mode: String, policyMX: String, mxName: String, behaviour: SMTPBehaviour, leaf: TestCA.Leaf) throws {
+        let policyAddress = next()
+        zone.append("txt-record=_mta-sts.\(d),\"v=STSv1; id=\(mode)1;\"")
+        zone.append("txt-record=_smtp._tls.\(d),\"v=TLSRPTv1; rua=mailto:tlsrpt@\(d)\"")
+        zone.append("host-record=mta-sts.\(d),\(policyAddress)")
+        records += [.txt("_mta-sts.\(d)", "v=STSv1; id=\(mode)1;"), .a("mta-sts.\(d)", policyAddress)]
+        let body = "version: STSv1\nmode: \(mode)\n" + policyMX.split(separator: " ").map { "mx: \($0)\n" }.joined() + "max_age: 86400\n"
+        servers.append(try TestServer.policyHost(address: policyAddress, port: policyPort, leaf: ca.issue(dnsNames: ["mta-sts.\(d)"]),
+                                                 behaviour: .respond(status: 200, contentType: "text/plain", body: body)))
+        try mx(d, mxName, behaviour: behaviour, leaf: leaf)
+    }
+
+    /// An MX host of `d` (preference 10) and the test server behind it.
+    func mx(_ d: String, _ mxName: String, behaviour: SMTPBehaviour, leaf: TestCA.Leaf) throws {
+        let mxAddress = next()
+        zone.append("mx-host=\(d),\(mxName),10")
+        zone.append("host-record=\(mxName),\(mxAddress)")
+        records += [.mx(d, 10, mxName), .a(mxName, mxAddress)]
+        servers.append(try TestServer.mx(address: mxAddress, port: smtpPort, hostname: mxName, leaf: leaf, behaviour: behaviour, mail: mail))
+    }
+
+    /// `mtasts daemon` with the SQLite cache, reporting on, this lab's CA and policy port.
+    func startDaemon(dns: String, extra: String = "") throws -> Int {
+        let port = TestServer.freePort()
         try """
             host: 127.0.0.1
-            port: \(daemonPort)
+            port: \(port)
             cache:
               type: sqlite
               options:
@@ -67,18 +73,23 @@ import TestSupport
             reporting:
               organization: Test Sender
               submitter: localdomain
-            dns_server: \(dns.server)
+            dns_server: \(dns)
+            dns_timeout: 2
             ca_file: \(caFile)
             system_roots: false
             policy_port: \(policyPort)
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-        let daemon = try Spawned(CLI.binary.path, ["daemon", "--config", config], stderrPath: dir.appendingPathComponent("mtasts.log").path)
-        defer { daemon.stop() }
+            \(extra)
+            """.write(toFile: daemonConfig, atomically: true, encoding: .utf8)
+        daemon = try Spawned(CLI.binary.path, ["daemon", "--config", daemonConfig], stderrPath: dir.appendingPathComponent("mtasts.log").path)
+        return port
+    }
 
-        // Postfix in its own directories; the smtp client's TLS policy from the daemon.
-        let etc = dir.appendingPathComponent("etc")
+    var daemonLog: String { (try? String(contentsOfFile: dir.appendingPathComponent("mtasts.log").path, encoding: .utf8)) ?? "" }
+
+    /// Postfix with `smtp_tls_policy_maps` on the daemon's socketmap `zone`, resolving through
+    /// `nameserver` (port 53); `extra` lines end main.cf (later lines win).
+    func startPostfix(daemonPort: Int, zone: String = "postfix", nameserver: String, resolvOptions: String = "", extra: String = "") throws {
         try FileManager.default.createDirectory(at: etc, withIntermediateDirectories: true)
-        let maillog = dir.appendingPathComponent("maillog").path
         try """
             compatibility_level = 3.6
             queue_directory = \(dir.path)/spool
@@ -97,11 +108,12 @@ import TestSupport
             smtp_tls_security_level = may
             smtp_tls_CAfile = \(caFile)
             smtp_tls_loglevel = 1
-            smtp_tls_policy_maps = socketmap:inet:127.0.0.1:\(daemonPort):postfix
+            smtp_tls_policy_maps = socketmap:inet:127.0.0.1:\(daemonPort):\(zone)
             smtp_connect_timeout = 5s
             smtp_helo_timeout = 10s
             queue_run_delay = 300s
             minimal_backoff_time = 300s
+            \(extra)
             """.write(to: etc.appendingPathComponent("main.cf"), atomically: true, encoding: .utf8)
         // Debian's master.cf without chroot, without the SMTP server and the pipe transports.
         let dist = try String(contentsOfFile: "/usr/share/postfix/master.cf.dist", encoding: .utf8)
@@ -116,56 +128,111 @@ import TestSupport
         }
         try (master.joined(separator: "\n") + "\n").write(to: etc.appendingPathComponent("master.cf"), atomically: true, encoding: .utf8)
         let resolv = dir.appendingPathComponent("resolv.conf")
-        try "nameserver 127.0.4.53\noptions attempts:1 timeout:2\n".write(to: resolv, atomically: true, encoding: .utf8)
+        try "nameserver \(nameserver)\noptions attempts:1 timeout:2 \(resolvOptions)\n".write(to: resolv, atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: "\(dir.path)/spool", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: "\(dir.path)/data", withIntermediateDirectories: true)
         _ = try CLI.program("/bin/chown", ["postfix", "\(dir.path)/data"])
         let check = try CLI.program("/usr/sbin/postfix", ["-c", etc.path, "check"])
         #expect(check.status == 0, "postfix check: \(check.stdout)")
-        let postfix = try Spawned("/usr/bin/unshare", ["-m", "/bin/sh", "-c",
-                                                       "mount --bind \(resolv.path) /etc/resolv.conf && exec /usr/sbin/postfix -c \(etc.path) start-fg"],
-                                  stderrPath: dir.appendingPathComponent("postfix.err").path, stdoutPath: maillog)
-        defer {
-            _ = try? CLI.program("/usr/sbin/postfix", ["-c", etc.path, "stop"])
-            postfix.stop()
-        }
-        var started = Date().addingTimeInterval(20)
+        postfix = try Spawned("/usr/bin/unshare", ["-m", "/bin/sh", "-c",
+                                                   "mount --bind \(resolv.path) /etc/resolv.conf && exec /usr/sbin/postfix -c \(etc.path) start-fg"],
+                              stderrPath: dir.appendingPathComponent("postfix.err").path, stdoutPath: maillog)
+        let started = Date().addingTimeInterval(20)
         while !FileManager.default.fileExists(atPath: "\(dir.path)/spool/pid/master.pid") && Date() < started { Thread.sleep(forTimeInterval: 0.1) }
-        #expect(!postfix.hasExited, "\((try? String(contentsOfFile: dir.appendingPathComponent("postfix.err").path, encoding: .utf8)) ?? "")")
+        #expect(postfix?.hasExited == false, "\((try? String(contentsOfFile: dir.appendingPathComponent("postfix.err").path, encoding: .utf8)) ?? "")")
+    }
 
-        // One message to each domain.
-        let domains = ["enforce", "testing"].flatMap { m in ["good", "strip", "forged", "spoofed"].map { "\($0)-\(m).test" } }
+    /// One message to postmaster@ each domain.
+    func send(_ domains: [String]) throws {
         for d in domains {
             let message = "From: sender@localdomain\nTo: postmaster@\(d)\nSubject: to \(d)\n\nhello \(d)\n"
             let out = try CLI.program("/usr/sbin/sendmail", ["-C", etc.path, "-f", "sender@localdomain", "postmaster@\(d)"], stdin: Data(message.utf8))
             #expect(out.status == 0, "\(out.stderr)")
         }
-        // Wait until every message was either delivered or deferred once.
-        func queue() throws -> [[String: Any]] {
-            let out = try CLI.program("/usr/sbin/postqueue", ["-c", etc.path, "-j"])
-            return out.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        }
-        func deferredReasons() throws -> [String: String] {
-            var reasons: [String: String] = [:]
-            for m in try queue() where m["queue_name"] as? String == "deferred" {
-                for r in (m["recipients"] as? [[String: Any]]) ?? [] {
-                    if let address = r["address"] as? String { reasons[address] = r["delay_reason"] as? String ?? "" }
-                }
-            }
-            return reasons
-        }
-        started = Date().addingTimeInterval(60)
-        while (mail.messages.count + (try deferredReasons().count)) < domains.count && Date() < started { Thread.sleep(forTimeInterval: 0.25) }
-        let log = (try? String(contentsOfFile: maillog, encoding: .utf8)) ?? ""
-        let reasons = try deferredReasons()
+    }
 
+    /// Deferred recipients and why.
+    func deferredReasons() throws -> [String: String] {
+        let out = try CLI.program("/usr/sbin/postqueue", ["-c", etc.path, "-j"])
+        var reasons: [String: String] = [:]
+        for line in out.stdout.split(separator: "\n") {
+            guard let m = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], m["queue_name"] as? String == "deferred" else { continue }
+            for r in (m["recipients"] as? [[String: Any]]) ?? [] {
+                if let address = r["address"] as? String { reasons[address] = r["delay_reason"] as? String ?? "" }
+            }
+        }
+        return reasons
+    }
+
+    /// Waits until `count` messages were delivered or deferred once; the deferred reasons and the log.
+    func settle(_ count: Int) throws -> (reasons: [String: String], log: String) {
+        let end = Date().addingTimeInterval(90)
+        while (mail.messages.count + (try deferredReasons().count)) < count && Date() < end { Thread.sleep(forTimeInterval: 0.25) }
+        return (try deferredReasons(), (try? String(contentsOfFile: maillog, encoding: .utf8)) ?? "")
+    }
+
+    var receivedBy: [String: [(host: String, tls: Bool, data: String, user: String?)]] { Dictionary(grouping: mail.messages, by: \.host) }
+
+    deinit {
+        if postfix != nil { _ = try? CLI.program("/usr/sbin/postfix", ["-c", etc.path, "stop"]) }
+        postfix?.stop()
+        daemon?.stop()
+        if ProcessInfo.processInfo.environment["KEEP"] == nil { try? FileManager.default.removeItem(at: dir) }
+    }
+}
+
+/// End to end through Postfix. In enforce mode a stripped STARTTLS, a forged certificate and a
+/// spoofed MX are deferred and the mail stays queued, never sent in clear; the good MX gets it over
+/// verified TLS; in testing mode the same attacks do not stop delivery. With the daemon's defaults
+/// and Postfix's (no DNSSEC), mail is never deferred where Postfix alone would deliver it.
+@Suite(.serialized) struct PostfixDeliveryTests {
+    @Test func enforceDefersAttacksTestingDelivers() throws {
+        let lab = try PostfixLab(net: "127.0.4")
+        let ca = lab.ca
+        let forger = try TestCA(commonName: "Forger CA")
+        for mode in ["enforce", "testing"] {
+            try lab.domain("good-\(mode).test", mode: mode, policyMX: "mx.good-\(mode).test", mxName: "mx.good-\(mode).test",
+                           behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx.good-\(mode).test"]))
+            // A downgrade: the MX (or a man in the middle) does not offer STARTTLS.
+            try lab.domain("strip-\(mode).test", mode: mode, policyMX: "mx.strip-\(mode).test", mxName: "mx.strip-\(mode).test",
+                           behaviour: .noSTARTTLS, leaf: ca.issue(dnsNames: ["mx.strip-\(mode).test"]))
+            // A man in the middle with a certificate of its own CA.
+            try lab.domain("forged-\(mode).test", mode: mode, policyMX: "mx.forged-\(mode).test", mxName: "mx.forged-\(mode).test",
+                           behaviour: .starttls, leaf: forger.issue(dnsNames: ["mx.forged-\(mode).test"]))
+            // A spoofed MX record: a host outside the policy, with a valid certificate for its own name.
+            try lab.domain("spoofed-\(mode).test", mode: mode, policyMX: "mx.spoofed-\(mode).test", mxName: "evil.attacker-\(mode).test",
+                           behaviour: .starttls, leaf: ca.issue(dnsNames: ["evil.attacker-\(mode).test"]))
+        }
+        // Issue 13: the daemon's defaults never defer what Postfix alone would deliver, and never
+        // accept what the policy does not. DANE-EE and PKIX-EE TLSA records (no DNSSEC here): the
+        // policy applies, nothing waits with 4.7.5.
+        let safety = ["dane.test", "pkix.test", "wild1.test", "wild2.test", "servfail.test"]
+        let daneLeaf = try ca.issue(dnsNames: ["mx.dane.test"])
+        try lab.domain("dane.test", mode: "enforce", policyMX: "mx.dane.test", mxName: "mx.dane.test", behaviour: .starttls, leaf: daneLeaf)
+        lab.zone.append("dns-rr=_25._tcp.mx.dane.test,52,030001\(daneLeaf.sha256.map { String(format: "%02X", $0) }.joined())")
+        try lab.domain("pkix.test", mode: "enforce", policyMX: "mx.pkix.test", mxName: "mx.pkix.test", behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx.pkix.test"]))
+        lab.zone.append("dns-rr=_25._tcp.mx.pkix.test,52,010101AABBCCDDEEFF00112233445566778899AABBCCDDEEFF00112233445566778899")
+        // A wildcard covers one label (RFC 8461 §4.1): mx1.wild1.test is delivered; a.b.wild2.test,
+        // with a valid certificate for its own name, is deferred.
+        try lab.domain("wild1.test", mode: "enforce", policyMX: "*.wild1.test", mxName: "mx1.wild1.test", behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx1.wild1.test"]))
+        try lab.domain("wild2.test", mode: "enforce", policyMX: "*.wild2.test", mxName: "a.b.wild2.test", behaviour: .starttls, leaf: ca.issue(dnsNames: ["a.b.wild2.test"]))
+        // SERVFAIL on _mta-sts with nothing cached: no policy, delivered at Postfix's own level.
+        try lab.mx("servfail.test", "mx.servfail.test", behaviour: .noSTARTTLS, leaf: ca.issue(dnsNames: ["mx.servfail.test"]))
+        let dns = try DNSMasq(lines: lab.zone, failing: ["_mta-sts.servfail.test"], address: "127.0.4.53", fixedPort: 53)
+        let daemonPort = try lab.startDaemon(dns: dns.server)
+        try lab.startPostfix(daemonPort: daemonPort, nameserver: "127.0.4.53")
+        let config = lab.daemonConfig
+        let maillog = lab.maillog
+        let domains = ["enforce", "testing"].flatMap { m in ["good", "strip", "forged", "spoofed"].map { "\($0)-\(m).test" } }
+        try lab.send(domains + safety)
+        let (reasons, log) = try lab.settle(domains.count + safety.count)
+        let receivedBy = lab.receivedBy
         // enforce: the attacks are deferred, the mail still queued, and those MX got nothing.
         let strip = reasons["postmaster@strip-enforce.test"] ?? ""
         #expect(strip.contains("TLS is required, but was not offered"), "\(reasons)\n\(log)")
         #expect((reasons["postmaster@forged-enforce.test"] ?? "").contains("Server certificate not verified"), "\(reasons)")
         #expect((reasons["postmaster@spoofed-enforce.test"] ?? "").contains("Server certificate not verified"), "\(reasons)")
-        #expect(reasons.count == 3, "\(reasons)")
-        let receivedBy = Dictionary(grouping: mail.messages, by: \.host)
+        #expect(reasons.count == 4, "\(reasons)")
         for attacked in ["mx.strip-enforce.test", "mx.forged-enforce.test", "evil.attacker-enforce.test"] {
             #expect(receivedBy[attacked] == nil, "\(attacked) received mail")
         }
@@ -179,12 +246,23 @@ import TestSupport
         #expect(receivedBy["evil.attacker-testing.test"]?.first?.tls == true)
         #expect(receivedBy["mx.good-testing.test"]?.first?.data.contains("hello good-testing.test") == true)
 
+        // Issue 13: TLSA records without DNSSEC change nothing; a wildcard covers one label; SERVFAIL delivers.
+        for host in ["mx.dane.test", "mx.pkix.test", "mx1.wild1.test"] {
+            #expect(receivedBy[host]?.first?.tls == true, "\(host)\n\(reasons)\n\(log)")
+            #expect(log.contains("Verified TLS connection established to \(host)"), "\(host)")
+        }
+        #expect(!log.contains("TLS configuration problem") && reasons["postmaster@dane.test"] == nil && reasons["postmaster@pkix.test"] == nil, "\(reasons)")
+        #expect((reasons["postmaster@wild2.test"] ?? "").contains("Server certificate not verified"), "\(reasons)")
+        #expect(receivedBy["a.b.wild2.test"] == nil)
+        #expect(receivedBy["mx.servfail.test"]?.first?.tls == false, "\(reasons)\n\(lab.daemonLog)")
+
         // Postfix 3.7 has no TLSRPT: `mtasts collect-log` reads the same outcomes from its log, with
         // the policies the daemon cached and the _smtp._tls records from DNS.
         let collected = try CLI.run(["collect-log", maillog, "--config", config, "--json"])
         #expect(collected.status == 0, "\(collected.stderr)")
-        #expect((collected.json as? [String: Any])?["stored"] as? Int == 8, "\(collected.stdout)\n\(log)")
-        let out = dir.appendingPathComponent("reports")
+        // 8 + dane, pkix, wild1, wild2 (servfail has no TLSRPT record).
+        #expect((collected.json as? [String: Any])?["stored"] as? Int == 12, "\(collected.stdout)\n\(log)")
+        let out = lab.dir.appendingPathComponent("reports")
         let day = String(ISO8601DateFormatter().string(from: Date()).prefix(10))
         let built = try CLI.run(["reports", "build", "--day", day, "--out", out.path, "--config", config, "--json"])
         #expect(built.status == 0, "\(built.stderr)")
@@ -209,6 +287,6 @@ import TestSupport
             let got = outcome[domain]
             #expect(got?.ok == e.0 && got?.failed == e.1 && got?.types == e.2, "\(domain): \(String(describing: got))\n\(log)")
         }
-        _ = (servers, dns)
+        _ = dns
     }
 }

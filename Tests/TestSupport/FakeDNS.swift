@@ -6,7 +6,8 @@ import Foundation
 /// deinit.
 public final class FakeDNS: @unchecked Sendable {
     public let port: UInt16
-    public var server: String { "127.0.0.1:\(port)" }
+    public var server: String { "\(address):\(port)" }
+    public let address: String
     private let fd: Int32
     private let thread: Thread
 
@@ -64,16 +65,18 @@ public final class FakeDNS: @unchecked Sendable {
         try self.init(records: txt.map { Record.txt($0.key, $0.value) })
     }
 
-    /// Serves `records` with the AD bit; other names get NXDOMAIN, other types of a known name NODATA.
-    public init(records list: [Record]) throws {
+    /// Serves `records` with the AD bit on `address:port` (port 0: any free one; 53 for a
+    /// Postfix that reads /etc/resolv.conf).
+    public init(records list: [Record], address: String = "127.0.0.1", port wanted: UInt16 = 0) throws {
+        self.address = address
         let box = Box(Zone(records: list))
         self.box = box
         let socketFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         fd = socketFD
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = wanted.bigEndian
+        addr.sin_addr.s_addr = inet_addr(address)
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         guard withUnsafePointer(to: &addr, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, len) } }) == 0 else {
             throw DNSMasq.Missing(description: "FakeDNS: bind failed")

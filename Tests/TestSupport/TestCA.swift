@@ -32,6 +32,15 @@ public struct TestCA: @unchecked Sendable {
     public struct Leaf: Sendable {
         public var certificatePEM: String
         public var keyPEM: String
+
+        /// SHA-256 of the certificate's DER: the data of a `3 0 1` (DANE-EE, full certificate,
+        /// SHA-256) TLSA record.
+        public var sha256: [UInt8] {
+            guard let certificate = try? Certificate(pemEncoded: certificatePEM) else { return [] }
+            var serializer = DER.Serializer()
+            guard (try? serializer.serialize(certificate)) != nil else { return [] }
+            return Array(SHA256.hash(data: serializer.serializedBytes))
+        }
     }
 
     public enum Validity: Sendable {
