@@ -289,4 +289,54 @@ final class PostfixLab: @unchecked Sendable {
         }
         _ = dns
     }
+
+    /// A zone declared DNSSEC-capable, Postfix at `smtp_dns_support_level = dnssec` and level
+    /// `dane`, resolving through the AD-bit responder (`options trust-ad`): DANE comes first
+    /// (RFC 8461 §2) exactly where Postfix authenticates every MX by DANE.
+    @Test func dnssecZoneDANEFirst() throws {
+        let lab = try PostfixLab(net: "127.0.5")
+        let ca = lab.ca
+        let selfSigned = try TestCA(commonName: "mx.dane-ok.test")
+        // A certificate no CA vouches for, matching its DANE-EE record: delivered by DANE.
+        let daneLeaf = try selfSigned.issue(dnsNames: ["mx.dane-ok.test"])
+        try lab.domain("dane-ok.test", mode: "enforce", policyMX: "mx.dane-ok.test", mxName: "mx.dane-ok.test", behaviour: .starttls, leaf: daneLeaf)
+        lab.records.append(.tlsa("_25._tcp.mx.dane-ok.test", usage: 3, selector: 0, matching: 1, data: daneLeaf.sha256))
+        // A TLSA record that does not match: deferred although MTA-STS would pass.
+        try lab.domain("dane-bad.test", mode: "enforce", policyMX: "mx.dane-bad.test", mxName: "mx.dane-bad.test", behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx.dane-bad.test"]))
+        lab.records.append(.tlsa("_25._tcp.mx.dane-bad.test", usage: 3, selector: 0, matching: 1, data: Array(repeating: 0x5A, count: 32)))
+        // PKIX-EE only: not usable for SMTP, MTA-STS applies.
+        try lab.domain("pkix-only.test", mode: "enforce", policyMX: "mx.pkix-only.test", mxName: "mx.pkix-only.test", behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx.pkix-only.test"]))
+        lab.records.append(.tlsa("_25._tcp.mx.pkix-only.test", usage: 1, selector: 0, matching: 1, data: Array(repeating: 0x11, count: 32)))
+        // TLSA SERVFAIL: deferred, never MTA-STS in its place.
+        try lab.domain("tlsa-fail.test", mode: "enforce", policyMX: "mx.tlsa-fail.test", mxName: "mx.tlsa-fail.test", behaviour: .starttls, leaf: ca.issue(dnsNames: ["mx.tlsa-fail.test"]))
+        // Postfix asks for the TLSA records of the port it connects to (the test MX port), the
+        // daemon for port 25: both names carry them.
+        lab.records += lab.records.filter { $0.type == 52 }.map { FakeDNS.Record(name: $0.name.replacingOccurrences(of: "_25._tcp.", with: "_\(lab.smtpPort)._tcp."), type: 52, rdata: $0.rdata) }
+        let dns = try FakeDNS(records: lab.records, address: "127.0.5.53", port: 53)
+        dns.update { $0.servfail = ["_25._tcp.mx.tlsa-fail.test", "_\(lab.smtpPort)._tcp.mx.tlsa-fail.test"] }
+        let daemonPort = try lab.startDaemon(dns: dns.server, extra: "zones:\n  dnssec:\n    dnssec: true\n")
+        try lab.startPostfix(daemonPort: daemonPort, zone: "dnssec", nameserver: "127.0.5.53", resolvOptions: "trust-ad",
+                             extra: "smtp_dns_support_level = dnssec\nsmtp_tls_security_level = dane\n")
+        // --check-config against this Postfix: consistent; the same zone against a Postfix without DNSSEC is not.
+        let consistent = try CLI.run(["daemon", "--check-config", lab.daemonConfig, "--postfix-config", lab.etc.path])
+        #expect(consistent.status == 0, "\(consistent.stdout)")
+        let domains = ["dane-ok.test", "dane-bad.test", "pkix-only.test", "tlsa-fail.test"]
+        try lab.send(domains)
+        let (reasons, log) = try lab.settle(domains.count)
+        let receivedBy = lab.receivedBy
+        #expect(receivedBy["mx.dane-ok.test"]?.first?.tls == true, "\(reasons)\n\(dns.asked)")
+        #expect(log.contains("Verified TLS connection established to mx.dane-ok.test"), "\(log)")
+        #expect(receivedBy["mx.dane-bad.test"] == nil && reasons["postmaster@dane-bad.test"] != nil, "\(reasons)")
+        #expect(receivedBy["mx.pkix-only.test"]?.first?.tls == true, "\(reasons)\n\(log)")
+        #expect(receivedBy["mx.tlsa-fail.test"] == nil && reasons["postmaster@tlsa-fail.test"] != nil, "\(reasons)")
+        // What the daemon answered, by query: dane-only, dane-only, MTA-STS, TEMP.
+        let answers = try domains.map { d in try CLI.program("/usr/sbin/postmap", ["-c", lab.etc.path, "-q", d, "socketmap:inet:127.0.0.1:\(daemonPort):dnssec"]) }
+        #expect(answers[0].stdout.hasPrefix("dane-only") && answers[1].stdout.hasPrefix("dane-only"), "\(answers.map(\.stdout))")
+        #expect(answers[2].stdout.hasPrefix("secure match=mx.pkix-only.test"))
+        #expect(answers[3].stderr.contains("temporary error"), "\(answers[3].stderr)")
+        try "smtp_tls_policy_maps = socketmap:inet:127.0.0.1:\(daemonPort):dnssec\n".write(to: lab.etc.appendingPathComponent("main.cf"), atomically: true, encoding: .utf8)
+        let contradicted = try CLI.run(["daemon", "--check-config", lab.daemonConfig, "--postfix-config", lab.etc.path])
+        #expect(contradicted.status == 1 && contradicted.stdout.contains("dane-only replies would defer mail"), "\(contradicted.stdout)")
+        _ = dns
+    }
 }

@@ -25,10 +25,14 @@ public final class FakeDNS: @unchecked Sendable {
     private final class Box: @unchecked Sendable {
         let lock = NSLock()
         var zone: Zone
+        var asked: [String] = []
         init(_ zone: Zone) { self.zone = zone }
         func read() -> Zone { lock.lock(); defer { lock.unlock() }; return zone }
     }
     private let box: Box
+
+    /// Every question asked, as "TYPE name" (1 A, 15 MX, 16 TXT, 52 TLSA…), in order.
+    public var asked: [String] { box.lock.lock(); defer { box.lock.unlock() }; return box.asked }
 
     /// Replaces what it answers.
     public func update(_ change: (inout Zone) -> Void) {
@@ -42,6 +46,7 @@ public final class FakeDNS: @unchecked Sendable {
         public var name: String
         public var type: UInt16
         public var rdata: [UInt8]
+        public init(name: String, type: UInt16, rdata: [UInt8]) { self.name = name; self.type = type; self.rdata = rdata }
 
         public static func txt(_ name: String, _ text: String) -> Record {
             Record(name: name, type: 16, rdata: [UInt8(text.utf8.count)] + Array(text.utf8))
@@ -93,7 +98,10 @@ public final class FakeDNS: @unchecked Sendable {
                 }
                 if n <= 0 { return }  // the socket was shut down
                 let zone = box.read()
-                guard let (name, reply) = FakeDNS.answer(Array(buffer[0..<n]), zone) else { continue }
+                guard let (name, type, reply) = FakeDNS.answer(Array(buffer[0..<n]), zone) else { continue }
+                // A question longer than the header and one question carries EDNS (an OPT record).
+                let edns = n > 12 + FakeDNS.wireName(name).count + 4 ? " +EDNS" : ""
+                box.lock.lock(); box.asked.append("\(type) \(name)\(edns)"); box.lock.unlock()
                 let send: @Sendable () -> Void = { [peer, peerLen] in
                     var to = peer
                     _ = reply.withUnsafeBytes { b in
@@ -110,7 +118,7 @@ public final class FakeDNS: @unchecked Sendable {
         thread.start()
     }
 
-    static func answer(_ query: [UInt8], _ zone: Zone) -> (String, [UInt8])? {
+    static func answer(_ query: [UInt8], _ zone: Zone) -> (String, UInt16, [UInt8])? {
         let records = Dictionary(grouping: zone.records, by: { $0.name.lowercased() })
         guard query.count > 12 else { return nil }
         var i = 12
@@ -143,7 +151,7 @@ public final class FakeDNS: @unchecked Sendable {
             reply[3] = 0x83  // RA, NXDOMAIN
             reply[6] = 0; reply[7] = 0
         }
-        return (name, reply)
+        return (name, type, reply)
     }
 
     deinit {
