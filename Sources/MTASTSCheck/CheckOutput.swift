@@ -86,6 +86,12 @@ extension DomainReport {
             }
             return .object(m)
         })))
+        members.append(JSONMember("sender", .object([
+            JSONMember("applies", .bool(r.sender.applies)),
+            JSONMember("mode", str(r.sender.mode?.rawValue)),
+            JSONMember("result_type", str(r.sender.resultType?.rawValue)),
+            JSONMember("reason", .string(r.sender.reason)),
+        ])))
         members.append(JSONMember("tlsrpt_record", str(r.tlsrptRecord)))
         members.append(JSONMember("findings", .array(r.findings.map { f in
             var m: [JSONMember] = [
@@ -113,6 +119,8 @@ extension DomainReport {
         if let p = r.policy {
             lines.append("  policy: mode \(p.mode.rawValue), max_age \(p.maxAge), mx \(p.mx.map(\.text).joined(separator: ", "))" + (r.stsID.map { ", id \($0)" } ?? ""))
         }
+        lines.append("  sender: " + (r.sender.applies ? "applies the policy (mode \(r.sender.mode?.rawValue ?? "?"))"
+                                    : "no policy" + (r.sender.resultType.map { " (\($0.rawValue))" } ?? "") + ": \(r.sender.reason)"))
         for mx in r.mx {
             let state: String
             if let p = mx.probe {

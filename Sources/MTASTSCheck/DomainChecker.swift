@@ -61,6 +61,19 @@ public struct DomainReport: Sendable {
     public var findings: [Finding] = []
     /// A temporary failure (DNS SERVFAIL, time-out) kept part of the check from completing.
     public var temporary = false
+    /// What a sender (`mtasts daemon`, `mtasts query`) makes of the domain now.
+    public var sender = SenderView()
+
+    /// Whether a sender applies the policy, by the rule the resolver follows: the policy (any
+    /// mode), or "no policy" with the RFC 8460 result type of why (none when there is no record,
+    /// or when DNS failed with nothing cached, RFC 8461 §3.3).
+    public struct SenderView: Sendable, Equatable {
+        public var applies = false
+        public var mode: STSMode?
+        public var resultType: ResultType?
+        public var reason = ""
+        public init() {}
+    }
 
     public var verdict: Verdict {
         if findings.contains(where: { $0.severity == .error }) { return .errors }
@@ -97,11 +110,39 @@ public struct DomainChecker: Sendable {
         report.temporary = report.temporary || hostTemporary
         report.policyFetch = fetch
         if let fetch { checkPolicy(fetch, domain, &report) }
+        report.sender = Self.senderView(record: report.stsID != nil, recordTemporary: report.temporary && report.stsRecord == nil,
+                                        fetch: fetch, hostFindings: hostFindings)
         // 3. MX hosts against the policy, and their STARTTLS.
         await checkMX(await mxAnswer, domain, &report)
         // 4. The _smtp._tls record.
         await checkTLSRPT(await tlsrptTXT, domain, &report)
         return report
+    }
+
+    /// The resolver's rule (`PolicyResolver.discover`): no valid record, or DNS failing with
+    /// nothing cached, is no policy without a result type; then the fetch decides.
+    static func senderView(record: Bool, recordTemporary: Bool, fetch: PolicyFetchResult?, hostFindings: [Finding]) -> DomainReport.SenderView {
+        var view = DomainReport.SenderView()
+        guard record else {
+            view.reason = recordTemporary ? "the _mta-sts look-up failed: with nothing cached, no policy (RFC 8461 §3.3)" : "no valid _mta-sts record: no policy"
+            return view
+        }
+        guard let fetch else {
+            // The policy host's addresses could not be found: a fetch failure.
+            view.resultType = .stsPolicyFetchError
+            view.reason = hostFindings.first?.message ?? "the policy host has no address"
+            return view
+        }
+        switch fetch.senderOutcome {
+        case .success(let policy):
+            view.applies = true
+            view.mode = policy.mode
+            view.reason = "the policy applies (mode \(policy.mode.rawValue))"
+        case .failure(let refusal):
+            view.resultType = refusal.type
+            view.reason = refusal.reason
+        }
+        return view
     }
 
     // MARK: _mta-sts
@@ -143,9 +184,11 @@ public struct DomainChecker: Sendable {
             }
             return (nil, [.dnsTemporary(host, error)], true)
         }
-        let address = addresses.first { !$0.contains(":") } ?? addresses[0]
-        let fetch = await fetcher.fetch(domain: domain, address: address)
+        // Every address, as a sender tries them; an unreachable one is worth knowing.
         var findings: [Finding] = []
+        let fetch = await fetcher.fetch(domain: domain, addresses: addresses) { address, reason in
+            findings.append(Finding(.warning, "policy-host-address-unreachable", "the policy host \(host) is not reachable at \(address) (\(reason)); senders try its next address", subject: host))
+        }
         if let failure = fetch.failure {
             findings.append(Finding(.error, failure.type.rawValue, "\(domain.policyURL): \(failure.reason)", subject: host))
         }

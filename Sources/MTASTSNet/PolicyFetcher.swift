@@ -27,6 +27,38 @@ public struct PolicyFetchResult: Sendable {
     }
 }
 
+extension PolicyFetchResult {
+    /// What a sender makes of this fetch (RFC 8461 §3.3, §5): the policy it applies, or the RFC
+    /// 8460 result type of why it treats the domain as having none. One rule, used by the resolver
+    /// (daemon, `query`) and by `check`, so the two agree.
+    public var senderOutcome: Result<STSPolicy, SenderRefusal> {
+        if let failure { return .failure(SenderRefusal(type: failure.type, reason: failure.reason)) }
+        guard let body else { return .failure(SenderRefusal(type: .stsPolicyFetchError, reason: "no body")) }
+        guard isTextPlain else {
+            // RFC 8461 §3.2: the policy is text/plain; like the reference daemon, anything else is refused.
+            return .failure(SenderRefusal(type: .stsPolicyInvalid, reason: "the policy is served as '\(contentType ?? "no Content-Type")', not text/plain"))
+        }
+        let parsed = STSPolicy.parse(body)
+        guard let policy = parsed.policy else {
+            return .failure(SenderRefusal(type: .stsPolicyInvalid, reason: parsed.diagnostics.errors.first.map { "line \($0.line ?? 0): \($0.message)" } ?? "invalid policy"))
+        }
+        return .success(policy)
+    }
+
+    /// Nothing answered at this address (no TLS, no HTTP): the next address is worth a try.
+    public var unreachable: Bool { failure != nil && status == nil && certificate == nil }
+}
+
+/// Why a sender does not apply a domain's policy.
+public struct SenderRefusal: Error, Sendable, Equatable {
+    public var type: ResultType
+    public var reason: String
+    public init(type: ResultType, reason: String) {
+        self.type = type
+        self.reason = reason
+    }
+}
+
 /// Strict policy fetches: connects to an address our own resolver returned while SNI and the
 /// certificate check use the policy host's name; TLS 1.2+; HTTP 200 only; redirects never
 /// followed; the body capped while it streams; one deadline for the whole fetch, so a server that
@@ -46,6 +78,25 @@ public struct PolicyFetcher: Sendable {
         self.deadline = deadline
         self.maxBody = maxBody
         self.group = group
+    }
+
+    /// Fetches the policy of `domain` from its policy host's `addresses` as a sender does: IPv4
+    /// first, the next address only while none could be reached at all (once one answers, TLS or
+    /// HTTP, its answer is the answer). `skipped` hears of each unreachable address left behind.
+    public func fetch(domain: DomainName, addresses: [String], skipped: (String, String) -> Void = { _, _ in }) async -> PolicyFetchResult {
+        let ordered = addresses.filter { !$0.contains(":") } + addresses.filter { $0.contains(":") }
+        guard !ordered.isEmpty else {
+            var none = PolicyFetchResult()
+            none.failure = (.stsPolicyFetchError, "the policy host \(domain.policyHost) has no address")
+            return none
+        }
+        var result = PolicyFetchResult()
+        for (i, address) in ordered.enumerated() {
+            result = await fetch(domain: domain, address: address)
+            if !result.unreachable || i == ordered.count - 1 { break }
+            skipped(address, result.failure?.reason ?? "")
+        }
+        return result
     }
 
     /// Fetches the policy of `domain` from `address` (an IP our resolver gave for `mta-sts.DOMAIN`).

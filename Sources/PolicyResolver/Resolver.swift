@@ -362,30 +362,13 @@ public final class PolicyResolver: Sendable {
             // RFC 8461 §3.3: a policy host that cannot be reached is a fetch failure (no policy).
             return .failure(.stsPolicyFetchError, "the policy host \(host): \(error.description)")
         }
-        guard !addresses.isEmpty else {
-            return .failure(.stsPolicyFetchError, "the policy host \(host) has no address")
+        let result = await fetcher.fetch(domain: domain, addresses: addresses) { address, reason in
+            logger.info("policy host \(host) at \(address) not reachable (\(reason)); trying the next address")
         }
-        // Every address is tried (IPv4 first) while the host cannot be reached at all; once one
-        // answers (TLS or HTTP), its answer is the answer.
-        let ordered = addresses.filter { !$0.contains(":") } + addresses.filter { $0.contains(":") }
-        var result = await fetcher.fetch(domain: domain, address: ordered[0])
-        for (i, address) in ordered.enumerated() {
-            if i > 0 { result = await fetcher.fetch(domain: domain, address: address) }
-            let unreachable = result.failure != nil && result.status == nil && result.certificate == nil
-            if !unreachable || i == ordered.count - 1 { break }
-            logger.info("policy host \(host) at \(address) not reachable (\(result.failure?.reason ?? "")); trying the next address")
+        switch result.senderOutcome {
+        case .success(let policy): return .policy(policy)
+        case .failure(let refusal): return .failure(refusal.type, refusal.reason)
         }
-        if let failure = result.failure { return .failure(failure.type, failure.reason) }
-        guard let body = result.body else { return .failure(.stsPolicyFetchError, "no body") }
-        guard result.isTextPlain else {
-            // RFC 8461 §3.2: the policy is text/plain; like the reference daemon, anything else is refused.
-            return .failure(.stsPolicyInvalid, "the policy is served as '\(result.contentType ?? "no Content-Type")', not text/plain")
-        }
-        let parsed = STSPolicy.parse(body)
-        guard let policy = parsed.policy else {
-            return .failure(.stsPolicyInvalid, parsed.diagnostics.errors.first.map { "line \($0.line ?? 0): \($0.message)" } ?? "invalid policy")
-        }
-        return .policy(policy)
     }
 
     /// The domain's MX hosts (when the policy has a wildcard, or DANE is looked at) and its DANE

@@ -61,6 +61,16 @@ final class SocketmapWorld: @unchecked Sendable {
         try host("chunked-overlength.test", .large(size: 100 * 1024, announceLength: false))
         try host("bad-cert1.test", text("version: STSv1\nmode: enforce\nmx: mail.bad-cert1.test\nmax_age: 86400\n"), leaf: other.issue(dnsNames: ["mta-sts.bad-cert1.test"]))
         try host("bad-cert2.test", text("version: STSv1\nmode: enforce\nmx: mail.bad-cert2.test\nmax_age: 86400\n"), leaf: ca.issue(dnsNames: ["bad-cert2.test"]))
+        // For check/query agreement: a redirect, a charset parameter, a clientAuth-only
+        // certificate, two records, a policy host whose other address is dead.
+        try host("redirect.test", .respond(status: 301, contentType: "text/plain", body: "", extraHeaders: ["Location: https://mta-sts.good.test/.well-known/mta-sts.txt"]))
+        try host("charset.test", text("version: STSv1\nmode: enforce\nmx: mail.charset.test\nmax_age: 86400\n", type: "text/plain; charset=utf-8"))
+        try host("client-auth.test", text("version: STSv1\nmode: enforce\nmx: mail.client-auth.test\nmax_age: 86400\n"),
+                 leaf: ca.issue(dnsNames: ["mta-sts.client-auth.test"], usages: [.clientAuth]))
+        try host("two-records.test", text("version: STSv1\nmode: enforce\nmx: mail.two-records.test\nmax_age: 86400\n"))
+        zone.append("txt-record=_mta-sts.two-records.test,\"v=STSv1; id=2;\"")
+        try host("dead-address.test", text("version: STSv1\nmode: enforce\nmx: mail.dead-address.test\nmax_age: 86400\n"))
+        zone.append("host-record=mta-sts.dead-address.test,127.0.3.250")
         dns = try DNSMasq(lines: zone, failing: ["broken.example"])
     }
 
@@ -504,6 +514,48 @@ struct RawClient {
         #expect(broken.status == 1, "\(broken.stdout)")
         #expect(((broken.json as? [String: Any])?["reason"] as? String)?.contains("DNS failed") == true, "\(broken.stdout)")
         #expect(try CLI.run(["query"]).status == 2)
+    }
+
+    /// Issue 13 #8: `check` says whether a sender applies each domain's policy, and `query` (the
+    /// daemon's resolver) agrees, with the same RFC 8460 result type, across one loopback world.
+    @Test func checkAndQueryAgree() throws {
+        let world = try DaemonTests.world.get()
+        let config = world.dir.appendingPathComponent("agree.yml").path
+        try """
+            cache:
+              type: internal
+            dns_server: \(world.dns.server)
+            dns_timeout: 2
+            ca_file: \(world.caFile)
+            system_roots: false
+            policy_port: \(world.policyPort)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let domains = ["good.test", "testing.test", "valid-none.test", "wild.test", "no-record.test", "no-data.test", "bad-record1.test",
+                       "bad-record3.test", "bad-policy1.test", "bad-policy2.test", "bad-policy3.test", "bad-policy4.test", "bad-policy6.test",
+                       "static-overlength.test", "bad-cert1.test", "bad-cert2.test", "redirect.test", "charset.test", "client-auth.test",
+                       "two-records.test", "dead-address.test", "x.broken.example"]
+        let checked = try CLI.run(["check", "--json", "--no-smtp", "--dns-server", world.dns.server, "--ca-file", world.caFile,
+                                   "--policy-port", String(world.policyPort), "--timeout", "3"] + domains)
+        let reports = try #require(checked.json as? [[String: Any]], "\(checked.stdout)\(checked.stderr)")
+        var seen: [String: (Bool, String?)] = [:]
+        for report in reports {
+            let sender = report["sender"] as? [String: Any] ?? [:]
+            seen[report["domain"] as? String ?? ""] = (sender["applies"] as? Bool ?? false, sender["result_type"] as? String)
+        }
+        var applied: [String] = []
+        for d in domains {
+            let q = try CLI.run(["query", "--config", config, "--no-cache", "--json", d])
+            let answer = try #require(q.json as? [String: Any], "\(d): \(q.stdout)\(q.stderr)")
+            let queryApplies = answer["status"] as? String == "policy"
+            let queryType = answer["failure"] as? String
+            let check = try #require(seen[d], "check said nothing of \(d)")
+            #expect(check.0 == queryApplies && check.1 == queryType, "\(d): check \(check), query \(queryApplies) \(queryType ?? "-")")
+            if queryApplies { applied.append(d) }
+        }
+        // The world holds both kinds: applied policies (with a charset parameter, behind a dead
+        // address, max_age capped) and every kind of refusal.
+        #expect(Set(applied) == ["good.test", "testing.test", "valid-none.test", "wild.test", "bad-policy6.test", "charset.test", "dead-address.test"], "\(applied)")
+        #expect(seen["client-auth.test"]?.1 == "sts-webpki-invalid" && seen["redirect.test"]?.1 == "sts-policy-fetch-error" && seen["bad-policy3.test"]?.1 == "sts-policy-invalid")
     }
 
     /// Configuration: postfix-mta-sts-resolver's own file is accepted; mistakes are errors with the line.
