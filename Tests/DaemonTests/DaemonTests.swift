@@ -71,6 +71,8 @@ final class SocketmapWorld: @unchecked Sendable {
         zone.append("txt-record=_mta-sts.two-records.test,\"v=STSv1; id=2;\"")
         try host("dead-address.test", text("version: STSv1\nmode: enforce\nmx: mail.dead-address.test\nmax_age: 86400\n"))
         zone.append("host-record=mta-sts.dead-address.test,127.0.3.250")
+        // A policy host that takes about 22 s to send its policy (a byte every 350 ms).
+        try host("slow.test", .trickle(body: "version: STSv1\nmode: enforce\nmx: mail.slow.test\nmax_age: 86400\n", interval: .milliseconds(350)))
         dns = try DNSMasq(lines: zone, failing: ["broken.example"])
     }
 
@@ -100,7 +102,7 @@ final class Daemon: @unchecked Sendable {
             enforce_mx_patterns: true
         """
 
-    init(_ world: SocketmapWorld, cache: String, dnsServer: String? = nil, unix: Bool = false, extra: String = "") throws {
+    init(_ world: SocketmapWorld, cache: String, dnsServer: String? = nil, unix: Bool = false, extra: String = "", zones: String = Daemon.zones) throws {
         self.world = world
         port = TestServer.freePort()
         let id = UUID().uuidString.prefix(8)
@@ -113,7 +115,7 @@ final class Daemon: @unchecked Sendable {
             shutdown_timeout: 5
             policy_failure_level: may
             \(cache)
-            \(Daemon.zones)
+            \(zones)
             dns_server: \(dnsServer ?? world.dns.server)
             dns_timeout: 2
             ca_file: \(world.caFile)
@@ -450,6 +452,29 @@ struct RawClient {
         #expect(answers.values("wild.test").allSatisfy { $0 == "secure match=a.mx.wild.test:mail.wild.test servername=hostname" }, "\(answers.all)")
         #expect(answers.temporary == 0 || answers.temporaryKeys.allSatisfy { $0 == "bad-cert1.test" }, "\(answers.all)")
         _ = (a, b)
+    }
+
+    /// Issue 13 #5: a zone time-out above 20 s is honoured (the reply deadline follows the
+    /// configured time-outs); #7: 1,000 look-ups of domains without MTA-STS in a cache of 100 do not
+    /// push out a cached policy (no second fetch; it is still enforced).
+    @Test func slowZoneAndEviction() throws {
+        let world = try DaemonTests.world.get()
+        let metricsPort = TestServer.freePort()
+        let daemon = try Daemon(world, cache: "cache:\n  type: internal\n  options:\n    cache_size: 100",
+                                extra: "metrics:\n  port: \(metricsPort)")
+        let slowDaemon = try Daemon(world, cache: "cache:\n  type: internal", zones: "zones:\n  slow:\n    timeout: 30\n")
+        let started = Date()
+        let slow = try slowDaemon.postmapOne("slow.test", name: "slow")
+        #expect(slow.stdout.hasPrefix("secure match=mail.slow.test"), "\(Date().timeIntervalSince(started)) s: \(slow.stdout) \(slow.stderr)\n\(slowDaemon.log)")
+        #expect(Date().timeIntervalSince(started) > 20)
+
+        #expect(try daemon.postmap(["good.test"]) == ["good.test": "secure match=mail.good.test servername=hostname"])
+        let others = (0..<1_000).map { "nx\($0).test" }
+        #expect(try daemon.postmap(others).isEmpty)
+        #expect(try daemon.postmap(["good.test"]) == ["good.test": "secure match=mail.good.test servername=hostname"])
+        let metrics = try CLI.program("/usr/bin/curl", ["-s", "http://127.0.0.1:\(metricsPort)/metrics"])
+        #expect(metrics.stdout.contains("mtasts_fetch_outcomes_total{result=\"success\"} 1\n"), "\(metrics.stdout)")
+        #expect(metrics.stdout.contains("mtasts_fetch_outcomes_total{result=\"no-record\"} 1000"), "\(metrics.stdout)")
     }
 
     /// SIGHUP reloads zones; a bad file keeps the running configuration. Metrics over HTTP.
