@@ -60,9 +60,9 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
         try TestServer.policyHost(address: address, port: port, leaf: ca.issue(dnsNames: names.map { "mta-sts.\($0)" }), behaviour: behaviour)
     }
 
-    func resolver(_ fake: FakeDNS, store: (any PolicyStore)? = nil, clock: ManualClock = ManualClock(1_800_000_000),
+    func resolver(_ fake: FakeDNS, store: (any PolicyStore)? = nil, clock: ManualClock = ManualClock(1_800_000_000), dnsTimeout: Int = 1,
                   _ change: (inout PolicyResolver.Settings) -> Void = { _ in }) throws -> PolicyResolver {
-        let dns = try DNSResolver(.init(server: fake.server, timeout: 1, tries: 1))
+        let dns = try DNSResolver(.init(server: fake.server, timeout: dnsTimeout, tries: 1))
         let fetcher = PolicyFetcher(checker: try CertificateChecker(systemRoots: false, extraPEMFiles: [caFile]), port: port,
                                     connectTimeout: .seconds(5), deadline: .seconds(5))
         var settings = PolicyResolver.Settings()
@@ -130,14 +130,15 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
     /// result serves the next query.
     @Test("late DNS is no policy and late fetch a fetch failure at the deadline; the work goes on and the next query gets the policy")
     func lateResultsAreKept() async throws {
-        let trickling = try host("127.0.2.40", ["slowfetch.test"], .trickle(body: policy(mx: "mx.slowfetch.test"), interval: .milliseconds(15)))  // about 1 s for the whole policy
+        let trickling = try host("127.0.2.40", ["slowfetch.test"], .trickle(body: policy(mx: "mx.slowfetch.test"), interval: .milliseconds(40)))  // about 2.6 s for the whole policy
         let fast = try host("127.0.2.41", ["slowdns.test"], .respond(status: 200, contentType: "text/plain", body: policy(mx: "mx.slowdns.test")))
         let fake = try FakeDNS(records: [
             .txt("_mta-sts.slowdns.test", "v=STSv1; id=1;"), .a("mta-sts.slowdns.test", "127.0.2.41"),
             .txt("_mta-sts.slowfetch.test", "v=STSv1; id=1;"), .a("mta-sts.slowfetch.test", "127.0.2.40"),
         ])
-        fake.update { $0.delay = ["_mta-sts.slowdns.test": 0.9] }
-        let resolver = try resolver(fake) { $0.timeout = 0.4 }
+        // Late enough to miss the deadline by far, with room for a loaded machine to reach each step.
+        fake.update { $0.delay = ["_mta-sts.slowdns.test": 2.5] }
+        let resolver = try resolver(fake, dnsTimeout: 5) { $0.timeout = 1.2 }
         let slowDNS = await resolver.resolve(try DomainName("slowdns.test"))
         #expect(slowDNS.status == .noPolicy && slowDNS.failure == nil && slowDNS.reason.contains("DNS"), "\(slowDNS.reason)")
         let slowFetch = await resolver.resolve(try DomainName("slowfetch.test"))
@@ -188,6 +189,40 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
         #expect(resolver.storeUp)
         for _ in 0..<100 where store.saved("live.test") == nil { try await Task.sleep(for: .milliseconds(20)) }
         #expect(store.saved("live.test")?.policy != nil)
+        _ = h
+    }
+
+    /// Issue 13 #7 (lost update): two daemons share PostgreSQL; one daemon's recheck, held up by
+    /// slow DNS, does not overwrite the newer policy the other stored meanwhile.
+    @Test("a recheck held up by slow DNS does not put an older policy back over the one another daemon stored")
+    func lostUpdate() async throws {
+        let pg = try PostgresServer()
+        let box = PolicyBox(body: policy(mx: "old.shared.test"))
+        let h = try host("127.0.2.60", ["shared.test"], .dynamic(box))
+        let records: [FakeDNS.Record] = [.txt("_mta-sts.shared.test", "v=STSv1; id=1;"), .a("mta-sts.shared.test", "127.0.2.60")]
+        let slowDNS = try FakeDNS(records: records), fastDNS = try FakeDNS(records: records)
+        let clock = ManualClock(1_800_000_000)
+        let storeA = try PostgresPolicyStore(dsn: pg.dsn), storeB = try PostgresPolicyStore(dsn: pg.dsn)
+        let a = try resolver(slowDNS, store: storeA, clock: clock) { $0.recheckAfter = 60 }
+        let b = try resolver(fastDNS, store: storeB, clock: clock) { $0.recheckAfter = 60 }
+        let domain = try DomainName("shared.test")
+        #expect(await a.resolve(domain).entry?.stsID == "1")
+        await a.drainWrites()
+        clock.advance(61)
+        // A's recheck starts and waits on DNS; B sees the new record and fetches the new policy.
+        slowDNS.update { $0.delay = ["_mta-sts.shared.test": 1.0] }
+        let recheck = Task { await a.refresh(domain, force: false) }
+        try await Task.sleep(for: .milliseconds(200))
+        box.set(body: policy(mx: "new.shared.test"))
+        fastDNS.update { $0.records[0] = .txt("_mta-sts.shared.test", "v=STSv1; id=2;") }
+        clock.advance(1)
+        await b.refresh(domain, force: false)
+        await b.drainWrites()
+        #expect(try storeB.load("shared.test")?.stsID == "2")
+        await recheck.value
+        await a.drainWrites()
+        let stored = try #require(try storeA.load("shared.test"))
+        #expect(stored.stsID == "2" && stored.policy?.mx.map(\.text) == ["new.shared.test"], "\(stored)")
         _ = h
     }
 }
