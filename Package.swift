@@ -60,7 +60,7 @@ let package = Package(
         ]),
         // The Postfix socketmap protocol: netstring codec, request keys, replies.
         .target(name: "Socketmap", dependencies: [
-            "MTASTSCore",
+            "MTASTSCore", "ServerSupport",
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -96,6 +96,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
         ]),
         // The three YAML configurations (daemon, serve, the sender's reporting): values only.
         .target(name: "MTASTSConfig", dependencies: [
@@ -112,6 +113,7 @@ let package = Package(
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
         ]),
         // `mtasts serve` on Hummingbird 2: policy host (Host/SNI), report endpoint, read-only API,
         // and the Prometheus endpoint every role uses.
@@ -171,6 +173,13 @@ let package = Package(
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
         // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).
         .executableTarget(name: "mtasts-bench-socketmap", path: "Benchmarks/SocketmapLoad", swiftSettings: [.swiftLanguageMode(.v5)]),
+        // The socketmap benchmark's bound: a netstring server that answers every request with fixed
+        // bytes (same NIO stack and framing as the daemon, no look-up).
+        .executableTarget(name: "mtasts-bench-echo", dependencies: [
+            "Socketmap",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], path: "Benchmarks/Echo"),
         // In-process: routes through Hummingbird's test client, no child process.
         .testTarget(name: "WebServerTests", dependencies: [
             "WebServer", "MTASTSConfig", "TLSRPTReceiver", "MTASTSCore", "ServerSupport", "TestSupport",

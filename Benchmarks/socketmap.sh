@@ -15,13 +15,14 @@ work=$(pwd)/.build-bench/socketmap
 rm -rf "$work" && mkdir -p "$work"
 scripts/setup.sh
 venv=.build-bench/resolver-venv
-if [ ! -x "$venv/bin/mta-sts-daemon" ]; then
+if [ ! -x "$venv/bin/mta-sts-daemon" ] || ! "$venv/bin/python" -c 'import uvloop' 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q postfix-mta-sts-resolver==1.5.1 aiosqlite
+    "$venv/bin/pip" install -q postfix-mta-sts-resolver==1.5.1 aiosqlite==0.22.1 uvloop==0.21.0
 fi
 swift build -c release --product mtasts >/dev/null
 swift build -c release --product mtasts-bench-world >/dev/null
 swift build -c release --product mtasts-bench-socketmap >/dev/null
+swift build -c release --product mtasts-bench-echo >/dev/null
 bindir=$(swift build -c release --show-bin-path)
 load="$bindir/mtasts-bench-socketmap"
 
@@ -76,8 +77,8 @@ EOF
     kill -TERM "$pid"; wait "$pid" || true
 }
 
-anchor() {  # label, cache yaml
-    local label=$1 cache=$2 port
+anchor() {  # label, cache yaml[, extra daemon flags]
+    local label=$1 cache=$2 flags=${3:-} port
     port=$(free_port)
     cat >"$work/anchor-$label.yml" <<EOF
 host: 127.0.0.1
@@ -86,18 +87,31 @@ $cache
 EOF
     # It reads only the system resolver and trust store: a private mount namespace points
     # /etc/resolv.conf at the world's dnsmasq; SSL_CERT_FILE is the world's CA.
-    SSL_CERT_FILE="$ca" unshare -m sh -c "mount --bind '$work/resolv.conf' /etc/resolv.conf && exec '$(pwd)/$venv/bin/mta-sts-daemon' -c '$work/anchor-$label.yml'" 2>"$work/anchor-$label.log" &
+    SSL_CERT_FILE="$ca" unshare -m sh -c "mount --bind '$work/resolv.conf' /etc/resolv.conf && exec '$(pwd)/$venv/bin/mta-sts-daemon' $flags -c '$work/anchor-$label.yml'" 2>"$work/anchor-$label.log" &
     local wrapper=$!
     pids+=($wrapper)
     wait_port "$port"
     local pid
-    pid=$(pgrep -f "mta-sts-daemon -c $work/anchor-$label.yml" | tail -1)
+    pid=$(pgrep -f "mta-sts-daemon.* -c $work/anchor-$label.yml" | tail -1)
     run "resolver-$label" "$port" "$pid"
     kill -TERM "$pid" 2>/dev/null || true; wait "$wrapper" || true
 }
 
+# The bound: the same load against a socketmap server that does no look-up (Benchmarks/Echo).
+echo_bound() {
+    local port
+    port=$(free_port)
+    "$bindir/mtasts-bench-echo" --port "$port" >"$work/echo.out" 2>&1 &
+    local pid=$!
+    pids+=($pid)
+    wait_port "$port"
+    run "echo-bound" "$port" "$pid"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 : >"$work/results"
 if [ "${ONLY:-}" != big ]; then
+echo_bound
 ours memory "cache:
   type: internal
   options:
@@ -106,10 +120,15 @@ ours sqlite "cache:
   type: sqlite
   options:
     filename: $work/ours-cache.db"
+# The peer with uvloop (its fastest event loop, used when installed) and without.
 anchor internal "cache:
   type: internal
   options:
     cache_size: 100000"
+anchor internal-no-uvloop "cache:
+  type: internal
+  options:
+    cache_size: 100000" --disable-uvloop
 anchor sqlite "cache:
   type: sqlite
   options:
@@ -122,14 +141,14 @@ import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1])
 db.execute("""CREATE TABLE sts_policy_cache (domain TEXT PRIMARY KEY, policy TEXT, sts_id TEXT, fetched_at REAL NOT NULL,
   expires_at REAL NOT NULL, checked_at REAL NOT NULL, failed_id TEXT, failed_at REAL, failure TEXT, reason TEXT,
-  dane INTEGER NOT NULL DEFAULT 0, last_used REAL NOT NULL)""")
+  dane INTEGER NOT NULL DEFAULT 0, last_used REAL NOT NULL, mx_hosts TEXT)""")
 now = time.time()
 rows = []
 for k in range(100000):
     d = f"big{k}.example"
     policy = f"version: STSv1\nmode: enforce\nmx: mx{k}.mail-provider.example\nmx: *.backup{k % 97}.mail-provider.example\nmax_age: 604800\n"
-    rows.append((d, policy, f"id{k}", now, now + 604800, now, None, None, None, None, 0, now))
-db.executemany("INSERT INTO sts_policy_cache VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    rows.append((d, policy, f"id{k}", now, now + 604800, now, None, None, None, None, 0, now, f"mx{k}.mail-provider.example"))
+db.executemany("INSERT INTO sts_policy_cache VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 db.commit()
 open(sys.argv[2], "w").write("".join(f"big{k}.example\n" for k in range(100000)))
 PY
@@ -154,4 +173,20 @@ out=$("$load" --port "$port" --domains "$work/big-domains.txt" --connections 16 
 echo "mtasts-100k-cached $(grep -o '[0-9]* valid entries loaded' "$work/mtasts-big.log") rss_after_start_kb=$start_rss $out rss_kb=$(rss_kb "$pid") peak_rss_kb=$(hwm_kb "$pid")" | tee -a "$work/results"
 kill -TERM "$pid"; wait "$pid" || true
 echo
+# Ours against the bound and the peer, per connection count.
+python3 - "$work/results" <<'PY'
+import re, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = dict(re.findall(r"(\w+)=([\w.]+)", line))
+    label = line.split()[0]
+    if "lookups_per_s" in f:
+        rows[(label, f["connections"])] = f
+print("| server | conns | look-ups/s | of the bound | p99 µs | server CPU µs/look-up | client CPU µs/look-up | RSS MB |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for (label, c), f in rows.items():
+    bound = rows.get(("echo-bound", c))
+    share = f"{100 * int(f['lookups_per_s']) / int(bound['lookups_per_s']):.0f} %" if bound else ""
+    print(f"| {label} | {c} | {int(f['lookups_per_s']):,} | {share} | {f['p99_us']} | {f.get('daemon_cpu_us_per_lookup', '')} | {f.get('client_cpu_us_per_lookup', '')} | {int(f.get('daemon_rss_kb', 0)) / 1024:.0f} |")
+PY
 echo "results in $work/results"

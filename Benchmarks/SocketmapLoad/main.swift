@@ -112,4 +112,9 @@ group.wait()
 _ = deadline
 latencies.sort()
 func pct(_ p: Double) -> UInt32 { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-print("connections=\(connections) lookups=\(latencies.count) seconds=\(seconds) lookups_per_s=\(Int(Double(latencies.count) / seconds)) p50_us=\(pct(0.5)) p99_us=\(pct(0.99)) max_us=\(latencies.last ?? 0) replies=\(kinds.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","))")
+// The generator's own CPU per look-up: it shares the cores with the server, so this says how much
+// of the machine it takes (getrusage of this process, user + system).
+var usage = rusage()
+getrusage(RUSAGE_SELF.rawValue, &usage)
+let clientCPU = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+print("connections=\(connections) client_cpu_us_per_lookup=\(String(format: "%.1f", clientCPU / Double(max(1, latencies.count)))) lookups=\(latencies.count) seconds=\(seconds) lookups_per_s=\(Int(Double(latencies.count) / seconds)) p50_us=\(pct(0.5)) p99_us=\(pct(0.99)) max_us=\(latencies.last ?? 0) replies=\(kinds.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: ","))")

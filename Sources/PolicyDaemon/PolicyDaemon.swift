@@ -149,7 +149,7 @@ public final class PolicyDaemon: Sendable {
             var restart: [String] = []
             if fresh.host != started.host || fresh.port != started.port || fresh.path != started.path { restart.append("listeners") }
             if fresh.cache != started.cache { restart.append("cache") }
-            responder.config.withLockedValue { $0 = fresh }
+            responder.update(fresh)
             let note = restart.isEmpty ? "" : "; changes to \(restart.joined(separator: " and ")) take effect after a restart"
             logger.info("SIGHUP: configuration reloaded (\(fresh.zones.count) zones)\(note)")
             return true

@@ -5,6 +5,7 @@ import MTASTSConfig
 import MailDNS
 import MTASTSCore
 import MTASTSNet
+import Atomics
 import NIOConcurrencyHelpers
 import NIOCore
 import PolicyResolver
@@ -60,23 +61,59 @@ public enum DaemonRuntime {
 /// Socketmap requests → resolver → Postfix replies, per zone (the socketmap name).
 public final class PolicyMapResponder: SocketmapResponder {
     public let resolver: PolicyResolver
-    /// The configuration in force: replaced whole by a reload, read under the lock by every reply.
+    /// The configuration in force: replaced whole by a reload (`update`), read under the lock by
+    /// every reply that is rendered.
     public let config: NIOLockedValueBox<DaemonConfig>
+    /// Counts reloads: replies rendered under an older configuration are not used again.
+    let generation = ManagedAtomic<Int>(0)
 
     public init(resolver: PolicyResolver, config: DaemonConfig) {
         self.resolver = resolver
         self.config = NIOLockedValueBox(config)
     }
 
+    /// Replaces the configuration (SIGHUP).
+    public func update(_ fresh: DaemonConfig) {
+        config.withLockedValue { $0 = fresh }
+        generation.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// The hit path: `name key` straight from the request bytes. Only a key that is already a
+    /// cached domain's normalised text (lower case, no brackets, port or trailing dot: what
+    /// Postfix sends for most mail) is answered here; any other key takes the ordinary path, which
+    /// normalises it. The reply is rendered once per entry and zone and kept with the entry.
+    public func cachedReply(payload: ByteBuffer) -> ByteBuffer? {
+        let view = payload.readableBytesView
+        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return nil }
+        let name = String(decoding: view[view.startIndex..<space], as: UTF8.self)
+        let key = String(decoding: view[(space + 1)...], as: UTF8.self)
+        let replyKey = "\(generation.load(ordering: .relaxed)) \(name)"
+        return resolver.cachedReply(key, key: replyKey) { resolution in
+            guard !Self.needsMXHosts(resolution) else { return nil }
+            let reply = render(resolution, zone: name)
+            guard !reply.hasPrefix("TEMP") else { return nil }
+            var buffer = ByteBufferAllocator().buffer(capacity: reply.utf8.count + 8)
+            Netstring.write(reply, to: &buffer)
+            return buffer
+        }
+    }
+
     public func immediateReply(to request: SocketmapRequest) -> String? {
         guard let domain = SocketmapKey.policyDomain(request.key) else { return SocketmapReply.notFound }
-        guard let resolution = resolver.cached(domain) else { return nil }
+        guard let resolution = resolver.cached(domain), !Self.needsMXHosts(resolution) else { return nil }
         return render(resolution, zone: request.name)
     }
 
     public func reply(to request: SocketmapRequest) async -> String {
         guard let domain = SocketmapKey.policyDomain(request.key) else { return SocketmapReply.notFound }
-        return render(await resolver.resolve(domain), zone: request.name)
+        var resolution = await resolver.resolve(domain)
+        if Self.needsMXHosts(resolution) { resolution = await resolver.withMXHosts(resolution) }
+        return render(resolution, zone: request.name)
+    }
+
+    /// A wildcard policy whose MX hosts are not known yet: the reply waits for one MX look-up.
+    static func needsMXHosts(_ resolution: Resolution) -> Bool {
+        resolution.entry?.mxHosts == nil && resolution.policy?.mx.contains(where: \.isWildcard) == true
     }
 
     public func render(_ resolution: Resolution, zone name: String) -> String {

@@ -1,41 +1,77 @@
 import MTASTSCore
 import Atomics
+import NIOCore
 import Metrics
 import NIOConcurrencyHelpers
 
 /// The in-memory layer: entries by domain with a coarse last-use time; past its capacity the
 /// least recently used tenth leaves at once (amortised, no per-hit bookkeeping beyond a store).
+/// Each entry keeps the replies rendered from it (by the caller's key: the zone and the
+/// configuration's generation), so a cached look-up writes bytes made once; replacing the entry
+/// drops them.
 struct HotCache {
+    /// An entry, what a hit needs of it without copying it, and its rendered replies.
+    struct Slot {
+        var entry: CacheEntry
+        var replies: [String: ByteBuffer] = [:]
+    }
+
+    /// What the hit path needs: validity, whether a record check is due, the kept reply.
+    struct Hit {
+        var expiresAt: Double
+        var checkedAt: Double
+        var negative: Bool
+        var reply: ByteBuffer?
+    }
+
     let capacity: Int
-    private var entries: [String: CacheEntry] = [:]
+    private var slots: [String: Slot] = [:]
     /// Domains used since the last `takeUsed()`, for the persistent store's last-use column.
     private var used: Set<String> = []
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
-    var count: Int { entries.count }
+    var count: Int { slots.count }
 
-    func peek(_ domain: String) -> CacheEntry? { entries[domain] }
+    func peek(_ domain: String) -> CacheEntry? { slots[domain]?.entry }
 
     mutating func use(_ domain: String, at now: Double) -> CacheEntry? {
-        guard var entry = entries[domain] else { return nil }
-        // Coarse: a write per entry per minute at most.
-        if now - entry.lastUsed >= 60 {
-            entry.lastUsed = now
-            entries[domain] = entry
-            used.insert(domain)
-        }
-        return entry
+        guard let index = slots.index(forKey: domain) else { return nil }
+        markUsed(index, domain, at: now)
+        return slots.values[index].entry
+    }
+
+    /// A use, written coarsely: once per entry per minute at most.
+    private mutating func markUsed(_ index: Dictionary<String, Slot>.Index, _ domain: String, at now: Double) {
+        guard now - slots.values[index].entry.lastUsed >= 60 else { return }
+        slots.values[index].entry.lastUsed = now
+        used.insert(domain)
+    }
+
+    /// One hash look-up, no copy of the entry: the socketmap hit path.
+    mutating func hit(_ domain: String, reply key: String, at now: Double) -> Hit? {
+        guard let index = slots.index(forKey: domain) else { return nil }
+        markUsed(index, domain, at: now)
+        // Field by field (borrowed, not a copy of the entry and its policy).
+        return Hit(expiresAt: slots.values[index].entry.expiresAt, checkedAt: slots.values[index].entry.checkedAt,
+                   negative: slots.values[index].entry.policy == nil, reply: slots.values[index].replies[key])
     }
 
     mutating func put(_ entry: CacheEntry) {
-        entries[entry.domain] = entry
-        if entries.count > capacity { evictLeastRecentlyUsed() }
+        slots[entry.domain] = Slot(entry: entry)
+        if slots.count > capacity { evictLeastRecentlyUsed() }
     }
 
-    mutating func remove(_ domain: String) { entries[domain] = nil }
+    mutating func remove(_ domain: String) { slots[domain] = nil }
 
-    func all() -> [CacheEntry] { Array(entries.values) }
+    /// Keeps `reply` for `domain` under `key` if the entry it was rendered from is still the one
+    /// cached (a reply is never kept beside a newer entry).
+    mutating func keep(_ reply: ByteBuffer, _ domain: String, _ key: String, renderedFrom entry: CacheEntry) {
+        guard let index = slots.index(forKey: domain), slots.values[index].entry == entry else { return }
+        slots.values[index].replies[key] = reply
+    }
+
+    func all() -> [CacheEntry] { slots.values.map(\.entry) }
 
     mutating func takeUsed() -> [String] {
         defer { used.removeAll(keepingCapacity: true) }
@@ -47,10 +83,10 @@ struct HotCache {
     /// policy out of memory (after which blocking its policy host would downgrade the domain).
     private mutating func evictLeastRecentlyUsed() {
         let drop = max(1, capacity / 10)
-        let victims = entries.values.sorted { a, b in
+        let victims = slots.values.map(\.entry).sorted { a, b in
             a.isNegative != b.isNegative ? a.isNegative : a.lastUsed < b.lastUsed
         }.prefix(drop).map(\.domain)
-        for d in victims { entries[d] = nil }
+        for d in victims { slots[d] = nil }
     }
 }
 

@@ -5,6 +5,7 @@ import MailDNS
 import MTASTSCore
 import MTASTSNet
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 
 /// What a sender applies to a domain now.
@@ -156,6 +157,38 @@ public final class PolicyResolver: Sendable {
         let started: Double
         init(started: Double) { self.started = started }
         func set(_ stage: Stage) { progress.withLockedValue { $0.stage = stage } }
+    }
+
+    /// The reply for a cached `domain` (its normalised text) as bytes rendered once per entry and
+    /// `key` (the caller's zone and configuration generation): the socketmap hit path, without
+    /// parsing the name or rendering the policy again. `render` makes the bytes on the first hit
+    /// (nil: not kept, e.g. a TEMP reply). Nil when the domain has no valid entry.
+    public func cachedReply(_ domain: String, key: String, render: (Resolution) -> ByteBuffer?) -> ByteBuffer? {
+        let now = clock.now()
+        guard let hit = hot.withLockedValue({ $0.hit(domain, reply: key, at: now) }), now < hit.expiresAt else { return nil }
+        metrics.lookups.increment()
+        metrics.hits.increment()
+        if !hit.negative, now - hit.checkedAt >= settings.recheckAfter, let name = try? DomainName(domain) { refreshInBackground(name) }
+        if let kept = hit.reply { return kept }
+        // The first hit for this zone: render from the entry, keep the bytes with it.
+        guard let entry = hot.withLockedValue({ $0.peek(domain) }), let name = try? DomainName(domain),
+              let rendered = render(resolution(from: entry, domain: name, source: .cache)) else { return nil }
+        hot.withLockedValue { $0.keep(rendered, domain, key, renderedFrom: entry) }
+        return rendered
+    }
+
+    /// A cached policy with a wildcard `mx` whose MX hosts were never looked up (an entry written
+    /// by an older version, or whose MX look-up failed at the fetch): looks them up now and keeps
+    /// them, so the reply can list the hosts the wildcard covers instead of deferring the mail.
+    public func withMXHosts(_ resolution: Resolution) async -> Resolution {
+        guard resolution.status == .policy, var entry = resolution.entry, let policy = entry.policy, entry.mxHosts == nil,
+              policy.mx.contains(where: \.isWildcard) else { return resolution }
+        (entry.mxHosts, entry.dane) = await mxAndDANE(resolution.domain, policy: policy, previous: entry)
+        guard entry.mxHosts != nil else { return resolution }
+        save(entry)
+        var updated = resolution
+        updated.entry = entry
+        return updated
     }
 
     /// The policy for `domain`: from the cache when valid, else from DNS and the policy host.

@@ -3,12 +3,20 @@ import NIOConcurrencyHelpers
 import Metrics
 import NIOCore
 import NIOPosix
+import ServerSupport
 
 /// Answers socketmap requests. `immediateReply` answers from memory without waiting (nil when it
 /// cannot); `reply` may wait for DNS and HTTPS. Neither may throw: failures are `TEMP` replies.
 public protocol SocketmapResponder: Sendable {
+    /// The whole reply, already a netstring, for a request payload (`name key` bytes) answered
+    /// from memory without parsing it into strings: the hit path. Nil: take `immediateReply`.
+    func cachedReply(payload: ByteBuffer) -> ByteBuffer?
     func immediateReply(to request: SocketmapRequest) -> String?
     func reply(to request: SocketmapRequest) async -> String
+}
+
+extension SocketmapResponder {
+    public func cachedReply(payload: ByteBuffer) -> ByteBuffer? { nil }
 }
 
 /// The Postfix socketmap server (socketmap_table(5)): netstring requests on persistent
@@ -155,6 +163,13 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = unwrapInboundIn(data)
         let start = NIODeadline.now()
+        if queue.isEmpty, let bytes = responder.cachedReply(payload: payload) {
+            context.write(wrapOutboundOut(bytes), promise: nil)
+            pendingFlush = true
+            latency?.observe(NIODeadline.now() - start)
+            if !context.channel.isWritable { updateReading(context) }
+            return
+        }
         guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
             enqueueReady(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context: context)
             return
@@ -281,16 +296,17 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// Socketmap reply latency: a swift-metrics timer (`mtasts_reply_seconds`, a Prometheus histogram
-/// in seconds with the buckets the exporter sets).
+/// Socketmap reply latency (`mtasts_reply_seconds`, a Prometheus histogram in seconds): lock-free
+/// atomics on the hit path, exported with the other metrics.
 public final class LatencyHistogram: Sendable {
-    private let timer: Metrics.Timer
+    let histogram: AtomicHistogram
 
     public init(label: String = "mtasts_reply_seconds") {
-        timer = Metrics.Timer(label: label, preferredDisplayUnit: .seconds)
+        histogram = AtomicHistogram(label: label)
+        MetricsExport.register(histogram)
     }
 
     public func observe(_ elapsed: TimeAmount) {
-        timer.recordNanoseconds(elapsed.nanoseconds)
+        histogram.record(nanoseconds: elapsed.nanoseconds)
     }
 }

@@ -2,7 +2,8 @@ import Foundation
 import MTASTSConfig
 import MTASTSCore
 @testable import PolicyDaemon
-import PolicyResolver
+@testable import PolicyResolver
+import NIOCore
 import ServiceLifecycle
 import Socketmap
 import Testing
@@ -246,5 +247,48 @@ import TLSRPTSender
         #expect(!unsaid.hasErrors && unsaid.findings.contains { $0.level == .warning && $0.message.contains("override DANE") })
         let notAsked = try check(["mail_version": "3.7.11", "smtp_tls_policy_maps": ""])
         #expect(notAsked.findings.contains { $0.level == .warning && $0.message.contains("does not ask this daemon") })
+    }
+}
+
+/// The socketmap hit path: replies rendered once per entry and zone, kept with the entry, and
+/// never used after the entry or the configuration changed.
+@Suite struct CachedReplyTests {
+    static func payload(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+    static func text(_ reply: ByteBuffer?) -> String? { reply.map { String(buffer: $0) } }
+
+    @Test("the hit path answers what the ordinary path answers; an entry or configuration change is seen at once; other keys take the ordinary path")
+    func keptReplies() throws {
+        var config = try DaemonConfig.parse("cache:\n  type: internal\nzones:\n  strict:\n    strict_testing: true\n", file: "d.yml")
+        let resolver = try DaemonRuntime.makeResolver(config, store: nil, clock: ManualClock(1_800_000_000))
+        let responder = PolicyMapResponder(resolver: resolver, config: config)
+        let enforce = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n").policy)
+        let testing = try #require(STSPolicy.parse("version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n").policy)
+        func put(_ policy: STSPolicy) {
+            resolver.hot.withLockedValue {
+                $0.put(CacheEntry(domain: "example.com", policy: policy, stsID: "1", fetchedAt: 1_800_000_000, expiresAt: 1_800_086_400,
+                                  checkedAt: 1_800_000_000, lastUsed: 1_800_000_000))
+            }
+        }
+        #expect(responder.cachedReply(payload: Self.payload("postfix example.com")) == nil)  // nothing cached: the ordinary path
+        put(enforce)
+        let first = responder.cachedReply(payload: Self.payload("postfix example.com"))
+        #expect(Self.text(first) == "50:OK secure match=mx.example.com servername=hostname,")
+        #expect(Self.text(responder.cachedReply(payload: Self.payload("postfix example.com"))) == Self.text(first))
+        #expect(responder.immediateReply(to: SocketmapRequest(name: "postfix", key: "example.com")) == "OK secure match=mx.example.com servername=hostname")
+        // Keys that need normalising are not answered here (the ordinary path normalises them).
+        for key in ["EXAMPLE.com", "example.com.", "[example.com]", "example.com:25"] {
+            #expect(responder.cachedReply(payload: Self.payload("postfix \(key)")) == nil, "\(key)")
+            #expect(responder.immediateReply(to: SocketmapRequest(name: "postfix", key: key)) == "OK secure match=mx.example.com servername=hostname", "\(key)")
+        }
+        #expect(responder.cachedReply(payload: Self.payload("postfix")) == nil && responder.cachedReply(payload: Self.payload("postfix ")) == nil)
+        // A new entry (testing mode): the kept reply is gone with the old entry.
+        put(testing)
+        #expect(Self.text(responder.cachedReply(payload: Self.payload("postfix example.com"))) == "9:NOTFOUND ,")
+        #expect(Self.text(responder.cachedReply(payload: Self.payload("strict example.com"))) == "50:OK secure match=mx.example.com servername=hostname,")
+        // A reload that changes the zone: replies rendered under the old configuration are not used.
+        config.defaultZone.strictTesting = true
+        responder.update(config)
+        #expect(Self.text(responder.cachedReply(payload: Self.payload("postfix example.com"))) == "50:OK secure match=mx.example.com servername=hostname,")
+        #expect(resolver.metrics.hits.count >= 5)
     }
 }
