@@ -82,13 +82,13 @@ public final class PolicyMapResponder: SocketmapResponder {
     /// cached domain's normalised text (lower case, no brackets, port or trailing dot: what
     /// Postfix sends for most mail) is answered here; any other key takes the ordinary path, which
     /// normalises it. The reply is rendered once per entry and zone and kept with the entry.
-    public func cachedReply(payload: ByteBuffer) -> ByteBuffer? {
+    public func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer {
         let view = payload.readableBytesView
-        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return nil }
+        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return .notHandled }
+        let keyBytes = view[(space + 1)...]
         let name = String(decoding: view[view.startIndex..<space], as: UTF8.self)
-        let key = String(decoding: view[(space + 1)...], as: UTF8.self)
-        let replyKey = "\(generation.load(ordering: .relaxed)) \(name)"
-        return resolver.cachedReply(key, key: replyKey) { resolution in
+        let key = String(decoding: keyBytes, as: UTF8.self)
+        let reply = resolver.cachedReply(key, zone: name, generation: generation.load(ordering: .relaxed)) { resolution in
             guard !Self.needsMXHosts(resolution) else { return nil }
             let reply = render(resolution, zone: name)
             guard !reply.hasPrefix("TEMP") else { return nil }
@@ -96,6 +96,12 @@ public final class PolicyMapResponder: SocketmapResponder {
             Netstring.write(reply, to: &buffer)
             return buffer
         }
+        if let reply { return .reply(reply) }
+        // Lower-case letters, digits, '-', '_' and inner dots: the key is what normalising would
+        // make of it, so the ordinary cache look-up would miss as well.
+        let normalised = keyBytes.first != UInt8(ascii: ".") && keyBytes.last != UInt8(ascii: ".")
+            && keyBytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }
+        return normalised ? .notCached : .notHandled
     }
 
     public func immediateReply(to request: SocketmapRequest) -> String? {

@@ -10,10 +10,27 @@ import NIOConcurrencyHelpers
 /// configuration's generation), so a cached look-up writes bytes made once; replacing the entry
 /// drops them.
 struct HotCache {
-    /// An entry, what a hit needs of it without copying it, and its rendered replies.
+    /// An entry and its rendered replies (by zone, with the configuration generation they were
+    /// rendered under).
     struct Slot {
         var entry: CacheEntry
-        var replies: [String: ByteBuffer] = [:]
+        var replies: [String: (generation: Int, bytes: ByteBuffer)] = [:]
+    }
+
+    /// A domain with its hash worked out once: a probe of the table compares the hashes before
+    /// the names (a Swift dictionary keeps no hashes, and a name over 15 bytes is compared with
+    /// memcmp at every probe, which dominated look-ups that miss).
+    struct Key: Hashable {
+        let hash: Int
+        let text: String
+        init(_ text: String) {
+            self.text = text
+            var hasher = Hasher()
+            hasher.combine(text)
+            hash = hasher.finalize()
+        }
+        static func == (a: Key, b: Key) -> Bool { a.hash == b.hash && a.text == b.text }
+        func hash(into hasher: inout Hasher) { hasher.combine(hash) }
     }
 
     /// What the hit path needs: validity, whether a record check is due, the kept reply.
@@ -25,7 +42,7 @@ struct HotCache {
     }
 
     let capacity: Int
-    private var slots: [String: Slot] = [:]
+    private var slots: [Key: Slot] = [:]
     /// Domains used since the last `takeUsed()`, for the persistent store's last-use column.
     private var used: Set<String> = []
 
@@ -33,42 +50,43 @@ struct HotCache {
 
     var count: Int { slots.count }
 
-    func peek(_ domain: String) -> CacheEntry? { slots[domain]?.entry }
+    func peek(_ domain: String) -> CacheEntry? { slots[Key(domain)]?.entry }
 
     mutating func use(_ domain: String, at now: Double) -> CacheEntry? {
-        guard let index = slots.index(forKey: domain) else { return nil }
+        guard let index = slots.index(forKey: Key(domain)) else { return nil }
         markUsed(index, domain, at: now)
         return slots.values[index].entry
     }
 
     /// A use, written coarsely: once per entry per minute at most.
-    private mutating func markUsed(_ index: Dictionary<String, Slot>.Index, _ domain: String, at now: Double) {
+    private mutating func markUsed(_ index: Dictionary<Key, Slot>.Index, _ domain: String, at now: Double) {
         guard now - slots.values[index].entry.lastUsed >= 60 else { return }
         slots.values[index].entry.lastUsed = now
         used.insert(domain)
     }
 
     /// One hash look-up, no copy of the entry: the socketmap hit path.
-    mutating func hit(_ domain: String, reply key: String, at now: Double) -> Hit? {
-        guard let index = slots.index(forKey: domain) else { return nil }
+    mutating func hit(_ domain: String, zone: String, generation: Int, at now: Double) -> Hit? {
+        guard let index = slots.index(forKey: Key(domain)) else { return nil }
         markUsed(index, domain, at: now)
         // Field by field (borrowed, not a copy of the entry and its policy).
+        let kept = slots.values[index].replies[zone]
         return Hit(expiresAt: slots.values[index].entry.expiresAt, checkedAt: slots.values[index].entry.checkedAt,
-                   negative: slots.values[index].entry.policy == nil, reply: slots.values[index].replies[key])
+                   negative: slots.values[index].entry.policy == nil, reply: kept?.generation == generation ? kept?.bytes : nil)
     }
 
     mutating func put(_ entry: CacheEntry) {
-        slots[entry.domain] = Slot(entry: entry)
+        slots[Key(entry.domain)] = Slot(entry: entry)
         if slots.count > capacity { evictLeastRecentlyUsed() }
     }
 
-    mutating func remove(_ domain: String) { slots[domain] = nil }
+    mutating func remove(_ domain: String) { slots[Key(domain)] = nil }
 
     /// Keeps `reply` for `domain` under `key` if the entry it was rendered from is still the one
     /// cached (a reply is never kept beside a newer entry).
-    mutating func keep(_ reply: ByteBuffer, _ domain: String, _ key: String, renderedFrom entry: CacheEntry) {
-        guard let index = slots.index(forKey: domain), slots.values[index].entry == entry else { return }
-        slots.values[index].replies[key] = reply
+    mutating func keep(_ reply: ByteBuffer, _ domain: String, zone: String, generation: Int, renderedFrom entry: CacheEntry) {
+        guard let index = slots.index(forKey: Key(domain)), slots.values[index].entry == entry else { return }
+        slots.values[index].replies[zone] = (generation, reply)
     }
 
     func all() -> [CacheEntry] { slots.values.map(\.entry) }
@@ -83,10 +101,11 @@ struct HotCache {
     /// policy out of memory (after which blocking its policy host would downgrade the domain).
     private mutating func evictLeastRecentlyUsed() {
         let drop = max(1, capacity / 10)
-        let victims = slots.values.map(\.entry).sorted { a, b in
-            a.isNegative != b.isNegative ? a.isNegative : a.lastUsed < b.lastUsed
-        }.prefix(drop).map(\.domain)
-        for d in victims { slots[d] = nil }
+        // Sorted as (negative, last use, key), never as whole entries.
+        let victims = slots.map { (negative: $0.value.entry.policy == nil, used: $0.value.entry.lastUsed, key: $0.key) }.sorted { a, b in
+            a.negative != b.negative ? a.negative : a.used < b.used
+        }.prefix(drop)
+        for v in victims { slots[v.key] = nil }
     }
 }
 

@@ -160,12 +160,12 @@ public final class PolicyResolver: Sendable {
     }
 
     /// The reply for a cached `domain` (its normalised text) as bytes rendered once per entry and
-    /// `key` (the caller's zone and configuration generation): the socketmap hit path, without
+    /// `zone` under the caller's configuration `generation`: the socketmap hit path, without
     /// parsing the name or rendering the policy again. `render` makes the bytes on the first hit
     /// (nil: not kept, e.g. a TEMP reply). Nil when the domain has no valid entry.
-    public func cachedReply(_ domain: String, key: String, render: (Resolution) -> ByteBuffer?) -> ByteBuffer? {
+    public func cachedReply(_ domain: String, zone: String, generation: Int, render: (Resolution) -> ByteBuffer?) -> ByteBuffer? {
         let now = clock.now()
-        guard let hit = hot.withLockedValue({ $0.hit(domain, reply: key, at: now) }), now < hit.expiresAt else { return nil }
+        guard let hit = hot.withLockedValue({ $0.hit(domain, zone: zone, generation: generation, at: now) }), now < hit.expiresAt else { return nil }
         metrics.lookups.increment()
         metrics.hits.increment()
         if !hit.negative, now - hit.checkedAt >= settings.recheckAfter, let name = try? DomainName(domain) { refreshInBackground(name) }
@@ -173,7 +173,7 @@ public final class PolicyResolver: Sendable {
         // The first hit for this zone: render from the entry, keep the bytes with it.
         guard let entry = hot.withLockedValue({ $0.peek(domain) }), let name = try? DomainName(domain),
               let rendered = render(resolution(from: entry, domain: name, source: .cache)) else { return nil }
-        hot.withLockedValue { $0.keep(rendered, domain, key, renderedFrom: entry) }
+        hot.withLockedValue { $0.keep(rendered, domain, zone: zone, generation: generation, renderedFrom: entry) }
         return rendered
     }
 

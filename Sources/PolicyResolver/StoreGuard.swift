@@ -84,15 +84,15 @@ final class StoreGuard: Sendable {
         }
         if let allowed { return .failure(allowed) }
         let store = self.store
-        let pool = self.pool
-        let outcome: Result<T, Failure>? = await withDeadline(timeout) {
-            do { return .success(try await pool.run { try body(store) }) } catch {
-                return .failure(.failed("\(error)"))
-            }
+        let outcome = await pool.run(within: .milliseconds(Int64(timeout * 1000))) { try body(store) }
+        let result: Result<T, Failure>
+        switch outcome {
+        case .success(let value)?: result = .success(value)
+        case .failure(let error)?: result = .failure(.failed("\(error)"))
+        case nil: result = .failure(.timedOut(timeout))
         }
-        let result = outcome ?? .failure(.timedOut(timeout))
         switch result {
-        case .success: markUp()
+        case .success: if !isUp { markUp() }
         case .failure(let failure): markDown(failure)
         }
         return result

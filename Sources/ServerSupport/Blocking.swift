@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Dispatch
 import NIOCore
@@ -23,7 +24,31 @@ public final class BlockingPool: Sendable {
         try await pool.runIfActive(body)
     }
 
+    /// Runs `body` on the pool, but waits at most `limit`: nil when it has not finished by then
+    /// (it goes on, and its result is dropped). One continuation and one event-loop timer, no
+    /// extra task: for calls on a hot path (the policy store on a cache miss).
+    public func run<T: Sendable>(within limit: TimeAmount, _ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error>? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
+            let once = ManagedAtomicFlag()
+            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: limit) {
+                if once.claim() { continuation.resume(returning: nil) }
+            }
+            pool.submit { state in
+                let result: Result<T, any Error>
+                if case .active = state { result = Result { try body() } } else { result = .failure(NIOThreadPoolError.ThreadPoolInactive()) }
+                timer.cancel()
+                if once.claim() { continuation.resume(returning: result) }
+            }
+        }
+    }
+
     public func shutdown() async { try? await pool.shutdownGracefully() }
+}
+
+/// True for exactly one caller.
+final class ManagedAtomicFlag: Sendable {
+    private let flag = ManagedAtomic<Bool>(false)
+    func claim() -> Bool { flag.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged }
 }
 
 /// Hands a value to worker threads that use it without sharing mutable state.

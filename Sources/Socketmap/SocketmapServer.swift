@@ -7,16 +7,27 @@ import ServerSupport
 
 /// Answers socketmap requests. `immediateReply` answers from memory without waiting (nil when it
 /// cannot); `reply` may wait for DNS and HTTPS. Neither may throw: failures are `TEMP` replies.
+/// What the hit path makes of a request.
+public enum SocketmapCacheAnswer: Sendable {
+    /// The whole reply, already a netstring.
+    case reply(ByteBuffer)
+    /// The key is in normalised form and not cached: the ordinary cache look-up would miss too,
+    /// so the request goes straight to `reply(to:)`.
+    case notCached
+    /// Not for the hit path (a key to normalise, a malformed request): `immediateReply` first.
+    case notHandled
+}
+
 public protocol SocketmapResponder: Sendable {
-    /// The whole reply, already a netstring, for a request payload (`name key` bytes) answered
-    /// from memory without parsing it into strings: the hit path. Nil: take `immediateReply`.
-    func cachedReply(payload: ByteBuffer) -> ByteBuffer?
+    /// The reply for a request payload (`name key` bytes) answered from memory without parsing
+    /// it into strings: the hit path.
+    func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer
     func immediateReply(to request: SocketmapRequest) -> String?
     func reply(to request: SocketmapRequest) async -> String
 }
 
 extension SocketmapResponder {
-    public func cachedReply(payload: ByteBuffer) -> ByteBuffer? { nil }
+    public func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer { .notHandled }
 }
 
 /// The Postfix socketmap server (socketmap_table(5)): netstring requests on persistent
@@ -163,18 +174,22 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = unwrapInboundIn(data)
         let start = NIODeadline.now()
-        if queue.isEmpty, let bytes = responder.cachedReply(payload: payload) {
-            context.write(wrapOutboundOut(bytes), promise: nil)
-            pendingFlush = true
-            latency?.observe(NIODeadline.now() - start)
-            if !context.channel.isWritable { updateReading(context) }
-            return
+        var cached = SocketmapCacheAnswer.notHandled
+        if queue.isEmpty {
+            cached = responder.cachedReply(payload: payload)
+            if case .reply(let bytes) = cached {
+                context.write(wrapOutboundOut(bytes), promise: nil)
+                pendingFlush = true
+                latency?.observe(NIODeadline.now() - start)
+                if !context.channel.isWritable { updateReading(context) }
+                return
+            }
         }
         guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
             enqueueReady(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context: context)
             return
         }
-        if queue.isEmpty, let reply = responder.immediateReply(to: request) {
+        if queue.isEmpty, case .notHandled = cached, let reply = responder.immediateReply(to: request) {
             write(reply, context: context)
             latency?.observe(NIODeadline.now() - start)
             if !context.channel.isWritable { updateReading(context) }

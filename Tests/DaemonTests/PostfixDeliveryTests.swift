@@ -292,7 +292,8 @@ final class PostfixLab: @unchecked Sendable {
 
     /// A zone declared DNSSEC-capable, Postfix at `smtp_dns_support_level = dnssec` and level
     /// `dane`, resolving through the AD-bit responder (`options trust-ad`): DANE comes first
-    /// (RFC 8461 §2) exactly where Postfix authenticates every MX by DANE.
+    /// (RFC 8461 §2) exactly where Postfix authenticates every MX by DANE (CONFORMANCE 8461 #29;
+    /// vector 28: DANE fails, MTA-STS would pass → not delivered).
     @Test func dnssecZoneDANEFirst() throws {
         let lab = try PostfixLab(net: "127.0.5")
         let ca = lab.ca
