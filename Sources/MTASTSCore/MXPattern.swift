@@ -35,8 +35,11 @@ public struct MXPattern: Hashable, Sendable, CustomStringConvertible, Comparable
     /// Does the MX host name match this pattern? Case-insensitive, one trailing dot ignored, a
     /// wildcard covers exactly one whole label (`*.example.com` matches `mail.example.com`, never
     /// `example.com` nor `a.b.example.com`).
-    public func matches(_ host: DomainName) -> Bool {
-        let h = host.text
+    public func matches(_ host: DomainName) -> Bool { matches(normalized: host.text) }
+
+    /// The same for a host name already normalised (lower case, A-labels, no trailing dot), as
+    /// the resolver keeps the MX hosts: no parsing.
+    public func matches(normalized h: String) -> Bool {
         if !isWildcard { return h == text }
         let b = base
         guard h.utf8.count > b.utf8.count + 1, h.hasSuffix(b) else { return false }

@@ -77,7 +77,7 @@ public enum SocketmapReply {
             } else if enforcePatterns {
                 names.insert("." + pattern.base)
             } else if let mxHosts {
-                names.formUnion(mxHosts.filter { MXPattern.matches(host: $0, pattern: pattern.text) })
+                names.formUnion(mxHosts.filter { pattern.matches(normalized: $0) })  // kept normalised by the resolver
             } else {
                 return temporary("the MX hosts of \(domain.text) are not known yet (a wildcard is answered with the hosts it covers)")
             }
