@@ -202,10 +202,13 @@ public final class PolicyResolver: Sendable {
         let flight: Flight = flights.withLockedValue { flights in
             if let running = flights[domain.text] { return running }
             let flight = Flight(started: clock.now())
+            let id = ObjectIdentifier(flight)
+            // The task holds its flight weakly: the flight holds the task, and a strong reference
+            // back would keep both (and the resolution) alive for ever.
             flight.task.withLockedValue {
-                $0 = Task {
-                    let result = await self.limiter.run { await self.resolveUncached(domain, flight) }
-                    self.flights.withLockedValue { if $0[domain.text] === flight { $0[domain.text] = nil } }
+                $0 = Task { [weak flight] in
+                    let result = await self.limiter.run { await self.resolveUncached(domain, flight ?? Flight(started: 0)) }
+                    self.flights.withLockedValue { if let f = $0[domain.text], ObjectIdentifier(f) == id { $0[domain.text] = nil } }
                     return result
                 }
             }
@@ -651,25 +654,4 @@ public final class PolicyResolver: Sendable {
 /// Runs a blocking call (the SQLite or PostgreSQL store) on the shared blocking pool.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await BlockingPool.shared.run(body)
-}
-
-/// Nil when `body` has not finished within `seconds` (it goes on in the background; the
-/// resolver's flights cache what it finds).
-func withDeadline<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async -> T) async -> T? {
-    let pending = NIOLockedValueBox<CheckedContinuation<T?, Never>?>(nil)
-    let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
-    return await withCheckedContinuation { continuation in
-        pending.withLockedValue { $0 = continuation }
-        timer.withLockedValue {
-            $0 = Task {
-                try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
-                pending.withLockedValue { p in defer { p = nil }; return p }?.resume(returning: nil)
-            }
-        }
-        Task {
-            let value = await body()
-            pending.withLockedValue { p in defer { p = nil }; return p }?.resume(returning: value)
-            timer.withLockedValue { $0 }?.cancel()
-        }
-    }
 }

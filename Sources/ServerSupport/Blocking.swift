@@ -45,6 +45,25 @@ public final class BlockingPool: Sendable {
     public func shutdown() async { try? await pool.shutdownGracefully() }
 }
 
+/// `body`'s value, or nil when it has not finished within `seconds` (it goes on; its value is
+/// then dropped). The deadline is an event-loop timer, removed at once when the body wins: a
+/// `Task.sleep` timer, even cancelled, stays in the runtime's timer heap until it would have
+/// fired, and at thousands of look-ups a second with a 37 s budget that held hundreds of
+/// thousands of tasks (tens of megabytes).
+public func withDeadline<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async -> T) async -> T? {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+        let once = ManagedAtomicFlag()
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(Int64(max(0, seconds) * 1e9))) {
+            if once.claim() { continuation.resume(returning: nil) }
+        }
+        Task {
+            let value = await body()
+            timer.cancel()
+            if once.claim() { continuation.resume(returning: value) }
+        }
+    }
+}
+
 /// True for exactly one caller.
 final class ManagedAtomicFlag: Sendable {
     private let flag = ManagedAtomic<Bool>(false)
