@@ -203,7 +203,9 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
         let slowDNS = try FakeDNS(records: records), fastDNS = try FakeDNS(records: records)
         let clock = ManualClock(1_800_000_000)
         let storeA = try PostgresPolicyStore(dsn: pg.dsn), storeB = try PostgresPolicyStore(dsn: pg.dsn)
-        let a = try resolver(slowDNS, store: storeA, clock: clock) { $0.recheckAfter = 60 }
+        // A's DNS waits long enough for the late answer: its recheck completes and saves (the old
+        // policy, checked now), which the store must not let over B's newer one.
+        let a = try resolver(slowDNS, store: storeA, clock: clock, dnsTimeout: 5) { $0.recheckAfter = 60 }
         let b = try resolver(fastDNS, store: storeB, clock: clock) { $0.recheckAfter = 60 }
         let domain = try DomainName("shared.test")
         #expect(await a.resolve(domain).entry?.stsID == "1")
@@ -221,6 +223,7 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
         #expect(try storeB.load("shared.test")?.stsID == "2")
         await recheck.value
         await a.drainWrites()
+        #expect(a.metrics.refreshFailures.count == 0, "A's recheck must complete for this to test anything")
         let stored = try #require(try storeA.load("shared.test"))
         #expect(stored.stsID == "2" && stored.policy?.mx.map(\.text) == ["new.shared.test"], "\(stored)")
         _ = h
