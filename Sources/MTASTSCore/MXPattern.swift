@@ -21,7 +21,7 @@ public struct MXPattern: Hashable, Sendable, CustomStringConvertible, Comparable
             throw DomainName.Invalid(input: value, reason: "a trailing dot is not allowed in a policy mx")
         }
         for label in rest.split(separator: ".", omittingEmptySubsequences: false) {
-            if label.contains("*") {
+            if label.utf8.contains(UInt8(ascii: "*")) {  // bytes: Foundation's contains(String) searched with locale rules
                 throw DomainName.Invalid(input: value, reason: "'*' is allowed only as the whole left-most label")
             }
             if let problem = DomainName.labelProblem(label) {

@@ -18,7 +18,7 @@ public struct SocketmapRequest: Sendable, Equatable {
         guard let text = String(validating: payload, as: UTF8.self), let space = text.firstIndex(of: " ") else { return nil }
         let name = String(text[..<space])
         let key = String(text[text.index(after: space)...])
-        guard !name.isEmpty, !key.isEmpty, !key.contains(" ") else { return nil }
+        guard !name.isEmpty, !key.isEmpty, !key.utf8.contains(0x20) else { return nil }
         return SocketmapRequest(name: name, key: key)
     }
 }
@@ -36,7 +36,7 @@ public enum SocketmapKey {
         } else if let colon = k.lastIndex(of: ":"), k.firstIndex(of: ":") == colon {
             k = k[..<colon]  // host:port (one colon; several would be IPv6)
         }
-        if k.contains(":") { return nil }  // IPv6 literal
+        if k.utf8.contains(UInt8(ascii: ":")) { return nil }  // IPv6 literal
         let labels = k.split(separator: ".", omittingEmptySubsequences: false).filter { !$0.isEmpty }
         if labels.count == 4, labels.allSatisfy({ Int($0).map { $0 >= 0 && $0 <= 255 } == true }) { return nil }  // IPv4
         return try? DomainName(String(k))
@@ -92,7 +92,7 @@ public enum SocketmapReply {
         // A value in braces ends at the first '}': a policy line holding '{' or '}' (an extension
         // a stranger wrote) could add attributes of its own, so it is left out of policy_string
         // (the report then lists the policy's other lines; Postfix's enforcement never reads it).
-        attributes += policy.lines.filter { !$0.contains("{") && !$0.contains("}") }.map { " { policy_string = \($0) }" }.joined()
+        attributes += policy.lines.filter { !$0.utf8.contains(UInt8(ascii: "{")) && !$0.utf8.contains(UInt8(ascii: "}")) }.map { " { policy_string = \($0) }" }.joined()
         // Postfix refuses a socketmap reply over socketmap_max_reply_size (100,000 bytes by
         // default); rather than lose the policy, the TLSRPT attributes are dropped.
         guard reply.utf8.count + attributes.utf8.count <= maxReplySize else { return reply }
