@@ -66,7 +66,7 @@ struct QueryCommand: AsyncParsableCommand {
         }
         let resolution = await resolver.resolve(name)
         await resolver.drainWrites()  // what was fetched reaches the cache before the process exits
-        let reply = PolicyMapResponder.render(resolution, zone: cfg.zone(zone), dnssec: cfg.dnssec(cfg.zone(zone)), failureLevel: cfg.failureLevel(cfg.zone(zone)))
+        let reply = PolicyMapResponder.render(resolution, zone: zone, in: cfg)
         emit(domain: name.text, resolution: resolution, reply: reply, note: nil)
         switch resolution.status {
         case .policy: return

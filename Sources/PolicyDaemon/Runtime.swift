@@ -123,8 +123,13 @@ public final class PolicyMapResponder: SocketmapResponder {
     }
 
     public func render(_ resolution: Resolution, zone name: String) -> String {
-        let (zone, dnssec, failureLevel) = config.withLockedValue { c in (c.zone(name), c.dnssec(c.zone(name)), c.failureLevel(c.zone(name))) }
-        return Self.render(resolution, zone: zone, dnssec: dnssec, failureLevel: failureLevel)
+        Self.render(resolution, zone: name, in: config.withLockedValue { $0 })
+    }
+
+    /// The reply for the socketmap name `name` under `config` (the daemon and `mtasts query`).
+    public static func render(_ resolution: Resolution, zone name: String, in config: DaemonConfig) -> String {
+        let zone = config.zone(name)
+        return render(resolution, zone: zone, dnssec: config.dnssec(zone), failureLevel: config.failureLevel(zone))
     }
 
     /// The reply for a resolution: `TEMP` for our own failures; in a DNSSEC zone (`dnssec`: its

@@ -154,8 +154,6 @@ public final class PolicyResolver: Sendable {
     final class Flight: Sendable {
         let progress = NIOLockedValueBox(Progress())
         let task = NIOLockedValueBox<Task<Resolution, Never>?>(nil)
-        let started: Double
-        init(started: Double) { self.started = started }
         func set(_ stage: Stage) { progress.withLockedValue { $0.stage = stage } }
     }
 
@@ -201,13 +199,13 @@ public final class PolicyResolver: Sendable {
         metrics.misses.increment()
         let flight: Flight = flights.withLockedValue { flights in
             if let running = flights[domain.text] { return running }
-            let flight = Flight(started: clock.now())
+            let flight = Flight()
             let id = ObjectIdentifier(flight)
             // The task holds its flight weakly: the flight holds the task, and a strong reference
             // back would keep both (and the resolution) alive for ever.
             flight.task.withLockedValue {
                 $0 = Task { [weak flight] in
-                    let result = await self.limiter.run { await self.resolveUncached(domain, flight ?? Flight(started: 0)) }
+                    let result = await self.limiter.run { await self.resolveUncached(domain, flight ?? Flight()) }
                     self.flights.withLockedValue { if let f = $0[domain.text], ObjectIdentifier(f) == id { $0[domain.text] = nil } }
                     return result
                 }
@@ -253,7 +251,7 @@ public final class PolicyResolver: Sendable {
         return Resolution(status: .policy, domain: domain, entry: entry, source: source, reason: "policy id \(entry.stsID ?? "?")")
     }
 
-    func resolveUncached(_ domain: DomainName, _ flight: Flight = Flight(started: 0)) async -> Resolution {
+    func resolveUncached(_ domain: DomainName, _ flight: Flight = Flight()) async -> Resolution {
         let now = clock.now()
         var previous = hot.withLockedValue { $0.peek(domain.text) }
         var storeDown = false
@@ -429,8 +427,7 @@ public final class PolicyResolver: Sendable {
                 mxAuthenticated = true
             } else {
                 logger.warning("MX of \(domain): \(error.description); keeping what was known")
-                let keep = lastDANE.map { $0 } ?? .temporary
-                return (previous?.mxHosts, wantDANE ? keep : .none)
+                return (previous?.mxHosts, wantDANE ? lastDANE ?? .temporary : .none)
             }
         }
         guard wantDANE else { return (hosts, .none) }
@@ -452,7 +449,10 @@ public final class PolicyResolver: Sendable {
     static func mxHosts(_ records: [MXRecord]) -> [String] {
         var seen = Set<String>()
         return records.sorted { ($0.preference, $0.exchange) < ($1.preference, $1.exchange) }
-            .map { $0.exchange.lowercased().hasSuffix(".") ? String($0.exchange.lowercased().dropLast()) : $0.exchange.lowercased() }
+            .map { record in
+                let name = record.exchange.lowercased()
+                return name.hasSuffix(".") ? String(name.dropLast()) : name
+            }
             .filter { !$0.isEmpty && seen.insert($0).inserted }
     }
 
@@ -525,6 +525,15 @@ public final class PolicyResolver: Sendable {
         }
         guard var entry = current, !entry.isNegative else { return }
         guard entry.isValid(at: now) else { return }  // expired: the next look-up resolves afresh
+        // The cached policy stays (a vanished record, the same id, a postponed or failed fetch):
+        // its DANE branch and MX hosts are looked at again on every check, whatever the policy's
+        // age, so withdrawn TLSA records give MTA-STS back at the next check. A new policy gets
+        // that look in `fetched`.
+        func keep(_ entry: CacheEntry) async {
+            var entry = entry
+            if let policy = entry.policy { (entry.mxHosts, entry.dane) = await mxAndDANE(domain, policy: policy, previous: entry) }
+            save(entry)
+        }
         let record: STSRecord
         switch await lookupRecord(domain) {
         case .temporary(let reason):
@@ -533,28 +542,25 @@ public final class PolicyResolver: Sendable {
             return
         case .none:
             entry.checkedAt = now
-            if let policy = entry.policy { (entry.mxHosts, entry.dane) = await mxAndDANE(domain, policy: policy, previous: entry) }
-            save(entry)
+            await keep(entry)
             return
         case .record(let r): record = r
         }
         entry.checkedAt = now
-        // The DANE branch and the MX hosts are looked at on every check, whatever the policy's
-        // age: withdrawn TLSA records give MTA-STS back at the next check.
-        if let policy = entry.policy { (entry.mxHosts, entry.dane) = await mxAndDANE(domain, policy: policy, previous: entry) }
         let changed = record.id != entry.stsID
         if !changed && !force {
-            save(entry)
+            await keep(entry)
             return
         }
         if record.id == entry.failedID, let failedAt = entry.failedAt, now - failedAt < settings.retryDelay {
-            save(entry)
+            await keep(entry)
             return
         }
         metrics.refreshes.increment()
         switch await fetch(domain) {
         case .policy(let policy):
-            entry = await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: entry.lastUsed, previous: entry)
+            save(await fetched(policy, domain: domain, id: record.id, now: now, lastUsed: entry.lastUsed, previous: entry))
+            return
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
             metrics.refreshFailures.increment()
@@ -567,7 +573,7 @@ public final class PolicyResolver: Sendable {
             metrics.refreshFailures.increment()
             logger.warning("refresh of \(domain): \(reason)")
         }
-        save(entry)
+        await keep(entry)
     }
 
     func save(_ entry: CacheEntry) {

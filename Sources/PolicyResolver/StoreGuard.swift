@@ -100,13 +100,15 @@ final class StoreGuard: Sendable {
 
     /// Writes `entry` without the caller waiting; kept for later while the store is down.
     func save(_ entry: CacheEntry) {
-        let keep: Bool = state.withLockedValue { s in
-            guard !s.up else { return false }
-            if s.pending[entry.domain] != nil || s.pending.count < maxPending { s.pending[entry.domain] = entry }
-            return true
+        let kept: Bool = state.withLockedValue { s in
+            guard s.up else {
+                keep(entry, in: &s)
+                return true
+            }
+            s.writing += 1
+            return false
         }
-        if keep { return }
-        state.withLockedValue { $0.writing += 1 }
+        if kept { return }
         Task {
             if case .failure = await call({ try $0.save(entry) }) { remember(entry) }
             state.withLockedValue { $0.writing -= 1 }
@@ -123,9 +125,12 @@ final class StoreGuard: Sendable {
     }
 
     private func remember(_ entry: CacheEntry) {
-        state.withLockedValue { s in
-            if s.pending[entry.domain].map({ $0.fetchedAt <= entry.fetchedAt }) ?? (s.pending.count < maxPending) { s.pending[entry.domain] = entry }
-        }
+        state.withLockedValue { keep(entry, in: &$0) }
+    }
+
+    /// Kept for later: the newest entry per domain, at most `maxPending` domains.
+    private func keep(_ entry: CacheEntry, in s: inout State) {
+        if s.pending[entry.domain].map({ $0.fetchedAt <= entry.fetchedAt }) ?? (s.pending.count < maxPending) { s.pending[entry.domain] = entry }
     }
 
     private func markDown(_ failure: Failure) {

@@ -28,16 +28,9 @@ public final class BlockingPool: Sendable {
     /// (it goes on, and its result is dropped). One continuation and one event-loop timer, no
     /// extra task: for calls on a hot path (the policy store on a cache miss).
     public func run<T: Sendable>(within limit: TimeAmount, _ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error>? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
-            let once = ManagedAtomicFlag()
-            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: limit) {
-                if once.claim() { continuation.resume(returning: nil) }
-            }
+        await race(limit) { finish in
             pool.submit { state in
-                let result: Result<T, any Error>
-                if case .active = state { result = Result { try body() } } else { result = .failure(NIOThreadPoolError.ThreadPoolInactive()) }
-                timer.cancel()
-                if once.claim() { continuation.resume(returning: result) }
+                if case .active = state { finish(Result { try body() }) } else { finish(.failure(NIOThreadPoolError.ThreadPoolInactive())) }
             }
         }
     }
@@ -51,23 +44,25 @@ public final class BlockingPool: Sendable {
 /// fired, and at thousands of look-ups a second with a 37 s budget that held hundreds of
 /// thousands of tasks (tens of megabytes).
 public func withDeadline<T: Sendable>(_ seconds: Double, _ body: @escaping @Sendable () async -> T) async -> T? {
-    await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-        let once = ManagedAtomicFlag()
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(Int64(max(0, seconds) * 1e9))) {
-            if once.claim() { continuation.resume(returning: nil) }
-        }
-        Task {
-            let value = await body()
-            timer.cancel()
-            if once.claim() { continuation.resume(returning: value) }
-        }
+    await race(.nanoseconds(Int64(max(0, seconds) * 1e9))) { finish in
+        Task { finish(await body()) }
     }
 }
 
-/// True for exactly one caller.
-final class ManagedAtomicFlag: Sendable {
-    private let flag = ManagedAtomic<Bool>(false)
-    func claim() -> Bool { flag.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged }
+/// The value `start` hands to its `finish`, or nil if `limit` passes first: one continuation,
+/// resumed once, and an event-loop timer cancelled when the work wins (the two deadlines above).
+private func race<T: Sendable>(_ limit: TimeAmount, _ start: (@escaping @Sendable (T) -> Void) -> Void) async -> T? {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+        let once = ManagedAtomic<Bool>(false)
+        let claim: @Sendable () -> Bool = { once.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged }
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: limit) {
+            if claim() { continuation.resume(returning: nil) }
+        }
+        start { value in
+            timer.cancel()
+            if claim() { continuation.resume(returning: value) }
+        }
+    }
 }
 
 /// Hands a value to worker threads that use it without sharing mutable state.

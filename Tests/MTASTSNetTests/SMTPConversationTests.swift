@@ -125,27 +125,26 @@ import TestSupport
 
 /// Certificate verdicts as Postfix reports them (issue: sender-side safety, item 8).
 @Suite struct CertificateVerdictTests {
-    static func der(_ pem: String) throws -> [UInt8] {
-        var serializer = DER.Serializer()
-        try serializer.serialize(try Certificate(pemEncoded: pem))
-        return serializer.serializedBytes
+    /// A checker that trusts `ca` alone.
+    static func checker(trusting ca: TestCA) throws -> CertificateChecker {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("verdict-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return try CertificateChecker(systemRoots: false, extraPEMFiles: [try ca.writePEM(to: dir)])
     }
 
     @Test("an expired certificate that chains to a trusted root is certificate-expired, even when its CA was not yet valid at the leaf's dates")
     func expiredIsExpired() async throws {
         let ca = try TestCA()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("verdict-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let checker = try CertificateChecker(systemRoots: false, extraPEMFiles: [try ca.writePEM(to: dir)])
+        let checker = try Self.checker(trusting: ca)
         for validity in [TestCA.Validity.expired, .longAgo] {
             let leaf = try ca.issue(dnsNames: ["mx.test"], validity: validity)
-            let (verdict, _) = await checker.check(chain: [try Self.der(leaf.certificatePEM)], host: "mx.test")
+            let (verdict, _) = await checker.check(chain: [try leaf.der()], host: "mx.test")
             guard case .invalid(let type, _) = verdict else { Issue.record("\(validity): \(verdict)"); continue }
             #expect(type == .certificateExpired, "\(validity): \(verdict)")
         }
         // Another CA's certificate is not trusted, whatever its dates.
         let stranger = try TestCA(commonName: "stranger").issue(dnsNames: ["mx.test"], validity: .expired)
-        let (verdict, _) = await checker.check(chain: [try Self.der(stranger.certificatePEM)], host: "mx.test")
+        let (verdict, _) = await checker.check(chain: [try stranger.der()], host: "mx.test")
         guard case .invalid(let type, _) = verdict else { Issue.record("\(verdict)"); return }
         #expect(type == .certificateNotTrusted)
     }
@@ -153,14 +152,12 @@ import TestSupport
     @Test("a certificate whose extended key usage leaves out serverAuth is refused, as OpenSSL refuses it")
     func clientAuthOnly() async throws {
         let ca = try TestCA()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("eku-\(UUID().uuidString.prefix(6))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let checker = try CertificateChecker(systemRoots: false, extraPEMFiles: [try ca.writePEM(to: dir)])
+        let checker = try Self.checker(trusting: ca)
         let client = try ca.issue(dnsNames: ["mx.test"], usages: [.clientAuth])
-        let (verdict, _) = await checker.check(chain: [try Self.der(client.certificatePEM)], host: "mx.test")
+        let (verdict, _) = await checker.check(chain: [try client.der()], host: "mx.test")
         guard case .invalid(let type, let why) = verdict else { Issue.record("\(verdict)"); return }
         #expect(type == .validationFailure && why.contains("serverAuth"))
         let server = try ca.issue(dnsNames: ["mx.test"])
-        #expect(await checker.check(chain: [try Self.der(server.certificatePEM)], host: "mx.test").0 == .valid)
+        #expect(await checker.check(chain: [try server.der()], host: "mx.test").0 == .valid)
     }
 }

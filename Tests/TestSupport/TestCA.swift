@@ -33,14 +33,16 @@ public struct TestCA: @unchecked Sendable {
         public var certificatePEM: String
         public var keyPEM: String
 
+        /// The certificate in DER (what a TLS peer sends).
+        public func der() throws -> [UInt8] {
+            var serializer = DER.Serializer()
+            try serializer.serialize(try Certificate(pemEncoded: certificatePEM))
+            return serializer.serializedBytes
+        }
+
         /// SHA-256 of the certificate's DER: the data of a `3 0 1` (DANE-EE, full certificate,
         /// SHA-256) TLSA record.
-        public var sha256: [UInt8] {
-            guard let certificate = try? Certificate(pemEncoded: certificatePEM) else { return [] }
-            var serializer = DER.Serializer()
-            guard (try? serializer.serialize(certificate)) != nil else { return [] }
-            return Array(SHA256.hash(data: serializer.serializedBytes))
-        }
+        public var sha256: [UInt8] { (try? der()).map { Array(SHA256.hash(data: $0)) } ?? [] }
     }
 
     public enum Validity: Sendable {
