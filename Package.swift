@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // bcrypt for the dashboard's password hashes (only its HummingbirdBcrypt module is built).
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
     ],
     targets: [
         // zlib (gzip for TLS reports) through a tiny system-library shim; no extra package.
@@ -35,7 +37,7 @@ let package = Package(
         .target(name: "MailDNS", dependencies: ["CResolv", "MTASTSCore", "ServerSupport"]),
         // Strict HTTPS policy fetch, SMTP STARTTLS probe, certificate checks (RFC 8461 §3.3, §4).
         .target(name: "MTASTSNet", dependencies: [
-            "MTASTSCore",
+            "MTASTSCore", "ServerSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -115,11 +117,22 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
+        // The domain owner's watch: periodic end-to-end checks kept in the database, and alerts
+        // (webhook, mail) on what changed in the checks and in the received reports.
+        .target(name: "Watch", dependencies: [
+            "MTASTSCore", "MTASTSConfig", "MTASTSCheck", "MTASTSNet", "MailDNS", "Storage", "TLSRPTReceiver", "ServerSupport",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // `mtasts serve` on Hummingbird 2: policy host (Host/SNI), report endpoint, read-only API,
         // and the Prometheus endpoint every role uses.
         .target(name: "WebServer", dependencies: [
-            "MTASTSCore", "MTASTSConfig", "TLSRPTReceiver", "ServerSupport",
+            "MTASTSCore", "MTASTSConfig", "TLSRPTReceiver", "ServerSupport", "Watch",
             .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -133,7 +146,7 @@ let package = Package(
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
             "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver", "TLSRPTSender", "DKIM",
-            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon",
+            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon", "Watch",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -193,7 +206,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PolicyDaemonTests", dependencies: [
-            "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender", "Socketmap",
+            "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender", "Socketmap", "MTASTSNet",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // In-process tests of each library (no child process; real files and SQLite, openssl for keys).

@@ -5,6 +5,9 @@ import MTASTSCore
 import MTASTSNet
 import MailDNS
 import NIOCore
+import MTASTSConfig
+import Storage
+import Watch
 
 struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,6 +21,12 @@ struct CheckCommand: AsyncParsableCommand {
             mailto domain's MX). Findings carry a stable code — the RFC 8460 result type where one
             fits — a severity and a message. Exit 0 no errors, 1 errors found, 2 usage, 3 could not
             check (a temporary DNS failure).
+
+            --watch checks again every --interval seconds until stopped (SIGINT/SIGTERM; or after
+            --rounds rounds), keeps every result in the database (--database, MTASTS_DATABASE, or the
+            serve default) for the dashboard of mtasts serve, and prints what changed since the
+            previous check of each domain ("changed: …"). With --json each result is one line of JSON.
+            The exit code is the last round's.
             """))
 
     @Argument(help: "Domains to check.")
@@ -47,6 +56,18 @@ struct CheckCommand: AsyncParsableCommand {
     @Option(help: "Seconds allowed for each network step (DNS try, connect, SMTP reply); the policy fetch gets at most 60.")
     var timeout: Int = 10
 
+    @Flag(help: "Check again every --interval seconds, keep each result in the database, print what changed.")
+    var watch = false
+
+    @Option(help: "Seconds between rounds with --watch.")
+    var interval: Double = 3_600
+
+    @Option(help: "With --watch: stop after this many rounds (0: run until stopped).")
+    var rounds: Int = 0
+
+    @Option(help: ArgumentHelp("With --watch: the database the results are kept in (SQLite path or postgres:// URL).", valueName: "URL"))
+    var database: String?
+
     @OptionGroup var output: JSONFlag
 
     func validate() throws {
@@ -54,6 +75,9 @@ struct CheckCommand: AsyncParsableCommand {
         if concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if !(1...65535).contains(policyPort) || !(1...65535).contains(smtpPort) { throw ValidationError("ports are 1 to 65535") }
         if timeout < 1 { throw ValidationError("--timeout must be at least 1 second") }
+        if watch && !(1...604_800).contains(interval) { throw ValidationError("--interval is 1 to 604800 seconds") }
+        if rounds < 0 { throw ValidationError("--rounds must be 0 or more") }
+        if !watch && (rounds != 0 || database != nil) { throw ValidationError("--rounds and --database go with --watch") }
     }
 
     func run() async throws {
@@ -68,14 +92,17 @@ struct CheckCommand: AsyncParsableCommand {
         for name in names {
             do { parsed.append(try DomainName(addressOrDomain: name)) } catch { throw ValidationError("\(error)") }
         }
-        let resolver: DNSResolver
-        do { resolver = try DNSResolver(.init(server: dnsServer, timeout: timeout, tries: 2)) } catch { throw ValidationError("--dns-server: \(error)") }
-        let checker: CertificateChecker
-        do { checker = try CertificateChecker(systemRoots: true, extraPEMFiles: caFile) } catch { throw ValidationError("--ca-file: \(error)") }
-        let fetcher = PolicyFetcher(checker: checker, port: policyPort, connectTimeout: .seconds(Int64(timeout)), deadline: .seconds(Int64(min(60, timeout * 3))))
-        let probe = noSMTP ? nil : STARTTLSProbe(checker: checker, port: smtpPort, stepTimeout: .seconds(Int64(timeout)))
-        let domainChecker = DomainChecker(resolver: resolver, fetcher: fetcher, probe: probe)
+        var setup = DomainChecker.Setup()
+        setup.dnsServer = dnsServer
+        setup.caFiles = caFile
+        setup.policyPort = policyPort
+        setup.smtpPort = smtpPort
+        setup.smtp = !noSMTP
+        setup.timeout = timeout
+        let domainChecker: DomainChecker
+        do { domainChecker = try DomainChecker.make(setup) } catch { throw ValidationError("\(error)") }
 
+        if watch { return try await watchLoop(domainChecker, parsed) }
         let progress = !output.json && isatty(2) != 0 && parsed.count > 1
         let json = output.json
         var verdicts: [DomainReport.Verdict] = []
@@ -93,5 +120,73 @@ struct CheckCommand: AsyncParsableCommand {
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
         if verdicts.contains(.errors) { throw ExitCode(Exit.problems) }
         if verdicts.contains(.temporary) { throw ExitCode(Exit.temporary) }
+    }
+
+    /// `--watch`: rounds until stopped, each result kept and its changes printed.
+    func watchLoop(_ checker: DomainChecker, _ domains: [DomainName]) async throws {
+        var url = database ?? ProcessInfo.processInfo.environment["MTASTS_DATABASE"] ?? ""
+        if url.isEmpty { url = ServeConfig.defaultDatabase }
+        let store: WatchStore
+        do { store = try WatchStore(db: SQLDatabase(url: url)) } catch {
+            Console.err("\(error)")
+            throw ExitCode(Exit.temporary)
+        }
+        let round = CheckRound(checker: checker, domains: domains, concurrency: concurrency, store: store)
+        let stop = StopSignal()
+        var done = 0
+        var verdicts: [DomainReport.Verdict] = []
+        while true {
+            verdicts = []
+            let json = output.json
+            try await round.run(at: Date().timeIntervalSince1970) { _, report, changes in
+                verdicts.append(report.verdict)
+                let changed = changes.map { $0.isEmpty ? "no change" : "changed: " + $0.joined(separator: "; ") } ?? "first check"
+                if json {
+                    var value = report.json
+                    if case .object(var members) = value {
+                        members.append(JSONMember("changes", changes.map { .array($0.map { .string($0) }) } ?? .null))
+                        value = .object(members)
+                    }
+                    FileHandle.standardOutput.write(Data(value.serializedBytes() + [0x0A]))
+                } else {
+                    FileHandle.standardOutput.write(Data((report.text(style: Console.style) + "  \(changed)\n\n").utf8))
+                }
+            }
+            done += 1
+            if rounds > 0 && done >= rounds { break }
+            if await stop.wait(seconds: interval) { break }
+        }
+        if verdicts.contains(.errors) { throw ExitCode(Exit.problems) }
+        if verdicts.contains(.temporary) { throw ExitCode(Exit.temporary) }
+    }
+}
+
+/// SIGINT/SIGTERM for a command that loops (`check --watch`): the wait between rounds ends early
+/// and the loop stops after the round in progress.
+final class StopSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopped = false
+    private var sources: [any DispatchSourceSignal] = []
+
+    init() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [weak self] in self?.stop() }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    private func stop() { lock.withLock { stopped = true } }
+    var isStopped: Bool { lock.withLock { stopped } }
+
+    /// Waits `seconds` or until a signal; true when stopped.
+    func wait(seconds: Double) async -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while !isStopped && Date() < end {
+            try? await Task.sleep(for: .milliseconds(Int64(min(200, max(1, end.timeIntervalSinceNow * 1000)))))
+        }
+        return isStopped
     }
 }

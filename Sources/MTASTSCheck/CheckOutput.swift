@@ -51,6 +51,7 @@ extension DomainReport {
         } else {
             members.append(JSONMember("policy", .null))
         }
+        if let text = r.policyText { members.append(JSONMember("policy_text", .string(text))) }
         if let f = r.policyFetch {
             var m: [JSONMember] = [
                 JSONMember("status", f.status.map { .int(Int64($0)) } ?? .null),
@@ -82,6 +83,7 @@ extension DomainReport {
                 m.append(JSONMember("result", .string(p.failure?.type.rawValue ?? (p.unreachable != nil ? "unreachable" : "ok"))))
                 if let c = p.certificate {
                     m.append(JSONMember("certificate_names", .array(c.dnsNames.map { .string($0) })))
+                    m.append(JSONMember("certificate_not_after", .string(RFC3339.format(Int64(c.notAfter.timeIntervalSince1970)))))
                 }
             }
             return .object(m)

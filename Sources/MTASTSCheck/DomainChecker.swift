@@ -349,3 +349,38 @@ public struct DomainChecker: Sendable {
         }
     }
 }
+
+extension DomainChecker {
+    /// What a checker needs to be made: the one set-up of `mtasts check` and of `serve`'s `watch:`.
+    public struct Setup: Sendable {
+        public var dnsServer: String?
+        public var caFiles: [String] = []
+        public var policyPort = 443
+        public var smtpPort = 25
+        /// Connect to the MX hosts (STARTTLS and certificate); false checks DNS and the policy only.
+        public var smtp = true
+        /// Seconds for each network step; the policy fetch gets at most 60.
+        public var timeout = 10
+        public init() {}
+    }
+
+    /// A problem with the set-up (a DNS server or CA file that cannot be used).
+    public struct SetupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public static func make(_ setup: Setup) throws(SetupError) -> DomainChecker {
+        let resolver: DNSResolver
+        do { resolver = try DNSResolver(.init(server: setup.dnsServer, timeout: setup.timeout, tries: 2)) } catch {
+            throw SetupError(description: "DNS server \(setup.dnsServer ?? ""): \(error)")
+        }
+        let checker: CertificateChecker
+        do { checker = try CertificateChecker(systemRoots: true, extraPEMFiles: setup.caFiles) } catch {
+            throw SetupError(description: "CA file: \(error)")
+        }
+        let t = Int64(setup.timeout)
+        let fetcher = PolicyFetcher(checker: checker, port: setup.policyPort, connectTimeout: .seconds(t), deadline: .seconds(min(60, t * 3)))
+        let probe = setup.smtp ? STARTTLSProbe(checker: checker, port: setup.smtpPort, stepTimeout: .seconds(t)) : nil
+        return DomainChecker(resolver: resolver, fetcher: fetcher, probe: probe)
+    }
+}

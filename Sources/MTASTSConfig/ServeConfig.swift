@@ -46,6 +46,63 @@ public struct ServeConfig: Sendable {
 
     public enum DKIMPolicy: String, Sendable { case require, record, ignore }
 
+    /// The dashboard (`dashboard:`): HTML pages at `/` of every host that is not a policy host.
+    public struct Dashboard: Sendable {
+        public var enabled = true
+        /// Users for HTTP basic auth, with bcrypt hashes (`htpasswd -nbB USER PASSWORD`).
+        public var users: [String: String] = [:]
+        /// The address the dashboard is reached at from outside (links in alerts), without a trailing slash.
+        public var publicURL: String?
+        public init() {}
+    }
+
+    /// Periodic end-to-end checks of the owner's domains (`watch:`).
+    public struct Watch: Sendable {
+        public var domains: [String] = []
+        public var interval: Double = 3_600
+        public var concurrency = 4
+        public var dnsServer: String?
+        public var caFiles: [String] = []
+        public var policyPort = 443
+        public var smtpPort = 25
+        public var smtp = true
+        public var timeout = 10
+        public init() {}
+    }
+
+    /// Alerts (`alerts:`): where they go and what crosses a threshold.
+    public struct Alerts: Sendable {
+        public var webhooks: [String] = []
+        public var mailTo: [String] = []
+        public var mailFrom = "mtasts@localhost"
+        public var mailServer: (host: String, port: Int)?
+        public var mailTLS = "starttls"
+        public var mailUsername: String?
+        public var mailPassword: String?
+        /// Extra trust anchors for webhooks and the mail server (PEM).
+        public var caFiles: [String] = []
+        /// A domain's daily success rate under this percentage alerts (nil: never).
+        public var successRateBelow: Double? = 95
+        /// One result type's failures on the newest day at least this many times its daily
+        /// average over the 7 days before, and at least `failureJumpMinimum` sessions.
+        public var failureJump: Double = 3
+        public var failureJumpMinimum: Int64 = 10
+        public var newFailureTypes = true
+        public var newOrganizations = true
+        /// A policy host or MX certificate expiring within this many days alerts.
+        public var certificateDays = 14
+        public var checkErrors = true
+        public var readiness = true
+        /// Seconds between evaluations of the stored reports.
+        public var interval: Double = 300
+        public var configured: Bool { !webhooks.isEmpty || !mailTo.isEmpty }
+        public init() {}
+    }
+
+    public var dashboard = Dashboard()
+    public var watch = Watch()
+    public var alerts = Alerts()
+
     public static let defaultDatabase = "/var/lib/mtasts/reports.db"
     public typealias ConfigError = DaemonConfig.ConfigError
 
@@ -137,6 +194,101 @@ public struct ServeConfig: Sendable {
                         guard let p = DKIMPolicy(rawValue: s) else { throw reader.error(v, "dkim.policy must be require, record or ignore, not '\(s)'") }
                         config.dkimPolicy = p
                     case "dns_server": config.dnsServer = try reader.string(v, "dkim.dns_server")
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "dashboard":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "enabled": config.dashboard.enabled = try reader.bool(v, "dashboard.enabled")
+                    case "public_url":
+                        var url = try reader.string(v, "dashboard.public_url")
+                        while url.hasSuffix("/") { url.removeLast() }
+                        guard url.hasPrefix("https://") || url.hasPrefix("http://") else { throw reader.error(v, "dashboard.public_url must be an http(s) URL") }
+                        config.dashboard.publicURL = url
+                    case "users":
+                        for (uk, uv) in try reader.mapping(v, "dashboard.users") {
+                            let user = try reader.key(uk)
+                            let hash = try reader.string(uv, "dashboard.users.\(user)")
+                            guard hash.hasPrefix("$2a$") || hash.hasPrefix("$2b$") || hash.hasPrefix("$2y$") else {
+                                throw reader.error(uv, "dashboard.users.\(user) must be a bcrypt hash (htpasswd -nbB \(user) PASSWORD prints one), not a password")
+                            }
+                            guard !user.contains(":") else { throw reader.error(uk, "a user name cannot contain ':'") }
+                            config.dashboard.users[user] = hash
+                        }
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "watch":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "domains":
+                        config.watch.domains = try reader.strings(v, "watch.domains").map { $0.lowercased() }
+                        for d in config.watch.domains where (try? DomainName(d)) == nil { throw reader.error(v, "'\(d)' is not a domain name") }
+                    case "interval": config.watch.interval = try reader.double(v, "watch.interval", 10...604_800)
+                    case "concurrency": config.watch.concurrency = try reader.int(v, "watch.concurrency", 1...256)
+                    case "dns_server": config.watch.dnsServer = try reader.string(v, "watch.dns_server")
+                    case "ca_file": config.watch.caFiles = try reader.strings(v, "watch.ca_file").map(path)
+                    case "policy_port": config.watch.policyPort = try reader.int(v, "watch.policy_port", 1...65_535)
+                    case "smtp_port": config.watch.smtpPort = try reader.int(v, "watch.smtp_port", 1...65_535)
+                    case "smtp": config.watch.smtp = try reader.bool(v, "watch.smtp")
+                    case "timeout": config.watch.timeout = try reader.int(v, "watch.timeout", 1...300)
+                    default: throw reader.unknown(k, sub, in: key)
+                    }
+                }
+            case "alerts":
+                for (k, v) in try reader.mapping(value, key) {
+                    let sub = try reader.key(k)
+                    switch sub {
+                    case "webhook":
+                        config.alerts.webhooks = try reader.strings(v, "alerts.webhook")
+                        for w in config.alerts.webhooks where !w.lowercased().hasPrefix("https://") { throw reader.error(v, "alerts.webhook must be https URLs, not '\(w)'") }
+                    case "mail":
+                        for (mk, mv) in try reader.mapping(v, "alerts.mail") {
+                            let m = try reader.key(mk)
+                            switch m {
+                            case "to":
+                                config.alerts.mailTo = try reader.strings(mv, "alerts.mail.to")
+                                for a in config.alerts.mailTo {
+                                    do { _ = try MailAddress.validate(a) } catch { throw reader.error(mv, "alerts.mail.to: '\(a)' is not a mailbox: \(error.reason)") }
+                                }
+                            case "from":
+                                config.alerts.mailFrom = try reader.string(mv, "alerts.mail.from")
+                                do { _ = try MailAddress.validate(config.alerts.mailFrom) } catch { throw reader.error(mv, "alerts.mail.from is not a mailbox: \(error.reason)") }
+                            case "server":
+                                let s = try reader.string(mv, "alerts.mail.server")
+                                guard let a = address(s), a.host != "0.0.0.0" else { throw reader.error(mv, "alerts.mail.server must be HOST:PORT, not '\(s)'") }
+                                config.alerts.mailServer = a
+                            case "tls":
+                                let t = try reader.string(mv, "alerts.mail.tls")
+                                guard ["starttls", "implicit", "none"].contains(t) else { throw reader.error(mv, "alerts.mail.tls must be starttls, implicit or none") }
+                                config.alerts.mailTLS = t
+                            case "username": config.alerts.mailUsername = try reader.string(mv, "alerts.mail.username")
+                            case "password_file":
+                                let file = path(try reader.string(mv, "alerts.mail.password_file"))
+                                guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                                    throw reader.error(mv, "cannot read alerts.mail.password_file \(file)")
+                                }
+                                config.alerts.mailPassword = text.trimmingCharacters(in: .newlines)
+                            default: throw reader.unknown(mk, m, in: "alerts.mail")
+                            }
+                        }
+                        guard !config.alerts.mailTo.isEmpty, config.alerts.mailServer != nil else { throw reader.error(v, "alerts.mail needs to and server") }
+                    case "ca_file": config.alerts.caFiles = try reader.strings(v, "alerts.ca_file").map(path)
+                    case "success_rate_below":
+                        if case .scalar(let sc) = v, ["off", "false", "none"].contains(sc.string.lowercased()) { config.alerts.successRateBelow = nil } else {
+                            config.alerts.successRateBelow = try reader.double(v, "alerts.success_rate_below", 0...100)
+                        }
+                    case "failure_jump": config.alerts.failureJump = try reader.double(v, "alerts.failure_jump", 1...1_000_000)
+                    case "failure_jump_minimum": config.alerts.failureJumpMinimum = Int64(try reader.int(v, "alerts.failure_jump_minimum", 1...1_000_000_000))
+                    case "new_failure_types": config.alerts.newFailureTypes = try reader.bool(v, "alerts.new_failure_types")
+                    case "new_organizations": config.alerts.newOrganizations = try reader.bool(v, "alerts.new_organizations")
+                    case "certificate_days": config.alerts.certificateDays = try reader.int(v, "alerts.certificate_days", 0...3_650)
+                    case "check_errors": config.alerts.checkErrors = try reader.bool(v, "alerts.check_errors")
+                    case "readiness": config.alerts.readiness = try reader.bool(v, "alerts.readiness")
+                    case "interval": config.alerts.interval = try reader.double(v, "alerts.interval", 1...86_400)
                     default: throw reader.unknown(k, sub, in: key)
                     }
                 }

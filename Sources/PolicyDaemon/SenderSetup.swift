@@ -1,3 +1,4 @@
+import MTASTSNet
 import MTASTSCore
 import DKIM
 import Foundation

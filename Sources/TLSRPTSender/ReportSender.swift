@@ -1,3 +1,4 @@
+import MTASTSNet
 import DKIM
 import Foundation
 import Logging

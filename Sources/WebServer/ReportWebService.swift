@@ -11,6 +11,7 @@ import NIOCore
 import NIOSSL
 import ServerSupport
 import TLSRPTReceiver
+import Watch
 
 /// `mtasts serve`: the policy host of every configured domain (by Host header, the certificate by
 /// SNI), the TLS report endpoint, the read-only JSON API and `/metrics`, on Hummingbird 2.
@@ -23,6 +24,8 @@ import TLSRPTReceiver
 public final class ReportWebService: Sendable {
     public let config: ServeConfig
     public let store: ReportStore
+    /// The watch's checks and alerts (same database), shown by the dashboard; nil: none.
+    public let watch: WatchStore?
     let ingestor: ReportIngestor
     let pool: BlockingPool
     let logger: Logger
@@ -35,10 +38,11 @@ public final class ReportWebService: Sendable {
     let reportsFailed = Counter(label: "mtasts_reports_received_total", dimensions: [("outcome", "unavailable")])
     let policyRequests = Counter(label: "mtasts_policy_requests_total")
 
-    public init(config: ServeConfig, store: ReportStore, pool: BlockingPool = .shared, logger: Logger = Log.logger("serve"),
+    public init(config: ServeConfig, store: ReportStore, watch: WatchStore? = nil, pool: BlockingPool = .shared, logger: Logger = Log.logger("serve"),
                 clock: any WallClock = SystemClock()) {
         self.config = config
         self.store = store
+        self.watch = watch
         self.ingestor = ReportIngestor(store: store, maxSize: config.maxDecompressed, dkimPolicy: .ignore, lookup: { _ in nil })
         self.pool = pool
         self.logger = logger
@@ -61,27 +65,36 @@ public final class ReportWebService: Sendable {
 
     /// The routes of one listener: the policy hosts first (by Host, whatever the path), then the
     /// router; errors become `{"error": ...}`.
-    public func router(apiAllowed: Bool) -> ServeRoutes {
-        ServeRoutes(router: routes(apiAllowed: apiAllowed), policyHost: PolicyHost(service: self))
+    /// `loopback`: the listener's address is loopback (the dashboard answers there unprotected).
+    public func router(apiAllowed: Bool, loopback: Bool = true) -> ServeRoutes {
+        ServeRoutes(router: routes(apiAllowed: apiAllowed, loopback: loopback), policyHost: PolicyHost(service: self))
     }
 
-    func routes(apiAllowed: Bool) -> Router<BasicRequestContext> {
+    func routes(apiAllowed: Bool, loopback: Bool = true) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.get("/healthz") { _, _ in Reply.text(.ok, "ok\n") }
-        router.get("/") { [config] _, _ in
-            Reply.text(.ok, "mtasts serve: POST TLS reports to \(config.reportPath); JSON at /api/reports, /api/summary, /api/readiness/DOMAIN\n")
+        if config.dashboard.enabled {
+            let access = DashboardAccess(listenerAllowed: loopback, token: config.apiToken, users: config.dashboard.users, pool: pool)
+            Dashboard(service: self, access: access).register(on: router)
+        } else {
+            router.get("/") { [config] _, _ in
+                Reply.text(.ok, "mtasts serve: POST TLS reports to \(config.reportPath); JSON at /api/reports, /api/summary, /api/readiness/DOMAIN\n")
+            }
         }
         let reportPath = RouterPath(config.reportPath)
         router.post(reportPath) { [self] request, _ in try await receive(request) }
         router.get(reportPath) { _, _ in
             Reply.error(.methodNotAllowed, "POST a TLS report (application/tlsrpt+gzip or application/tlsrpt+json) here")
         }
-        let api = router.group("api").add(middleware: APIAccessMiddleware(allowed: apiAllowed, token: config.apiToken))
+        // Unprotected answers on loopback only to a loopback Host: a web page cannot read them
+        // through a name of its own that it rebinds to 127.0.0.1 (DNS rebinding).
+        let localOnly = config.apiToken == nil && !config.apiPublic
+        let api = router.group("api").add(middleware: APIAccessMiddleware(allowed: apiAllowed, token: config.apiToken, localHostOnly: localOnly))
         api.get("reports") { [self] request, _ in try await listReports(request) }
         api.get("reports/:id") { [self] request, context in try await showReport(context.parameters.get("id") ?? "") }
         api.get("summary") { [self] request, _ in try await summary(request) }
         api.get("readiness/:domain") { [self] request, context in try await readiness(request, domain: context.parameters.get("domain") ?? "") }
-        router.group("metrics").add(middleware: APIAccessMiddleware(allowed: apiAllowed, token: config.apiToken))
+        router.group("metrics").add(middleware: APIAccessMiddleware(allowed: apiAllowed, token: config.apiToken, localHostOnly: localOnly))
             .get { _, _ in Reply.metrics() }
         return router
     }
@@ -101,7 +114,7 @@ public final class ReportWebService: Sendable {
             }
             let host = address.host
             let app = Application(
-                router: router(apiAllowed: allowed),
+                router: router(apiAllowed: allowed, loopback: Self.isLoopback(address.host)),
                 server: .guarded(limits: limits, sslContext: sslContext, logger: logger, perAddress: perAddress),
                 configuration: ApplicationConfiguration(address: .hostname(host, port: address.port), serverName: nil, backlog: limits.backlog,
                                                         availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: logger)),
@@ -295,10 +308,15 @@ struct APIAccessMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let allowed: Bool
     let token: String?
+    /// Answer only requests whose Host header names a loopback address (no token, not public).
+    var localHostOnly = false
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard allowed else {
             return Reply.error(.forbidden, "the API is not answered on this listener: set reports.api_token (or reports.api_public: true)")
+        }
+        if localHostOnly && !Self.isLocalHost(request.head.authority) {
+            return Reply.error(.forbidden, "without reports.api_token the API answers only to Host: localhost, 127.0.0.1 or [::1]")
         }
         if let token {
             var given = Substring(request.headers[.authorization] ?? "")
@@ -310,6 +328,19 @@ struct APIAccessMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+
+    /// Whether a Host header names a loopback address: `localhost`, `127.x.y.z` or `[::1]`, with or
+    /// without a port.
+    static func isLocalHost(_ authority: String?) -> Bool {
+        guard var h = authority?.lowercased() else { return false }
+        if h.hasPrefix("[") {
+            guard let close = h.firstIndex(of: "]") else { return false }
+            return h[h.index(after: h.startIndex)..<close] == "::1"
+        }
+        if let colon = h.lastIndex(of: ":") { h = String(h[..<colon]) }
+        if h.hasSuffix(".") { h.removeLast() }
+        return h == "localhost" || ReportWebService.isLoopback(h)
     }
 
     /// Equal bytes, in a time that depends on the lengths only.

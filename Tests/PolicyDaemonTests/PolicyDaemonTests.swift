@@ -1,3 +1,4 @@
+import MTASTSNet
 import Foundation
 import MTASTSConfig
 import MTASTSCore

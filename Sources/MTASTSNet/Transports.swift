@@ -1,6 +1,6 @@
 import Foundation
 import ServerSupport
-import MTASTSNet
+
 import NIOCore
 import NIOHTTP1
 import NIOPosix
