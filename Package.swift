@@ -195,7 +195,7 @@ let package = Package(
         ], path: "Benchmarks/Echo"),
         // In-process: routes through Hummingbird's test client, no child process.
         .testTarget(name: "WebServerTests", dependencies: [
-            "WebServer", "MTASTSConfig", "TLSRPTReceiver", "MTASTSCore", "ServerSupport", "TestSupport",
+            "WebServer", "MTASTSConfig", "TLSRPTReceiver", "MTASTSCore", "ServerSupport", "TestSupport", "Watch", "MTASTSCheck", "MTASTSNet",
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),

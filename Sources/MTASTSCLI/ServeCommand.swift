@@ -54,9 +54,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("check-config"), help: "Read the configuration, report errors, exit.")
     var checkConfig = false
 
+    @Flag(name: .customLong("hash-password"), help: "Read a password on standard input, print its bcrypt hash for dashboard.users, exit.")
+    var hashPassword = false
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        if hashPassword {
+            guard let line = readLine(strippingNewline: true), !line.isEmpty else { throw ValidationError("--hash-password: give the password on standard input") }
+            guard line.utf8.count <= 72 else { throw ValidationError("--hash-password: bcrypt uses at most 72 bytes of a password") }
+            Console.out(DashboardPassword.hash(line))
+            return
+        }
         let logger = Log.logger("serve")
         var config = try self.config.map { path throws(ServeConfig.ConfigError) in try ServeConfig.load(path: path) } ?? ServeConfig()
         if !listen.isEmpty {

@@ -64,6 +64,8 @@ public struct DomainReport: Sendable {
     /// What a sender (`mtasts daemon`, `mtasts query`) makes of the domain now.
     public var sender = SenderView()
 
+    public init(domain: String) { self.domain = domain }
+
     /// Whether a sender applies the policy, by the rule the resolver follows: the policy (any
     /// mode), or "no policy" with the RFC 8460 result type of why (none when there is no record,
     /// or when DNS failed with nothing cached, RFC 8461 §3.3).

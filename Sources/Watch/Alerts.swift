@@ -31,6 +31,14 @@ public struct Alert: Sendable, Equatable {
     public var subject: String
     public var message: String
     public var link: String?
+
+    public init(domain: String, kind: Kind, subject: String, message: String, link: String?) {
+        self.domain = domain
+        self.kind = kind
+        self.subject = subject
+        self.message = message
+        self.link = link
+    }
 }
 
 /// A condition as evaluated now: the state it is in, and the alert to raise when it enters a

@@ -388,3 +388,9 @@ final class DashboardAccess: Sendable {
         return ok
     }
 }
+
+/// `mtasts serve --hash-password`: the bcrypt hash a `dashboard.users` entry holds.
+public enum DashboardPassword {
+    public static func hash(_ password: String, cost: UInt8 = 12) -> String { Bcrypt.hash(password, cost: cost) }
+    public static func verify(_ password: String, hash: String) -> Bool { Bcrypt.verify(password, hash: hash) }
+}

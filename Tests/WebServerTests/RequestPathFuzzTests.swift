@@ -23,6 +23,8 @@ import TLSRPTReceiver
         "/healthz", "/metrics", "?", "&", "=", "%", "%zz", "%00", "%0D%0A", "..", "//", "domain=", "days=", "limit=", "since=", "until=",
         "authenticated=", "min_days=", "tolerance=", "-1", "0", "99999999999999999999", "1e308", "NaN", "2026-11-30", "9999-99-99",
         "mta-sts.example.com", "MTA-STS.EXAMPLE.COM.", "localhost", "[::1]", "\u{0}", "é", "\r\n",
+        "/domains/example.com", "/domains/example.com/reports?", "/reports/1", "/reports/1/raw", "organization=", "mx=", "ip=", "type=",
+        "Authorization: Basic eDp5", "Authorization: Bearer x", "Host: evil.example",
     ]
 
     /// One request from bytes: `METHOD PATH` on the first line, `Name: value` lines, a blank
