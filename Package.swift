@@ -221,6 +221,11 @@ let package = Package(
         .testTarget(name: "MTASTSNetTests", dependencies: ["MTASTSNet", "MTASTSCore", "TestSupport", .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                    .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1")]),
         .testTarget(name: "TLSRPTReceiverTests", dependencies: ["TLSRPTReceiver", "MTASTSCore", "DKIM", "TestSupport"]),
+        .testTarget(name: "WatchTests", dependencies: [
+            "Watch", "TLSRPTReceiver", "MTASTSCheck", "MTASTSConfig", "MTASTSCore", "MTASTSNet",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore", "MTASTSNet", "TestSupport"]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]

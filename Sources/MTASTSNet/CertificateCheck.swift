@@ -11,6 +11,14 @@ public struct PeerCertificate: Sendable, Equatable {
     public var notBefore: Date
     public var notAfter: Date
 
+    public init(subject: String, issuer: String, dnsNames: [String], notBefore: Date, notAfter: Date) {
+        self.subject = subject
+        self.issuer = issuer
+        self.dnsNames = dnsNames
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+    }
+
     public func daysLeft(at now: Date = Date()) -> Int { Int((notAfter.timeIntervalSince(now) / 86_400).rounded(.down)) }
 }
 

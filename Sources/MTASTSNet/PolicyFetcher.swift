@@ -7,6 +7,7 @@ import NIOSSL
 
 /// The outcome of fetching `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (RFC 8461 §3.3).
 public struct PolicyFetchResult: Sendable {
+    public init() {}
     /// The body, when the fetch met every rule (TLS, certificate, 200, no redirect, size, time).
     public var body: [UInt8]?
     /// Why not: the RFC 8460 result type (`sts-policy-fetch-error` or `sts-webpki-invalid`) and a reason.
