@@ -180,7 +180,11 @@ let package = Package(
         ]),
         .testTarget(name: "PolicyResolverTests", dependencies: ["PolicyResolver", "MTASTSNet", "MailDNS", "MTASTSCore", "Storage", "TestSupport"]),
         .testTarget(name: "DaemonTests", dependencies: ["mtasts", "TestSupport"]),
-        .testTarget(name: "ReceiverTests", dependencies: ["mtasts", "TestSupport"]),
+        .testTarget(name: "ReceiverTests", dependencies: [
+            "mtasts", "TestSupport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         .testTarget(name: "SenderTests", dependencies: ["mtasts", "TestSupport", .product(name: "Hummingbird", package: "hummingbird")]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
