@@ -15,6 +15,8 @@ final class World: @unchecked Sendable {
     let dir: URL
     var servers: [TestServer] = []
     var openssl: Spawned?
+    /// The policy of dynamic.test, changed by the `check --watch` test between rounds.
+    let dynamicPolicy = PolicyBox(body: "version: STSv1\nmode: testing\nmx: mx.dynamic.test\nmax_age: 86400\n")
 
     static let enforceGood = "version: STSv1\nmode: enforce\nmx: mx.good.test\nmax_age: 604800\n"
 
@@ -93,6 +95,7 @@ final class World: @unchecked Sendable {
         zone.append(#"txt-record=_smtp._tls.twotlsrpt.test,"v=TLSRPTv1; rua=mailto:a@good.test""#)
         zone.append(#"txt-record=_smtp._tls.twotlsrpt.test,"v=TLSRPTv1; rua=mailto:b@good.test""#)
         try domain("expiring.test", policy: policy(enforce("expiring.test")), policyLeaf: ca.issue(dnsNames: ["mta-sts.expiring.test"], validity: .expiringIn(days: 5)))
+        try domain("dynamic.test", policy: .dynamic(dynamicPolicy))
         try domain("unusedpattern.test", policy: policy("version: STSv1\nmode: enforce\nmx: mx.unusedpattern.test\nmx: *.old.example\nmax_age: 604800\n"))
 
         // An independent TLS peer: openssl s_server -WWW serving the policy file from a folder.
@@ -280,4 +283,33 @@ final class World: @unchecked Sendable {
         #expect(try CLI.run(["check"]).status == 2)
         #expect(try CLI.run(["check", "--dns-server", "nonsense", "good.test"]).status == 2)
     }
+}
+
+extension CheckTests {
+    @Test("check --watch: rounds kept in the database, what changed between them said, the exit code of the last round")
+    func watchRounds() throws {
+        let world = try CheckTests.world.get()
+        let db = world.dir.appendingPathComponent("watch-\(UUID().uuidString.prefix(6)).db").path
+        world.dynamicPolicy.set(body: "version: STSv1\nmode: testing\nmx: mx.dynamic.test\nmax_age: 86400\n")
+        DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) {
+            world.dynamicPolicy.set(body: "version: STSv1\nmode: enforce\nmx: mx.dynamic.test\nmax_age: 86400\n")
+        }
+        let out = try world.check(["dynamic.test"], ["--watch", "--interval", "3", "--rounds", "2", "--database", db])
+        #expect(out.status == 0, "\(out.stdout) \(out.stderr)")
+        let rounds = out.stdout.split(separator: "\n").map { jsonObject(String($0)) }
+        #expect(rounds.count == 2)
+        #expect(rounds.first?["changes"] is NSNull)
+        let changes = rounds.last?["changes"] as? [String] ?? []
+        #expect(changes.contains("policy mode testing → enforce") && changes.contains("policy text changed"), "\(changes)")
+        // The kept results: a third run compares with the second.
+        let again = try world.check(["dynamic.test"], ["--watch", "--rounds", "1", "--database", db])
+        #expect((jsonObject(again.stdout)["changes"] as? [String]) == [], "\(again.stdout)")
+        // Text form says it too; bad combinations are usage errors.
+        let bad = try world.check(["dynamic.test"], ["--rounds", "1"])
+        #expect(bad.status == 2)
+    }
+}
+
+func jsonObject(_ text: String) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
 }
