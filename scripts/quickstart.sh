@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Brings mtasts up on a fresh machine: builds a release binary, shows the domain owner's commands
 # on an example (write a policy and its DNS records, lint them, store and summarise TLS reports),
-# then runs `mtasts serve` — the TLS report receiver (POST /tlsrpt) and its JSON API — on its
-# embedded defaults (127.0.0.1:8080, SQLite /var/lib/mtasts/reports.db) in the foreground until
-# Ctrl-C. Installs what it needs.
+# then runs `mtasts serve` — the dashboard, the TLS report receiver (POST /tlsrpt) and its JSON
+# API — on its embedded defaults (127.0.0.1:8080, SQLite /var/lib/mtasts/reports.db) in the
+# foreground until Ctrl-C, with 14 days of demo reports stored in that database first so the
+# dashboard shows something at once. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -25,13 +26,20 @@ echo
 echo "== mtasts report parse examples/"
 "$bin" report parse examples/
 echo
-echo "== mtasts reports ingest examples/*.eml; mtasts reports summary (a demo database in $out)"
-"$bin" reports ingest --database "$out/demo.db" --dkim ignore --verbose examples/*.eml
-"$bin" reports summary --database "$out/demo.db"
+db=/var/lib/mtasts/reports.db
+mkdir -p "$(dirname "$db")"
+echo "== demo reports: 14 days for example.com and example.net (scripts/demo_reports.py), and examples/*.eml,"
+echo "   stored in $db — the database mtasts serve reads by default"
+python3 scripts/demo_reports.py "$out/demo"
+"$bin" reports ingest --database "$db" --dkim ignore "$out"/demo/*.json examples/*.eml
+"$bin" reports summary --database "$db" --since "$(date -u -d '14 days ago' +%F)"
 echo
 echo "The binary is $bin; copy it to /usr/local/bin to use it as 'mtasts'."
 echo "The sender's side: '$bin daemon' is the MTA-STS policy daemon for Postfix (see the README)."
 echo
-echo "== mtasts serve (reports: curl --data-binary @report.json.gz http://127.0.0.1:8080/tlsrpt;"
-echo "   then: $bin reports summary   or   curl http://127.0.0.1:8080/api/summary). Ctrl-C stops it."
+echo "== mtasts serve: open the dashboard at http://127.0.0.1:8080/"
+echo "   On 127.0.0.1 it needs no log-in. To open it on another address, protect it first:"
+echo "   set reports.api_token in a serve configuration (log in with any user name and the token as"
+echo "   password), or add dashboard.users with a hash from: $bin serve --hash-password"
+echo "   Reports: curl --data-binary @report.json.gz http://127.0.0.1:8080/tlsrpt; JSON at /api/summary. Ctrl-C stops it."
 exec "$bin" serve

@@ -504,6 +504,34 @@ struct RawClient {
         #expect(metrics.stdout.contains("mtasts_reply_seconds_count 3"))
     }
 
+    /// The Grafana dashboard (contrib/grafana) reads only metrics that the daemon and serve export:
+    /// every name its expressions use is in metrics-used.txt, and every name there is in the
+    /// /metrics text of a daemon (SQLite cache, collector) after a look-up, or of serve.
+    @Test func grafanaDashboardMetricsExist() throws {
+        let world = try DaemonTests.world.get()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../contrib/grafana").standardized
+        let used = try String(contentsOf: root.appendingPathComponent("metrics-used.txt"), encoding: .utf8).split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+        let dashboard = try String(contentsOf: root.appendingPathComponent("mtasts-dashboard.json"), encoding: .utf8)
+        #expect((try? JSONSerialization.jsonObject(with: Data(dashboard.utf8))) is [String: Any])
+        let named = Set(try NSRegularExpression(pattern: "mtasts_[a-z_]+").matches(in: dashboard, range: NSRange(dashboard.startIndex..., in: dashboard))
+            .map { String(dashboard[Range($0.range, in: dashboard)!]) })
+        // A histogram's base name (in a description or a heatmap) stands for its _bucket/_sum/_count.
+        let unknown = named.filter { name in !used.contains(name) && !used.contains(name + "_bucket") }
+        #expect(unknown.isEmpty, "names in the dashboard not in metrics-used.txt: \(unknown)")
+        let metricsPort = TestServer.freePort()
+        let db = world.dir.appendingPathComponent("grafana-\(UUID().uuidString.prefix(6)).db").path
+        let socket = world.dir.appendingPathComponent("grafana-\(UUID().uuidString.prefix(6)).sock").path
+        let daemon = try Daemon(world, cache: "cache:\n  type: sqlite\n  options:\n    filename: \(db)",
+                                extra: "metrics:\n  port: \(metricsPort)\ntlsrpt_database: \"\(db).tlsrpt\"\ncollector:\n  socket: \(socket)")
+        #expect(try daemon.postmap(["good.test"]).count == 1)
+        let daemonText = try CLI.program("/usr/bin/curl", ["-s", "http://127.0.0.1:\(metricsPort)/metrics"]).stdout
+        let serve = try Serve(dir: world.dir, database: world.dir.appendingPathComponent("grafana-serve.db").path)
+        let serveText = try CLI.program("/usr/bin/curl", ["-s", serve.base + "/metrics"]).stdout
+        let exported = Set((daemonText + "\n" + serveText).split(separator: "\n").filter { !$0.hasPrefix("#") }
+            .map { String($0.prefix { $0 != "{" && $0 != " " }) })
+        #expect(Set(used).subtracting(exported).isEmpty, "not exported: \(Set(used).subtracting(exported))\n\(daemonText)\n\(serveText)")
+    }
+
     /// `mtasts query`: the policy, its source and the reply; exit 0 / 1 / 3.
     @Test func queryCommand() throws {
         let world = try DaemonTests.world.get()
