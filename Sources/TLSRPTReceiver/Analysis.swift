@@ -160,6 +160,11 @@ extension ReportStore {
 
     public func list(_ filter: ReportFilter, limit: Int = 1000) throws -> [ReportRow] {
         let (parts, conditionValues) = reportConditions(filter)
+        return try list(conditions: parts, values: conditionValues, limit: limit)
+    }
+
+    /// Report rows matching `conditions` (on `reports r`), newest day first.
+    func list(conditions parts: [String], values conditionValues: [SQLValue], limit: Int) throws -> [ReportRow] {
         let values = conditionValues + [.integer(Int64(limit))]
         let concat = db.kind == .sqlite ? "GROUP_CONCAT(d.name, ' ')" : "STRING_AGG(d.name, ' ')"
         let rows = try db.query("""

@@ -44,9 +44,15 @@ extension ReportStore {
     /// row per policy of a report) and never the failure details, so its cost follows the number
     /// of reports, not of failure rows.
     public func overview(since: String, until: String) throws -> [DomainOverview] {
-        let summary = try self.summary(ReportFilter(since: since, until: until))
+        // Only the daily totals (not the whole summary: its by-type, MX and IP tables read the roll-up of every domain).
         var byDomain: [String: [DaySummary]] = [:]
-        for day in summary.days { byDomain[day.domain, default: []].append(day) }
+        for row in try db.query("""
+            SELECT policy_domain, day, COUNT(DISTINCT report), \(db.sum)(successful), \(db.sum)(failed) FROM report_policies
+            WHERE day >= ? AND day <= ? GROUP BY policy_domain, day ORDER BY policy_domain, day
+            """, [.text(since), .text(until)]) {
+            let d = DaySummary(domain: row[0].string ?? "", day: row[1].string ?? "", reports: row[2].int ?? 0, successful: row[3].int ?? 0, failed: row[4].int ?? 0)
+            byDomain[d.domain, default: []].append(d)
+        }
         var orgs: [String: (all: Int64, failing: Int64)] = [:]
         for row in try db.query("""
             SELECT policy_domain, COUNT(DISTINCT organization_id), COUNT(DISTINCT CASE WHEN failed > 0 THEN organization_id END)
@@ -94,11 +100,8 @@ extension ReportStore {
         }
         let values: [SQLValue] = carrying.kind == .organization ? [.text(carrying.value)]
             : [.text(domain), .text(since), .text(until), .text(carrying.value)]
-        let ids = try db.query("""
-            SELECT r.id FROM reports r WHERE r.id IN (SELECT report FROM report_policies WHERE policy_domain = ?)
-            AND r.day >= ? AND r.day <= ? AND \(condition) ORDER BY r.day DESC, r.id DESC LIMIT ?
-            """, [.text(domain), .text(since), .text(until)] + values + [.integer(Int64(limit))]).compactMap { $0[0].int }
-        return try ids.compactMap { try show(String($0))?.row }
+        return try list(conditions: ["r.id IN (SELECT report FROM report_policies WHERE policy_domain = ?)", "r.day >= ?", "r.day <= ?", condition],
+                        values: [.text(domain), .text(since), .text(until)] + values, limit: limit)
     }
 
     /// The policy strings the newest report of `domain` carried (what senders saw), if any.

@@ -92,6 +92,13 @@ public final class ReportStore: @unchecked Sendable {
                 GROUP BY policy_domain, day, COALESCE(\(column), '(not reported)')
                 """
             }),
+            // The report a policy or failure row belongs to (a report's domains, drill-down,
+            // ON DELETE CASCADE), and a report by its report-id (`reports show ID`).
+            (3, [
+                "CREATE INDEX report_policies_report ON report_policies (report)",
+                "CREATE INDEX failure_details_report ON failure_details (report)",
+                "CREATE INDEX reports_report_id ON reports (report_id)",
+            ]),
         ]
     }
 

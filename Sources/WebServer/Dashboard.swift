@@ -66,7 +66,7 @@ struct Dashboard: Sendable {
     func window(_ request: Request) throws -> (days: [String], since: String, until: String) {
         let query = ReportWebService.Query(parameters: request.uri.queryParameters)
         let count = try query.int("days", default: 30, 1...366)
-        let today = Int64(service.clock.now())
+        let today = try query.day("until").flatMap { RFC3339.parse($0 + "T00:00:00Z")?.seconds } ?? Int64(service.clock.now())
         let days = (0..<count).reversed().map { RFC3339.formatDay(today - Int64($0) * 86_400) }
         return (days, days.first!, days.last!)
     }

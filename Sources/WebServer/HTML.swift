@@ -115,7 +115,13 @@ enum HTML {
 /// stacked by result type with a pattern for each type (readable without colour).
 enum Chart {
     /// A coordinate with one decimal.
-    static func f(_ v: Double) -> String { String(format: "%.1f", v) }
+    static func f(_ v: Double) -> String {
+        // Integer arithmetic: Foundation's String(format:) costs microseconds a call, and a chart has thousands.
+        guard v.isFinite else { return "0" }
+        let tenths = Int((v * 10).rounded())
+        let sign = tenths < 0 ? "-" : ""
+        return "\(sign)\(abs(tenths) / 10).\(abs(tenths) % 10)"
+    }
 
     /// One point per day with sessions (class `point`), joined by a line; days without sessions are gaps.
     static func sparkline(_ points: [(day: String, rate: Double?)], width: Int = 120, height: Int = 28) -> String {

@@ -79,5 +79,35 @@ import Testing
         #expect(message("listen: nowhere\n").contains("listen must be HOST:PORT"))
         #expect(message("policies:\n  example.com: {mode: enforce}\n").contains("needs mx"))
         #expect(message("policies:\n  example.com: \"version: STSv1\\nmode: sometimes\\n\"\n").contains("is not valid"))
+        // The dashboard, watch and alerts sections.
+        #expect(message("dashboard:\n  users:\n    alice: hunter2\n").contains("must be a bcrypt hash (htpasswd -nbB alice PASSWORD"))
+        #expect(message("alerts:\n  webhook: http://chat.example/x\n").contains("must be https URLs"))
+        #expect(message("alerts:\n  mail:\n    to: \"a@b.example\\r\\nBcc: c@d\"\n    server: smtp.example:25\n").contains("is not a mailbox"))
+        #expect(message("alerts:\n  mail:\n    to: a@b.example\n").contains("needs to and server"))
+        #expect(message("watch:\n  domains: [\"not a domain\"]\n").contains("is not a domain name"))
+        #expect(message("watch:\n  interval: 1\n").contains("watch.interval must be a number from 10"))
+    }
+
+    @Test("dashboard, watch and alerts") func watchAndAlerts() throws {
+        let config = try ServeConfig.parse("""
+            dashboard:
+              users: {alice: "$2b$04$abcdefghijklmnopqrstuu5C5NT4LkXl0cqnbk7tH0vYzrU8a8eR2"}
+              public_url: "https://tlsrpt.example.com/"
+            watch:
+              domains: [Example.COM, example.org]
+              interval: 600
+              smtp: false
+            alerts:
+              webhook: [https://chat.example/a, https://chat.example/b]
+              mail: {to: [pm@example.com], from: m@example.com, server: "smtp.example.com:587", tls: starttls}
+              success_rate_below: off
+              certificate_days: 21
+              interval: 60
+            """, file: "serve.yml")
+        #expect(config.dashboard.users.keys.sorted() == ["alice"] && config.dashboard.publicURL == "https://tlsrpt.example.com")
+        #expect(config.watch.domains == ["example.com", "example.org"] && config.watch.interval == 600 && !config.watch.smtp)
+        #expect(config.alerts.webhooks.count == 2 && config.alerts.mailTo == ["pm@example.com"] && config.alerts.mailServer?.port == 587)
+        #expect(config.alerts.successRateBelow == nil && config.alerts.certificateDays == 21 && config.alerts.interval == 60 && config.alerts.configured)
+        #expect(ServeConfig().alerts.successRateBelow == 95 && !ServeConfig().alerts.configured && ServeConfig().dashboard.enabled)
     }
 }
