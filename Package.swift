@@ -69,7 +69,11 @@ let package = Package(
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
         // The domain owner's side of TLS-RPT: reports stored as rows, summaries, readiness.
-        .target(name: "TLSRPTReceiver", dependencies: ["MTASTSCore", "Storage", "DKIM", "ServerSupport"]),
+        .target(name: "TLSRPTReceiver", dependencies: [
+            "MTASTSCore", "Storage", "DKIM", "ServerSupport", "IMAP",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         // DKIM (RFC 6376, RFC 8463): verify received report mail, sign the reports we send.
         .target(name: "DKIM", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
@@ -125,6 +129,14 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // IMAP client (RFC 9051/3501 subset) for report mailboxes: response parser, NIO client, imap(s):// URLs.
+        .target(name: "IMAP", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         // `mtasts serve` on Hummingbird 2: policy host (Host/SNI), report endpoint, read-only API,
         // and the Prometheus endpoint every role uses.
         .target(name: "WebServer", dependencies: [
@@ -146,7 +158,7 @@ let package = Package(
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
             "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver", "TLSRPTSender", "DKIM",
-            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon", "Watch",
+            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon", "Watch", "IMAP",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets in Fuzz/ (each compiles MTASTSCore's sources with the fuzzer and
 # AddressSanitizer) and runs each for SECONDS, seeded with the kept corpus (Fuzz/corpus/TARGET),
 # the test vectors and the interop data, with the target's dictionary (Fuzz/dict/TARGET.dict).
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records rua report-json report-mail dns netstring dkim tlsrpt)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET…]   (targets: policy records rua report-json report-mail dns netstring dkim tlsrpt imap)
 # FUZZ_CAMPAIGN=1: a campaign: each target runs until 1,000,000 executions or SECONDS, whichever
 # comes first, and the inputs that add coverage are merged into Fuzz/corpus/TARGET (kept in the
 # repository, so coverage accumulates from one campaign to the next); figures in .build-fuzz/campaign.txt.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(policy records rua report-json report-mail dns netstring dkim tlsrpt)
+[ ${#targets[@]} -gt 0 ] || targets=(policy records rua report-json report-mail dns netstring dkim tlsrpt imap)
 out=.build-fuzz
 mkdir -p "$out"
 interop=${MTASTS_INTEROP:-../shared/interop}
@@ -30,6 +30,7 @@ source_of() {
         netstring) echo Fuzz/FuzzNetstring.swift ;;
         dkim) echo Fuzz/FuzzDKIM.swift ;;
         tlsrpt) echo Fuzz/FuzzTLSRPT.swift ;;
+        imap) echo Fuzz/FuzzIMAP.swift ;;
         *) echo "unknown fuzz target: $1" >&2; exit 2 ;;
     esac
 }
@@ -57,6 +58,12 @@ elif target == 'tlsrpt':
     put(b'Nov 30 02:24:34 sender postfix/smtp[1]: Untrusted TLS connection established to mx.a.test[127.0.0.1]:25: TLSv1.3\n'
         b'Nov 30 02:24:34 sender postfix/smtp[1]: server certificate verification failed for mx.a.test[127.0.0.1]:25: num=62:hostname mismatch\n'
         b'2026-11-30T02:24:34.1+00:00 sender postfix/smtp[1]: 1B5F: to=<p@a.test>, relay=mx.a.test[127.0.0.1]:25, delay=0.1, dsn=4.7.5, status=deferred (Server certificate not verified)\n')
+elif target == 'imap':
+    for seed in [b'* OK [CAPABILITY IMAP4rev1 STARTTLS IDLE] ready\r\n', b'A0001 OK [READ-WRITE] SELECT completed\r\n',
+                 b'* 3 EXISTS\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\n* OK [UIDNEXT 4] next\r\n',
+                 b'* SEARCH 1 2 3\r\n', b'* 1 FETCH (UID 7 BODY[] {5}\r\nhello FLAGS (\\Seen))\r\n', b'+ idling\r\n',
+                 b'A0002 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n', b'* BYE shutting down\r\n']:
+        put(seed)
 elif target == 'netstring':
     for seed in [b'3:abc,', b'0:,', b'17:5:Hello,6:World!,,', b'8:tls a.bc,13:tls good.loc.,', b'3:aa', b'3:aaa_']:
         put(seed)
@@ -88,12 +95,14 @@ PY
 for t in "${targets[@]}"; do
     src=$(source_of "$t")
     bin=$out/fuzz-$t
-    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS Sources/Socketmap Sources/DKIM "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
+    if [ ! -x "$bin" ] || [ -n "$(find Sources/MTASTSCore Sources/MailDNS Sources/Socketmap Sources/DKIM Sources/IMAP "$src" -newer "$bin" -name '*.swift' | head -1)" ]; then
         echo "building fuzz target $t"
         if [ "$t" = dns ]; then
             module=(-module-name MailDNS Sources/MailDNS/DNSMessage.swift)
         elif [ "$t" = dkim ]; then
             module=(-module-name DKIM Sources/DKIM/DKIMMessage.swift)
+        elif [ "$t" = imap ]; then
+            module=(-module-name IMAP Sources/IMAP/IMAPResponse.swift)
         elif [ "$t" = netstring ]; then
             module=(-module-name Socketmap -I Sources/CZlib Sources/MTASTSCore/*.swift Sources/Socketmap/NetstringParser.swift Sources/Socketmap/SocketmapProtocol.swift)
         else

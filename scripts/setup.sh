@@ -2,7 +2,9 @@
 # Installs what building and testing need on a fresh Debian machine (run as root). Idempotent:
 # apt-get runs only when a package is missing.
 set -euo pipefail
-packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 python3-venv time dnsmasq-base openssl ca-certificates curl postgresql postfix)
+# dovecot-imapd: the IMAP server of the IMAP ingestion tests; chromium and chromium-driver: the
+# dashboard's browser tests.
+packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 python3-venv time dnsmasq-base openssl ca-certificates curl postgresql postfix dovecot-imapd chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,6 @@
 import ArgumentParser
+import IMAP
+import NIOSSL
 import DKIM
 import Foundation
 import ServerSupport
@@ -98,9 +100,20 @@ struct ReportsIngest: AsyncParsableCommand {
             re-run starts after the last message taken. The same report is stored once whatever the
             route (organisation, report-id and date range).
 
+            --imap imaps://USER@HOST[:PORT]/MAILBOX (implicit TLS, port 993) or imap://… (STARTTLS,
+            port 143; credentials are never sent before TLS) reads a mailbox; the certificate is
+            verified against the system's CAs and --imap-ca-file. The password comes from
+            --imap-password-file or the environment variable MTASTS_IMAP_PASSWORD, never from the
+            command line. The last UID taken is kept in the database per mailbox (a re-run takes only
+            new mail; a changed UIDVALIDITY reads the mailbox again, without storing anything twice);
+            each message taken is flagged \\Seen (--imap-flag) or moved (--imap-move-to FOLDER,
+            created if missing). --idle then waits for new mail (IMAP IDLE, re-issued every 29
+            minutes) until SIGINT/SIGTERM.
+
             Exit codes (fit for a mail pipe): 0 stored, already stored, or not a report (logged, not
             bounced); 75 (EX_TEMPFAIL) the database or DNS failed temporarily: the MTA keeps the
-            message and retries, nothing is lost; 2 usage error.
+            message and retries, nothing is lost; 2 usage error (and an IMAP log-in refused); 3 an IMAP
+            server whose certificate or answers cannot be used.
             """))
 
     @Argument(help: "Message or report files; '-' or nothing: one message on standard input.")
@@ -121,6 +134,24 @@ struct ReportsIngest: AsyncParsableCommand {
     @Option(name: .customLong("dns-server"), help: ArgumentHelp("DNS server for DKIM keys, IP[:PORT].", valueName: "ADDRESS"))
     var dnsServer: String?
 
+    @Option(help: ArgumentHelp("An IMAP mailbox to take report mail from: imaps://USER@HOST[:PORT]/MAILBOX or imap://… (STARTTLS).", valueName: "URL"))
+    var imap: String?
+
+    @Option(name: .customLong("imap-password-file"), help: ArgumentHelp("File holding the IMAP password (else MTASTS_IMAP_PASSWORD).", valueName: "FILE"))
+    var imapPasswordFile: String?
+
+    @Option(name: .customLong("imap-ca-file"), help: ArgumentHelp("Extra trust anchors (PEM) for the IMAP server's certificate.", valueName: "FILE"))
+    var imapCAFile: [String] = []
+
+    @Option(name: .customLong("imap-move-to"), help: ArgumentHelp("Move each message taken to this folder instead of flagging it.", valueName: "FOLDER"))
+    var imapMoveTo: String?
+
+    @Option(name: .customLong("imap-flag"), help: "The flag set on each message taken.")
+    var imapFlag: String = "\\Seen"
+
+    @Flag(help: "With --imap: after the new mail, wait for more (IDLE) until stopped.")
+    var idle = false
+
     @Flag(help: "Print a line per message even when it was stored.")
     var verbose = false
 
@@ -130,6 +161,30 @@ struct ReportsIngest: AsyncParsableCommand {
     func validate() throws {
         if let dkim, ReportIngestor.DKIMPolicy(rawValue: dkim) == nil { throw ValidationError("--dkim must be require, record or ignore") }
         if maxSize < 1 { throw ValidationError("--max-size must be positive") }
+        if imap == nil && (idle || imapPasswordFile != nil || !imapCAFile.isEmpty || imapMoveTo != nil) {
+            throw ValidationError("--idle and the --imap-… options go with --imap")
+        }
+    }
+
+    /// The IMAP side, from the options: the URL, the password (file or environment), TLS.
+    func imapIngest(_ url: String) throws -> IMAPIngest {
+        let parsed: IMAPURL
+        do { parsed = try IMAPURL(parsing: url) } catch { throw ValidationError("--imap: \(error)") }
+        var password: String
+        if let file = imapPasswordFile {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                throw ValidationError("--imap-password-file: cannot read \(file)")
+            }
+            password = text
+            while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
+        } else if let env = ProcessInfo.processInfo.environment["MTASTS_IMAP_PASSWORD"], !env.isEmpty {
+            password = env
+        } else {
+            throw ValidationError("--imap needs a password: --imap-password-file FILE or the environment variable MTASTS_IMAP_PASSWORD")
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = imapCAFile.map { .file($0) }
+        return IMAPIngest(url: parsed, password: password, tls: tls, moveTo: imapMoveTo, flag: imapMoveTo == nil ? imapFlag : nil, maxSize: maxSize * 2)
     }
 
     func run() async throws {
@@ -137,19 +192,29 @@ struct ReportsIngest: AsyncParsableCommand {
         let store = try db.open(temporaryCode: exTempFail, config: config)
         let policy = dkim.flatMap(ReportIngestor.DKIMPolicy.init) ?? ReportIngestor.DKIMPolicy(rawValue: config.dkimPolicy.rawValue) ?? .require
         let ingestor = ReportIngestor(store: store, maxSize: maxSize, dkimPolicy: policy, lookup: try Self.keyLookup(server: dnsServer ?? config.dnsServer))
-        let mailboxes = !files.isEmpty || maildir != nil || mbox != nil
+        let imapRun = try imap.map(imapIngest)
+        let mailboxes = !files.isEmpty || maildir != nil || mbox != nil || imap != nil
         let run = IngestRun(ingestor: ingestor, keepRejected: config.keepRejected, logStored: verbose || !output.json && !mailboxes) { Console.err($0) }
         do {
             if let maildir { try await run.maildir(maildir, maxSize: maxSize * 2) }
             if let mbox { try await run.mbox(mbox, maxSize: maxSize * 2) }
-            try await run.files(files.isEmpty && maildir == nil && mbox == nil ? ["-"] : files, maxSize: maxSize * 2)
+            if let imapRun {
+                let stop = StopSignal()
+                let task = Task { try await imapRun.run(run, idle: idle) }
+                let watcher = Task { if idle { while !(await stop.wait(seconds: 3_600)) {}; task.cancel() } }
+                defer { watcher.cancel() }
+                do { try await task.value } catch is CancellationError where stop.isStopped {}
+            }
+            if !files.isEmpty || (maildir == nil && mbox == nil && imap == nil) {
+                try await run.files(files.isEmpty ? ["-"] : files, maxSize: maxSize * 2)
+            }
         } catch {
             Console.err("\(error)")
             throw ExitCode(Exit.code(for: error, temporary: exTempFail))
         }
         if output.json {
             Console.out(String(decoding: run.tally.json.serializedBytes(pretty: true), as: UTF8.self))
-        } else if files.count > 1 || maildir != nil || mbox != nil || verbose {
+        } else if files.count > 1 || maildir != nil || mbox != nil || imap != nil || verbose {
             Console.out(run.tally.text)
         }
     }

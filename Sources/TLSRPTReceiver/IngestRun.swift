@@ -7,7 +7,7 @@ import ServerSupport
 /// refused, is logged and (with `keepRejected`) kept as a file readable by its owner only; it is
 /// done with, not retried. A temporary failure (database, DNS) stops the run with a temporary
 /// `MTASTSError` before the message is marked done, so the MTA or the next run retries it.
-public final class IngestRun {
+public final class IngestRun: @unchecked Sendable {  // one task at a time: the run that owns it
     public struct Tally: Sendable {
         public var messages = 0, stored = 0, duplicates = 0, notReports = 0, refused = 0, tooLarge = 0
         public var json: JSONValue {

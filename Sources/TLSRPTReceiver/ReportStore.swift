@@ -99,6 +99,11 @@ public final class ReportStore: @unchecked Sendable {
                 "CREATE INDEX failure_details_report ON failure_details (report)",
                 "CREATE INDEX reports_report_id ON reports (report_id)",
             ]),
+            // How far `reports ingest --imap` got in each mailbox: the last UID taken under a
+            // UIDVALIDITY (RFC 9051 §2.3.1.1: a new UIDVALIDITY means the UIDs start over).
+            (4, [
+                "CREATE TABLE imap_progress (account TEXT PRIMARY KEY, uid_validity BIGINT NOT NULL, last_uid BIGINT NOT NULL, updated_at \(real) NOT NULL)",
+            ]),
         ]
     }
 
@@ -217,6 +222,20 @@ func optional(_ s: String?) -> SQLValue { s.map(SQLValue.text) ?? .null }
 extension ReportStore {
     /// Where a re-run of `reports ingest --mbox PATH` starts: the file's inode and the offset after
     /// the last message taken.
+    /// The UIDVALIDITY and last UID taken from an IMAP mailbox (`user@host:port/mailbox`).
+    public func imapProgress(account: String) throws -> (uidValidity: UInt32, lastUID: UInt32)? {
+        guard let row = try db.query("SELECT uid_validity, last_uid FROM imap_progress WHERE account = ?", [.text(account)]).first,
+              let validity = row[0].int.flatMap(UInt32.init(exactly:)), let last = row[1].int.flatMap(UInt32.init(exactly:)) else { return nil }
+        return (validity, last)
+    }
+
+    public func setImapProgress(account: String, uidValidity: UInt32, lastUID: UInt32) throws {
+        try db.query("""
+            INSERT INTO imap_progress (account, uid_validity, last_uid, updated_at) VALUES (?,?,?,?)
+            ON CONFLICT (account) DO UPDATE SET uid_validity = excluded.uid_validity, last_uid = excluded.last_uid, updated_at = excluded.updated_at
+            """, [.text(account), .integer(Int64(uidValidity)), .integer(Int64(lastUID)), .real(Date().timeIntervalSince1970)])
+    }
+
     public func mboxProgress(path: String) throws -> (inode: Int64, offset: Int64)? {
         try db.query("CREATE TABLE IF NOT EXISTS mbox_progress (path TEXT PRIMARY KEY, inode BIGINT NOT NULL, offset BIGINT NOT NULL)")
         guard let row = try db.query("SELECT inode, offset FROM mbox_progress WHERE path = ?", [.text(path)]).first,

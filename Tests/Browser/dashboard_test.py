@@ -173,54 +173,70 @@ def start_browser(chromium, chromedriver, timeout):
 
 
 def check_login_dialog(c, base, user, password, chromium, chromedriver, timeout):
-    """The browser's own log-in: Cancel shows the log-in page; the user and token log in, and links work after."""
+    """The browser's own log-in dialog, answered through WebDriver BiDi (network.authRequired) as a
+    person would: Cancel shows the log-in page; the user and token open the dashboard, and a link
+    clicked afterwards works (the browser keeps the credentials).
+
+    The challenges are answered from this thread: Selenium's own authentication handlers answer
+    from its event thread, and with chromedriver 156 that sometimes left the navigation hanging."""
+    import queue
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.bidi.common import command_builder
     driver = webdriver.Chrome(service=Service(chromedriver), options=chrome_options(chromium, bidi=True))
-    answer = {"action": "cancel"}
-    challenges = []
+    challenges = queue.Queue()
+    answered = []
 
-    def on_challenge(request):
-        challenges.append(request.url)
-        if answer["action"] == "cancel":
-            request.cancel()
-        else:
-            request.provide_credentials(user, password)
+    def on_challenge(params):
+        raw = params if isinstance(params, dict) else getattr(params, "__dict__", {})
+        challenges.put((raw.get("request") or {}).get("request"))
 
-    def poll(condition, what):
+    def answer(action):
+        """Answer every pending challenge: "cancel" or "provideCredentials"."""
+        while True:
+            try:
+                request = challenges.get_nowait()
+            except queue.Empty:
+                return
+            params = {"request": request, "action": action}
+            if action == "provideCredentials":
+                params["credentials"] = {"type": "password", "username": user, "password": password}
+            driver.network._conn.execute(command_builder("network.continueWithAuth", params))
+            answered.append(action)
+
+    def shows(title, action):
+        """Answer challenges with action until the page titled title has loaded."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            answer(action)
             try:
-                value = condition()
+                if driver.title == title and driver.execute_script("return document.readyState") == "complete":
+                    return True
             except Exception:  # noqa: BLE001 - the document is being replaced
-                value = None
-            if value:
-                return value
-            time.sleep(0.1)
-        raise TimeoutError(f"timed out waiting for {what} (at {driver.current_url}, title {driver.title!r})")
-
-    def complete(title):
-        return driver.title == title and driver.execute_script("return document.readyState") == "complete"
+                pass
+            time.sleep(0.05)
+        return False
 
     try:
-        driver.network.add_authentication_handler(on_challenge)
+        driver.network.add_intercept(phases=["authRequired"])
+        driver.network.add_event_handler("auth_required", on_challenge)
         driver.get(base + "/")
-        poll(lambda: driver.title, "a page after Cancel on the log-in dialog")
-        c.check(len(challenges) >= 1, "the browser is challenged for a log-in (WWW-Authenticate: Basic)")
-        c.equal(driver.title, LOGIN_TITLE, "Cancel on the browser's log-in dialog shows the log-in page")
+        ok = shows(LOGIN_TITLE, "cancel")
+        c.check("cancel" in answered, "the browser is challenged for a log-in (WWW-Authenticate: Basic)")
+        c.check(ok, "Cancel on the browser's log-in dialog shows the log-in page", f"title {driver.title!r}")
         severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
                   and not (e.get("message", "").startswith(base + "/ ") and "status of 401" in e.get("message", ""))]
         c.check(not severe, "log-in page: no SEVERE console entry (but the 401 itself)",
                 "; ".join(e.get("message", "")[:300] for e in severe))
-        answer["action"] = "credentials"
         driver.get(base + "/")
-        poll(lambda: complete("TLS reporting dashboard — mtasts"), "the overview after logging in")
-        c.check(True, "the user and token typed into the browser's log-in dialog open the overview")
-        link = driver.find_element("css selector", "table#domains th a")
-        name = link.text.strip()
-        link.click()
-        poll(lambda: complete(f"{name} — mtasts"), f"the page of {name} after a click")
-        c.check(True, f"after logging in, a click on {name} opens its page (the browser keeps the credentials)")
+        c.check(shows("TLS reporting dashboard — mtasts", "provideCredentials"),
+                "the user and token given to the browser's log-in dialog open the overview", f"title {driver.title!r}")
+        links = driver.find_elements("css selector", "table#domains th a")
+        if c.check(bool(links), "the overview lists a domain"):
+            name = links[0].text.strip()
+            links[0].click()
+            c.check(shows(f"{name} — mtasts", "provideCredentials"),
+                    f"after logging in, a click on {name} opens its page", f"title {driver.title!r}")
     finally:
         driver.quit()
 

@@ -1,0 +1,99 @@
+import Foundation
+import IMAP
+import MTASTSCore
+import NIOCore
+import NIOSSL
+
+/// `mtasts reports ingest --imap`: report mail taken from an IMAP mailbox.
+///
+/// The last UID taken is kept in the database per mailbox (`user@host/MAILBOX`) under the
+/// mailbox's UIDVALIDITY: a re-run asks only for newer UIDs; a new UIDVALIDITY (the mailbox was
+/// re-created) starts over from the first message, and the de-duplication of stored reports keeps
+/// that from storing anything twice. Each message is fetched without setting `\Seen`
+/// (BODY.PEEK), goes through the same ingestor as every other route (DKIM policy, refusals,
+/// duplicates), and only then is marked done: moved to `moveTo`, or given `flag` (`\Seen` by
+/// default), and the progress written. A temporary failure (database, DNS) stops the run before
+/// the message is marked, so the next run takes it again.
+public struct IMAPIngest: Sendable {
+    public var url: IMAPURL
+    public var password: String
+    public var tls: TLSConfiguration
+    public var moveTo: String?
+    public var flag: String?
+    public var maxSize: Int
+    /// Seconds for a connection, and for each command's answer.
+    public var timeout: Int64 = 60
+    /// RFC 2177 §3: a client re-issues IDLE at least every 29 minutes.
+    public var idleReissue: TimeAmount = .minutes(29)
+
+    public init(url: IMAPURL, password: String, tls: TLSConfiguration, moveTo: String?, flag: String?, maxSize: Int) {
+        self.url = url
+        self.password = password
+        self.tls = tls
+        self.moveTo = moveTo
+        self.flag = flag
+        self.maxSize = maxSize
+    }
+
+    /// The mailbox, whatever the port or TLS mode it is reached by.
+    public var account: String { "\(url.user)@\(url.host)/\(url.mailbox)" }
+
+    /// A failure of the IMAP side, worded for the postmaster; `login` when the credentials were refused.
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public var login: Bool
+        public var temporary: Bool
+    }
+
+    /// Takes the new messages; with `idle`, then waits for more (IDLE) and takes them as they
+    /// come, until the task is cancelled. `ready` is called once the mailbox is selected and
+    /// the first batch is done (tests wait for it).
+    public func run(_ run: IngestRun, idle: Bool, ready: @Sendable () -> Void = {}) async throws {
+        let store = run.ingestor.store
+        do {
+            try await IMAPClient.connect(host: url.host, port: url.port, security: url.security, tls: tls,
+                                         connectTimeout: .seconds(timeout), commandTimeout: .seconds(timeout), maxLiteral: maxSize) { client in
+                try await client.login(user: url.user, password: password)
+                if let moveTo { try await client.create(moveTo) }
+                var first = true
+                while true {
+                    let status = try await client.select(url.mailbox)
+                    var last: UInt32 = 0
+                    if let progress = try store.imapProgress(account: account) {
+                        if progress.uidValidity == status.uidValidity {
+                            last = progress.lastUID
+                        } else {
+                            run.log("\(account): UIDVALIDITY changed (\(progress.uidValidity) → \(status.uidValidity)): the mailbox is read again from its first message; stored reports are not stored twice")
+                        }
+                    }
+                    for uid in try await client.uidSearch(from: last &+ 1) where uid > last {
+                        let name = "imap \(url.mailbox) UID \(uid)"
+                        do {
+                            guard let bytes = try await client.fetchMessage(uid: uid) else { continue }  // expunged meanwhile
+                            try await run.message(bytes, name: name)
+                        } catch let error as IMAPError where error.code == .messageTooLarge {
+                            run.skipped(name, "larger than \(maxSize) bytes (\(error.size.map(String.init) ?? "?") bytes): left in the mailbox, marked done")
+                        }
+                        if let moveTo { try await client.move(uid: uid, to: moveTo) } else if let flag { try await client.addFlag(uid: uid, flag) }
+                        try store.setImapProgress(account: account, uidValidity: status.uidValidity, lastUID: uid)
+                    }
+                    if first { ready(); first = false }
+                    guard idle else { break }
+                    _ = try await client.idle(until: .now() + idleReissue)
+                }
+                try? await client.logout()
+            }
+        } catch let error as IMAPError {
+            throw Failure(description: "\(url): \(error)", login: error.code == .loginRefused,
+                          temporary: [.unreachable, .timeout, .closed].contains(error.code))
+        }
+    }
+}
+
+extension IMAPIngest.Failure: MTASTSErrorConvertible {
+    /// A refused log-in is the configuration's (exit 2); a server that cannot be reached now is
+    /// temporary; a certificate or protocol failure is a network failure retrying will not fix by itself.
+    public var mtastsError: MTASTSError {
+        login ? MTASTSError(.configuration, description) : MTASTSError(.network, description, temporary: temporary)
+    }
+}
