@@ -200,6 +200,8 @@ let package = Package(
         .testTarget(name: "SenderTests", dependencies: ["mtasts", "TestSupport", .product(name: "Hummingbird", package: "hummingbird")]),
         // The loopback world of the `mtasts check` benchmark (Benchmarks/check.sh).
         .executableTarget(name: "mtasts-bench-world", dependencies: ["TestSupport"], path: "Benchmarks/World"),
+        // The Dovecot of the IMAP ingestion benchmark (Benchmarks/imap.sh).
+        .executableTarget(name: "mtasts-bench-dovecot", dependencies: ["TestSupport"], path: "Benchmarks/Dovecot"),
         // The netstring load generator of the socketmap benchmark (Benchmarks/socketmap.sh).
         .executableTarget(name: "mtasts-bench-socketmap", path: "Benchmarks/SocketmapLoad", swiftSettings: [.swiftLanguageMode(.v5)]),
         // The socketmap benchmark's bound: a netstring server that answers every request with fixed

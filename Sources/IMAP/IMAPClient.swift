@@ -335,26 +335,58 @@ public final class IMAPClient {
     /// Adds a flag (`\Seen`, or a keyword such as `$Reported`) to the message: UID STORE with
     /// FLAGS.SILENT.
     nonisolated(nonsending) public func addFlag(uid: UInt32, _ flag: String) async throws {
+        try await addFlag(uids: [uid], flag)
+    }
+
+    /// The same for many messages in one command (a UID set, ranges joined: `1:40,42`).
+    nonisolated(nonsending) public func addFlag(uids: [UInt32], _ flag: String) async throws {
         try Self.checkFlag(flag)
-        let status = try await run("UID STORE \(uid) +FLAGS.SILENT (\(flag))")
-        guard status.status == .ok else { throw rejected("UID STORE \(uid)", status) }
+        for set in Self.uidSets(uids) {
+            let status = try await run("UID STORE \(set) +FLAGS.SILENT (\(flag))")
+            guard status.status == .ok else { throw rejected("UID STORE \(set.prefix(40))", status) }
+        }
+    }
+
+    /// UID sets (RFC 9051 §9 `sequence-set`) for `uids`, consecutive UIDs as ranges, each set at
+    /// most about 1,000 characters so that a command line stays short.
+    public static func uidSets(_ uids: [UInt32]) -> [String] {
+        var sets: [String] = [], current: [String] = [], length = 0
+        var sorted = uids.sorted()[...]
+        while let first = sorted.popFirst() {
+            var last = first
+            while let next = sorted.first, next == last &+ 1 { last = next; sorted.removeFirst() }
+            let item = first == last ? "\(first)" : "\(first):\(last)"
+            if length + item.utf8.count > 1_000 && !current.isEmpty { sets.append(current.joined(separator: ",")); current = []; length = 0 }
+            current.append(item)
+            length += item.utf8.count + 1
+        }
+        if !current.isEmpty { sets.append(current.joined(separator: ",")) }
+        return sets
     }
 
     /// Moves the message to `mailbox`: UID MOVE (RFC 6851) when offered, else UID COPY, \Deleted
     /// and UID EXPUNGE (UIDPLUS) — or, without UIDPLUS, a plain EXPUNGE, which also removes any
     /// other message already marked \Deleted in the selected mailbox.
     nonisolated(nonsending) public func move(uid: UInt32, to mailbox: String) async throws {
+        try await move(uids: [uid], to: mailbox)
+    }
+
+    /// The same for many messages, a UID set per command.
+    nonisolated(nonsending) public func move(uids: [UInt32], to mailbox: String) async throws {
         let name = try Self.quotedMailbox(mailbox)
-        if capabilities.contains("MOVE") {
-            let status = try await run("UID MOVE \(uid) \(name)")
-            guard status.status == .ok else { throw rejected("UID MOVE \(uid) to \(IMAPError.printable(mailbox))", status) }
-            return
+        for set in Self.uidSets(uids) {
+            if capabilities.contains("MOVE") {
+                let status = try await run("UID MOVE \(set) \(name)")
+                guard status.status == .ok else { throw rejected("UID MOVE \(set.prefix(40)) to \(IMAPError.printable(mailbox))", status) }
+                continue
+            }
+            let copy = try await run("UID COPY \(set) \(name)")
+            guard copy.status == .ok else { throw rejected("UID COPY \(set.prefix(40)) to \(IMAPError.printable(mailbox))", copy) }
+            let deleted = try await run("UID STORE \(set) +FLAGS.SILENT (\\Deleted)")
+            guard deleted.status == .ok else { throw rejected("UID STORE \(set.prefix(40))", deleted) }
+            let expunge = try await run(capabilities.contains("UIDPLUS") ? "UID EXPUNGE \(set)" : "EXPUNGE")
+            guard expunge.status == .ok else { throw rejected("EXPUNGE", expunge) }
         }
-        let copy = try await run("UID COPY \(uid) \(name)")
-        guard copy.status == .ok else { throw rejected("UID COPY \(uid) to \(IMAPError.printable(mailbox))", copy) }
-        try await addFlag(uid: uid, "\\Deleted")
-        let expunge = try await run(capabilities.contains("UIDPLUS") ? "UID EXPUNGE \(uid)" : "EXPUNGE")
-        guard expunge.status == .ok else { throw rejected("EXPUNGE", expunge) }
     }
 
     /// CREATE; a mailbox that already exists (NO [ALREADYEXISTS]) is fine.

@@ -23,6 +23,8 @@ public struct IMAPIngest: Sendable {
     public var maxSize: Int
     /// Seconds for a connection, and for each command's answer.
     public var timeout: Int64 = 60
+    /// Messages marked done (flagged or moved, progress written) at once.
+    public var batch = 200
     /// RFC 2177 §3: a client re-issues IDLE at least every 29 minutes.
     public var idleReissue: TimeAmount = .minutes(29)
 
@@ -66,17 +68,33 @@ public struct IMAPIngest: Sendable {
                             run.log("\(account): UIDVALIDITY changed (\(progress.uidValidity) → \(status.uidValidity)): the mailbox is read again from its first message; stored reports are not stored twice")
                         }
                     }
-                    for uid in try await client.uidSearch(from: last &+ 1) where uid > last {
-                        let name = "imap \(url.mailbox) UID \(uid)"
-                        do {
-                            guard let bytes = try await client.fetchMessage(uid: uid) else { continue }  // expunged meanwhile
-                            try await run.message(bytes, name: name)
-                        } catch let error as IMAPError where error.code == .messageTooLarge {
-                            run.skipped(name, "larger than \(maxSize) bytes (\(error.size.map(String.init) ?? "?") bytes): left in the mailbox, marked done")
-                        }
-                        if let moveTo { try await client.move(uid: uid, to: moveTo) } else if let flag { try await client.addFlag(uid: uid, flag) }
-                        try store.setImapProgress(account: account, uidValidity: status.uidValidity, lastUID: uid)
+                    // Messages taken are marked done (flag or move, then the progress) in batches:
+                    // a crash in between only makes the next run take a few again, and the
+                    // reports are not stored twice.
+                    var done: [UInt32] = []
+                    func markDone() async throws {
+                        guard let newest = done.last else { return }
+                        if let moveTo { try await client.move(uids: done, to: moveTo) } else if let flag { try await client.addFlag(uids: done, flag) }
+                        try store.setImapProgress(account: account, uidValidity: status.uidValidity, lastUID: newest)
+                        done = []
                     }
+                    do {
+                        for uid in try await client.uidSearch(from: last &+ 1) where uid > last {
+                            let name = "imap \(url.mailbox) UID \(uid)"
+                            do {
+                                if let bytes = try await client.fetchMessage(uid: uid) { try await run.message(bytes, name: name) }  // nil: expunged meanwhile
+                            } catch let error as IMAPError where error.code == .messageTooLarge {
+                                run.skipped(name, "larger than \(maxSize) bytes (\(error.size.map(String.init) ?? "?") bytes): left in the mailbox, marked done")
+                            }
+                            done.append(uid)
+                            if done.count >= batch { try await markDone() }
+                        }
+                    } catch {
+                        // A temporary failure stops the run: what was taken before it is marked done.
+                        try? await markDone()
+                        throw error
+                    }
+                    try await markDone()
                     if first { ready(); first = false }
                     guard idle else { break }
                     _ = try await client.idle(until: .now() + idleReissue)

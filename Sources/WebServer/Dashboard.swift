@@ -200,19 +200,20 @@ struct Dashboard: Sendable {
                                rows: readiness.problems.map { p in
                                    [HTML.link(link + "organization=" + HTML.component(p.organization), p.organization),
                                     HTML.link(link + "type=" + HTML.component(p.resultType), p.resultType), HTML.escape(p.impact),
-                                    HTML.number(p.sessions), HTML.escape(p.days.joined(separator: " ")), HTML.escape(p.mxHosts.joined(separator: " ")),
+                                    HTML.number(p.sessions), p.days.map { "<span class=\"nowrap\">\(HTML.escape($0))</span>" }.joined(separator: " "), HTML.escape(p.mxHosts.joined(separator: " ")),
                                     HTML.escape(p.explanation)]
                                }, id: "problems", numeric: [3])
         }
         let perDay = Dictionary(summary.days.map { ($0.day, $0) }, uniquingKeysWith: { a, _ in a })
         body += "<h2>Daily success rate</h2>"
-        body += Chart.rateBars(days.compactMap { day in perDay[day].map { (day, $0.successful, $0.failed) } }, id: "rate-chart")
+        // Both charts have a slot for every day of the window, so that their days line up.
+        body += Chart.rateBars(days.map { day in (day, perDay[day]?.successful ?? 0, perDay[day]?.failed ?? 0) }, id: "rate-chart")
         var sessions: [String: [String: Int64]] = [:]
         for f in failures { sessions[f.day, default: [:]][f.resultType, default: 0] = sessions[f.day, default: [:]][f.resultType, default: 0].saturatingAdd(f.sessions) }
         let types = summary.byResultType.map(\.key)
         body += "<h2>Failures by result type</h2>"
         body += types.isEmpty ? "<p>No failed sessions reported in this window.</p>"
-            : Chart.stackedFailures(days: days.filter { sessions[$0] != nil }, types: types, sessions: sessions, id: "failure-chart")
+            : Chart.stackedFailures(days: days, types: types, sessions: sessions, id: "failure-chart")
         body += HTML.table(caption: "By sending organisation", headers: ["Organisation", "Reports", "Successful", "Failed", "Success rate"],
                            rows: summary.byOrganization.map { o in
                                [HTML.link(link + "organization=" + HTML.component(o.organization), o.organization), HTML.number(o.reports),
@@ -221,7 +222,7 @@ struct Dashboard: Sendable {
                            }, id: "by-organization", numeric: [1, 2, 3, 4])
         func counts(_ caption: String, _ rows: [CountRow], _ key: String, _ id: String) -> String {
             HTML.table(caption: caption, headers: [caption.replacingOccurrences(of: "Failed sessions by ", with: "").capitalizedFirst, "Failed sessions"],
-                       rows: rows.map { [HTML.link(link + key + "=" + HTML.component($0.key), $0.key), HTML.number($0.sessions)] }, id: id, numeric: [1])
+                       rows: rows.map { [HTML.link(link + key + "=" + HTML.component($0.key), $0.key), HTML.number($0.sessions)] }, id: id, numeric: [1], narrow: true)
         }
         body += counts("Failed sessions by result type", summary.byResultType, "type", "by-result-type")
         body += counts("Failed sessions by MX host", summary.byMXHost, "mx", "by-mx-host")
@@ -262,13 +263,16 @@ struct Dashboard: Sendable {
 
     func reportTable(_ rows: [ReportRow], caption: String) -> String {
         HTML.table(caption: caption, headers: ["Report", "Organisation", "Day (UTC)", "Successful", "Failed", "Arrived by", "DKIM"], rows: rows.map { r in
-            [HTML.link("/reports/\(r.id)", r.reportID.isEmpty ? "#\(r.id)" : r.reportID), HTML.escape(r.organization), HTML.escape(r.day),
-             HTML.number(r.successful), HTML.number(r.failed), HTML.escape(r.channel), Self.dkimBadge(r.dkim)]
+            [HTML.link("/reports/\(r.id)", r.reportID.isEmpty ? "#\(r.id)" : r.reportID), HTML.escape(r.organization), "<span class=\"nowrap\">\(HTML.escape(r.day))</span>",
+             HTML.number(r.successful), HTML.number(r.failed), HTML.escape(r.channel), Self.dkimBadge(r.dkim, channel: r.channel)]
         }, id: "reports", numeric: [3, 4])
     }
 
-    static func dkimBadge(_ dkim: String?) -> String {
-        dkim == "pass" ? HTML.badge("good", "authenticated") : HTML.badge("warn", dkim.map { "not authenticated (\($0))" } ?? "not authenticated")
+    /// DKIM of a report: a POST carries none (`n/a (HTTPS)`), mail is authenticated or not.
+    static func dkimBadge(_ dkim: String?, channel: String) -> String {
+        if dkim == "pass" { return HTML.badge("good", "authenticated") }
+        if channel == "https" && dkim == nil { return HTML.badge("none", "n/a (HTTPS)") }
+        return HTML.badge("warn", dkim.map { "not authenticated (\($0))" } ?? "not authenticated")
     }
 
     func drillDown(_ request: Request, _ raw: String) async throws -> Response {
@@ -302,12 +306,13 @@ struct Dashboard: Sendable {
         body += "<dt>Domains</dt><dd>\(r.domains.map { HTML.link(Self.domainLink($0), $0) }.joined(separator: ", "))</dd>"
         body += "<dt>Sessions</dt><dd>\(HTML.number(r.successful)) successful, \(HTML.number(r.failed)) failed</dd>"
         body += "<dt>Arrived</dt><dd>by \(HTML.escape(r.channel)), \(Self.when(r.receivedAt))</dd>"
-        body += "<dt>Authenticated</dt><dd>\(Self.dkimBadge(r.dkim))</dd>"
+        body += "<dt>Authenticated</dt><dd>\(Self.dkimBadge(r.dkim, channel: r.channel))\(r.channel == "https" ? " <span class=\"muted\">(anyone can POST a report: only DKIM-signed mail is authenticated)</span>" : "")</dd>"
         body += "<dt>Raw bytes</dt><dd>\(HTML.link("/reports/\(r.id)/raw", "download (\(HTML.number(Int64(found.raw.count))) bytes)"))</dd></dl>"
         if !found.diagnostics.isEmpty {
             body += "<h2>Tolerated departures from RFC 8460</h2><ul>" + found.diagnostics.map { "<li>\(HTML.escape($0))</li>" }.joined() + "</ul>"
         }
-        body += "<h2>Normalised report</h2><pre id=\"normalized\">\(HTML.escape(found.normalized))</pre>"
+        let pretty = (try? JSONParser.parse(Array(found.normalized.utf8)).value.serialized(pretty: true)) ?? found.normalized
+        body += "<h2>Normalised report</h2><pre id=\"normalized\">\(HTML.escape(pretty))</pre>"
         return Self.page(title: "Report \(r.reportID.isEmpty ? "#\(r.id)" : r.reportID)",
                          crumbs: [("Dashboard", "/")] + (r.domains.first.map { [($0, Self.domainLink($0))] } ?? []) + [("report", nil)], body: body)
     }

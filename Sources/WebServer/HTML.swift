@@ -44,8 +44,8 @@ enum HTML {
     }
 
     /// A table with a caption and header cells; cells are HTML already.
-    static func table(caption: String, headers: [String], rows: [[String]], id: String? = nil, numeric: Set<Int> = []) -> String {
-        var out = "<div class=\"scroll\"><table\(id.map { " id=\"\(escape($0))\"" } ?? "")><caption>\(escape(caption))</caption><thead><tr>"
+    static func table(caption: String, headers: [String], rows: [[String]], id: String? = nil, numeric: Set<Int> = [], narrow: Bool = false) -> String {
+        var out = "<div class=\"scroll\"><table\(id.map { " id=\"\(escape($0))\"" } ?? "")\(narrow ? " class=\"narrow\"" : "")><caption>\(escape(caption))</caption><thead><tr>"
         for (i, h) in headers.enumerated() { out += "<th scope=\"col\"\(numeric.contains(i) ? " class=\"num\"" : "")>\(escape(h))</th>" }
         out += "</tr></thead><tbody>"
         if rows.isEmpty { out += "<tr><td colspan=\"\(headers.count)\">none</td></tr>" }
@@ -78,7 +78,7 @@ enum HTML {
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8">
             <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>\(escape(title)) — mtasts</title>
+            <title>\(escape(title)) — mtasts</title><link rel="icon" href="data:,">
             <style>\(stylesheet)</style></head>
             <body><a class="skip" href="#main">Skip to content</a>
             <header><nav aria-label="breadcrumbs">\(nav)</nav></header>
@@ -97,17 +97,19 @@ enum HTML {
         h1{font-size:1.5rem;margin:.25rem 0 1rem}h2{font-size:1.15rem;margin:1.5rem 0 .5rem}
         a{color:var(--link)}a:focus,button:focus{outline:3px solid #0969da;outline-offset:2px}
         .skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem;background:#fff;padding:.25rem}
-        .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
-        table{border-collapse:collapse;width:100%;margin:.25rem 0 1rem}caption{text-align:left;font-weight:600;padding:.25rem 0}
+        .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;background:linear-gradient(to left,#fff 30%,rgba(255,255,255,0)) right/2rem 100% no-repeat local,radial-gradient(farthest-side at 100% 50%,rgba(0,0,0,.18),transparent) right/.6rem 100% no-repeat scroll}
+        table{border-collapse:collapse;width:100%;margin:.25rem 0 1rem}table.narrow{width:auto;min-width:min(28rem,100%)}
+        caption{text-align:left;font-weight:600;padding:.25rem 0;position:sticky;left:0}table a,.nowrap{white-space:nowrap}
         th,td{border-bottom:1px solid var(--line);padding:.35rem .5rem;text-align:left;vertical-align:top}
         thead th{border-bottom:2px solid var(--fg)}.num{text-align:right;font-variant-numeric:tabular-nums}
         .badge{display:inline-block;border:1.5px solid currentColor;border-radius:.75rem;padding:0 .5rem;font-size:.85rem;white-space:nowrap;font-weight:600}
         .badge.good{color:var(--good)}.badge.bad{color:var(--bad);border-style:dashed}.badge.warn{color:var(--warn);border-style:dotted}.badge.none{color:var(--muted)}
         .muted{color:var(--muted)}pre{overflow-x:auto;background:#f6f8fa;padding:.75rem;border:1px solid var(--line);font-size:.85rem}
         svg.chart{width:100%;height:auto;max-width:60rem;display:block}svg .axis{stroke:var(--muted);stroke-width:1}svg text{font-size:11px;fill:var(--fg)}
+        pre{white-space:pre-wrap;overflow-wrap:anywhere}
         .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.75rem}.legend svg{vertical-align:middle}
         dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem}dl.facts dt{font-weight:600}dl.facts dd{margin:0;overflow-wrap:anywhere}
-        @media (max-width:40rem){body{font-size:14px}th,td{padding:.3rem}dl.facts{grid-template-columns:1fr}}
+        @media (max-width:40rem){body{font-size:14px}th,td{padding:.3rem}dl.facts{grid-template-columns:1fr}svg.chart text{font-size:22px}}
         """
 }
 
@@ -126,8 +128,10 @@ enum Chart {
     /// One point per day with sessions (class `point`), joined by a line; days without sessions are gaps.
     static func sparkline(_ points: [(day: String, rate: Double?)], width: Int = 120, height: Int = 28) -> String {
         let n = max(points.count, 1)
+        // The scale runs from just under the lowest rate to 100 %: a 99 % day stands out from 100 %.
+        let low = max(0, min(points.compactMap(\.rate).min() ?? 0.99, 0.99) - 0.01)
         func x(_ i: Int) -> Double { n == 1 ? Double(width) / 2 : 2 + Double(i) * Double(width - 4) / Double(n - 1) }
-        func y(_ r: Double) -> Double { 2 + (1 - r) * Double(height - 4) }
+        func y(_ r: Double) -> Double { 2 + (1 - (r - low) / (1 - low)) * Double(height - 4) }
         var path = "", dots = ""
         var pen = false
         for (i, p) in points.enumerated() {
@@ -137,14 +141,15 @@ enum Chart {
             dots += "<circle class=\"point\" cx=\"\(f(x(i)))\" cy=\"\(f(y(r)))\" r=\"1.6\" data-day=\"\(HTML.escape(p.day))\"><title>\(HTML.escape(p.day)): \(HTML.percent(r))</title></circle>"
         }
         let label = points.compactMap(\.rate).last.map { "success rate, latest " + HTML.percent($0) } ?? "no sessions"
-        return "<svg class=\"spark\" role=\"img\" aria-label=\"\(HTML.escape(label))\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\"><path d=\"\(path)\" fill=\"none\" stroke=\"currentColor\" stroke-width=\"1.2\"/>\(dots)</svg>"
+        let axis = "<line x1=\"0\" x2=\"\(width)\" y1=\"\(height - 1)\" y2=\"\(height - 1)\" stroke=\"#d0d7de\"/><text x=\"0\" y=\"\(height - 3)\" font-size=\"7\" fill=\"#57606a\">\(HTML.percent(low))</text>"
+        return "<svg class=\"spark\" role=\"img\" aria-label=\"\(HTML.escape(label))\" width=\"\(width)\" height=\"\(height)\" viewBox=\"0 0 \(width) \(height)\">\(axis)<path d=\"\(path)\" fill=\"none\" stroke=\"currentColor\" stroke-width=\"1.2\"/>\(dots)</svg>"
     }
 
     /// Daily success rate: one bar (class `bar`) per day with sessions, height the rate, axis 0–100 %.
     static func rateBars(_ days: [(day: String, successful: Int64, failed: Int64)], id: String) -> String {
-        let w = 720, h = 200, left = 44, bottom = 28, top = 8
+        let w = 720, h = 200, left = 52, bottom = 28, top = 8
         let slot = Double(w - left - 8) / Double(max(days.count, 1))
-        var out = "<svg id=\"\(id)\" class=\"chart\" role=\"img\" aria-labelledby=\"\(id)-t\" viewBox=\"0 0 \(w) \(h)\"><title id=\"\(id)-t\">Daily success rate (UTC days)</title>"
+        var out = "<svg id=\"\(id)\" class=\"chart\" role=\"img\" aria-labelledby=\"\(id)-t\" viewBox=\"0 0 \(w) \(h)\"><title id=\"\(id)-t\">Daily success rate (UTC days; days with failures hatched)</title>" + patternDefs()
         for pct in [0, 50, 100] {
             let y = Double(top) + (1 - Double(pct) / 100) * Double(h - top - bottom)
             out += "<line class=\"axis\" x1=\"\(left)\" x2=\"\(w - 4)\" y1=\"\(f(y))\" y2=\"\(f(y))\"/><text x=\"2\" y=\"\(f(y + 4))\">\(pct) %</text>"
@@ -155,7 +160,9 @@ enum Chart {
             let rate = Double(d.successful) / Double(total)
             let barH = rate * Double(h - top - bottom), x = Double(left) + Double(i) * slot + slot * 0.15
             let day = HTML.escape(d.day)
-            out += "<rect class=\"bar\" data-day=\"\(day)\" x=\"\(f(x))\" y=\"\(f(Double(h - bottom) - barH))\" width=\"\(f(slot * 0.7))\" height=\"\(f(max(barH, 0.5)))\" fill=\"#1a7f37\"><title>\(day): \(HTML.percent(rate)) of \(HTML.number(total)) sessions successful</title></rect>"
+            // A day with failures is hatched red, a day without solid green: told apart without colour too.
+            let fill = d.failed > 0 ? "url(#p0)" : "#1a7f37"
+            out += "<rect class=\"bar\" data-day=\"\(day)\" x=\"\(f(x))\" y=\"\(f(Double(h - bottom) - barH))\" width=\"\(f(slot * 0.7))\" height=\"\(f(max(barH, 0.5)))\" fill=\"\(fill)\"><title>\(day): \(HTML.percent(rate)) of \(HTML.number(total)) sessions successful</title></rect>"
             if days.count <= 16 || i % max(1, days.count / 8) == 0 {
                 out += "<text x=\"\(f(x))\" y=\"\(h - 10)\">\(HTML.escape(String(d.day.suffix(5))))</text>"
             }

@@ -320,7 +320,16 @@ struct APIAccessMiddleware: RouterMiddleware {
         }
         if let token {
             var given = Substring(request.headers[.authorization] ?? "")
-            if given.prefix(7).lowercased() == "bearer " { given = given.dropFirst(7) } else { given = "" }
+            if given.prefix(7).lowercased() == "bearer " {
+                given = given.dropFirst(7)
+            } else if given.prefix(6).lowercased() == "basic ", given.utf8.count < 4_096,
+                      let decoded = Data(base64Encoded: String(given.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+                      let pair = String(data: decoded, encoding: .utf8), let colon = pair.firstIndex(of: ":") {
+                // What a browser logged in to the dashboard with the token sends (any user name).
+                given = Substring(pair[pair.index(after: colon)...])
+            } else {
+                given = ""
+            }
             guard Self.constantTimeEqual(Array(given.utf8), Array(token.utf8)) else {
                 var r = Reply.error(.unauthorized, "the API needs Authorization: Bearer TOKEN")
                 r.headers[.wwwAuthenticate] = "Bearer"
@@ -333,7 +342,8 @@ struct APIAccessMiddleware: RouterMiddleware {
     /// Whether a Host header names a loopback address: `localhost`, `127.x.y.z` or `[::1]`, with or
     /// without a port.
     static func isLocalHost(_ authority: String?) -> Bool {
-        guard var h = authority?.lowercased() else { return false }
+        // No Host at all (HTTP/1.0): a rebinding page's request always names its own host.
+        guard var h = authority?.lowercased() else { return true }
         if h.hasPrefix("[") {
             guard let close = h.firstIndex(of: "]") else { return false }
             return h[h.index(after: h.startIndex)..<close] == "::1"

@@ -143,7 +143,8 @@ import Watch
                 #expect(r.status == .ok)
                 let html = body(r)
                 #expect(html.contains("<pre id=\"normalized\">") && html.contains("m-n-3"))
-                #expect(html.contains("not authenticated") && html.contains("by https"))
+                #expect(html.contains("n/a (HTTPS)") && html.contains("by https"))
+                #expect(html.contains("&quot;report-id&quot;: &quot;m-n-3&quot;"))  // pretty-printed
                 #expect(html.contains("href=\"/reports/\(id)/raw\""))
             }
             try await client.execute(uri: "/reports/\(id)/raw", method: .get) { r in
