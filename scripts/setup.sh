@@ -26,3 +26,10 @@ if ! "$tools/bin/python" -c 'import dkim, nacl.signing, importlib.metadata as m;
     "$tools/bin/pip" install -q --disable-pip-version-check dkimpy==1.1.8 pynacl==1.6.2
 fi
 "$tools/bin/python" -c 'import dkim, nacl.signing' || { echo "setup: dkimpy or PyNaCl is missing from $tools" >&2; exit 1; }
+# selenium (and what it pulls in), pinned in Tests/Browser/requirements.txt, for the dashboard's
+# browser tests in Debian's chromium.
+if ! "$tools/bin/python" -c 'import selenium, importlib.metadata as m; assert m.version("selenium") == "4.51.0"' 2>/dev/null; then
+    echo "setup: installing selenium 4.51.0 into $tools"
+    "$tools/bin/pip" install -q --disable-pip-version-check -r "$(dirname "$0")/../Tests/Browser/requirements.txt"
+fi
+"$tools/bin/python" -c 'import selenium' || { echo "setup: selenium is missing from $tools" >&2; exit 1; }

@@ -27,6 +27,15 @@ struct ServeCommand: AsyncParsableCommand {
                    as JSON (query parameters domain, since, until, limit, days, min_days, tolerance)
               GET  /metrics                                       Prometheus metrics
               GET  /healthz
+              GET  /, /domains/DOMAIN, /domains/DOMAIN/reports?…, /reports/ID   the dashboard (HTML):
+                   every domain, charts, drill-down to the reports, readiness, the watch's checks, alerts
+
+            The dashboard answers on a loopback listener (to Host localhost, 127.0.0.1 or [::1]) or,
+            anywhere, to HTTP basic auth: any user with reports.api_token as password, or a user of
+            dashboard.users (bcrypt; --hash-password makes the hash). watch: checks the owner's
+            domains every interval seconds and keeps the results; alerts: sends a webhook and mail,
+            once per change, on a drop in success rate, a jump or a new kind of failure, a new
+            sender, a certificate about to expire, a check error, readiness turning ready.
 
             /api/ and /metrics are answered on a loopback listener, or anywhere with reports.api_token
             (Authorization: Bearer TOKEN); reports.api_public: true answers them to anyone (warned).

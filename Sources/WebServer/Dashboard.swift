@@ -144,20 +144,21 @@ struct Dashboard: Sendable {
                 Self.checkBadge(c.verdict) + "<br><span class=\"muted\">\(Self.when(c.checkedAt))</span><br>" + Self.certificateSummary(c, now: now)
                     + (c.errors.isEmpty ? "" : "<br>" + HTML.escape(c.errors.map(\.code).joined(separator: ", ")))
             } ?? "<span class=\"muted\">not checked</span>"
+            // Readiness right after the name: on a phone the first columns are what shows.
             rows.append([
                 HTML.link(Self.domainLink(name), name),
+                Self.readinessBadge(verdicts[name]),
                 Self.modeBadge(check?.mode ?? d?.reportedMode),
-                HTML.number(d.map { $0.successful.saturatingAdd($0.failed) } ?? 0),
                 HTML.percent(d?.successRate),
                 spark,
+                HTML.number(d.map { $0.successful.saturatingAdd($0.failed) } ?? 0),
                 d.map { "\(HTML.number($0.failingOrganizations)) of \(HTML.number($0.organizations))" } ?? "–",
-                Self.readinessBadge(verdicts[name]),
                 checkCell,
             ])
         }
         var body = "<p class=\"muted\">The last \(days.count) days, \(HTML.escape(since)) to \(HTML.escape(until)) (UTC). Readiness over the last 14 days.</p>"
-        body += HTML.table(caption: "Domains", headers: ["Domain", "Policy mode", "Sessions", "Success rate", "Daily success rate", "Failing senders", "Readiness", "Last check"],
-                           rows: rows, id: "domains", numeric: [2, 3])
+        body += HTML.table(caption: "Domains", headers: ["Domain", "Readiness", "Policy mode", "Success rate", "Daily success rate", "Sessions", "Failing senders", "Last check"],
+                           rows: rows, id: "domains", numeric: [3, 5])
         if watch != nil {
             body += "<h2>Recent alerts</h2>" + HTML.table(caption: "The 10 newest alerts", headers: ["When (UTC)", "Domain", "What", "Delivery"], rows: alerts.map { a in
                 [Self.when(a.at), HTML.link(Self.domainLink(a.domain), a.domain), HTML.escape(a.message), HTML.escape(a.delivery)]
