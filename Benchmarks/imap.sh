@@ -12,11 +12,8 @@ n=${1:-10000}
 interop=${MTASTS_INTEROP:-../shared/interop}
 work=.build-bench/imap
 rm -rf "$work" && mkdir -p "$work"
-command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-if [ ! -x .build-bench/venv/bin/python ] || ! .build-bench/venv/bin/python -c 'import parsedmarc' 2>/dev/null; then
-    python3 -m venv .build-bench/venv
-    .build-bench/venv/bin/pip install -q parsedmarc==11.1.0
-fi
+source Benchmarks/peers.sh
+need_parsedmarc
 swift build -c release --product mtasts >/dev/null
 swift build -c release --product mtasts-bench-dovecot >/dev/null
 bindir=$(swift build -c release --show-bin-path)
