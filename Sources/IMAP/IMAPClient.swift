@@ -297,13 +297,20 @@ public final class IMAPClient {
                 // A small mailbox is asked at once; the last window is open-ended (messages that
                 // came meanwhile are in it).
                 let range = messageCount <= window ? "" : low + window > messageCount ? "\(low):* " : "\(low):\(low + window - 1) "
+                // No more UIDs than the mailbox holds (and some that came meanwhile): a server
+                // that sends SEARCH lines without end cannot fill memory.
+                let most = messageCount + 10_000
+                var overflow = false
                 let status = try await run("UID SEARCH \(range)UID \(first):*") { frame in
                     if case .untagged(.search(let uids)) = frame.response {
                         // `n:*` holds the last message even when its UID is below n: filter.
-                        for u in uids where u >= first { found.insert(u) }
+                        for u in uids where u >= first {
+                            if found.count < most { found.insert(u) } else { overflow = true }
+                        }
                     }
                 }
                 guard status.status == .ok else { throw rejected("UID SEARCH", status) }
+                if overflow { throw IMAPError(.malformed, "UID SEARCH answered more UIDs than the mailbox's \(messageCount) messages") }
                 low += window
                 windows += 1
             } while low <= messageCount

@@ -164,6 +164,10 @@ struct ReportsIngest: AsyncParsableCommand {
         if imap == nil && (idle || imapPasswordFile != nil || !imapCAFile.isEmpty || imapMoveTo != nil) {
             throw ValidationError("--idle and the --imap-… options go with --imap")
         }
+        if let imap, let moveTo = imapMoveTo, let url = try? IMAPURL(parsing: imap),
+           moveTo == url.mailbox || (moveTo.uppercased() == "INBOX" && url.mailbox.uppercased() == "INBOX") {
+            throw ValidationError("--imap-move-to must name another folder than the one read (\(url.mailbox))")
+        }
     }
 
     /// The IMAP side, from the options: the URL, the password (file or environment), TLS.
@@ -183,6 +187,7 @@ struct ReportsIngest: AsyncParsableCommand {
             throw ValidationError("--imap needs a password: --imap-password-file FILE or the environment variable MTASTS_IMAP_PASSWORD")
         }
         var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
         tls.additionalTrustRoots = imapCAFile.map { .file($0) }
         return IMAPIngest(url: parsed, password: password, tls: tls, moveTo: imapMoveTo, flag: imapMoveTo == nil ? imapFlag : nil, maxSize: maxSize * 2)
     }
@@ -199,11 +204,16 @@ struct ReportsIngest: AsyncParsableCommand {
             if let maildir { try await run.maildir(maildir, maxSize: maxSize * 2) }
             if let mbox { try await run.mbox(mbox, maxSize: maxSize * 2) }
             if let imapRun {
-                let stop = StopSignal()
-                let task = Task { try await imapRun.run(run, idle: idle) }
-                let watcher = Task { if idle { while !(await stop.wait(seconds: 3_600)) {}; task.cancel() } }
-                defer { watcher.cancel() }
-                do { try await task.value } catch is CancellationError where stop.isStopped {}
+                if idle {
+                    // Until SIGINT/SIGTERM; without --idle the signals keep their default (stop at once).
+                    let stop = StopSignal()
+                    let task = Task { try await imapRun.run(run, idle: true) }
+                    let watcher = Task { while !(await stop.wait(seconds: 3_600)) {}; task.cancel() }
+                    defer { watcher.cancel() }
+                    do { try await task.value } catch is CancellationError where stop.isStopped {}
+                } else {
+                    try await imapRun.run(run, idle: false)
+                }
             }
             if !files.isEmpty || (maildir == nil && mbox == nil && imap == nil) {
                 try await run.files(files.isEmpty ? ["-"] : files, maxSize: maxSize * 2)

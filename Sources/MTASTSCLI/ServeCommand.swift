@@ -130,8 +130,11 @@ struct ServeCommand: AsyncParsableCommand {
         if config.alerts.configured {
             let transports: AlertTransports
             do { transports = try AlertTransports(config.alerts) } catch { throw MTASTSError(.usage, "alerts: \(error)") }
+            if config.alertDomains == nil {
+                logger.warning("alerts: no policies, watch.domains or alerts.domains: every domain in the stored reports can alert, and anyone can POST a report (list the owner's domains in alerts.domains)")
+            }
             engine = AlertEngine(rules: config.alerts, publicURL: config.dashboard.publicURL, reports: reports, watch: watch, logger: logger,
-                                 deliver: { alert in await transports.send(alert, at: Date().timeIntervalSince1970) })
+                                 domains: config.alertDomains, deliver: { alert in await transports.send(alert, at: Date().timeIntervalSince1970) })
         }
         guard round != nil || engine != nil else { return nil }
         logger.info("watch: \(config.watch.domains.count) domain(s) every \(Int(config.watch.interval)) s; alerts \(engine == nil ? "off" : "to \(config.alerts.webhooks.count) webhook(s), \(config.alerts.mailTo.count) mailbox(es), every \(Int(config.alerts.interval)) s")")

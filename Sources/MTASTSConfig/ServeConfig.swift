@@ -53,6 +53,9 @@ public struct ServeConfig: Sendable {
         public var users: [String: String] = [:]
         /// The address the dashboard is reached at from outside (links in alerts), without a trailing slash.
         public var publicURL: String?
+        /// Answer unprotected on a loopback listener even when the server hosts policies (and so
+        /// may sit behind a proxy that forwards outside requests to loopback).
+        public var trustLoopback = false
         public init() {}
     }
 
@@ -95,6 +98,9 @@ public struct ServeConfig: Sendable {
         public var readiness = true
         /// Seconds between evaluations of the stored reports.
         public var interval: Double = 300
+        /// Domains whose reports alert, beside `policies` and `watch.domains` (anyone can POST a
+        /// report about any domain: only the owner's should alert).
+        public var domains: [String] = []
         public var configured: Bool { !webhooks.isEmpty || !mailTo.isEmpty }
         public init() {}
     }
@@ -102,6 +108,13 @@ public struct ServeConfig: Sendable {
     public var dashboard = Dashboard()
     public var watch = Watch()
     public var alerts = Alerts()
+
+    /// The owner's domains for alerts: the hosted policies, the watched domains, `alerts.domains`;
+    /// nil when none is configured (then every domain in the stored reports alerts).
+    public var alertDomains: Set<String>? {
+        let all = Set(policies.keys).union(watch.domains).union(alerts.domains)
+        return all.isEmpty ? nil : all
+    }
 
     public static let defaultDatabase = "/var/lib/mtasts/reports.db"
     public typealias ConfigError = DaemonConfig.ConfigError
@@ -202,6 +215,7 @@ public struct ServeConfig: Sendable {
                     let sub = try reader.key(k)
                     switch sub {
                     case "enabled": config.dashboard.enabled = try reader.bool(v, "dashboard.enabled")
+                    case "trust_loopback": config.dashboard.trustLoopback = try reader.bool(v, "dashboard.trust_loopback")
                     case "public_url":
                         var url = try reader.string(v, "dashboard.public_url")
                         while url.hasSuffix("/") { url.removeLast() }
@@ -213,6 +227,10 @@ public struct ServeConfig: Sendable {
                             let hash = try reader.string(uv, "dashboard.users.\(user)")
                             guard hash.hasPrefix("$2a$") || hash.hasPrefix("$2b$") || hash.hasPrefix("$2y$") else {
                                 throw reader.error(uv, "dashboard.users.\(user) must be a bcrypt hash (htpasswd -nbB \(user) PASSWORD prints one), not a password")
+                            }
+                            // A cost past 14 makes every log-in take seconds of a blocking thread.
+                            guard let cost = Int(hash.dropFirst(4).prefix(2)), (4...14).contains(cost) else {
+                                throw reader.error(uv, "dashboard.users.\(user): the bcrypt cost must be 4 to 14 (mtasts serve --hash-password uses 12)")
                             }
                             guard !user.contains(":") else { throw reader.error(uk, "a user name cannot contain ':'") }
                             config.dashboard.users[user] = hash
@@ -289,6 +307,9 @@ public struct ServeConfig: Sendable {
                     case "check_errors": config.alerts.checkErrors = try reader.bool(v, "alerts.check_errors")
                     case "readiness": config.alerts.readiness = try reader.bool(v, "alerts.readiness")
                     case "interval": config.alerts.interval = try reader.double(v, "alerts.interval", 1...86_400)
+                    case "domains":
+                        config.alerts.domains = try reader.strings(v, "alerts.domains").map { $0.lowercased() }
+                        for d in config.alerts.domains where (try? DomainName(d)) == nil { throw reader.error(v, "'\(d)' is not a domain name") }
                     default: throw reader.unknown(k, sub, in: key)
                     }
                 }

@@ -70,21 +70,37 @@ public struct IMAPIngest: Sendable {
                     }
                     // Messages taken are marked done (flag or move, then the progress) in batches:
                     // a crash in between only makes the next run take a few again, and the
-                    // reports are not stored twice.
-                    var done: [UInt32] = []
+                    // reports are not stored twice. A message deferred (its DKIM key could not be
+                    // looked up now, or its body did not come) is not marked, and the progress
+                    // stays below it, so that the next run takes it again; the messages after it
+                    // are taken meanwhile (a stranger's failing DNS cannot hold up the mailbox).
+                    var done: [UInt32] = [], deferredBelow: UInt32?
                     func markDone() async throws {
                         guard let newest = done.last else { return }
                         if let moveTo { try await client.move(uids: done, to: moveTo) } else if let flag { try await client.addFlag(uids: done, flag) }
-                        try store.setImapProgress(account: account, uidValidity: status.uidValidity, lastUID: newest)
+                        let progress = min(newest, deferredBelow.map { $0 &- 1 } ?? newest)
+                        if progress > last { try store.setImapProgress(account: account, uidValidity: status.uidValidity, lastUID: progress) }
                         done = []
                     }
                     do {
-                        for uid in try await client.uidSearch(from: last &+ 1) where uid > last {
+                        // A UID at or above UIDNEXT cannot be in the mailbox yet (a server's mistake,
+                        // or mail that came after SELECT): the next pass takes it.
+                        let uids = try await client.uidSearch(from: last &+ 1).filter { uid in uid > last && (status.uidNext.map { uid < $0 } ?? true) }
+                        for uid in uids {
                             let name = "imap \(url.mailbox) UID \(uid)"
                             do {
-                                if let bytes = try await client.fetchMessage(uid: uid) { try await run.message(bytes, name: name) }  // nil: expunged meanwhile
+                                guard let bytes = try await client.fetchMessage(uid: uid) else {
+                                    run.log("\(name): no body came (expunged meanwhile?); taken again next run if it is still there")
+                                    deferredBelow = deferredBelow ?? uid
+                                    continue
+                                }
+                                try await run.message(bytes, name: name)
                             } catch let error as IMAPError where error.code == .messageTooLarge {
                                 run.skipped(name, "larger than \(maxSize) bytes (\(error.size.map(String.init) ?? "?") bytes): left in the mailbox, marked done")
+                            } catch let error as MTASTSError where error.code == .dns {
+                                run.log("\(error); deferred to the next run, the messages after it are taken now")
+                                deferredBelow = deferredBelow ?? uid
+                                continue
                             }
                             done.append(uid)
                             if done.count >= batch { try await markDone() }

@@ -40,7 +40,9 @@ public final class IngestRun: @unchecked Sendable {  // one task at a time: the 
     public func message(_ bytes: [UInt8], name: String) async throws -> Bool {
         tally.messages += 1
         let outcome: ReportIngestor.Outcome
-        do { outcome = try await ingestor.ingest(mail: bytes) } catch {
+        do { outcome = try await ingestor.ingest(mail: bytes) } catch let error as DKIMTemporaryFailure {
+            throw MTASTSError(.dns, "\(name): \(error) (temporary: try again)", temporary: true)
+        } catch {
             throw MTASTSError(.storage, "\(name): \(error) (temporary: try again)", temporary: true)
         }
         if let reason = outcome.notAReport {

@@ -84,7 +84,7 @@ public final class ReportIngestor: Sendable {
             }
             outcome.dkim = dkim
             if dkimPolicy == .require, dkim?.status != .pass {
-                if dkim?.status == .temperror { throw StorageError("DKIM key look-up failed temporarily: \(dkim!.reason)") }
+                if dkim?.status == .temperror { throw DKIMTemporaryFailure(reason: dkim!.reason) }
                 outcome.refused = "DKIM \(dkim?.description ?? "none") and the policy requires a valid signature"
                 return outcome
             }
@@ -143,4 +143,13 @@ public final class ReportIngestor: Sendable {
             if let org = parsed.report.organizationName { outcome.organizations.append(org) }
         }
     }
+}
+
+/// The DKIM key of a message could not be looked up now (DNS time-out or SERVFAIL) and the policy
+/// requires a valid signature: the message is to be tried again later, not refused. The sender of
+/// the message chooses the DNS that fails, so a mailbox route must not let it hold up the messages
+/// behind it (`IMAPIngest` defers it and goes on).
+public struct DKIMTemporaryFailure: Error, CustomStringConvertible {
+    public var reason: String
+    public var description: String { "DKIM key look-up failed temporarily: \(reason)" }
 }

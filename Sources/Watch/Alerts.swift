@@ -23,6 +23,8 @@ public struct Alert: Sendable, Equatable {
         case checkError = "check-error"
         /// The readiness verdict turned `ready`: enforce may be safe.
         case readiness
+        /// More alerts at once than `AlertEngine.maxPerEvaluation`: the rest in one.
+        case digest
     }
 
     public var domain: String
@@ -62,18 +64,34 @@ public final class AlertEngine: Sendable {
     let watch: WatchStore
     let logger: Logger
     let clock: any WallClock
+    let pool: BlockingPool
+    /// The owner's domains: only their reports can alert (anyone can POST a report about any
+    /// domain); nil: every domain in the stored reports.
+    let domains: Set<String>?
     let deliver: @Sendable (Alert) async -> String
+    /// Alerts sent one by one in one evaluation; the rest go in one digest.
+    public static let maxPerEvaluation = 20
 
-    /// `deliver` sends one alert and says how it went (tests and `serve` pass `AlertEngine.transports`).
+    /// `deliver` sends one alert and says how it went (`serve` passes `AlertTransports.send`).
     public init(rules: ServeConfig.Alerts, publicURL: String?, reports: ReportStore, watch: WatchStore, logger: Logger,
-                clock: any WallClock = SystemClock(), deliver: @escaping @Sendable (Alert) async -> String) {
+                clock: any WallClock = SystemClock(), pool: BlockingPool = .shared, domains: Set<String>? = nil,
+                deliver: @escaping @Sendable (Alert) async -> String) {
         self.rules = rules
         self.publicURL = publicURL
         self.reports = reports
         self.watch = watch
         self.logger = logger
         self.clock = clock
+        self.pool = pool
+        self.domains = domains
         self.deliver = deliver
+    }
+
+    /// A value from a stranger's report (organisation, result type) as it goes into an alert:
+    /// control characters out, at most 120 characters.
+    static func clean(_ s: String) -> String {
+        let kept = String(String.UnicodeScalarView(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : $0 }))
+        return kept.count > 120 ? String(kept.prefix(119)) + "…" : kept
     }
 
     func link(_ path: String) -> String? { publicURL.map { $0 + path } }
@@ -87,7 +105,7 @@ public final class AlertEngine: Sendable {
         let today = Int64(clock.now())
         let until = RFC3339.formatDay(today), since = RFC3339.formatDay(today - 7 * 86_400)
         var out: [Condition] = []
-        for domain in try reports.overview(since: since, until: until) {
+        for domain in try reports.overview(since: since, until: until) where domains?.contains(domain.domain) ?? true {
             let d = domain.domain
             if let threshold = rules.successRateBelow, let newest = domain.days.last, let rate = newest.successRate {
                 let below = rate * 100 < threshold
@@ -107,19 +125,19 @@ public final class AlertEngine: Sendable {
                     let average = earlierDays.isEmpty ? 0 : Double(earlier[type] ?? 0) / Double(earlierDays.count)
                     let jump = now >= rules.failureJumpMinimum && Double(now) >= rules.failureJump * max(average, 1)
                     out.append(Condition(domain: d, kind: .failureJump, subject: type, state: jump ? "jump" : "ok",
-                                         message: jump ? "\(d): \(now) sessions failed with \(type) on \(newestDay) (UTC), against \(String(format: "%.1f", average)) a day over the \(earlierDays.count) day(s) before" : nil))
+                                         message: jump ? "\(d): \(now) sessions failed with \(Self.clean(type)) on \(newestDay) (UTC), against \(String(format: "%.1f", average)) a day over the \(earlierDays.count) day(s) before" : nil))
                 }
             }
             if rules.newFailureTypes {
                 for type in Set(failures.map(\.resultType)).sorted() {
                     out.append(Condition(domain: d, kind: .newFailureType, subject: type, state: "seen",
-                                         message: "\(d): a new failure type is reported: \(type)"))
+                                         message: "\(d): a new failure type is reported: \(Self.clean(type))"))
                 }
             }
             if rules.newOrganizations {
                 for org in try reports.summary(ReportFilter(domain: d, since: since, until: until)).byOrganization {
                     out.append(Condition(domain: d, kind: .newOrganization, subject: org.organization, state: "seen",
-                                         message: "\(d): a new sending organisation reports: \(org.organization) (\(org.successful) successful, \(org.failed) failed sessions)"))
+                                         message: "\(d): a new sending organisation reports: \(Self.clean(org.organization)) (\(org.successful) successful, \(org.failed) failed sessions)"))
                 }
             }
             if rules.readiness {
@@ -166,39 +184,63 @@ public final class AlertEngine: Sendable {
     }
 
     /// Evaluates every condition once; raises and delivers the alerts of the conditions that
-    /// entered an alerting state. Returns the alerts raised.
+    /// entered an alerting state. Returns the alerts raised. The database work runs on the
+    /// blocking pool; each alert's new state and its log row are written in one transaction
+    /// before it is delivered (an alert is raised once, even if a webhook is down; its delivery
+    /// outcome is kept with it and shown on the dashboard).
     @discardableResult
     public func evaluate(checks: Bool = true, reports includeReports: Bool = true) async throws -> [Alert] {
-        var conditions: [Condition] = []
-        if includeReports { conditions += try reportConditions() }
-        if checks {
-            let current = checkConditions(try watch.latest())
-            conditions += current
-            conditions += cleared(kind: .checkError, current: current, stored: try watch.states(kind: Alert.Kind.checkError.rawValue))
-        }
-        var raised: [Alert] = []
         let time = clock.now()
-        var storedByKind: [Alert.Kind: [String: String]] = [:]
-        for condition in conditions {
-            if storedByKind[condition.kind] == nil { storedByKind[condition.kind] = try watch.states(kind: condition.kind.rawValue) }
-            let key = WatchStore.stateKey(condition.domain, condition.subject)
-            let previous = storedByKind[condition.kind]?[key]
-            guard previous != condition.state else { continue }
-            try watch.setState(domain: condition.domain, kind: condition.kind.rawValue, subject: condition.subject, state: condition.state, at: time)
-            storedByKind[condition.kind]?[key] = condition.state
-            guard let message = condition.message else { continue }
-            raised.append(Alert(domain: condition.domain, kind: condition.kind, subject: condition.subject, message: message,
-                                link: link("/domains/\(Self.pathComponent(condition.domain))")))
+        let raised: [(Alert, Int64)] = try await pool.run { [self] in
+            var conditions: [Condition] = []
+            if includeReports { conditions += try reportConditions() }
+            if checks {
+                let current = checkConditions(try watch.latest())
+                conditions += current
+                conditions += cleared(kind: .checkError, current: current, stored: try watch.states(kind: Alert.Kind.checkError.rawValue))
+            }
+            var storedByKind: [Alert.Kind: [String: String]] = [:]
+            var changed: [(Condition, Alert?)] = []
+            for condition in conditions {
+                if storedByKind[condition.kind] == nil { storedByKind[condition.kind] = try watch.states(kind: condition.kind.rawValue) }
+                let key = WatchStore.stateKey(condition.domain, condition.subject)
+                guard storedByKind[condition.kind]?[key] != condition.state else { continue }
+                storedByKind[condition.kind]?[key] = condition.state
+                changed.append((condition, condition.message.map {
+                    Alert(domain: condition.domain, kind: condition.kind, subject: Self.clean(condition.subject), message: $0,
+                          link: link("/domains/\(Self.pathComponent(condition.domain))"))
+                }))
+            }
+            // At most maxPerEvaluation alerts one by one; the rest in one digest (a report naming
+            // a thousand new senders is one message, not a thousand).
+            let alerting = changed.compactMap(\.1)
+            var out: [(Alert, Int64)] = []
+            var sent = 0
+            for (condition, alert) in changed {
+                try watch.db.transaction {
+                    try watch.setState(domain: condition.domain, kind: condition.kind.rawValue, subject: condition.subject, state: condition.state, at: time)
+                    if let alert, sent < Self.maxPerEvaluation {
+                        out.append((alert, try watch.logAlert(alert, at: time, delivery: "pending")))
+                        sent += 1
+                    }
+                }
+            }
+            if alerting.count > Self.maxPerEvaluation {
+                let rest = alerting.dropFirst(Self.maxPerEvaluation)
+                let kinds = Dictionary(grouping: rest, by: \.kind.rawValue).map { "\($0.value.count) \($0.key)" }.sorted().joined(separator: ", ")
+                let domainsNamed = Set(rest.map(\.domain)).sorted().prefix(5).joined(separator: ", ")
+                let digest = Alert(domain: rest.first?.domain ?? "", kind: .digest, subject: "",
+                                   message: "\(rest.count) more alerts (\(kinds)) about \(domainsNamed): see the dashboard", link: link("/"))
+                out.append((digest, try watch.logAlert(digest, at: time, delivery: "pending")))
+            }
+            return out
         }
-        // The state is kept before delivery: an alert is raised once, even if a webhook is down
-        // (its delivery outcome is kept with it, and shown on the dashboard).
-        for alert in raised {
-            let id = try watch.logAlert(alert, at: time, delivery: "pending")
+        for (alert, id) in raised {
             let outcome = await deliver(alert)
-            try watch.setDelivery(id: id, outcome)
+            try await pool.run { [watch] in try watch.setDelivery(id: id, outcome) }
             logger.notice("alert \(alert.kind.rawValue) \(alert.domain) \(alert.subject): \(alert.message) (\(outcome))")
         }
-        return raised
+        return raised.map(\.0)
     }
 
     static func pathComponent(_ s: String) -> String {
@@ -233,7 +275,8 @@ public struct AlertTransports: Sendable {
     /// The webhook body.
     public static func json(_ alert: Alert, at time: Double) -> [UInt8] {
         JSONValue.object([
-            JSONMember("text", .string(alert.message + (alert.link.map { " — " + $0 } ?? ""))),
+            // `text` as chat services read it (Slack's escaping: no <!channel>, no <url|label> from a report).
+            JSONMember("text", .string(chatText(alert.message) + (alert.link.map { " — " + $0 } ?? ""))),
             JSONMember("domain", .string(alert.domain)),
             JSONMember("kind", .string(alert.kind.rawValue)),
             JSONMember("subject", .string(alert.subject)),
@@ -252,8 +295,10 @@ public struct AlertTransports: Sendable {
             "Date: \(RFC5322Date.format(Int64(time)))", "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8",
             "Content-Transfer-Encoding: 8bit", "Auto-Submitted: auto-generated",
         ].joined(separator: "\r\n") + "\r\n"
-        let body = alert.message + "\r\n" + (alert.link.map { "\r\n" + $0 + "\r\n" } ?? "")
-        return Array((head + "\r\n" + body).utf8)
+        // Lines of printable text only (a bare CR or a NUL from a report cannot reach SMTP).
+        let body = String(String.UnicodeScalarView(alert.message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : $0 }))
+        let text = body + "\r\n" + (alert.link.map { "\r\n" + $0 + "\r\n" } ?? "")
+        return Array((head + "\r\n" + text).utf8)
     }
 
     /// Sends one alert everywhere; the outcome in words ("webhook …: delivered; mail …: …").
@@ -261,9 +306,12 @@ public struct AlertTransports: Sendable {
         var outcomes: [String] = []
         if let https {
             let body = Self.json(alert, at: time)
-            for hook in webhooks {
+            for (index, hook) in webhooks.enumerated() {
                 let outcome = await https.post(hook, body: body, contentType: "application/json")
-                outcomes.append("webhook \(hook): \(outcome.kind.rawValue)\(outcome.kind == .delivered ? "" : " (\(outcome.detail))")")
+                // The URL of a chat webhook holds its secret: only its number and host are said.
+                let host = URL(string: hook)?.host ?? "?"
+                let detail = outcome.detail.replacingOccurrences(of: hook, with: "the webhook")
+                outcomes.append("webhook #\(index + 1) (\(host)): \(outcome.kind.rawValue)\(outcome.kind == .delivered ? "" : " (\(detail))")")
             }
         }
         if let submission {
@@ -279,4 +327,10 @@ public struct AlertTransports: Sendable {
         }
         return outcomes.isEmpty ? "no destination" : outcomes.joined(separator: "; ")
     }
+}
+
+/// Slack's escaping of `&`, `<` and `>` (the characters of its control sequences); other chat
+/// services show them as they are.
+func chatText(_ s: String) -> String {
+    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
 }

@@ -57,7 +57,7 @@ struct Dashboard: Sendable {
     static func page(_ status: HTTPResponse.Status = .ok, title: String, crumbs: [(String, String?)], body: String) -> Response {
         let bytes = ByteBuffer(string: HTML.page(title: title, crumbs: crumbs, body: body))
         return Response(status: status, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
-                                                  .init("Content-Security-Policy")!: "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+                                                  .init("Content-Security-Policy")!: "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
                                                   .init("X-Content-Type-Options")!: "nosniff", .init("Referrer-Policy")!: "no-referrer"],
                         body: .init(byteBuffer: bytes))
     }
@@ -361,11 +361,11 @@ final class DashboardAccess: Sendable {
     func refusal(_ request: Request) async -> Response? {
         guard protected || listenerAllowed else {
             return Dashboard.page(.forbidden, title: "The dashboard is off on this listener", crumbs: [],
-                                  body: "<p>This address is not loopback and the dashboard is not protected: set <code>reports.api_token</code> or <code>dashboard.users</code> in the serve configuration.</p>")
+                                  body: "<p>The dashboard is not protected, and this listener is not loopback (or it serves policies, so it is reached through a proxy): set <code>reports.api_token</code> or <code>dashboard.users</code> in the serve configuration (or <code>dashboard.trust_loopback: true</code> if nothing forwards to it).</p>")
         }
         guard protected else {
             // Unprotected on loopback: only to a loopback Host (no DNS rebinding).
-            return APIAccessMiddleware.isLocalHost(request.head.authority) ? nil
+            return APIAccessMiddleware.isLocalHost(request.head.authority) && !APIAccessMiddleware.isForwarded(request) ? nil
                 : Dashboard.page(.forbidden, title: "Use a loopback address", crumbs: [],
                                  body: "<p>Without a password the dashboard answers only to Host: localhost, 127.0.0.1 or [::1].</p>")
         }
@@ -376,7 +376,14 @@ final class DashboardAccess: Sendable {
                   let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
                   let pair = String(data: decoded, encoding: .utf8), let colon = pair.firstIndex(of: ":") {
             let user = String(pair[..<colon]), password = String(pair[pair.index(after: colon)...])
-            if await verify(user: user, password: password) { return nil }
+            switch await verify(user: user, password: password) {
+            case .pass: return nil
+            case .busy:
+                var r = Dashboard.page(.tooManyRequests, title: "Too many log-ins at once", crumbs: [], body: "<p>Try again in a moment.</p>")
+                r.headers[.retryAfter] = "2"
+                return r
+            case .fail: break
+            }
         }
         var r = Dashboard.page(.unauthorized, title: "Log in", crumbs: [],
                                body: "<p>The dashboard needs a user and password (or the API token as the password).</p>")
@@ -384,14 +391,26 @@ final class DashboardAccess: Sendable {
         return r
     }
 
-    func verify(user: String, password: String) async -> Bool {
-        if let token, APIAccessMiddleware.constantTimeEqual(Array(password.utf8), Array(token.utf8)) { return true }
-        guard let hash = users[user] else { return false }
+    /// bcrypt checks running now: at most `maxChecks`, the rest are refused at once (a flood of
+    /// wrong passwords cannot take the blocking pool the reports and queries need).
+    private let checking = NIOLockedValueBox(0)
+    static let maxChecks = 2
+    /// An unknown user is checked against this hash, so that it takes as long as a known one.
+    private static let decoy = Bcrypt.hash("decoy password", cost: 10)
+
+    enum Verdict { case pass, fail, busy }
+
+    func verify(user: String, password: String) async -> Verdict {
+        if let token, APIAccessMiddleware.constantTimeEqual(Array(password.utf8), Array(token.utf8)) { return .pass }
+        guard !users.isEmpty else { return .fail }
         let key = Array(SHA256.hash(data: salt + Array(user.utf8) + [0] + Array(password.utf8)))
-        if passed.withLockedValue({ $0.contains(key) }) { return true }
-        let ok = (try? await pool.run { Bcrypt.verify(password, hash: hash) }) ?? false
+        if passed.withLockedValue({ $0.contains(key) }) { return .pass }
+        guard checking.withLockedValue({ n in n < Self.maxChecks ? { n += 1; return true }() : false }) else { return .busy }
+        defer { checking.withLockedValue { $0 -= 1 } }
+        let hash = users[user], decoy = Self.decoy
+        let ok = (try? await pool.run { Bcrypt.verify(password, hash: hash ?? decoy) && hash != nil }) ?? false
         if ok { passed.withLockedValue { if $0.count < 10_000 { $0.insert(key) } } }
-        return ok
+        return ok ? .pass : .fail
     }
 }
 

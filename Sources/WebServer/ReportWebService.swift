@@ -74,7 +74,10 @@ public final class ReportWebService: Sendable {
         let router = Router(context: BasicRequestContext.self)
         router.get("/healthz") { _, _ in Reply.text(.ok, "ok\n") }
         if config.dashboard.enabled {
-            let access = DashboardAccess(listenerAllowed: loopback, token: config.apiToken, users: config.dashboard.users, pool: pool)
+            // Unprotected only on loopback, and not where the server also hosts policies (it is
+            // then reached from outside through a proxy) unless dashboard.trust_loopback says so.
+            let access = DashboardAccess(listenerAllowed: loopback && (config.policies.isEmpty || config.dashboard.trustLoopback),
+                                         token: config.apiToken, users: config.dashboard.users, pool: pool)
             Dashboard(service: self, access: access).register(on: router)
         } else {
             router.get("/") { [config] _, _ in
@@ -315,7 +318,7 @@ struct APIAccessMiddleware: RouterMiddleware {
         guard allowed else {
             return Reply.error(.forbidden, "the API is not answered on this listener: set reports.api_token (or reports.api_public: true)")
         }
-        if localHostOnly && !Self.isLocalHost(request.head.authority) {
+        if localHostOnly && (!Self.isLocalHost(request.head.authority) || Self.isForwarded(request)) {
             return Reply.error(.forbidden, "without reports.api_token the API answers only to Host: localhost, 127.0.0.1 or [::1]")
         }
         if let token {
@@ -351,6 +354,13 @@ struct APIAccessMiddleware: RouterMiddleware {
         if let colon = h.lastIndex(of: ":") { h = String(h[..<colon]) }
         if h.hasSuffix(".") { h.removeLast() }
         return h == "localhost" || ReportWebService.isLoopback(h)
+    }
+
+    /// Whether a proxy passed the request on (`Forwarded`, `X-Forwarded-For`, `X-Forwarded-Host`,
+    /// `X-Real-IP`): then a loopback listener and a loopback Host say nothing of where it came
+    /// from (a proxy that passes `Host` on lets anyone say `Host: localhost`).
+    static func isForwarded(_ request: Request) -> Bool {
+        ["Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP"].contains { HTTPField.Name($0).map { request.headers[$0] != nil } ?? false }
     }
 
     /// Equal bytes, in a time that depends on the lengths only.

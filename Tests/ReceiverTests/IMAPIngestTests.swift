@@ -67,6 +67,35 @@ import TestSupport
         #expect(dovecot.messages().count == mails.count)
     }
 
+    @Test("a message whose DKIM key cannot be looked up now is deferred; the messages after it are taken meanwhile")
+    func deferral() throws {
+        let ca = try TestCA()
+        let caFile = try ca.writePEM(to: dir)
+        let dovecot = try DovecotServer.start(ca: ca)
+        defer { dovecot.stop() }
+        // A signed message first (its key cannot be looked up: no DNS server answers), an unsigned one after it.
+        for file in ["mox/microsoft.eml", "tlsrpt-be/test.eml"] {
+            _ = try dovecot.deliver(Array(try Data(contentsOf: CLI.interop.appendingPathComponent("reports/\(file)"))))
+        }
+        let passwordFile = dir.appendingPathComponent("pw").path
+        try dovecot.password.write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        let db = dir.appendingPathComponent("defer.db").path
+        let url = "imaps://\(dovecot.user.replacingOccurrences(of: "@", with: "%40"))@localhost:\(dovecot.imapsPort)/INBOX"
+        func ingest(_ dkim: [String]) throws -> CLI.Output {
+            try CLI.run(["reports", "ingest", "--imap", url, "--imap-password-file", passwordFile, "--imap-ca-file", caFile, "--json", "--database", db] + dkim)
+        }
+        let first = try ingest(["--dkim", "require", "--dns-server", "127.0.0.1:\(TestServer.freePort())"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stderr.contains("deferred to the next run"), "\(first.stderr)")
+        // The unsigned one was taken (refused by the policy, and marked done); the signed one was not.
+        #expect(tally(first)["refused"] as? Int == 1 && tally(first)["stored"] as? Int == 0, "\(first.stdout)")
+        #expect(dovecot.messages().filter { $0.hasSuffix("S") }.count == 1, "\(dovecot.messages())")
+        // The next run takes the deferred one again.
+        let second = try ingest(["--dkim", "ignore"])
+        #expect(second.status == 0 && (tally(second)["stored"] as? Int ?? 0) >= 1, "\(second.stdout) \(second.stderr)")
+        #expect(dovecot.messages().allSatisfy { $0.hasSuffix("S") })
+    }
+
     @Test("a wrong password, a certificate from another CA, a password on the command line: clear errors")
     func refusals() throws {
         let ca = try TestCA()

@@ -95,6 +95,38 @@ import TLSRPTReceiver
         #expect(Set(raised.map(\.kind)) == [.successRate, .newFailureType], "\(raised.map(\.message))")  // 5 < the jump minimum of 10
     }
 
+    @Test("only the owner's domains alert; a flood of new senders is 20 alerts and one digest; chat markup and webhook secrets")
+    func floodAndOwnership() async throws {
+        let reports = try ReportStore(url: dir.appendingPathComponent("f.db").path)
+        let watch = try WatchStore(db: reports.db)
+        let ingestor = ReportIngestor(store: reports, dkimPolicy: .ignore, lookup: { _ in nil })
+        let sink = Sink()
+        var rules = ServeConfig.Alerts()
+        rules.webhooks = ["https://hook.example/"]
+        rules.readiness = false
+        let alerts = AlertEngine(rules: rules, publicURL: nil, reports: reports, watch: watch, logger: Logger(label: "test"), clock: clock,
+                                 domains: ["owned.test"], deliver: { alert in sink.alerts.withLockedValue { $0.append(alert) }; return "collected" })
+        // A stranger's domain: nothing. The owner's: 25 new senders in one go (one named with markup).
+        #expect(try ingestor.ingest(body: Self.report(org: "X", id: "s1", day: day(0), domain: "stranger.test", ok: 1), at: clock.now()).stored.count == 1)
+        for k in 0..<25 {
+            let org = k == 0 ? "<!channel> <https://evil.example|click>" : "Sender \(k)"
+            #expect(try ingestor.ingest(body: Self.report(org: org, id: "o\(k)", day: day(0), domain: "owned.test", ok: 10), at: clock.now()).stored.count == 1)
+        }
+        let raised = try await alerts.evaluate(checks: false)
+        #expect(raised.count == AlertEngine.maxPerEvaluation + 1)
+        #expect(raised.allSatisfy { $0.domain == "owned.test" })
+        #expect(raised.last?.kind == .digest && raised.last?.message.hasPrefix("5 more alerts (5 new-organization)") == true, "\(raised.last?.message ?? "")")
+        #expect(try await alerts.evaluate(checks: false).isEmpty)
+        let markup = try #require(raised.first { $0.subject.contains("channel") })
+        let text = try JSONParser.parse(AlertTransports.json(markup, at: clock.now())).value["text"]?.stringValue ?? ""
+        #expect(text.contains("&lt;!channel&gt;") && !text.contains("<!channel>") && !text.contains("<https://evil"), "\(text)")
+        // A webhook that cannot be reached: its outcome names its number and host, never its path (the secret).
+        var secret = ServeConfig.Alerts()
+        secret.webhooks = ["https://127.0.0.1:1/hooks/T000/B000/SECRETSECRET"]
+        let outcome = await (try AlertTransports(secret)).send(markup, at: clock.now())
+        #expect(outcome.hasPrefix("webhook #1 (127.0.0.1): temporary") && !outcome.contains("SECRET"), "\(outcome)")
+    }
+
     @Test("checks: certificates expiring within N days, check errors (new ones only), cleared errors re-arm")
     func checkAlerts() async throws {
         let reports = try ReportStore(url: dir.appendingPathComponent("c.db").path)

@@ -225,6 +225,23 @@ import Watch
             #expect(v6.status == .ok)
             try await raw.shutdown()
         }
+        // Behind a proxy (a forwarding header): a loopback Host proves nothing; refused unprotected.
+        try await Application(router: open.router(apiAllowed: true, loopback: true)).test(.router) { client in
+            for header in ["X-Forwarded-For", "X-Real-IP", "Forwarded"] {
+                try await client.execute(uri: "/", method: .get, headers: [HTTPField.Name(header)!: "203.0.113.9"]) { r in #expect(r.status == .forbidden, "\(header)") }
+                try await client.execute(uri: "/api/summary", method: .get, headers: [HTTPField.Name(header)!: "203.0.113.9"]) { r in #expect(r.status == .forbidden, "\(header)") }
+            }
+        }
+        // A server that hosts policies is reached through a proxy: unprotected, the dashboard is
+        // off even on loopback, unless trust_loopback says nothing forwards to it.
+        let hosting = try service { $0.policies = ["example.com": "version: STSv1\r\nmode: testing\r\nmx: mx.example.com\r\nmax_age: 86400\r\n"] }
+        try await Application(router: hosting.router(apiAllowed: true, loopback: true)).test(.router) { client in
+            try await client.execute(uri: "/", method: .get) { r in #expect(r.status == .forbidden) }
+        }
+        let trusted = try service { $0.policies = ["example.com": "version: STSv1\r\nmode: testing\r\nmx: mx.example.com\r\nmax_age: 86400\r\n"]; $0.dashboard.trustLoopback = true }
+        try await Application(router: trusted.router(apiAllowed: true, loopback: true)).test(.router) { client in
+            try await client.execute(uri: "/", method: .get) { r in #expect(r.status == .ok) }
+        }
         // Disabled: `/` is the short text again.
         let off = try service { $0.dashboard.enabled = false }
         try await Application(router: off.router(apiAllowed: true)).test(.router) { client in
