@@ -138,7 +138,8 @@ struct CheckCommand: AsyncParsableCommand {
         while true {
             verdicts = []
             let json = output.json
-            try await round.run(at: Date().timeIntervalSince1970) { _, report, changes in
+            // A database that fails for a moment (busy, restarting) costs one round's record, not the watch.
+            do { try await round.run(at: Date().timeIntervalSince1970) { _, report, changes in
                 verdicts.append(report.verdict)
                 let changed = changes.map { $0.isEmpty ? "no change" : "changed: " + $0.joined(separator: "; ") } ?? "first check"
                 if json {
@@ -151,6 +152,9 @@ struct CheckCommand: AsyncParsableCommand {
                 } else {
                     FileHandle.standardOutput.write(Data((report.text(style: Console.style) + "  \(changed)\n\n").utf8))
                 }
+            } } catch {
+                Console.err("check results not stored: \(error)")
+                if rounds > 0 && done + 1 >= rounds { throw ExitCode(Exit.temporary) }
             }
             done += 1
             if rounds > 0 && done >= rounds { break }
