@@ -14,11 +14,28 @@ import TestSupport
 
     func tally(_ out: CLI.Output) -> [String: Any] { jsonObject(out.stdout) }
 
-    @Test("the interop report mails in a mailbox are all stored; a re-run takes none; flags, move, UIDVALIDITY, STARTTLS")
-    func mailbox() throws {
+    /// A Dovecot with a certificate from a test CA, the CA file, a password file and the imaps URL.
+    struct Lab {
+        let ca: TestCA
+        let caFile: String
+        let dovecot: DovecotServer
+        let passwordFile: String
+        var user: String { dovecot.user.replacingOccurrences(of: "@", with: "%40") }
+        var url: String { "imaps://\(user)@localhost:\(dovecot.imapsPort)/INBOX" }
+    }
+
+    func lab() throws -> Lab {
         let ca = try TestCA()
         let caFile = try ca.writePEM(to: dir)
         let dovecot = try DovecotServer.start(ca: ca)
+        let passwordFile = dir.appendingPathComponent("pw").path
+        try (dovecot.password + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        return Lab(ca: ca, caFile: caFile, dovecot: dovecot, passwordFile: passwordFile)
+    }
+
+    @Test("the interop report mails in a mailbox are all stored; a re-run takes none; flags, move, UIDVALIDITY, STARTTLS")
+    func mailbox() throws {
+        let lab = try lab(), dovecot = lab.dovecot, caFile = lab.caFile, passwordFile = lab.passwordFile, url = lab.url
         defer { dovecot.stop() }
         let mails = interopFiles { $0.hasSuffix(".eml") }
         #expect(mails.count >= 10)
@@ -30,10 +47,7 @@ import TestSupport
         let expected = try #require(byFiles["stored"] as? Int)
         #expect(expected > 0)
 
-        let passwordFile = dir.appendingPathComponent("pw").path
-        try (dovecot.password + "\n").write(toFile: passwordFile, atomically: true, encoding: .utf8)
         let db = dir.appendingPathComponent("imap.db").path
-        let url = "imaps://\(dovecot.user.replacingOccurrences(of: "@", with: "%40"))@localhost:\(dovecot.imapsPort)/INBOX"
         func ingest(_ extra: [String] = [], url: String = url) throws -> CLI.Output {
             try CLI.run(["reports", "ingest", "--imap", url, "--imap-password-file", passwordFile, "--imap-ca-file", caFile,
                          "--dkim", "ignore", "--json", "--database", db] + extra)
@@ -69,18 +83,13 @@ import TestSupport
 
     @Test("a message whose DKIM key cannot be looked up now is deferred; the messages after it are taken meanwhile")
     func deferral() throws {
-        let ca = try TestCA()
-        let caFile = try ca.writePEM(to: dir)
-        let dovecot = try DovecotServer.start(ca: ca)
+        let lab = try lab(), dovecot = lab.dovecot, caFile = lab.caFile, passwordFile = lab.passwordFile, url = lab.url
         defer { dovecot.stop() }
         // A signed message first (its key cannot be looked up: no DNS server answers), an unsigned one after it.
         for file in ["mox/microsoft.eml", "tlsrpt-be/test.eml"] {
             _ = try dovecot.deliver(Array(try Data(contentsOf: CLI.interop.appendingPathComponent("reports/\(file)"))))
         }
-        let passwordFile = dir.appendingPathComponent("pw").path
-        try dovecot.password.write(toFile: passwordFile, atomically: true, encoding: .utf8)
         let db = dir.appendingPathComponent("defer.db").path
-        let url = "imaps://\(dovecot.user.replacingOccurrences(of: "@", with: "%40"))@localhost:\(dovecot.imapsPort)/INBOX"
         func ingest(_ dkim: [String]) throws -> CLI.Output {
             try CLI.run(["reports", "ingest", "--imap", url, "--imap-password-file", passwordFile, "--imap-ca-file", caFile, "--json", "--database", db] + dkim)
         }
@@ -98,17 +107,13 @@ import TestSupport
 
     @Test("a wrong password, a certificate from another CA, a password on the command line: clear errors")
     func refusals() throws {
-        let ca = try TestCA()
-        let other = try TestCA(commonName: "Another CA")
-        let dovecot = try DovecotServer.start(ca: ca)
+        let lab = try lab(), dovecot = lab.dovecot, caFile = lab.caFile, url = lab.url, user = lab.user
         defer { dovecot.stop() }
-        let caFile = try ca.writePEM(to: dir)
+        let other = try TestCA(commonName: "Another CA")
         let otherDir = dir.appendingPathComponent("other")
         try FileManager.default.createDirectory(at: otherDir, withIntermediateDirectories: true)
         let otherFile = try other.writePEM(to: otherDir)
         let db = dir.appendingPathComponent("r.db").path
-        let user = dovecot.user.replacingOccurrences(of: "@", with: "%40")
-        let url = "imaps://\(user)@localhost:\(dovecot.imapsPort)/INBOX"
         let wrong = try CLI.run(["reports", "ingest", "--imap", url, "--imap-ca-file", caFile, "--database", db], environment: ["MTASTS_IMAP_PASSWORD": "wrong"])
         #expect(wrong.status == 2, "\(wrong.stderr)")
         #expect(wrong.stderr.contains("refused the login for \(dovecot.user)"), "\(wrong.stderr)")
@@ -116,7 +121,7 @@ import TestSupport
                                     environment: ["MTASTS_IMAP_PASSWORD": dovecot.password])
         #expect(untrusted.status == 3, "\(untrusted.stderr)")
         #expect(untrusted.stderr.lowercased().contains("certificate"), "\(untrusted.stderr)")
-        #expect(!dovecot.log.contains("Login: user=<\(dovecot.user)>") || dovecot.log.components(separatedBy: "Login: user=").count == 1)
+        #expect(!dovecot.log.contains("Login: user=<\(dovecot.user)>"), "no log-in succeeded: \(dovecot.log)")
         let inline = try CLI.run(["reports", "ingest", "--imap", "imaps://\(user):secret@localhost:\(dovecot.imapsPort)/INBOX", "--database", db])
         #expect(inline.status == 2 && inline.stderr.contains("file or an environment variable"), "\(inline.stderr)")
         let none = try CLI.run(["reports", "ingest", "--imap", url, "--database", db])
@@ -125,16 +130,11 @@ import TestSupport
 
     @Test("--idle takes a message delivered while it waits, within seconds, and stops on SIGTERM")
     func idle() throws {
-        let ca = try TestCA()
-        let caFile = try ca.writePEM(to: dir)
-        let dovecot = try DovecotServer.start(ca: ca)
+        let lab = try lab(), dovecot = lab.dovecot, caFile = lab.caFile, passwordFile = lab.passwordFile, url = lab.url
         defer { dovecot.stop() }
-        let passwordFile = dir.appendingPathComponent("pw").path
-        try dovecot.password.write(toFile: passwordFile, atomically: true, encoding: .utf8)
         let db = dir.appendingPathComponent("idle.db").path
         let log = dir.appendingPathComponent("idle.log").path
         let mail = try #require(interopFiles { $0.hasSuffix(".eml") }.first)
-        let url = "imaps://\(dovecot.user.replacingOccurrences(of: "@", with: "%40"))@localhost:\(dovecot.imapsPort)/INBOX"
         let process = try Spawned(CLI.binary.path, ["reports", "ingest", "--imap", url, "--imap-password-file", passwordFile, "--imap-ca-file", caFile,
                                                     "--dkim", "ignore", "--idle", "--verbose", "--database", db], stderrPath: log)
         defer { process.stop() }
