@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes demo TLS reports (RFC 8460 JSON) for the last 14 UTC days into a folder, so that
 `mtasts serve`'s dashboard has something to show on a first run (scripts/quickstart.sh):
-example.com in testing with three senders that all succeed (ready for enforce), example.net
+example.org in testing with three senders that all succeed (ready for enforce), example.net
 in testing where one sender fails certificate validation at an old MX on some days and
 another reports STARTTLS missing once (not ready). Usage: demo_reports.py DIR"""
 import datetime, json, os, sys
@@ -13,7 +13,7 @@ senders = [("Google Inc.", 1200), ("Microsoft Corporation", 640), ("Mail.Ru", 90
 n = 0
 for back in range(14, 0, -1):
     day = today - datetime.timedelta(days=back)
-    for domain, mxs in (("example.com", ["mx1.example.com", "mx2.example.com"]), ("example.net", ["mail.example.net"])):
+    for domain, mxs in (("example.org", ["mx1.example.org", "mx2.example.org"]), ("example.net", ["mail.example.net"])):
         for org, base in senders:
             ok = base + (back * 37 + len(org)) % 50
             failures = []

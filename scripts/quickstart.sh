@@ -28,7 +28,7 @@ echo "== mtasts report parse examples/"
 echo
 db=/var/lib/mtasts/reports.db
 mkdir -p "$(dirname "$db")"
-echo "== demo reports: 14 days for example.com and example.net (scripts/demo_reports.py), and examples/*.eml,"
+echo "== demo reports: 14 days for example.org and example.net (scripts/demo_reports.py), and examples/*.eml,"
 echo "   stored in $db — the database mtasts serve reads by default"
 python3 scripts/demo_reports.py "$out/demo"
 "$bin" reports ingest --database "$db" --dkim ignore "$out"/demo/*.json examples/*.eml
