@@ -77,6 +77,11 @@ struct Dashboard: Sendable {
 
     static func domainLink(_ domain: String) -> String { "/domains/" + HTML.component(domain) }
 
+    /// Rows of the overview when no domain is the owner's (all in one table), and of its table of
+    /// other domains: a flood of reports about junk domains cannot make the page endless.
+    static let maxDomains = 500
+    static let maxOtherDomains = 50
+
     static func modeBadge(_ mode: String?) -> String {
         switch mode {
         case "enforce": return HTML.badge("good", "enforce")
@@ -133,9 +138,15 @@ struct Dashboard: Sendable {
         let now = service.clock.now()
         var byName: [String: DomainOverview] = [:]
         for d in domains { byName[d.domain] = d }
-        let names = Set(byName.keys).union(checks.keys).union(service.config.watch.domains).sorted()
-        var rows: [[String]] = []
-        for name in names {
+        // The owner's domains (policies, watch, alerts.domains) first; the other domains of the
+        // stored reports (anyone can POST a report about any domain) after them, the busiest first
+        // and at most `maxOtherDomains`.
+        let owned = service.config.alertDomains
+        let names = (owned.map { Set($0) } ?? Set(byName.keys)).union(checks.keys).union(service.config.watch.domains).sorted()
+        let others = owned == nil ? [] : byName.keys.filter { !names.contains($0) }
+            .sorted { (byName[$0]!.successful.saturatingAdd(byName[$0]!.failed), $1) > (byName[$1]!.successful.saturatingAdd(byName[$1]!.failed), $0) }
+        func rows(_ names: some Collection<String>) -> [[String]] { names.map(row) }
+        func row(_ name: String) -> [String] {
             let d = byName[name]
             let perDay = Dictionary((d?.days ?? []).map { ($0.day, $0) }, uniquingKeysWith: { a, _ in a })
             let spark = Chart.sparkline(days.map { day in (day, perDay[day]?.successRate) })
@@ -145,7 +156,7 @@ struct Dashboard: Sendable {
                     + (c.errors.isEmpty ? "" : "<br>" + HTML.escape(c.errors.map(\.code).joined(separator: ", ")))
             } ?? "<span class=\"muted\">not checked</span>"
             // Readiness right after the name: on a phone the first columns are what shows.
-            rows.append([
+            return [
                 HTML.link(Self.domainLink(name), name),
                 Self.readinessBadge(verdicts[name]),
                 Self.modeBadge(check?.mode ?? d?.reportedMode),
@@ -154,11 +165,22 @@ struct Dashboard: Sendable {
                 HTML.number(d.map { $0.successful.saturatingAdd($0.failed) } ?? 0),
                 d.map { "\(HTML.number($0.failingOrganizations)) of \(HTML.number($0.organizations))" } ?? "–",
                 checkCell,
-            ])
+            ]
         }
         var body = "<p class=\"muted\">The last \(days.count) days, \(HTML.escape(since)) to \(HTML.escape(until)) (UTC). Readiness over the last 14 days.</p>"
-        body += HTML.table(caption: "Domains", headers: ["Domain", "Readiness", "Policy mode", "Success rate", "Daily success rate", "Sessions", "Failing senders", "Last check"],
-                           rows: rows, id: "domains", numeric: [3, 5])
+        let headers = ["Domain", "Readiness", "Policy mode", "Success rate", "Daily success rate", "Sessions", "Failing senders", "Last check"]
+        let shown = owned == nil ? Array(names.prefix(Self.maxDomains)) : names
+        body += HTML.table(caption: "Domains", headers: headers, rows: rows(shown), id: "domains", numeric: [3, 5])
+        if names.count > shown.count {
+            body += "<p class=\"muted\">\(names.count - shown.count) more domains are in the stored reports; list yours in watch.domains or alerts.domains to see them first.</p>"
+        }
+        if !others.isEmpty {
+            body += HTML.table(caption: "Other domains in the reports (not in policies, watch.domains or alerts.domains)", headers: headers,
+                               rows: rows(others.prefix(Self.maxOtherDomains)), id: "other-domains", numeric: [3, 5])
+            if others.count > Self.maxOtherDomains {
+                body += "<p class=\"muted\">and \(others.count - Self.maxOtherDomains) more.</p>"
+            }
+        }
         if watch != nil {
             body += "<h2>Recent alerts</h2>" + HTML.table(caption: "The 10 newest alerts", headers: ["When (UTC)", "Domain", "What", "Delivery"], rows: alerts.map { a in
                 [Self.when(a.at), HTML.link(Self.domainLink(a.domain), a.domain), HTML.escape(a.message), HTML.escape(a.delivery)]

@@ -157,6 +157,19 @@ import Watch
         }
     }
 
+    @Test("the owner's domains first; the other domains of the reports (anyone can POST them) apart and capped")
+    func ownerFirst() async throws {
+        let web = try service { $0.alerts.domains = ["ready.test"] }
+        try Self.fill(web.store)
+        try await Application(router: web.router(apiAllowed: true)).test(.router) { client in
+            try await client.execute(uri: "/", method: .get) { r in
+                let html = body(r)
+                #expect(Self.rows(html, table: "domains").count == 1 && Self.rows(html, table: "domains").first?.contains(">ready.test<") == true)
+                #expect(Self.rows(html, table: "other-domains").count == 1 && Self.rows(html, table: "other-domains").first?.contains(">notyet.test<") == true)
+            }
+        }
+    }
+
     @Test("what senders write is escaped: an organisation and a domain with markup")
     func escaping() async throws {
         let web = try service()
