@@ -90,8 +90,13 @@ public final class AlertEngine: Sendable {
     /// A value from a stranger's report (organisation, result type) as it goes into an alert:
     /// control characters out, at most 120 characters.
     static func clean(_ s: String) -> String {
-        let kept = String(String.UnicodeScalarView(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : $0 }))
+        let kept = printable(s)
         return kept.count > 120 ? String(kept.prefix(119)) + "…" : kept
+    }
+
+    /// Control characters (CR, LF, NUL, …) as spaces: what goes into a mail line or a chat message.
+    static func printable(_ s: String) -> String {
+        String(String.UnicodeScalarView(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : $0 }))
     }
 
     func link(_ path: String) -> String? { publicURL.map { $0 + path } }
@@ -289,15 +294,14 @@ public struct AlertTransports: Sendable {
     /// The alert mail (headers through the one checked writer).
     public static func mail(_ alert: Alert, from: String, to: String, at time: Double) throws -> [UInt8] {
         let subject = "[mtasts] \(alert.domain): \(alert.kind.rawValue)\(alert.subject.isEmpty ? "" : " " + alert.subject)"
-        let clean = subject.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : String($0) }.joined()
+        let clean = AlertEngine.printable(subject)
         let head = [
             try MailHeader.line("From", from), try MailHeader.line("To", to), try MailHeader.line("Subject", String(clean.prefix(200))),
             "Date: \(RFC5322Date.format(Int64(time)))", "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8",
             "Content-Transfer-Encoding: 8bit", "Auto-Submitted: auto-generated",
         ].joined(separator: "\r\n") + "\r\n"
         // Lines of printable text only (a bare CR or a NUL from a report cannot reach SMTP).
-        let body = String(String.UnicodeScalarView(alert.message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : $0 }))
-        let text = body + "\r\n" + (alert.link.map { "\r\n" + $0 + "\r\n" } ?? "")
+        let text = AlertEngine.printable(alert.message) + "\r\n" + (alert.link.map { "\r\n" + $0 + "\r\n" } ?? "")
         return Array((head + "\r\n" + text).utf8)
     }
 
