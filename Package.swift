@@ -158,7 +158,7 @@ let package = Package(
         // Commands, text/JSON output, exit codes.
         .target(name: "MTASTSCLI", dependencies: [
             "MTASTSCore", "MTASTSCheck", "MTASTSNet", "MailDNS", "PolicyResolver", "Socketmap", "Storage", "TLSRPTReceiver", "TLSRPTSender", "DKIM",
-            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon", "Watch", "IMAP",
+            "MTASTSConfig", "WebServer", "ServerSupport", "PolicyDaemon", "Watch",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

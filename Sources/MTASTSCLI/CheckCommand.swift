@@ -8,6 +8,7 @@ import NIOCore
 import MTASTSConfig
 import Storage
 import Watch
+import ServerSupport
 
 struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -162,35 +163,5 @@ struct CheckCommand: AsyncParsableCommand {
         }
         if verdicts.contains(.errors) { throw ExitCode(Exit.problems) }
         if verdicts.contains(.temporary) { throw ExitCode(Exit.temporary) }
-    }
-}
-
-/// SIGINT/SIGTERM for a command that loops (`check --watch`): the wait between rounds ends early
-/// and the loop stops after the round in progress.
-final class StopSignal: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stopped = false
-    private var sources: [any DispatchSourceSignal] = []
-
-    init() {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { [weak self] in self?.stop() }
-            source.resume()
-            sources.append(source)
-        }
-    }
-
-    private func stop() { lock.withLock { stopped = true } }
-    var isStopped: Bool { lock.withLock { stopped } }
-
-    /// Waits `seconds` or until a signal; true when stopped.
-    func wait(seconds: Double) async -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while !isStopped && Date() < end {
-            try? await Task.sleep(for: .milliseconds(Int64(min(200, max(1, end.timeIntervalSinceNow * 1000)))))
-        }
-        return isStopped
     }
 }

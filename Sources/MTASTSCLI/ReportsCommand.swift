@@ -1,6 +1,4 @@
 import ArgumentParser
-import IMAP
-import NIOSSL
 import DKIM
 import Foundation
 import ServerSupport
@@ -164,32 +162,14 @@ struct ReportsIngest: AsyncParsableCommand {
         if imap == nil && (idle || imapPasswordFile != nil || !imapCAFile.isEmpty || imapMoveTo != nil) {
             throw ValidationError("--idle and the --imap-… options go with --imap")
         }
-        if let imap, let moveTo = imapMoveTo, let url = try? IMAPURL(parsing: imap),
-           moveTo == url.mailbox || (moveTo.uppercased() == "INBOX" && url.mailbox.uppercased() == "INBOX") {
-            throw ValidationError("--imap-move-to must name another folder than the one read (\(url.mailbox))")
-        }
     }
 
-    /// The IMAP side, from the options: the URL, the password (file or environment), TLS.
+    /// The IMAP side, from the options.
     func imapIngest(_ url: String) throws -> IMAPIngest {
-        let parsed: IMAPURL
-        do { parsed = try IMAPURL(parsing: url) } catch { throw ValidationError("--imap: \(error)") }
-        var password: String
-        if let file = imapPasswordFile {
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-                throw ValidationError("--imap-password-file: cannot read \(file)")
-            }
-            password = text
-            while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
-        } else if let env = ProcessInfo.processInfo.environment["MTASTS_IMAP_PASSWORD"], !env.isEmpty {
-            password = env
-        } else {
-            throw ValidationError("--imap needs a password: --imap-password-file FILE or the environment variable MTASTS_IMAP_PASSWORD")
-        }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.minimumTLSVersion = .tlsv12
-        tls.additionalTrustRoots = imapCAFile.map { .file($0) }
-        return IMAPIngest(url: parsed, password: password, tls: tls, moveTo: imapMoveTo, flag: imapMoveTo == nil ? imapFlag : nil, maxSize: maxSize * 2)
+        do {
+            return try IMAPIngest(url: url, passwordFile: imapPasswordFile, environment: ProcessInfo.processInfo.environment,
+                                  caFiles: imapCAFile, moveTo: imapMoveTo, flag: imapFlag, maxSize: maxSize * 2)
+        } catch { throw ValidationError("\(error)") }
     }
 
     func run() async throws {

@@ -10,7 +10,6 @@ import Storage
 import TLSRPTReceiver
 import WebServer
 import Watch
-import MTASTSCheck
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -97,7 +96,9 @@ struct ServeCommand: AsyncParsableCommand {
         MetricsExport.bootstrap()
         let service = ReportWebService(config: config, store: store, watch: watchStore, logger: logger)
         var services = [any Service]()
-        if let watch = try Self.watchService(config, reports: store, watch: watchStore, logger: logger) { services.append(watch) }
+        do {
+            if let watch = try WatchService.make(config, reports: store, watch: watchStore, logger: logger) { services.append(watch) }
+        } catch { throw MTASTSError(.usage, "\(error)") }
         let scheme = tls == nil ? "http" : "https"
         let summary = "\(config.policies.count) policy domain(s); reports at \(config.reportPath); database \(store.db.kind.rawValue) \(store.db.location)"
         let apps = try service.applications(limits: ConnectionLimits(config), tls: tls) { host, port in
@@ -109,35 +110,5 @@ struct ServeCommand: AsyncParsableCommand {
             throw MTASTSError(.setup, "cannot serve: \(error)", temporary: true)
         }
         logger.info("stopped")
-    }
-
-    /// The watch (periodic checks) and the alerts, when the configuration asks for either.
-    static func watchService(_ config: ServeConfig, reports: ReportStore, watch: WatchStore, logger: Logger) throws -> WatchService? {
-        var round: CheckRound?
-        if !config.watch.domains.isEmpty {
-            var setup = DomainChecker.Setup()
-            setup.dnsServer = config.watch.dnsServer
-            setup.caFiles = config.watch.caFiles
-            setup.policyPort = config.watch.policyPort
-            setup.smtpPort = config.watch.smtpPort
-            setup.smtp = config.watch.smtp
-            setup.timeout = config.watch.timeout
-            let checker: DomainChecker
-            do { checker = try DomainChecker.make(setup) } catch { throw MTASTSError(.usage, "watch: \(error)") }
-            round = CheckRound(checker: checker, domains: try config.watch.domains.map { try DomainName($0) }, concurrency: config.watch.concurrency, store: watch)
-        }
-        var engine: AlertEngine?
-        if config.alerts.configured {
-            let transports: AlertTransports
-            do { transports = try AlertTransports(config.alerts) } catch { throw MTASTSError(.usage, "alerts: \(error)") }
-            if config.alertDomains == nil {
-                logger.warning("alerts: no policies, watch.domains or alerts.domains: every domain in the stored reports can alert, and anyone can POST a report (list the owner's domains in alerts.domains)")
-            }
-            engine = AlertEngine(rules: config.alerts, publicURL: config.dashboard.publicURL, reports: reports, watch: watch, logger: logger,
-                                 domains: config.alertDomains, deliver: { alert in await transports.send(alert, at: Date().timeIntervalSince1970) })
-        }
-        guard round != nil || engine != nil else { return nil }
-        logger.info("watch: \(config.watch.domains.count) domain(s) every \(Int(config.watch.interval)) s; alerts \(engine == nil ? "off" : "to \(config.alerts.webhooks.count) webhook(s), \(config.alerts.mailTo.count) mailbox(es), every \(Int(config.alerts.interval)) s")")
-        return WatchService(round: round, interval: config.watch.interval, alerts: engine, alertInterval: config.alerts.interval, logger: logger)
     }
 }

@@ -38,6 +38,41 @@ public struct IMAPIngest: Sendable {
     }
 
     /// The mailbox, whatever the port or TLS mode it is reached by.
+    /// A set-up that cannot be used, said for the command line.
+    public struct SetupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// From `reports ingest`'s options: the URL (no password in it), the password from `passwordFile`
+    /// or `MTASTS_IMAP_PASSWORD` in `environment` (never the command line), TLS 1.2 or later with
+    /// the system's trust anchors and `caFiles`; processed messages moved to `moveTo` (another
+    /// folder than the one read) or given `flag`.
+    public init(url text: String, passwordFile: String?, environment: [String: String], caFiles: [String], moveTo: String?, flag: String,
+                maxSize: Int) throws(SetupError) {
+        let url: IMAPURL
+        do { url = try IMAPURL(parsing: text) } catch { throw SetupError(description: "--imap: \(error)") }
+        if let moveTo, moveTo == url.mailbox || (moveTo.uppercased() == "INBOX" && url.mailbox.uppercased() == "INBOX") {
+            throw SetupError(description: "--imap-move-to must name another folder than the one read (\(url.mailbox))")
+        }
+        var password: String
+        if let file = passwordFile {
+            guard let data = FileManager.default.contents(atPath: file), let content = String(data: data, encoding: .utf8) else {
+                throw SetupError(description: "--imap-password-file: cannot read \(file)")
+            }
+            password = content
+            // Line ends off (by scalar: "\r\n" is one Character, which hasSuffix("\n") does not match).
+            while let last = password.unicodeScalars.last, last == "\n" || last == "\r" { password.unicodeScalars.removeLast() }
+        } else if let env = environment["MTASTS_IMAP_PASSWORD"], !env.isEmpty {
+            password = env
+        } else {
+            throw SetupError(description: "--imap needs a password: --imap-password-file FILE or the environment variable MTASTS_IMAP_PASSWORD")
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        tls.additionalTrustRoots = caFiles.map { .file($0) }
+        self.init(url: url, password: password, tls: tls, moveTo: moveTo, flag: moveTo == nil ? flag : nil, maxSize: maxSize)
+    }
+
     public var account: String { "\(url.user)@\(url.host)/\(url.mailbox)" }
 
     /// A failure of the IMAP side, worded for the postmaster; `login` when the credentials were refused.

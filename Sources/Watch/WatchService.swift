@@ -1,8 +1,10 @@
 import Foundation
 import Logging
 import MTASTSCheck
+import MTASTSConfig
 import MTASTSCore
 import ServerSupport
+import TLSRPTReceiver
 import ServiceLifecycle
 
 /// One round of checks: every domain checked (at most `concurrency` at once), each result stored
@@ -96,5 +98,52 @@ public final class WatchService: Service, Sendable {
         } catch {
             logger.error("check results not stored: \(error)")
         }
+    }
+}
+
+extension DomainChecker.Setup {
+    /// The checker `serve`'s `watch:` section describes.
+    public init(_ watch: ServeConfig.Watch) {
+        self.init()
+        dnsServer = watch.dnsServer
+        caFiles = watch.caFiles
+        policyPort = watch.policyPort
+        smtpPort = watch.smtpPort
+        smtp = watch.smtp
+        timeout = watch.timeout
+    }
+}
+
+extension WatchService {
+    /// A configuration that cannot be used (a DNS server, a CA file, a mail server).
+    public struct SetupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// `serve`'s watch (periodic checks) and alerts, when its configuration asks for either; nil otherwise.
+    public static func make(_ config: ServeConfig, reports: ReportStore, watch: WatchStore, logger: Logger) throws(SetupError) -> WatchService? {
+        var round: CheckRound?
+        if !config.watch.domains.isEmpty {
+            let checker: DomainChecker
+            do { checker = try DomainChecker.make(.init(config.watch)) } catch { throw SetupError(description: "watch: \(error)") }
+            var domains: [DomainName] = []
+            for name in config.watch.domains {
+                do { domains.append(try DomainName(name)) } catch { throw SetupError(description: "watch: \(error)") }
+            }
+            round = CheckRound(checker: checker, domains: domains, concurrency: config.watch.concurrency, store: watch)
+        }
+        var engine: AlertEngine?
+        if config.alerts.configured {
+            let transports: AlertTransports
+            do { transports = try AlertTransports(config.alerts) } catch { throw SetupError(description: "alerts: \(error)") }
+            if config.alertDomains == nil {
+                logger.warning("alerts: no policies, watch.domains or alerts.domains: every domain in the stored reports can alert, and anyone can POST a report (list the owner's domains in alerts.domains)")
+            }
+            engine = AlertEngine(rules: config.alerts, publicURL: config.dashboard.publicURL, reports: reports, watch: watch, logger: logger,
+                                 domains: config.alertDomains, deliver: { alert in await transports.send(alert, at: Date().timeIntervalSince1970) })
+        }
+        guard round != nil || engine != nil else { return nil }
+        logger.info("watch: \(config.watch.domains.count) domain(s) every \(Int(config.watch.interval)) s; alerts \(engine == nil ? "off" : "to \(config.alerts.webhooks.count) webhook(s), \(config.alerts.mailTo.count) mailbox(es), every \(Int(config.alerts.interval)) s")")
+        return WatchService(round: round, interval: config.watch.interval, alerts: engine, alertInterval: config.alerts.interval, logger: logger)
     }
 }

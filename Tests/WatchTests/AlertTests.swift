@@ -174,3 +174,28 @@ import TLSRPTReceiver
         #expect(throws: MailHeader.Unsafe.self) { try AlertTransports.mail(alert, from: "mtasts@r.example", to: "a@b\r\nBcc: c@d", at: 0) }
     }
 }
+
+/// `serve`'s watch and alerts from its configuration, in-process.
+@Suite struct WatchServiceSetupTests {
+    @Test("nothing configured: no service; watch domains or alert destinations: a service; an unusable DNS server is a clear error")
+    func make() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("watchsetup-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let reports = try ReportStore(url: dir.appendingPathComponent("w.db").path)
+        let watch = try WatchStore(db: reports.db)
+        let logger = Logger(label: "test")
+        #expect(try WatchService.make(ServeConfig(), reports: reports, watch: watch, logger: logger) == nil)
+        var checks = ServeConfig()
+        checks.watch.domains = ["example.com"]
+        checks.watch.dnsServer = "127.0.0.1:53"
+        #expect(try WatchService.make(checks, reports: reports, watch: watch, logger: logger) != nil)
+        var alerts = ServeConfig()
+        alerts.alerts.webhooks = ["https://hook.example/x"]
+        #expect(try WatchService.make(alerts, reports: reports, watch: watch, logger: logger) != nil)
+        checks.watch.dnsServer = "not an address"
+        #expect(throws: WatchService.SetupError.self) { try WatchService.make(checks, reports: reports, watch: watch, logger: logger) }
+        // The checker's set-up is the watch section's.
+        let setup = DomainChecker.Setup(checks.watch)
+        #expect(setup.dnsServer == "not an address" && setup.timeout == 10 && setup.smtp && setup.policyPort == 443)
+    }
+}
