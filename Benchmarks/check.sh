@@ -11,6 +11,7 @@ peer_n=${PEER_N:-200}
 work=.build-bench/check
 rm -rf "$work" && mkdir -p "$work"
 scripts/setup.sh
+source Benchmarks/lib.sh
 if [ ! -x .build-bench/venv/bin/checkdmarc ]; then
     [ -x .build-bench/venv/bin/python ] || python3 -m venv .build-bench/venv
     .build-bench/venv/bin/pip install -q checkdmarc==6.0.4
@@ -72,4 +73,15 @@ rows = open(sys.argv[1]).read().splitlines()
 rate = lambda i: float(re.search(r"domains_per_s=([\d.]+)", rows[i]).group(1))
 print(f"ratio: mtasts --concurrency 64 checks {rate(0) / rate(3):.1f}x as many domains per second as checkdmarc; "
       f"at --concurrency 1, {rate(2) / rate(3):.1f}x")
+PY
+python3 - "$work/results" "$RESULTS" "$n" "$peer_n" <<'PY'
+import json, re, sys
+rows = open(sys.argv[1]).read().splitlines()
+get = lambda i, k: float(re.search(k + r"=([\d.]+)", rows[i]).group(1))
+with open(sys.argv[2], "a") as out:
+    for i, what in ((0, f"domains checked end to end, --concurrency 64, {sys.argv[3]} domains"),
+                    (2, f"domains checked end to end, --concurrency 1, {sys.argv[4]} domains")):
+        out.write(json.dumps({"bench": "check", "what": what, "unit": "domains/s", "ours": get(i, "domains_per_s"),
+                              "peer": get(3, "domains_per_s"), "peer_name": f"checkdmarc 6.0.4 ({sys.argv[4]} domains)",
+                              "ours_rss_mb": round(get(i, "max_rss_kb") / 1024, 1), "peer_rss_mb": round(get(3, "max_rss_kb") / 1024, 1)}) + "\n")
 PY

@@ -13,6 +13,7 @@ interop=${MTASTS_INTEROP:-../shared/interop}
 work=.build-bench/imap
 rm -rf "$work" && mkdir -p "$work"
 source Benchmarks/peers.sh
+source Benchmarks/lib.sh
 need_parsedmarc
 swift build -c release --product mtasts >/dev/null
 swift build -c release --product mtasts-bench-dovecot >/dev/null
@@ -73,4 +74,8 @@ print(f"{'tool':<34} {'seconds':>8} {'CPU s':>7} {'msgs/s':>8} {'max RSS':>8}  s
 print(f"{'mtasts reports ingest --imap':<34} {oe:8.2f} {oc:7.2f} {n / oe:8.0f} {om:6.0f} MB  {ours['stored']} reports of {ours['messages']} messages")
 print(f"{'parsedmarc 11.1.0 (IMAP)':<34} {pe:8.2f} {pc:7.2f} {n / pe:8.0f} {pm:6.0f} MB  {peer_reports} SMTP TLS reports in smtp_tls.json")
 print(f"ratio: {pe / oe:.1f}x parsedmarc's wall time, {pc / max(oc, 0.01):.1f}x its CPU")
+with open(os.environ["RESULTS"], "a") as out:
+    out.write(json.dumps({"bench": "imap", "what": f"report mails taken from a Dovecot mailbox over IMAPS and stored, {n} ({ours['stored']} stored; peer: {peer_reports})",
+                          "unit": "messages/s", "ours": round(n / oe), "peer": round(n / pe), "peer_name": "parsedmarc 11.1.0 (IMAP)",
+                          "ours_cpu_us": round(oc / n * 1e6), "peer_cpu_us": round(pc / n * 1e6), "ours_rss_mb": round(om, 1), "peer_rss_mb": round(pm, 1)}) + "\n")
 PY

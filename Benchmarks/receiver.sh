@@ -14,6 +14,7 @@ interop=${MTASTS_INTEROP:-../shared/interop}
 work=.build-bench/receiver
 rm -rf "$work" && mkdir -p "$work"
 source Benchmarks/peers.sh
+source Benchmarks/lib.sh
 need_parsedmarc
 swift build -c release --product mtasts >/dev/null
 bin=$(swift build -c release --show-bin-path)/mtasts
@@ -93,6 +94,19 @@ rate = lambda f: float(re.search(r"(\d+) (?:messages|reports)/s", open(f"{w}/{f}
 best_peer = max(rate("peer1"), rate("peer2"))
 print(f"ratio: ingest --maildir {rate('ours') / best_peer:.1f}x parsedmarc (best of n_procs 1, 2); POST {rate('post') / best_peer:.1f}x")
 PY
+[ -n "${SKIP_PEER:-}" ] || python3 - "$work" "$RESULTS" "$n" <<'PY'
+import json, re, sys
+w, n = sys.argv[1], sys.argv[3]
+text = lambda f: open(f"{w}/{f}").read()
+rate = lambda f: float(re.search(r"(\d+) (?:messages|reports)/s", text(f)).group(1))
+rss = lambda f: float(re.search(r"RSS ([\d.]+) MB", text(f)).group(1))
+best = "peer1" if rate("peer1") >= rate("peer2") else "peer2"
+with open(sys.argv[2], "a") as out:
+    for mine, what in (("ours", f"reports stored from a Maildir of {n} report mails (`reports ingest --maildir`)"),
+                       ("post", f"reports received by POST /tlsrpt and stored, {n} (curl, 8 connections)")):
+        out.write(json.dumps({"bench": "receiver", "what": what, "unit": "reports/s", "ours": rate(mine), "peer": rate(best),
+                              "peer_name": f"parsedmarc 11.1.0 from the Maildir, n_procs {best[-1]}", "ours_rss_mb": rss(mine), "peer_rss_mb": rss(best)}) + "\n")
+PY
 
 echo "-- 4. 1,000,000 failure-detail rows"
 db=$work/million.db
@@ -118,4 +132,6 @@ t1=$(secs)
 curl -s -o /dev/null "http://127.0.0.1:$port/api/summary?domain=d7.example"
 curl -s -o /dev/null "http://127.0.0.1:$port/api/readiness/d7.example?until=2026-10-30"
 python3 -c "print(f'serve /api/summary over 1M rows: {$t1-$t0:.2f} s; serve max RSS {$(rss_of $serve)/1024:.1f} MB')"
+record bench=receiver "what=GET /api/summary over 1,000,000 stored failure rows" unit=s better=lower \
+    ours="$(python3 -c "print(round($t1 - $t0, 3))")" ours_rss_mb="$(python3 -c "print(round($(rss_of $serve) / 1024, 1))")" "goal=serve under 128 MB"
 kill $serve

@@ -11,6 +11,7 @@ runs=${RUNS:-3}
 interop=${MTASTS_INTEROP:-../shared/interop}
 work=.build-bench
 mkdir -p "$work"
+source Benchmarks/lib.sh
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 if [ ! -x "$work/venv/bin/python" ] || ! "$work/venv/bin/python" -c 'import parsedmarc' 2>/dev/null; then
     python3 -m venv "$work/venv"
@@ -81,4 +82,16 @@ w = sys.argv[1]
 rate = lambda f: float(re.search(r"reports_per_s=(\d+)", open(f"{w}/{f}").read()).group(1))
 print(f"ratio, parse + JSON: {rate('ours-json') / rate('peer-json'):.1f}x parsedmarc 11.1.0")
 print(f"ratio, parse only:   {rate('ours-quiet') / rate('peer-quiet'):.1f}x parsedmarc 11.1.0")
+PY
+python3 - "$work" "$RESULTS" "$n" <<'PY'
+import json, re, sys
+w, n = sys.argv[1], sys.argv[3]
+field = lambda f, k: float(re.search(k + r"=([\d.]+)", open(f"{w}/{f}").read()).group(1))
+with open(sys.argv[2], "a") as out:
+    for kind, what, goal in (("json", "parse and write JSON (`report parse --json --jobs 2`; parsedmarc + json.dumps)", "≥ 20× the peer"),
+                             ("quiet", "parse only (`report parse --quiet --jobs 2`; parsedmarc)", "≥ 30× the peer")):
+        out.write(json.dumps({"bench": "report-parse", "what": f"{what}, {n} files", "unit": "reports/s",
+                              "ours": field(f"ours-{kind}", "reports_per_s"), "peer": field(f"peer-{kind}", "reports_per_s"), "peer_name": "parsedmarc 11.1.0",
+                              "ours_rss_mb": round(field(f"ours-{kind}", "max_rss_kb") / 1024, 1), "peer_rss_mb": round(field(f"peer-{kind}", "max_rss_kb") / 1024, 1),
+                              "goal": goal}) + "\n")
 PY

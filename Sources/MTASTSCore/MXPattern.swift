@@ -10,6 +10,9 @@ public struct MXPattern: Hashable, Sendable, CustomStringConvertible, Comparable
     public var description: String { text }
     public static func < (a: MXPattern, b: MXPattern) -> Bool { a.text < b.text }
 
+    /// A pattern already in normalised form (checked by the caller).
+    init(canonical text: String) { self.text = text }
+
     /// Validates a policy `mx` value strictly: `["*."] Domain` with Domain per RFC 5321 (LDH A-labels,
     /// no trailing dot).
     public init(strict value: String) throws(DomainName.Invalid) {

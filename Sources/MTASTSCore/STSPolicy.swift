@@ -52,6 +52,74 @@ public struct STSPolicy: Hashable, Sendable {
 
     public static func parse(_ text: String) -> ParseResult { parse(Array(text.utf8)) }
 
+    /// A policy in the form `render(lineEnding: "\n")` writes (what the policy cache stores):
+    /// `version`, `mode`, the `mx` lines in lower case, `max_age` within the limit, nothing else.
+    /// Read without the linter's work (no diagnostics, no strings per line); anything else, an
+    /// extension included, is nil and the caller parses it fully.
+    static func isCanonicalHost(_ name: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        var length = 0
+        var previous: UInt8 = 0x2E
+        for b in name {
+            if b == 0x2E {
+                guard length > 0, previous != 0x2D else { return false }
+                length = 0
+            } else {
+                guard (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D else { return false }
+                if length == 0, b == 0x2D { return false }
+                length += 1
+                guard length <= 63 else { return false }
+            }
+            previous = b
+        }
+        return length > 0 && previous != 0x2D
+    }
+
+    public static func parseCanonical(_ text: String) -> STSPolicy? {
+        var text = text
+        return text.withUTF8 { bytes -> STSPolicy? in
+            var i = 0
+            let n = bytes.count
+            func line(after prefix: StaticString) -> Range<Int>? {
+                let p = prefix.utf8Start
+                let m = prefix.utf8CodeUnitCount
+                guard n - i > m else { return nil }
+                for k in 0..<m where bytes[i + k] != p[k] { return nil }
+                let start = i + m
+                var end = start
+                while end < n, bytes[end] != 0x0A { end += 1 }
+                guard end < n, end > start else { return nil }
+                i = end + 1
+                return start..<end
+            }
+            guard let version = line(after: "version: "), version.count == 5,
+                  bytes[version.lowerBound] == UInt8(ascii: "S"), bytes[version.lowerBound + 4] == UInt8(ascii: "1"),
+                  bytes[version.lowerBound + 1] == UInt8(ascii: "T"), bytes[version.lowerBound + 2] == UInt8(ascii: "S"),
+                  bytes[version.lowerBound + 3] == UInt8(ascii: "v"),
+                  let modeRange = line(after: "mode: "),
+                  let mode = STSMode(rawValue: String(decoding: UnsafeBufferPointer(rebasing: bytes[modeRange]), as: UTF8.self)) else { return nil }
+            var mx: [MXPattern] = []
+            while let r = line(after: "mx: ") {
+                let value = UnsafeBufferPointer(rebasing: bytes[r])
+                var body = value[...]
+                if value.count > 2, value[0] == UInt8(ascii: "*"), value[1] == UInt8(ascii: ".") { body = value[2...] }
+                // Lower-case LDH labels of 1 to 63 octets, no '-' at either end: what
+                // `MXPattern(strict:)` keeps.
+                guard body.count <= 253, Self.isCanonicalHost(body) else { return nil }
+                let pattern = MXPattern(canonical: String(decoding: value, as: UTF8.self))
+                guard !mx.contains(pattern) else { return nil }
+                mx.append(pattern)
+            }
+            guard let age = line(after: "max_age: "), i == n, age.count <= 10 else { return nil }
+            var maxAge = 0
+            for k in age {
+                guard bytes[k] >= 0x30, bytes[k] <= 0x39 else { return nil }
+                maxAge = maxAge * 10 + Int(bytes[k] - 0x30)
+            }
+            guard maxAge <= maxAgeLimit, mode == .none || !mx.isEmpty else { return nil }
+            return STSPolicy(mode: mode, maxAge: maxAge, mx: mx)
+        }
+    }
+
     /// Parses a policy body (RFC 8461 §3.2 ABNF): LF or CRLF lines, `key:` then optional WSP then the
     /// value, trailing WSP allowed, no leading WSP, no empty lines, at most one final terminator; keys
     /// and fixed values case-sensitive; unknown keys ignored; for repeated keys other than `mx` the

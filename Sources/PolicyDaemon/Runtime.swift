@@ -88,20 +88,35 @@ public final class PolicyMapResponder: SocketmapResponder {
         let keyBytes = view[(space + 1)...]
         let name = String(decoding: view[view.startIndex..<space], as: UTF8.self)
         let key = String(decoding: keyBytes, as: UTF8.self)
-        let reply = resolver.cachedReply(key, zone: name, generation: generation.load(ordering: .relaxed)) { resolution in
-            guard !Self.needsMXHosts(resolution) else { return nil }
-            let reply = render(resolution, zone: name)
-            guard !reply.hasPrefix("TEMP") else { return nil }
-            var buffer = ByteBufferAllocator().buffer(capacity: reply.utf8.count + 8)
-            Netstring.write(reply, to: &buffer)
-            return buffer
-        }
+        let reply = resolver.cachedReply(key, zone: name, generation: generation.load(ordering: .relaxed)) { self.keptReply($0, zone: name) }
         if let reply { return .reply(reply) }
         // Lower-case letters, digits, '-', '_' and inner dots: the key is what normalising would
         // make of it, so the ordinary cache look-up would miss as well.
         let normalised = keyBytes.first != UInt8(ascii: ".") && keyBytes.last != UInt8(ascii: ".")
             && keyBytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }
         return normalised ? .notCached : .notHandled
+    }
+
+    /// The bytes kept with a cached entry for `zone`: nil for what must not be kept (a `TEMP`, a
+    /// wildcard policy whose MX hosts are not known yet).
+    func keptReply(_ resolution: Resolution, zone name: String) -> ByteBuffer? {
+        guard !Self.needsMXHosts(resolution) else { return nil }
+        let reply = render(resolution, zone: name)
+        guard !reply.hasPrefix("TEMP") else { return nil }
+        var buffer = ByteBufferAllocator().buffer(capacity: reply.utf8.count + 8)
+        Netstring.write(reply, to: &buffer)
+        return buffer
+    }
+
+    /// A normalised key the hot layer does not hold, read from the persistent cache by its
+    /// readers (`PolicyResolver.storedReply`): a policy fetched before a restart, by another
+    /// daemon sharing the store, or pushed out of the hot layer.
+    public func storedReply(payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer?>? {
+        let view = payload.readableBytesView
+        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return nil }
+        let name = String(decoding: view[view.startIndex..<space], as: UTF8.self)
+        let key = String(decoding: view[(space + 1)...], as: UTF8.self)
+        return resolver.storedReply(key, zone: name, generation: generation.load(ordering: .relaxed), on: loop) { self.keptReply($0, zone: name) }
     }
 
     public func immediateReply(to request: SocketmapRequest) -> String? {

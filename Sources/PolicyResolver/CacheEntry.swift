@@ -86,6 +86,13 @@ public protocol PolicyStore: Sendable {
     func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry]
     /// Drops entries unused since `unusedBefore` and negative entries expired at `time`; returns how many.
     func evict(unusedBefore: Double, at time: Double) throws(StorageErrorBox) -> Int
+    /// `load` may be called from several threads at once without waiting on the writer (SQLite:
+    /// a pool of reader connections): look-ups that miss the hot layer read it directly.
+    var concurrentReads: Bool { get }
+}
+
+extension PolicyStore {
+    public var concurrentReads: Bool { false }
 }
 
 /// A store's failure, for a `TEMP` reply and the log.

@@ -80,6 +80,17 @@ struct HotCache {
         if slots.count > capacity { evictLeastRecentlyUsed() }
     }
 
+    /// Puts `entry` unless the layer holds a newer one for its domain (fetched or checked later);
+    /// returns the entry now cached.
+    mutating func putUnlessNewer(_ entry: CacheEntry) -> CacheEntry {
+        if let current = slots[Key(entry.domain)]?.entry, current.fetchedAt > entry.fetchedAt
+            || (current.fetchedAt == entry.fetchedAt && current.checkedAt >= entry.checkedAt) {
+            return current
+        }
+        put(entry)
+        return entry
+    }
+
     mutating func remove(_ domain: String) { slots[Key(domain)] = nil }
 
     /// Keeps `reply` for `domain` under `key` if the entry it was rendered from is still the one
@@ -101,11 +112,17 @@ struct HotCache {
     /// policy out of memory (after which blocking its policy host would downgrade the domain).
     private mutating func evictLeastRecentlyUsed() {
         let drop = max(1, capacity / 10)
-        // Sorted as (negative, last use, key), never as whole entries.
-        let victims = slots.map { (negative: $0.value.entry.policy == nil, used: $0.value.entry.lastUsed, key: $0.key) }.sorted { a, b in
-            a.negative != b.negative ? a.negative : a.used < b.used
-        }.prefix(drop)
-        for v in victims { slots[v.key] = nil }
+        // One rank per entry (negative entries below every policy, then by last use), sorted as
+        // plain numbers: the cut-off below which the tenth to drop lies, without sorting (and
+        // retaining) the entries themselves.
+        func rank(_ slot: Slot) -> Double { slot.entry.policy == nil ? slot.entry.lastUsed - 1e15 : slot.entry.lastUsed }
+        var ranks = slots.values.map(rank)
+        ranks.sort()
+        let cutoff = ranks[min(drop, ranks.count) - 1]
+        var victims: [Key] = []
+        victims.reserveCapacity(drop)
+        for (key, slot) in slots where victims.count < drop && rank(slot) <= cutoff { victims.append(key) }
+        for key in victims { slots[key] = nil }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Atomics
 import Logging
 import ServerSupport
 import MailDNS
@@ -173,6 +174,47 @@ public final class PolicyResolver: Sendable {
               let rendered = render(resolution(from: entry, domain: name, source: .cache)) else { return nil }
         hot.withLockedValue { $0.keep(rendered, domain, zone: zone, generation: generation, renderedFrom: entry) }
         return rendered
+    }
+
+    /// The pool that reads the store for look-ups that miss the hot layer (made on first use).
+    static let storeReaders: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        return pool
+    }()
+
+    /// A look-up that missed the hot layer, read from the store by a pool of readers (an SQLite
+    /// store reads on connections of its own beside the writer): a policy still valid there goes
+    /// into the hot layer and its reply is rendered and kept, as on a hit; no task, no flight, no
+    /// parse of the request. Nil bytes: not stored, expired, not to be kept (`render` said nil),
+    /// or the read failed or took longer than the store's time limit: the caller takes the
+    /// ordinary path (`resolve`), which fetches. Nil when the store has no concurrent readers or
+    /// is failing.
+    public func storedReply(_ domain: String, zone: String, generation: Int, on loop: any EventLoop,
+                            render: @escaping @Sendable (Resolution) -> ByteBuffer?) -> EventLoopFuture<ByteBuffer?>? {
+        guard let store, store.concurrentReads, storeUp else { return nil }
+        let promise = loop.makePromise(of: ByteBuffer?.self)
+        let done = ManagedAtomic(false)
+        let finish: @Sendable (ByteBuffer?) -> Void = { bytes in
+            if done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged { promise.succeed(bytes) }
+        }
+        let timer = loop.scheduleTask(in: .nanoseconds(Int64(settings.storeTimeout * 1e9))) { finish(nil) }
+        Self.storeReaders.submit { state in
+            defer { timer.cancel() }
+            guard case .active = state, let stored = try? store.load(domain), let name = try? DomainName(domain) else { return finish(nil) }
+            let now = self.clock.now()
+            guard stored.isValid(at: now) else { return finish(nil) }
+            // A newer entry that reached the hot layer meanwhile (a fetch) is the one used.
+            let entry = self.hot.withLockedValue { $0.putUnlessNewer(stored) }
+            self.metrics.lookups.increment()
+            self.metrics.misses.increment()
+            self.metrics.storeHits.increment()
+            if !entry.isNegative, now - entry.checkedAt >= self.settings.recheckAfter { self.refreshInBackground(name) }
+            guard let bytes = render(self.resolution(from: entry, domain: name, source: .cache)) else { return finish(nil) }
+            self.hot.withLockedValue { $0.keep(bytes, domain, zone: zone, generation: generation, renderedFrom: entry) }
+            finish(bytes)
+        }
+        return promise.futureResult
     }
 
     /// A cached policy with a wildcard `mx` whose MX hosts were never looked up (an entry written

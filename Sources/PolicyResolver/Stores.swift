@@ -1,5 +1,6 @@
 import Foundation
 import MTASTSCore
+import NIOConcurrencyHelpers
 import Storage
 
 /// The columns both SQL stores keep, in this order.
@@ -17,7 +18,8 @@ private func entry(_ r: [SQLValue]) -> CacheEntry? {
     // A stored policy is parsed again; one that no longer parses is dropped (as if never cached).
     var policy: STSPolicy?
     if let text = r[1].string {
-        guard let parsed = STSPolicy.parse(text).policy else { return nil }
+        // What this cache wrote is read without the linter's work; anything else is parsed fully.
+        guard let parsed = STSPolicy.parseCanonical(text) ?? STSPolicy.parse(text).policy else { return nil }
         policy = parsed
     }
     return CacheEntry(domain: domain, policy: policy, stsID: r[2].string, fetchedAt: r[3].double ?? 0, expiresAt: r[4].double ?? 0,
@@ -77,6 +79,9 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         do { return try db.query(sql, parameters) } catch { throw StorageErrorBox(error.description) }
     }
 
+    /// PostgreSQL: one connection, calls in turn (see `SQLitePolicyStore`).
+    public var concurrentReads: Bool { false }
+
     public func load(_ domain: String) throws(StorageErrorBox) -> CacheEntry? {
         try query("SELECT \(columns) FROM sts_policy_cache WHERE domain = ?", [.text(domain)]).first.flatMap(entry)
     }
@@ -121,10 +126,34 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
 /// The policy cache in an SQLite file (the default): survives restarts; WAL, so `mtasts query`
 /// reads it while the daemon writes.
 public final class SQLitePolicyStore: SQLPolicyStore, @unchecked Sendable {
+    let path: String
+    /// Reader connections not in use: `load` takes one (opening another when none is free, up to
+    /// `maxReaders`; past that it reads on the writer's connection), so reads run side by side
+    /// with each other and with the writer (WAL).
+    private let idleReaders = NIOLockedValueBox<(idle: [SQLiteDatabase], open: Int)>(([], 0))
+    static let maxReaders = 8
+
     public init(path: String) throws(StorageErrorBox) {
+        self.path = path
         let db: SQLDatabase
         do { db = try SQLDatabase(sqlite: path) } catch { throw StorageErrorBox(error.description) }
         try super.init(db: db)
+    }
+
+    public override var concurrentReads: Bool { true }
+
+    public override func load(_ domain: String) throws(StorageErrorBox) -> CacheEntry? {
+        let reader: SQLiteDatabase? = idleReaders.withLockedValue { pool in
+            if let r = pool.idle.popLast() { return r }
+            guard pool.open < Self.maxReaders, let r = try? SQLiteDatabase(path: path) else { return nil }
+            pool.open += 1
+            return r
+        }
+        guard let reader else { return try super.load(domain) }
+        defer { idleReaders.withLockedValue { $0.idle.append(reader) } }
+        do {
+            return try reader.query("SELECT \(columns) FROM sts_policy_cache WHERE domain = ?", [.text(domain)]).first.flatMap(entry)
+        } catch { throw StorageErrorBox(error.description) }
     }
 }
 

@@ -22,12 +22,17 @@ public protocol SocketmapResponder: Sendable {
     /// The reply for a request payload (`name key` bytes) answered from memory without parsing
     /// it into strings: the hit path.
     func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer
+    /// For a `.notCached` key: the reply read from the persistent cache by a pool of readers,
+    /// completed on `loop` (nil bytes: not there, or not usable as it is; the request then takes
+    /// `reply(to:)`). Nil when there is no such store: `reply(to:)` at once.
+    func storedReply(payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer?>?
     func immediateReply(to request: SocketmapRequest) -> String?
     func reply(to request: SocketmapRequest) async -> String
 }
 
 extension SocketmapResponder {
     public func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer { .notHandled }
+    public func storedReply(payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer?>? { nil }
 }
 
 /// The Postfix socketmap server (socketmap_table(5)): netstring requests on persistent
@@ -150,8 +155,8 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     let responder: any SocketmapResponder
     let replyTimeout: TimeAmount
     let latency: LatencyHistogram?
-    /// Replies owed, oldest first; nil while a reply is being worked out.
-    var queue = CircularBuffer<String?>()
+    /// Replies owed (netstrings), oldest first; nil while a reply is being worked out.
+    var queue = CircularBuffer<ByteBuffer?>()
     /// The sequence number of `queue.first`.
     var head = 0
     var closeAfterDrain = false
@@ -185,6 +190,25 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
         }
+        if case .notCached = cached, let stored = responder.storedReply(payload: payload, on: context.eventLoop) {
+            // Read from the persistent cache by its readers; what they cannot answer takes the
+            // ordinary path (below) from the same place in the queue.
+            let sequence = head + queue.count
+            queue.append(nil)
+            updateReading(context)
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let latency = self.latency
+            stored.whenComplete { result in
+                let handler = bound.value
+                if case .success(let bytes?) = result {
+                    latency?.observe(NIODeadline.now() - start)
+                    handler.fill(sequence, bytes)
+                } else if let context = handler.context {
+                    handler.answer(payload, sequence: sequence, start: start, context: context)
+                }
+            }
+            return
+        }
         guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
             enqueueReady(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context: context)
             return
@@ -198,7 +222,24 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         let sequence = head + queue.count
         queue.append(nil)
         updateReading(context)
+        answer(request, sequence: sequence, start: start, context: context)
+    }
+
+    /// The ordinary path for a request whose place in the queue is `sequence` (a payload the
+    /// stored-reply readers could not answer is parsed here).
+    func answer(_ payload: ByteBuffer, sequence: Int, start: NIODeadline, context: ChannelHandlerContext) {
+        guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
+            fill(sequence, Self.netstring(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context.channel.allocator))
+            return
+        }
+        answer(request, sequence: sequence, start: start, context: context)
+    }
+
+    /// Works out the reply for `request` off the event loop; `fill` puts it in its place. A reply
+    /// not ready within the time-out is `TEMP`.
+    func answer(_ request: SocketmapRequest, sequence: Int, start: NIODeadline, context: ChannelHandlerContext) {
         let loop = context.eventLoop
+        let allocator = context.channel.allocator
         let bound = NIOLoopBound(self, eventLoop: loop)
         let responder = self.responder
         let timeout = replyTimeout
@@ -207,7 +248,8 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         let deliver: @Sendable (String) -> Void = { reply in
             guard once.withLockedValue({ done in defer { done = true }; return !done }) else { return }
             latency?.observe(NIODeadline.now() - start)
-            loop.execute { bound.value.fill(sequence, reply) }
+            let bytes = Self.netstring(reply, allocator)
+            loop.execute { bound.value.fill(sequence, bytes) }
         }
         let timer = loop.scheduleTask(in: timeout) {
             deliver(SocketmapReply.temporary("no answer within \(timeout.nanoseconds / 1_000_000_000) s"))
@@ -217,6 +259,12 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
             timer.cancel()
             deliver(reply)
         }
+    }
+
+    static func netstring(_ reply: String, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: reply.utf8.count + 8)
+        Netstring.write(reply, to: &buffer)
+        return buffer
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -252,7 +300,7 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         if queue.isEmpty {
             write(reply, context: context)
         } else {
-            queue.append(reply)
+            queue.append(Self.netstring(reply, context.channel.allocator))
             updateReading(context)
         }
     }
@@ -277,14 +325,15 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    func fill(_ sequence: Int, _ reply: String) {
+    func fill(_ sequence: Int, _ reply: ByteBuffer) {
         let index = sequence - head
         guard let context, index >= 0, index < queue.count else { return }
         queue[queue.index(queue.startIndex, offsetBy: index)] = reply
         while let first = queue.first, let ready = first {
             queue.removeFirst()
             head += 1
-            write(ready, context: context)
+            context.write(wrapOutboundOut(ready), promise: nil)
+            pendingFlush = true
         }
         if closeAfterDrain, queue.isEmpty {
             finish()
@@ -296,9 +345,7 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func write(_ reply: String, context: ChannelHandlerContext) {
-        var buffer = context.channel.allocator.buffer(capacity: reply.utf8.count + 8)
-        Netstring.write(reply, to: &buffer)
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        context.write(wrapOutboundOut(Self.netstring(reply, context.channel.allocator)), promise: nil)
         pendingFlush = true
     }
 
