@@ -226,6 +226,8 @@ let package = Package(
         .testTarget(name: "PolicyDaemonTests", dependencies: [
             "PolicyDaemon", "PolicyResolver", "MTASTSConfig", "MTASTSCore", "TLSRPTSender", "Socketmap", "MTASTSNet",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // In-process tests of each library (no child process; real files and SQLite, openssl for keys).
         .testTarget(name: "ServerSupportTests", dependencies: [

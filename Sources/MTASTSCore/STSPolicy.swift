@@ -79,6 +79,7 @@ public struct STSPolicy: Hashable, Sendable {
         return text.withUTF8 { bytes -> STSPolicy? in
             var i = 0
             let n = bytes.count
+            guard n <= maxBodySize else { return nil }
             func line(after prefix: StaticString) -> Range<Int>? {
                 let p = prefix.utf8Start
                 let m = prefix.utf8CodeUnitCount

@@ -6,15 +6,43 @@ import NIOConcurrencyHelpers
 
 /// The in-memory layer: entries by domain with a coarse last-use time; past its capacity the
 /// least recently used tenth leaves at once (amortised, no per-hit bookkeeping beyond a store).
-/// Each entry keeps the replies rendered from it (by the caller's key: the zone and the
-/// configuration's generation), so a cached look-up writes bytes made once; replacing the entry
-/// drops them.
-struct HotCache {
-    /// An entry and its rendered replies (by zone, with the configuration generation they were
-    /// rendered under).
-    struct Slot {
-        var entry: CacheEntry
-        var replies: [String: (generation: Int, bytes: ByteBuffer)] = [:]
+/// An entry is kept compact: the times the hit path and refresh look at, the rest of the entry
+/// packed into one byte array (`PackedEntry`; decoded only when a caller needs the whole entry),
+/// and the reply rendered from it (by the caller's key: the zone and the configuration's
+/// generation), so a cached look-up writes bytes made once; replacing the entry drops them.
+/// Its slots are classes, reached only through the resolver's lock and never handed out (callers
+/// get decoded entries and copied bytes): hence `@unchecked Sendable`.
+struct HotCache: @unchecked Sendable {
+    /// One cached domain (a class: the table holds a reference, not the fields).
+    final class Slot {
+        let packed: [UInt8]
+        let fetchedAt: Double
+        let expiresAt: Double
+        let checkedAt: Double
+        var lastUsed: Double
+        let negative: Bool
+        /// The reply rendered for one zone under one configuration generation (one zone at a
+        /// time: a daemon answers one socketmap name in almost every set-up).
+        var reply: (zone: String, generation: Int, bytes: [UInt8])?
+
+        init(_ entry: CacheEntry) {
+            packed = PackedEntry.pack(entry)
+            fetchedAt = entry.fetchedAt
+            expiresAt = entry.expiresAt
+            checkedAt = entry.checkedAt
+            lastUsed = entry.lastUsed
+            negative = entry.policy == nil
+        }
+
+        func entry(_ domain: String) -> CacheEntry? {
+            PackedEntry.unpack(packed, domain: domain, fetchedAt: fetchedAt, expiresAt: expiresAt, checkedAt: checkedAt, lastUsed: lastUsed)
+        }
+
+        /// Is this the slot `entry` would make (the reply rendered from `entry` may be kept)?
+        func holds(_ entry: CacheEntry) -> Bool {
+            entry.fetchedAt == fetchedAt && entry.expiresAt == expiresAt && entry.checkedAt == checkedAt
+                && (entry.policy == nil) == negative && PackedEntry.pack(entry) == packed
+        }
     }
 
     /// A domain with its hash worked out once: a probe of the table compares the hashes before
@@ -50,42 +78,41 @@ struct HotCache {
 
     var count: Int { slots.count }
 
-    func peek(_ domain: String) -> CacheEntry? { slots[Key(domain)]?.entry }
+    func peek(_ domain: String) -> CacheEntry? { slots[Key(domain)]?.entry(domain) }
 
     mutating func use(_ domain: String, at now: Double) -> CacheEntry? {
-        guard let index = slots.index(forKey: Key(domain)) else { return nil }
-        markUsed(index, domain, at: now)
-        return slots.values[index].entry
+        guard let slot = slots[Key(domain)] else { return nil }
+        markUsed(slot, domain, at: now)
+        return slot.entry(domain)
     }
 
     /// A use, written coarsely: once per entry per minute at most.
-    private mutating func markUsed(_ index: Dictionary<Key, Slot>.Index, _ domain: String, at now: Double) {
-        guard now - slots.values[index].entry.lastUsed >= 60 else { return }
-        slots.values[index].entry.lastUsed = now
+    private mutating func markUsed(_ slot: Slot, _ domain: String, at now: Double) {
+        guard now - slot.lastUsed >= 60 else { return }
+        slot.lastUsed = now
         used.insert(domain)
     }
 
-    /// One hash look-up, no copy of the entry: the socketmap hit path.
+    /// One hash look-up, no decoding of the entry: the socketmap hit path.
     mutating func hit(_ domain: String, zone: String, generation: Int, at now: Double) -> Hit? {
-        guard let index = slots.index(forKey: Key(domain)) else { return nil }
-        markUsed(index, domain, at: now)
-        // Field by field (borrowed, not a copy of the entry and its policy).
-        let kept = slots.values[index].replies[zone]
-        return Hit(expiresAt: slots.values[index].entry.expiresAt, checkedAt: slots.values[index].entry.checkedAt,
-                   negative: slots.values[index].entry.policy == nil, reply: kept?.generation == generation ? kept?.bytes : nil)
+        guard let slot = slots[Key(domain)] else { return nil }
+        markUsed(slot, domain, at: now)
+        var reply: ByteBuffer?
+        if let kept = slot.reply, kept.generation == generation, kept.zone == zone { reply = ByteBuffer(bytes: kept.bytes) }
+        return Hit(expiresAt: slot.expiresAt, checkedAt: slot.checkedAt, negative: slot.negative, reply: reply)
     }
 
     mutating func put(_ entry: CacheEntry) {
-        slots[Key(entry.domain)] = Slot(entry: entry)
+        slots[Key(entry.domain)] = Slot(entry)
         if slots.count > capacity { evictLeastRecentlyUsed() }
     }
 
     /// Puts `entry` unless the layer holds a newer one for its domain (fetched or checked later);
     /// returns the entry now cached.
     mutating func putUnlessNewer(_ entry: CacheEntry) -> CacheEntry {
-        if let current = slots[Key(entry.domain)]?.entry, current.fetchedAt > entry.fetchedAt
-            || (current.fetchedAt == entry.fetchedAt && current.checkedAt >= entry.checkedAt) {
-            return current
+        if let current = slots[Key(entry.domain)], current.fetchedAt > entry.fetchedAt
+            || (current.fetchedAt == entry.fetchedAt && current.checkedAt >= entry.checkedAt), let decoded = current.entry(entry.domain) {
+            return decoded
         }
         put(entry)
         return entry
@@ -93,14 +120,27 @@ struct HotCache {
 
     mutating func remove(_ domain: String) { slots[Key(domain)] = nil }
 
-    /// Keeps `reply` for `domain` under `key` if the entry it was rendered from is still the one
+    /// Keeps `reply` for `domain` under `zone` if the entry it was rendered from is still the one
     /// cached (a reply is never kept beside a newer entry).
     mutating func keep(_ reply: ByteBuffer, _ domain: String, zone: String, generation: Int, renderedFrom entry: CacheEntry) {
-        guard let index = slots.index(forKey: Key(domain)), slots.values[index].entry == entry else { return }
-        slots.values[index].replies[zone] = (generation, reply)
+        guard let slot = slots[Key(domain)], slot.holds(entry) else { return }
+        slot.reply = (zone, generation, Array(reply.readableBytesView))
     }
 
-    func all() -> [CacheEntry] { slots.values.map(\.entry) }
+    func all() -> [CacheEntry] { slots.compactMap { $0.value.entry($0.key.text) } }
+
+    /// The entries whose times pass `filter` (fetched, expires, checked, last used, negative),
+    /// decoded; the others are not.
+    func entries(where filter: (_ fetchedAt: Double, _ expiresAt: Double, _ checkedAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [CacheEntry] {
+        slots.compactMap { key, slot in
+            filter(slot.fetchedAt, slot.expiresAt, slot.checkedAt, slot.lastUsed, slot.negative) ? slot.entry(key.text) : nil
+        }
+    }
+
+    /// The domains whose times pass `filter`.
+    func domains(where filter: (_ expiresAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [String] {
+        slots.compactMap { key, slot in filter(slot.expiresAt, slot.lastUsed, slot.negative) ? key.text : nil }
+    }
 
     mutating func takeUsed() -> [String] {
         defer { used.removeAll(keepingCapacity: true) }
@@ -115,7 +155,7 @@ struct HotCache {
         // One rank per entry (negative entries below every policy, then by last use), sorted as
         // plain numbers: the cut-off below which the tenth to drop lies, without sorting (and
         // retaining) the entries themselves.
-        func rank(_ slot: Slot) -> Double { slot.entry.policy == nil ? slot.entry.lastUsed - 1e15 : slot.entry.lastUsed }
+        func rank(_ slot: Slot) -> Double { slot.negative ? slot.lastUsed - 1e15 : slot.lastUsed }
         var ranks = slots.values.map(rank)
         ranks.sort()
         let cutoff = ranks[min(drop, ranks.count) - 1]
@@ -123,6 +163,74 @@ struct HotCache {
         victims.reserveCapacity(drop)
         for (key, slot) in slots where victims.count < drop && rank(slot) <= cutoff { victims.append(key) }
         for key in victims { slots[key] = nil }
+    }
+}
+
+/// A cache entry without its domain and times, in one byte array: flags, the DANE state, then
+/// the optional fields as length-prefixed UTF-8 (the policy in its canonical text, read back by
+/// `STSPolicy.parseCanonical`), the failure time as its bit pattern.
+enum PackedEntry {
+    static func pack(_ e: CacheEntry) -> [UInt8] {
+        var out: [UInt8] = []
+        let policy = e.policy?.render(lineEnding: "\n")
+        let hosts = e.mxHosts?.joined(separator: " ")
+        var flags: UInt8 = 0
+        for (bit, present) in [policy != nil, e.stsID != nil, e.failedID != nil, e.failedAt != nil, e.failure != nil, e.reason != nil, hosts != nil].enumerated() where present {
+            flags |= 1 << UInt8(bit)
+        }
+        out.reserveCapacity(2 + (policy?.utf8.count ?? 0) + (e.stsID?.utf8.count ?? 0) + (hosts?.utf8.count ?? 0) + 32)
+        out.append(flags)
+        out.append(UInt8(e.dane.rawValue))
+        func string(_ s: String?) {
+            guard let s else { return }
+            let count = UInt32(s.utf8.count)
+            withUnsafeBytes(of: count.littleEndian) { out.append(contentsOf: $0) }
+            out.append(contentsOf: s.utf8)
+        }
+        string(policy)
+        string(e.stsID)
+        string(e.failedID)
+        if let failedAt = e.failedAt { withUnsafeBytes(of: failedAt.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+        string(e.failure?.rawValue)
+        string(e.reason)
+        string(hosts)
+        return out
+    }
+
+    static func unpack(_ bytes: [UInt8], domain: String, fetchedAt: Double, expiresAt: Double, checkedAt: Double, lastUsed: Double) -> CacheEntry? {
+        guard bytes.count >= 2 else { return nil }
+        let flags = bytes[0]
+        var i = 2
+        func has(_ bit: Int) -> Bool { flags & (1 << UInt8(bit)) != 0 }
+        func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
+            guard bytes.count - i >= MemoryLayout<T>.size else { return nil }
+            var value: T = 0
+            for k in 0..<MemoryLayout<T>.size { value |= T(bytes[i + k]) << (8 * k) }
+            i += MemoryLayout<T>.size
+            return value
+        }
+        func string(_ bit: Int) -> String?? {
+            guard has(bit) else { return .some(nil) }
+            guard let count = integer(UInt32.self), bytes.count - i >= Int(count) else { return nil }
+            defer { i += Int(count) }
+            return String(decoding: bytes[i..<(i + Int(count))], as: UTF8.self)
+        }
+        guard let policyText = string(0), let stsID = string(1), let failedID = string(2) else { return nil }
+        var failedAt: Double?
+        if has(3) {
+            guard let bits = integer(UInt64.self) else { return nil }
+            failedAt = Double(bitPattern: bits)
+        }
+        guard let failure = string(4), let reason = string(5), let hosts = string(6) else { return nil }
+        var policy: STSPolicy?
+        if let policyText {
+            guard let parsed = STSPolicy.parseCanonical(policyText) ?? STSPolicy.parse(policyText).policy else { return nil }
+            policy = parsed
+        }
+        return CacheEntry(domain: domain, policy: policy, stsID: stsID, fetchedAt: fetchedAt, expiresAt: expiresAt, checkedAt: checkedAt,
+                          failedID: failedID, failedAt: failedAt, failure: failure.map(ResultType.init), reason: reason,
+                          dane: DANEState(rawValue: Int(bytes[1])) ?? .none,
+                          mxHosts: hosts.map { $0.isEmpty ? [] : $0.split(separator: " ").map(String.init) }, lastUsed: lastUsed)
     }
 }
 

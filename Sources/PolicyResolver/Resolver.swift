@@ -632,14 +632,17 @@ public final class PolicyResolver: Sendable {
         let now = clock.now()
         let unusedBefore = now - settings.evictAfter
         // Candidates: from the store (a query, not the whole table) or the hot layer.
-        let snapshot = hot.withLockedValue { $0.all() }
-        var candidates = snapshot.filter { $0.policy != nil && $0.isValid(at: now) && now >= $0.fetchedAt + ($0.expiresAt - $0.fetchedAt) / 2 }
+        // Only the entries whose times call for it are decoded.
+        var candidates = hot.withLockedValue {
+            $0.entries { fetched, expires, _, _, negative in !negative && now < expires && now >= fetched + (expires - fetched) / 2 }
+        }
         if let guarded, case .success(let stored) = await guarded.call({ try $0.refreshCandidates(at: now) }) {
             var byDomain = Dictionary(candidates.map { ($0.domain, $0) }, uniquingKeysWith: { a, _ in a })
             for e in stored where byDomain[e.domain].map({ e.fetchedAt > $0.fetchedAt }) ?? true { byDomain[e.domain] = e }
             candidates = Array(byDomain.values)
         }
-        let evict = snapshot.filter { now - $0.lastUsed > settings.evictAfter || ($0.isNegative && !$0.isValid(at: now)) }.map(\.domain)
+        let evictAfter = settings.evictAfter
+        let evict = hot.withLockedValue { $0.domains { expires, lastUsed, negative in now - lastUsed > evictAfter || (negative && !(now < expires)) } }
         var evicted = evict.count
         if !evict.isEmpty { hot.withLockedValue { cache in evict.forEach { cache.remove($0) } } }
         if let guarded, case .success(let n) = await guarded.call({ try $0.evict(unusedBefore: unusedBefore, at: now) }) { evicted = max(evicted, n) }

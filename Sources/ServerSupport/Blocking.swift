@@ -73,32 +73,59 @@ public struct UncheckedSendable<T>: @unchecked Sendable {
 
 /// CPU-bound work over many inputs (files to parse) on `jobs` threads, in batches: each batch's
 /// results reach `each` in input order when the batch is done, so output streams and memory is
-/// bounded by one batch.
+/// bounded by two batches. The workers take inputs one at a time from a shared counter (a slow
+/// input holds up no other), and `each` runs on the caller's thread while the workers go on with
+/// the next batch; then the caller takes inputs as well.
 public enum ParallelBatches {
     public static func map<Input, Output>(_ inputs: [Input], jobs: Int, batchSize: Int? = nil,
                                           transform: @escaping (Input) -> Output, each: ([Output]) -> Void) {
-        let size = batchSize ?? max(64, jobs * 64)
+        let size = batchSize ?? max(64, jobs * 256)
+        if jobs <= 1 || inputs.count <= 1 {
+            var start = 0
+            while start < inputs.count {
+                let end = min(inputs.count, start + size)
+                each(inputs[start..<end].map(transform))
+                start = end
+            }
+            return
+        }
+        let work = UncheckedSendable((inputs, transform))
+        var ready: [Output]?
         var start = 0
         while start < inputs.count {
-            let batch = Array(inputs[start..<min(inputs.count, start + size)])
-            start += batch.count
-            if jobs <= 1 || batch.count == 1 {
-                each(batch.map(transform))
-                continue
-            }
-            var outputs = [Output?](repeating: nil, count: batch.count)
-            let workers = min(jobs, batch.count)
-            let work = UncheckedSendable((batch, transform))
-            outputs.withUnsafeMutableBufferPointer { slots in
-                // Each worker writes only its own slots (i ≡ worker mod workers).
-                let base = UncheckedSendable(slots.baseAddress!)
-                DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                    for i in stride(from: worker, to: work.value.0.count, by: workers) {
-                        (base.value + i).pointee = work.value.1(work.value.0[i])
-                    }
+            let range = start..<min(inputs.count, start + size)
+            start = range.upperBound
+            let batch = Batch<Output>(count: range.count)
+            let group = DispatchGroup()
+            let take: @Sendable () -> Void = {
+                while case let i = batch.next.wrappingIncrementThenLoad(ordering: .relaxed) - 1, i < range.count {
+                    batch.slots[i] = work.value.1(work.value.0[range.lowerBound + i])
                 }
             }
-            each(outputs.map { $0! })
+            // jobs - 1 workers, and the caller: it writes the previous batch, then takes inputs
+            // too (the caller may itself hold one of the dispatch pool's threads, e.g. an async
+            // command's: waiting idle there would leave one thread for all the work).
+            for _ in 1..<min(jobs, range.count) { DispatchQueue.global().async(group: group, execute: take) }
+            if let ready { each(ready) }
+            take()
+            group.wait()
+            ready = batch.slots.map { $0! }
+        }
+        if let ready { each(ready) }
+    }
+
+    /// One batch's results: each slot is written by the one worker that took its index, and read
+    /// after every worker is done (the group's wait orders the two).
+    private final class Batch<Output>: @unchecked Sendable {
+        let next = ManagedAtomic(0)
+        var slots: UnsafeMutableBufferPointer<Output?>
+        init(count: Int) {
+            slots = .allocate(capacity: count)
+            slots.initialize(repeating: nil)
+        }
+        deinit {
+            slots.deinitialize()
+            slots.deallocate()
         }
     }
 }

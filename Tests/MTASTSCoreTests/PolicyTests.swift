@@ -26,6 +26,32 @@ import Testing
         }
     }
 
+    @Test("the cache's canonical reading agrees with the full parser: the same policy for what render(\\n) writes, nil or the same for anything else")
+    func canonicalReading() throws {
+        for v in try loadVectors("policies.json") {
+            let input = try #require(v["input"] as? String)
+            let full = STSPolicy.parse(input).policy
+            if let fast = STSPolicy.parseCanonical(input) {
+                #expect(fast == full, "\(input.debugDescription)")
+            }
+            if let full, full.extensions.isEmpty {
+                #expect(STSPolicy.parseCanonical(full.render(lineEnding: "\n")) == full, "\(input.debugDescription)")
+            }
+        }
+        let head = "version: STSv1\nmode: enforce\n"
+        for mx in ["MX.example.com", "-mx.example.com", "mx-.example.com", "mx..example.com", ".example.com", "example.com.",
+                   String(repeating: "a", count: 64) + ".example", "*.", "a.*.example", "mx_1.example", "mx.example.com "] {
+            #expect(STSPolicy.parseCanonical(head + "mx: \(mx)\nmax_age: 86400\n") == nil, "\(mx)")
+        }
+        for text in [head + "mx: a.example\nmax_age: 86400", head + "mx: a.example\nmx: a.example\nmax_age: 86400\n",
+                     head + "max_age: 86400\n", head + "mx: a.example\nmax_age: 31557601\n", head + "mx: a.example\nmax_age: 86400\nfoo: bar\n",
+                     "version: STSv1\r\nmode: enforce\r\nmx: a.example\r\nmax_age: 86400\r\n", "mode: enforce\nversion: STSv1\nmx: a.example\nmax_age: 1\n"] {
+            #expect(STSPolicy.parseCanonical(text) == nil, "\(text.debugDescription)")
+        }
+        #expect(STSPolicy.parseCanonical("version: STSv1\nmode: none\nmax_age: 86400\n")?.mode == STSMode.none)
+        #expect(STSPolicy.parseCanonical(head + "mx: *.b-1.example\nmx: " + String(repeating: "a", count: 63) + ".example\nmax_age: 0\n")?.mx.count == 2)
+    }
+
     @Test func errorsCarryLineNumbers() {
         let result = STSPolicy.parse("version: STSv1\nmode: enforce\nmx: bad_host.example\nmax_age: 86400\n")
         let error = result.diagnostics.errors.first

@@ -5,8 +5,10 @@ import MTASTSCore
 @testable import PolicyDaemon
 @testable import PolicyResolver
 import NIOCore
+import NIOEmbedded
+import NIOPosix
 import ServiceLifecycle
-import Socketmap
+@testable import Socketmap
 import Testing
 import TLSRPTSender
 
@@ -299,5 +301,70 @@ import TLSRPTSender
         responder.update(config)
         #expect(Self.text(responder.cachedReply(payload: Self.payload("postfix example.com"))) == "50:OK secure match=mx.example.com servername=hostname,")
         #expect(resolver.metrics.hits.count >= 5)
+    }
+}
+
+/// Look-ups that miss the hot layer, read from the SQLite cache by its readers (issue
+/// "Performance…", item 3): through the socketmap handler, in order with the ordinary path.
+@Suite struct StoredReplyTests {
+    @Test("a policy only in the SQLite cache is answered by the readers without DNS, kept hot, and replies stay in request order")
+    func storedPolicyWithoutDNS() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stored-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // DNS goes nowhere (a closed port): a look-up that reached it could not answer OK.
+        let config = try DaemonConfig.parse("cache:\n  type: sqlite\n  options:\n    filename: \(dir)/cache.db\ndns_server: 127.0.0.1:9\ndns_timeout: 1\n", file: "d.yml")
+        let now = 1_800_000_000.0
+        let policy = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n").policy)
+        do {
+            let store = try #require(try DaemonRuntime.makeStore(config))
+            try store.save(CacheEntry(domain: "example.com", policy: policy, stsID: "1", fetchedAt: now, expiresAt: now + 86_400, checkedAt: now, lastUsed: now))
+            for expired in ["old.example", "gone.example"] {
+                try store.save(CacheEntry(domain: expired, policy: policy, stsID: "1", fetchedAt: now - 90_000, expiresAt: now - 3_600, checkedAt: now - 90_000, lastUsed: now))
+            }
+        }
+        // A new daemon on the same file: nothing in its hot layer.
+        let store = try DaemonRuntime.makeStore(config)
+        let resolver = try DaemonRuntime.makeResolver(config, store: store, clock: ManualClock(now))
+        let responder = PolicyMapResponder(resolver: resolver, config: config)
+        #expect(resolver.hotCount == 0)
+        let channel = NIOAsyncTestingChannel()
+        try await channel.testingEventLoop.submit {
+            try channel.pipeline.syncOperations.addHandler(SocketmapHandler(responder: responder, replyTimeout: .seconds(30), latency: nil))
+        }.get()
+        // The stored policy first (the readers), then an expired one (the ordinary path, which
+        // asks DNS and cannot answer OK), pipelined: the replies come back in that order.
+        try await channel.writeInbound(ByteBuffer(string: "postfix example.com"))
+        try await channel.writeInbound(ByteBuffer(string: "postfix old.example"))
+        var replies: [String] = []
+        for _ in 0..<1_000 where replies.count < 2 {
+            try await Task.sleep(for: .milliseconds(10))
+            await channel.testingEventLoop.run()
+            while let reply = try await channel.readOutbound(as: ByteBuffer.self) { replies.append(String(buffer: reply)) }
+        }
+        #expect(replies.first == "50:OK secure match=mx.example.com servername=hostname,")
+        #expect(replies.count == 2 && !(replies.last ?? "").contains("OK secure"), "\(replies)")
+        #expect(resolver.metrics.storeHits.count == 1)
+        #expect(resolver.hotCount >= 1)
+        // Now a hit in memory: the same bytes, no store read.
+        if case .reply(let bytes) = responder.cachedReply(payload: ByteBuffer(string: "postfix example.com")) {
+            #expect(String(buffer: bytes) == replies.first)
+        } else {
+            Issue.record("example.com is not in the hot layer after the stored reply")
+        }
+        #expect(resolver.metrics.storeHits.count == 1)
+        _ = try? await channel.finish()
+
+        // The readers directly: a fresh daemon answers from the file; an expired or absent domain
+        // is nil (the ordinary path fetches it); a memory-only cache has no readers.
+        let fresh = try DaemonRuntime.makeResolver(config, store: try DaemonRuntime.makeStore(config), clock: ManualClock(now))
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        let render: @Sendable (Resolution) -> ByteBuffer? = { ByteBuffer(string: PolicyMapResponder.render($0, zone: "postfix", in: config)) }
+        let stored = try await #require(fresh.storedReply("example.com", zone: "postfix", generation: 0, on: loop, render: render)).get()
+        #expect(stored.map { String(buffer: $0) } == "OK secure match=mx.example.com servername=hostname")
+        #expect(fresh.hotCount == 1 && fresh.metrics.storeHits.count == 1 && fresh.metrics.dnsQueries.count == 0)
+        #expect(try await #require(fresh.storedReply("gone.example", zone: "postfix", generation: 0, on: loop, render: render)).get() == nil)
+        #expect(try await #require(fresh.storedReply("absent.example", zone: "postfix", generation: 0, on: loop, render: render)).get() == nil)
+        let memory = try DaemonRuntime.makeResolver(try DaemonConfig.parse("cache:\n  type: internal\n", file: "m.yml"), store: nil)
+        #expect(memory.storedReply("example.com", zone: "postfix", generation: 0, on: loop, render: render) == nil)
     }
 }

@@ -88,3 +88,25 @@ import Testing
         #expect(lines.map(\.1) == [0, 4, 9])
     }
 }
+
+@Suite struct ParallelBatchesTests {
+    @Test("results reach `each` in input order, batch by batch, whatever the jobs and however uneven the work")
+    func inputOrder() {
+        for jobs in [1, 2, 3, 8] {
+            for count in [0, 1, 5, 300, 1_000] {
+                var seen: [Int] = []
+                var batches = 0
+                ParallelBatches.map(Array(0..<count), jobs: jobs, batchSize: 64, transform: { (i: Int) -> Int in
+                    if i % 7 == 0 { usleep(200) }  // uneven work
+                    return i * 2
+                }) { outputs in
+                    #expect(outputs.count <= 64)
+                    seen += outputs
+                    batches += 1
+                }
+                #expect(seen == (0..<count).map { $0 * 2 }, "jobs \(jobs), count \(count)")
+                #expect(batches == (count + 63) / 64, "jobs \(jobs), count \(count)")
+            }
+        }
+    }
+}
