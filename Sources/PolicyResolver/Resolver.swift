@@ -679,11 +679,18 @@ public final class PolicyResolver: Sendable {
     public func warm() async throws(StorageErrorBox) -> Int {
         guard let store else { return 0 }
         let now = clock.now()
-        let limit = settings.hotCapacity
-        let valid: [CacheEntry]
-        do { valid = try await blocking { try store.recent(limit: limit, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
-        hot.withLockedValue { cache in valid.forEach { cache.put($0) } }
-        return valid.count
+        // In slices: the rows of a large cache are never all in memory beside the hot layer.
+        let slice = 5_000
+        var loaded = 0
+        while loaded < settings.hotCapacity {
+            let limit = min(slice, settings.hotCapacity - loaded), offset = loaded
+            let valid: [CacheEntry]
+            do { valid = try await blocking { try store.recent(limit: limit, offset: offset, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
+            hot.withLockedValue { cache in valid.forEach { cache.put($0) } }
+            loaded += valid.count
+            if valid.count < limit { break }
+        }
+        return loaded
     }
 
     /// Writes the coarse last-use times of the hot layer to the store (for eviction across restarts).

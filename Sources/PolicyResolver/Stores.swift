@@ -100,8 +100,9 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         try query("DELETE FROM sts_policy_cache WHERE domain = ?", [.text(domain)])
     }
 
-    public func recent(limit: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] {
-        try query("SELECT \(columns) FROM sts_policy_cache WHERE expires_at > ? ORDER BY last_used DESC LIMIT ?", [.real(time), .integer(Int64(limit))]).compactMap(entry)
+    public func recent(limit: Int, offset: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] {
+        try query("SELECT \(columns) FROM sts_policy_cache WHERE expires_at > ? ORDER BY last_used DESC, domain LIMIT ? OFFSET ?",
+                  [.real(time), .integer(Int64(limit)), .integer(Int64(offset))]).compactMap(entry)
     }
 
     public func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry] {
