@@ -105,20 +105,22 @@ EOF
 }
 
 # The bound: the same load against a socketmap server that does no look-up (Benchmarks/Echo).
-echo_bound() {
+# It runs before our daemon and again after it; the summary takes the better of the two runs
+# (this machine's rate moves by tens of percent from minute to minute).
+echo_bound() {  # label
     local port
     port=$(free_port)
     "$bindir/mtasts-bench-echo" --port "$port" >"$work/echo.out" 2>&1 &
     local pid=$!
     pids+=($pid)
     wait_port "$port"
-    run "echo-bound" "$port" "$pid"
+    run "$1" "$port" "$pid"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 
 : >"$work/results"
 if [ "${ONLY:-}" != big ]; then
-echo_bound
+echo_bound echo-bound-before
 ours memory "cache:
   type: internal
   options:
@@ -127,6 +129,7 @@ ours sqlite "cache:
   type: sqlite
   options:
     filename: $work/ours-cache.db"
+echo_bound echo-bound-after
 # The peer with uvloop (its fastest event loop, used when installed) and without.
 if [ "${ONLY:-}" != ours ]; then
 anchor internal "cache:
@@ -216,6 +219,12 @@ for line in open(sys.argv[1]):
         big[label] = f
     elif "lookups_per_s" in f:
         rows[(label, f["connections"])] = f
+# The bound: the better of its two runs, per connection count.
+for c in {c for (_, c) in rows}:
+    runs = [rows.pop((l, c)) for l in ("echo-bound-before", "echo-bound-after") if (l, c) in rows]
+    if runs:
+        rows[("echo-bound", c)] = max(runs, key=lambda f: int(f["lookups_per_s"]))
+rows = dict(sorted(rows.items(), key=lambda kv: (not kv[0][0].startswith("echo"), not kv[0][0].startswith("mtasts"), kv[0][0], int(kv[0][1]))))
 print("| server | conns | look-ups/s | of the bound | p99 µs | server CPU µs/look-up | client CPU µs/look-up | RSS MB |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for (label, c), f in rows.items():
