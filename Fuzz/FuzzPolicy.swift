@@ -1,4 +1,5 @@
-// libFuzzer target: the MTA-STS policy parser (bytes from a policy host).
+// libFuzzer target: the MTA-STS policy parser (bytes from a policy host), and the policy cache's
+// canonical reading, which must never accept what the full parser reads differently.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPolicy(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
@@ -7,6 +8,12 @@ public func fuzzPolicy(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         // What we render must parse back to the same policy.
         let again = STSPolicy.parse(policy.render()).policy
         precondition(again?.mode == policy.mode && again?.mx == policy.mx, "render does not round-trip")
+        if policy.extensions.isEmpty {
+            precondition(STSPolicy.parseCanonical(policy.render(lineEnding: "\n")) == policy, "the canonical reading misses what the cache writes")
+        }
+    }
+    if let text = String(validating: bytes, as: UTF8.self), let fast = STSPolicy.parseCanonical(text) {
+        precondition(fast == result.policy, "the canonical reading disagrees with the parser")
     }
     return 0
 }
