@@ -193,7 +193,7 @@ public final class Collector: @unchecked Sendable {
         var local: [(bytes: [UInt8], time: Double)] = []
         // Byte-identical datagrams are common (every successful session to a domain looks the
         // same): the last few thousand decodings are kept. The day string changes once a day.
-        var decoded: [[UInt8]: TLSRPTDatagram] = [:]
+        var decoded: [DatagramBytes: TLSRPTDatagram] = [:]
         var decodedBytes = 0
         var day = (number: Int64.min, text: "")
         while true {
@@ -217,7 +217,7 @@ public final class Collector: @unchecked Sendable {
                 let seconds = Int64(item.time)
                 let number = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
                 if number != day.number { day = (number, RFC3339.formatDay(seconds)) }
-                if let d = decoded[item.bytes] {
+                if let d = decoded[DatagramBytes(item.bytes)] {
                     batch.add(d, day: day.text)
                     if d.repairedUTF8 { repaired += 1 }
                     continue
@@ -230,7 +230,7 @@ public final class Collector: @unchecked Sendable {
                         decoded.removeAll(keepingCapacity: true)
                         decodedBytes = 0
                     }
-                    decoded[item.bytes] = d
+                    decoded[DatagramBytes(item.bytes)] = d
                     decodedBytes += item.bytes.count
                 } catch {
                     malformed(item.bytes, error.reason)
@@ -341,4 +341,12 @@ public final class Collector: @unchecked Sendable {
 
 extension Collector.SocketError: MTASTSErrorConvertible {
     public var mtastsError: MTASTSError { MTASTSError(.setup, description, temporary: true) }
+}
+
+/// A datagram's bytes as a dictionary key, hashed as one block (an array of bytes hashes each
+/// byte on its own, which cost more than the rest of the cached path).
+struct DatagramBytes: Hashable {
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
 }
