@@ -24,7 +24,7 @@ declare -A args=(
     [collector]="5"
     [report-parse]=""
     [check]="1000"
-    [receiver]="10000"
+    [receiver]="2000"
     [dashboard]="20"
     [imap]="1000"
 )
