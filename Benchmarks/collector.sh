@@ -7,9 +7,9 @@
 # batches; its own CPU share is printed with every run, so that one can see it is not what limits
 # the rate. With the kernel's default receive queue (net.unix.max_dgram_qlen 10) and with 512.
 # A rate is loss-free when nothing was refused and every sent datagram was stored (the bound:
-# received). A tool that lost datagrams at a rate (or whose generator fell behind the rate) is
-# not run at the higher rates of that queue length (ALL=1 runs every tool at every rate). Then,
-# per queue length, a summary: the highest loss-free rate (every lower rate loss-free too) of the
+# received; it gets up to three tries at a rate). A tool that lost datagrams at a rate (or whose
+# generator fell behind the rate) is not run at the higher rates of that queue length (ALL=1
+# runs every tool at every rate). Then, per queue length, a summary: the highest loss-free rate (every lower rate loss-free too) of the
 # bound, mtasts and tlsrpt-collectd, ours as a multiple of the peer's and a share of the bound's,
 # CPU per datagram of both at the peer's highest loss-free rate, and the generator's CPU per
 # datagram and share of a core. Last, the time to build the reports of a day of 10 million
@@ -57,18 +57,24 @@ load() { .build-bench/dgram_load "$1" "$2" "$seconds"; }  # socket rate
 at=$(date -u +%FT%TZ)
 
 run_bound() {  # rate qlen
-    local rate=$1 qlen=$2 dir=$work/bound-$1-$2
+    # The bound is what can be reached: up to three tries at a rate, the first loss-free one
+    # counts (one scheduling pause of this machine loses datagrams of a do-nothing reader too).
+    local rate=$1 qlen=$2 dir=$work/bound-$1-$2 try out received c0 c1 rss pid
     mkdir -p "$dir"
-    .build-bench/dgram_sink "$PWD/$dir/tlsrpt.sock" >"$dir/out" &
-    local pid=$!
-    for _ in $(seq 100); do [ -S "$dir/tlsrpt.sock" ] && break; sleep 0.05; done
-    local c0; c0=$(cpu_of $pid)
-    local out; out=$(load "$PWD/$dir/tlsrpt.sock" "$rate")
-    sleep 0.3
-    local c1; c1=$(cpu_of $pid)
-    local rss; rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
-    kill -TERM $pid; wait $pid || true
-    local received; received=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' "$dir/out")
+    for try in 1 2 3; do
+        .build-bench/dgram_sink "$PWD/$dir/tlsrpt.sock" >"$dir/out" &
+        pid=$!
+        for _ in $(seq 100); do [ -S "$dir/tlsrpt.sock" ] && break; sleep 0.05; done
+        c0=$(cpu_of $pid)
+        out=$(load "$PWD/$dir/tlsrpt.sock" "$rate")
+        sleep 0.3
+        c1=$(cpu_of $pid)
+        rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+        kill -TERM $pid; wait $pid || true
+        received=$(sed -n 's/.*received=\([0-9]*\).*/\1/p' "$dir/out")
+        [ "${received:-0}" = "$(sed -n 's/.*offered=\([0-9]*\).*/\1/p' <<<"$out")" ] && break
+        rm -f "$dir/tlsrpt.sock"
+    done
     report bound "$rate" "$qlen" "$out" "${received:-0}" "$c0" "$c1" "$rss"
 }
 
@@ -234,8 +240,8 @@ for qlen in sorted({r["qlen"] for r in rows}):
           f"in any run ({busiest['tool']} at {busiest['rate']:,}/s)")
     b = at_rate("bound", bound) if bound else None
     ob = at_rate("mtasts", ours) if ours else None
-    out.write(json.dumps({"bench": "collector", "what": f"loss-free rate, qlen {qlen}", "unit": "datagrams/s", "ours": ours, "peer": peer,
-                          "peer_name": peer_name, "bound": bound, "ratio": round(ratio, 2) if ratio else None,
+    out.write(json.dumps({"bench": "collector", "what": f"loss-free rate, qlen {qlen}", "unit": "datagrams/s", "ours": ours or "none", "peer": peer or "none",
+                          "peer_name": peer_name, "bound": bound or "none", "ratio": round(ratio, 2) if ratio else None,
                           "ours_cpu_us": o["cpu"] if o else None, "peer_cpu_us": p["cpu"] if p else None,
                           "bound_cpu_us": at_rate("bound", cpu_rate)["cpu"] if at_rate("bound", cpu_rate) else None,
                           "cpu_rate": cpu_rate,
