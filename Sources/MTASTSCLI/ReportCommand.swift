@@ -71,7 +71,7 @@ struct ReportParse: ParsableCommand {
             return outcome
         }
         if output.json {
-            outcome.output = result.json(file: path).serializedBytes(pretty: true, indent: 1)
+            outcome.output = result.jsonBytes(file: path, indent: 1)
         } else if !quiet {
             outcome.output = Array(result.text(file: path, style: Console.style).utf8)
         }

@@ -328,7 +328,7 @@ extension JSONValue {
         return out
     }
 
-    private static func writeInt(_ v: Int64, into out: inout [UInt8]) {
+    static func writeInt(_ v: Int64, into out: inout [UInt8]) {
         if v < 0 { out.append(0x2D) }
         var m = v.magnitude
         if m == 0 { out.append(0x30); return }
@@ -346,12 +346,12 @@ extension JSONValue {
         }
     }
 
-    private static func newline(_ out: inout [UInt8], _ indent: Int) {
+    static func newline(_ out: inout [UInt8], _ indent: Int) {
         out.append(0x0A)
         for _ in 0..<indent { out.append(0x20); out.append(0x20) }
     }
 
-    private func write(into out: inout [UInt8], pretty: Bool, indent: Int) {
+    func write(into out: inout [UInt8], pretty: Bool, indent: Int) {
         switch self {
         case .null: out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
         case .bool(let b): out.append(contentsOf: b ? [0x74, 0x72, 0x75, 0x65] : [0x66, 0x61, 0x6C, 0x73, 0x65])
@@ -429,5 +429,93 @@ extension JSONValue {
             }
         }
         out.append(0x22)
+    }
+}
+
+/// JSON written as it is produced, without a tree: the same bytes `JSONValue.serializedBytes`
+/// writes for the same values (pretty: a member or item a line, two spaces a level, `": "`;
+/// empty containers as `{}` and `[]`). Containers are opened and closed in order; a member's key
+/// comes before its value.
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8] = []
+    let pretty: Bool
+    var depth: Int
+    /// No member or item written yet in the innermost open container.
+    var empty = true
+    /// A key was written: its value follows on the same line.
+    var afterKey = false
+
+    public init(pretty: Bool, indent: Int = 0, capacity: Int = 1024) {
+        self.pretty = pretty
+        depth = indent
+        bytes.reserveCapacity(capacity)
+    }
+
+    /// Separator and line before a value or member (none directly after a key, or for the value
+    /// at the top).
+    private mutating func next() {
+        if afterKey {
+            afterKey = false
+            return
+        }
+        guard !bytes.isEmpty else { return }
+        if !empty { bytes.append(0x2C) }
+        if pretty { JSONValue.newline(&bytes, depth) }
+        empty = false
+    }
+
+    public mutating func beginObject() { open(0x7B) }
+    public mutating func endObject() { close(0x7D) }
+    public mutating func beginArray() { open(0x5B) }
+    public mutating func endArray() { close(0x5D) }
+
+    private mutating func open(_ bracket: UInt8) {
+        next()
+        bytes.append(bracket)
+        depth += 1
+        empty = true
+    }
+
+    private mutating func close(_ bracket: UInt8) {
+        depth -= 1
+        if pretty, !empty { JSONValue.newline(&bytes, depth) }
+        bytes.append(bracket)
+        empty = false
+    }
+
+    public mutating func key(_ name: String) {
+        next()
+        JSONValue.writeString(name, into: &bytes)
+        bytes.append(0x3A)
+        if pretty { bytes.append(0x20) }
+        afterKey = true
+    }
+
+    public mutating func string(_ value: String) {
+        next()
+        JSONValue.writeString(value, into: &bytes)
+    }
+
+    public mutating func int(_ value: Int64) {
+        next()
+        JSONValue.writeInt(value, into: &bytes)
+    }
+
+    public mutating func bool(_ value: Bool) {
+        next()
+        bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+    }
+
+    /// A tree written in place (small parts: diagnostics).
+    public mutating func value(_ value: JSONValue) {
+        next()
+        value.write(into: &bytes, pretty: pretty, indent: depth)
+    }
+
+    /// `key: value` for an optional string: nothing when nil.
+    public mutating func member(_ name: String, _ value: String?) {
+        guard let value else { return }
+        key(name)
+        string(value)
     }
 }

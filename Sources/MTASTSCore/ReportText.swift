@@ -1,35 +1,45 @@
 import Foundation
 
 extension ReportReader.Result {
-    /// One file's reports as `mtasts report parse --json` prints them.
-    public func json(file path: String) -> JSONValue {
+    /// One file's reports as `mtasts report parse --json` prints them, written straight from the
+    /// reports (pretty, from `indent`).
+    public func jsonBytes(file path: String, indent: Int = 0) -> [UInt8] {
         let result = self
-        var members: [JSONMember] = [
-            JSONMember("file", .string(path)),
-            JSONMember("ok", .bool(true)),
-            JSONMember("source", .string(result.reports.first?.source.rawValue ?? "")),
-        ]
+        var w = JSONWriter(pretty: true, indent: indent, capacity: 4096)
+        w.beginObject()
+        w.member("file", path)
+        w.key("ok")
+        w.bool(true)
+        w.member("source", result.reports.first?.source.rawValue ?? "")
         if let mail = result.mail {
-            var m: [JSONMember] = []
-            func add(_ k: String, _ v: String?) { if let v { m.append(JSONMember(k, .string(v))) } }
-            add("from", mail.from)
-            add("subject", mail.subject)
-            add("message-id", mail.messageID)
-            add("tls-report-domain", mail.tlsReportDomain)
-            add("tls-report-submitter", mail.tlsReportSubmitter)
-            m.append(JSONMember("dkim-signed", .bool(mail.dkimSignature != nil)))
-            members.append(JSONMember("mail", .object(m)))
+            w.key("mail")
+            w.beginObject()
+            w.member("from", mail.from)
+            w.member("subject", mail.subject)
+            w.member("message-id", mail.messageID)
+            w.member("tls-report-domain", mail.tlsReportDomain)
+            w.member("tls-report-submitter", mail.tlsReportSubmitter)
+            w.key("dkim-signed")
+            w.bool(mail.dkimSignature != nil)
+            w.endObject()
         }
-        members.append(JSONMember("reports", .array(result.reports.map { r in
-            var rm: [JSONMember] = []
-            if let f = r.filename { rm.append(JSONMember("filename", .string(f))) }
-            if let t = r.mediaType { rm.append(JSONMember("media-type", .string(t))) }
-            rm.append(JSONMember("report", r.report.canonicalJSON))
-            rm.append(JSONMember("warnings", .array(r.diagnostics.map(\.json))))
-            return .object(rm)
-        })))
-        members.append(JSONMember("warnings", .array(result.diagnostics.map(\.json))))
-        return .object(members)
+        w.key("reports")
+        w.beginArray()
+        for r in result.reports {
+            w.beginObject()
+            w.member("filename", r.filename)
+            w.member("media-type", r.mediaType)
+            w.key("report")
+            r.report.writeCanonical(to: &w)
+            w.key("warnings")
+            w.value(.array(r.diagnostics.map(\.json)))
+            w.endObject()
+        }
+        w.endArray()
+        w.key("warnings")
+        w.value(.array(result.diagnostics.map(\.json)))
+        w.endObject()
+        return w.bytes
     }
 
     /// One file's reports as text: who reported what, sessions, failures by type, warnings.

@@ -339,54 +339,89 @@ private struct ReportDecoder {
 
 extension TLSReport {
     /// The canonical JSON form: RFC 8460 key names and order, dates as RFC 3339 UTC with `Z`,
-    /// `policy-string` and `mx-host` always arrays, absent optional members left out.
+    /// `policy-string` and `mx-host` always arrays, absent optional members left out. Written
+    /// straight from the report (no tree).
+    public func writeCanonical(to w: inout JSONWriter) {
+        w.beginObject()
+        w.member("organization-name", organizationName)
+        w.key("date-range")
+        w.beginObject()
+        w.member("start-datetime", RFC3339.format(startDate))
+        w.member("end-datetime", RFC3339.format(endDate))
+        w.endObject()
+        w.member("contact-info", contactInfo)
+        w.member("report-id", reportID)
+        w.key("policies")
+        w.beginArray()
+        for p in policies { p.writeCanonical(to: &w) }
+        w.endArray()
+        w.endObject()
+    }
+
+    /// The canonical JSON as a tree (for callers that read it).
     public var canonicalJSON: JSONValue {
-        var top: [JSONMember] = []
-        if let organizationName { top.append(JSONMember("organization-name", .string(organizationName))) }
-        top.append(JSONMember("date-range", .object([
-            JSONMember("start-datetime", .string(RFC3339.format(startDate))),
-            JSONMember("end-datetime", .string(RFC3339.format(endDate))),
-        ])))
-        if let contactInfo { top.append(JSONMember("contact-info", .string(contactInfo))) }
-        if let reportID { top.append(JSONMember("report-id", .string(reportID))) }
-        top.append(JSONMember("policies", .array(policies.map(\.canonicalJSON))))
-        return .object(top)
+        // What the writer wrote parses: a failure here is a bug in the writer.
+        (try? JSONParser.parse(encoded()).value) ?? .null
     }
 
     /// The canonical JSON as UTF-8 bytes.
-    public func encoded(pretty: Bool = false) -> [UInt8] { Array(canonicalJSON.serialized(pretty: pretty).utf8) }
+    public func encoded(pretty: Bool = false) -> [UInt8] {
+        var w = JSONWriter(pretty: pretty)
+        writeCanonical(to: &w)
+        return w.bytes
+    }
 }
 
 extension PolicyResult {
-    var canonicalJSON: JSONValue {
-        var p: [JSONMember] = [JSONMember("policy-type", .string(policy.type.rawValue))]
-        if !policy.strings.isEmpty { p.append(JSONMember("policy-string", .array(policy.strings.map { .string($0) }))) }
-        if let domain = policy.domain { p.append(JSONMember("policy-domain", .string(domain))) }
-        if !policy.mxHosts.isEmpty { p.append(JSONMember("mx-host", .array(policy.mxHosts.map { .string($0) }))) }
-        var members: [JSONMember] = [
-            JSONMember("policy", .object(p)),
-            JSONMember("summary", .object([
-                JSONMember("total-successful-session-count", .int(Int64(successfulSessions))),
-                JSONMember("total-failure-session-count", .int(Int64(failedSessions))),
-            ])),
-        ]
-        if !failureDetails.isEmpty { members.append(JSONMember("failure-details", .array(failureDetails.map(\.canonicalJSON)))) }
-        return .object(members)
+    func writeCanonical(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("policy")
+        w.beginObject()
+        w.member("policy-type", policy.type.rawValue)
+        if !policy.strings.isEmpty {
+            w.key("policy-string")
+            w.beginArray()
+            for s in policy.strings { w.string(s) }
+            w.endArray()
+        }
+        w.member("policy-domain", policy.domain)
+        if !policy.mxHosts.isEmpty {
+            w.key("mx-host")
+            w.beginArray()
+            for h in policy.mxHosts { w.string(h) }
+            w.endArray()
+        }
+        w.endObject()
+        w.key("summary")
+        w.beginObject()
+        w.key("total-successful-session-count")
+        w.int(Int64(successfulSessions))
+        w.key("total-failure-session-count")
+        w.int(Int64(failedSessions))
+        w.endObject()
+        if !failureDetails.isEmpty {
+            w.key("failure-details")
+            w.beginArray()
+            for d in failureDetails { d.writeCanonical(to: &w) }
+            w.endArray()
+        }
+        w.endObject()
     }
 }
 
 extension FailureDetail {
-    var canonicalJSON: JSONValue {
-        var m: [JSONMember] = [JSONMember("result-type", .string(resultType.rawValue))]
-        func add(_ key: String, _ v: String?) { if let v { m.append(JSONMember(key, .string(v))) } }
-        add("sending-mta-ip", sendingMTAIP)
-        add("receiving-mx-hostname", receivingMXHostname)
-        add("receiving-mx-helo", receivingMXHelo)
-        add("receiving-ip", receivingIP)
-        m.append(JSONMember("failed-session-count", .int(Int64(failedSessionCount))))
-        add("additional-information", additionalInformation)
-        add("failure-reason-code", failureReasonCode)
-        return .object(m)
+    func writeCanonical(to w: inout JSONWriter) {
+        w.beginObject()
+        w.member("result-type", resultType.rawValue)
+        w.member("sending-mta-ip", sendingMTAIP)
+        w.member("receiving-mx-hostname", receivingMXHostname)
+        w.member("receiving-mx-helo", receivingMXHelo)
+        w.member("receiving-ip", receivingIP)
+        w.key("failed-session-count")
+        w.int(Int64(failedSessionCount))
+        w.member("additional-information", additionalInformation)
+        w.member("failure-reason-code", failureReasonCode)
+        w.endObject()
     }
 }
 

@@ -47,3 +47,45 @@ import Testing
         if !write { #expect(compared >= 50, "only \(compared) golden pairs compared") }
     }
 }
+
+/// `JSONWriter` writes what `JSONValue.serializedBytes` writes for the same values: checked by
+/// walking every golden file's tree (and a few edge cases) through the writer.
+@Suite struct JSONWriterTests {
+    static func walk(_ v: JSONValue, _ w: inout JSONWriter) {
+        switch v {
+        case .object(let members):
+            w.beginObject()
+            for m in members {
+                w.key(m.key)
+                walk(m.value, &w)
+            }
+            w.endObject()
+        case .array(let items):
+            w.beginArray()
+            for item in items { walk(item, &w) }
+            w.endArray()
+        case .string(let s): w.string(s)
+        case .int(let n): w.int(n)
+        case .bool(let b): w.bool(b)
+        default: w.value(v)
+        }
+    }
+
+    @Test("the writer's bytes equal the serializer's, pretty or not, from any indent")
+    func sameBytes() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: GoldenTests.golden.path).filter { $0.hasSuffix(".json") }
+        #expect(files.count >= 50)
+        var trees = try files.map { try JSONParser.parse([UInt8](Data(contentsOf: GoldenTests.golden.appendingPathComponent($0)))).value }
+        trees += [.object([]), .array([]), .object([JSONMember("a", .array([])), JSONMember("b", .object([])), JSONMember("c", .null)]),
+                  .array([.array([.array([])]), .string("x\n\"\u{2028}"), .int(-7), .double(1.5), .bool(false)])]
+        for tree in trees {
+            for pretty in [false, true] {
+                for indent in [0, 1, 3] {
+                    var w = JSONWriter(pretty: pretty, indent: indent)
+                    Self.walk(tree, &w)
+                    #expect(w.bytes == tree.serializedBytes(pretty: pretty, indent: indent))
+                }
+            }
+        }
+    }
+}
