@@ -83,11 +83,7 @@ public final class PolicyMapResponder: SocketmapResponder {
     /// Postfix sends for most mail) is answered here; any other key takes the ordinary path, which
     /// normalises it. The reply is rendered once per entry and zone and kept with the entry.
     public func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer {
-        let view = payload.readableBytesView
-        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return .notHandled }
-        let keyBytes = view[(space + 1)...]
-        let name = String(decoding: view[view.startIndex..<space], as: UTF8.self)
-        let key = String(decoding: keyBytes, as: UTF8.self)
+        guard let (name, key, keyBytes) = Self.split(payload) else { return .notHandled }
         let reply = resolver.cachedReply(key, zone: name, generation: generation.load(ordering: .relaxed)) { self.keptReply($0, zone: name) }
         if let reply { return .reply(reply) }
         // Lower-case letters, digits, '-', '_' and inner dots: the key is what normalising would
@@ -95,6 +91,14 @@ public final class PolicyMapResponder: SocketmapResponder {
         let normalised = keyBytes.first != UInt8(ascii: ".") && keyBytes.last != UInt8(ascii: ".")
             && keyBytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }
         return normalised ? .notCached : .notHandled
+    }
+
+    /// `name key` from the request bytes (both non-empty), without parsing the key further.
+    static func split(_ payload: ByteBuffer) -> (name: String, key: String, keyBytes: ByteBufferView.SubSequence)? {
+        let view = payload.readableBytesView
+        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return nil }
+        let keyBytes = view[(space + 1)...]
+        return (String(decoding: view[view.startIndex..<space], as: UTF8.self), String(decoding: keyBytes, as: UTF8.self), keyBytes)
     }
 
     /// The bytes kept with a cached entry for `zone`: nil for what must not be kept (a `TEMP`, a
@@ -112,10 +116,7 @@ public final class PolicyMapResponder: SocketmapResponder {
     /// readers (`PolicyResolver.storedReply`): a policy fetched before a restart, by another
     /// daemon sharing the store, or pushed out of the hot layer.
     public func storedReply(payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer?>? {
-        let view = payload.readableBytesView
-        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return nil }
-        let name = String(decoding: view[view.startIndex..<space], as: UTF8.self)
-        let key = String(decoding: view[(space + 1)...], as: UTF8.self)
+        guard let (name, key, _) = Self.split(payload) else { return nil }
         return resolver.storedReply(key, zone: name, generation: generation.load(ordering: .relaxed), on: loop) { self.keptReply($0, zone: name) }
     }
 

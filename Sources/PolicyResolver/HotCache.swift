@@ -127,8 +127,6 @@ struct HotCache: @unchecked Sendable {
         slot.reply = (zone, generation, Array(reply.readableBytesView))
     }
 
-    func all() -> [CacheEntry] { slots.compactMap { $0.value.entry($0.key.text) } }
-
     /// The entries whose times pass `filter` (fetched, expires, checked, last used, negative),
     /// decoded; the others are not.
     func entries(where filter: (_ fetchedAt: Double, _ expiresAt: Double, _ checkedAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [CacheEntry] {

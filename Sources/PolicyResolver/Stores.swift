@@ -3,6 +3,9 @@ import MTASTSCore
 import NIOConcurrencyHelpers
 import Storage
 
+/// One domain's row (`load`, on the writer's connection or a reader's).
+private let loadSQL = "SELECT \(columns) FROM sts_policy_cache WHERE domain = ?"
+
 /// The columns both SQL stores keep, in this order.
 private let columns = "domain, policy, sts_id, fetched_at, expires_at, checked_at, failed_id, failed_at, failure, reason, dane, last_used, mx_hosts"
 
@@ -83,7 +86,7 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
     public var concurrentReads: Bool { false }
 
     public func load(_ domain: String) throws(StorageErrorBox) -> CacheEntry? {
-        try query("SELECT \(columns) FROM sts_policy_cache WHERE domain = ?", [.text(domain)]).first.flatMap(entry)
+        try query(loadSQL, [.text(domain)]).first.flatMap(entry)
     }
 
     public func save(_ e: CacheEntry) throws(StorageErrorBox) {
@@ -153,7 +156,7 @@ public final class SQLitePolicyStore: SQLPolicyStore, @unchecked Sendable {
         guard let reader else { return try super.load(domain) }
         defer { idleReaders.withLockedValue { $0.idle.append(reader) } }
         do {
-            return try reader.query("SELECT \(columns) FROM sts_policy_cache WHERE domain = ?", [.text(domain)]).first.flatMap(entry)
+            return try reader.query(loadSQL, [.text(domain)]).first.flatMap(entry)
         } catch { throw StorageErrorBox(error.description) }
     }
 }

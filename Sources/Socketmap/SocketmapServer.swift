@@ -210,7 +210,7 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
-            enqueueReady(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context: context)
+            enqueueReady(Self.malformed, context: context)
             return
         }
         if queue.isEmpty, case .notHandled = cached, let reply = responder.immediateReply(to: request) {
@@ -229,7 +229,7 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// stored-reply readers could not answer is parsed here).
     func answer(_ payload: ByteBuffer, sequence: Int, start: NIODeadline, context: ChannelHandlerContext) {
         guard let request = SocketmapRequest.parse(Array(payload.readableBytesView)) else {
-            fill(sequence, Self.netstring(SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8"), context.channel.allocator))
+            fill(sequence, Self.netstring(Self.malformed, context.channel.allocator))
             return
         }
         answer(request, sequence: sequence, start: start, context: context)
@@ -260,6 +260,8 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
             deliver(reply)
         }
     }
+
+    static let malformed = SocketmapReply.permanent("malformed request: expected 'name key' in UTF-8")
 
     static func netstring(_ reply: String, _ allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: reply.utf8.count + 8)
