@@ -34,6 +34,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // glibc's libresolv through a small C shim; DNS look-ups with the AD bit.
         .systemLibrary(name: "CResolv", path: "Sources/CResolv"),
+        .target(name: "CDatagram"),
         .target(name: "MailDNS", dependencies: ["CResolv", "MTASTSCore", "ServerSupport"]),
         // Strict HTTPS policy fetch, SMTP STARTTLS probe, certificate checks (RFC 8461 §3.3, §4).
         .target(name: "MTASTSNet", dependencies: [
@@ -81,7 +82,7 @@ let package = Package(
         ]),
         // The sender's side of TLS-RPT: libtlsrpt collector, daily reports, delivery.
         .target(name: "TLSRPTSender", dependencies: [
-            "MTASTSCore", "MTASTSConfig", "MTASTSNet", "Storage", "DKIM", "ServerSupport",
+            "CDatagram", "MTASTSCore", "MTASTSConfig", "MTASTSNet", "Storage", "DKIM", "ServerSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "NIOCore", package: "swift-nio"),

@@ -68,4 +68,55 @@ import TLSRPTSender
         let reports = try store.buildReports(day: RFC3339.formatDay(Int64(Date().timeIntervalSince1970)), identity: SenderIdentity(organization: "o", contact: "mailto:a@b.example", submitter: "b.example", from: "a@b.example"))
         #expect(reports.map(\.domain) == ["victim.example"])
     }
+
+    @Test("a burst is read in batches (recvmmsg) and every datagram is counted once; a large one in between is read whole, one over the limit is refused; the reader rests only where the queue allows")
+    func batchedReads() throws {
+        let store = try SessionStore(url: dir.appendingPathComponent("b.db").path)
+        var configuration = Collector.Configuration(socket: dir.appendingPathComponent("b.sock").path)
+        configuration.flushInterval = 0.05
+        let collector = Collector(configuration: configuration, store: store)
+        try collector.start()
+        // Blocking sends: nothing is lost at the sender, whatever the kernel's queue length.
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var size: Int32 = 1 << 20
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(configuration.socket.utf8) + [0]) }
+        func send(_ bytes: [UInt8]) -> Int {
+            bytes.withUnsafeBytes { raw in
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, raw.baseAddress, raw.count, 0, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+        }
+        var sent = 0
+        for k in 0..<700 {
+            if k == 350 {
+                // 200,000 bytes (JSON white space): within the limit, read whole and counted.
+                var big = Self.datagram()
+                big.insert(contentsOf: Array(repeating: UInt8(ascii: " "), count: 200_000), at: 1)
+                #expect(send(big) == big.count)
+                // 300,000 bytes: over it, cut at the slot and refused.
+                var over = Self.datagram()
+                over.insert(contentsOf: Array(repeating: UInt8(ascii: " "), count: 300_000), at: 1)
+                #expect(send(over) == over.count)
+            }
+            if send(Self.datagram(d: "d\(k % 7).example", pr: "v=TLSRPTv1; rua=mailto:tlsrpt@d\(k % 7).example", policyDomain: "d\(k % 7).example")) > 0 { sent += 1 }
+        }
+        #expect(sent == 700)
+        let deadline = Date().addingTimeInterval(20)
+        while collector.snapshot.committed + collector.snapshot.malformed < 702 && Date() < deadline { usleep(20_000) }
+        collector.stop()
+        #expect(collector.snapshot.received == 702)
+        #expect(collector.snapshot.committed == 701)
+        #expect(collector.snapshot.malformed == 1)
+        let reports = try store.buildReports(day: RFC3339.formatDay(Int64(Date().timeIntervalSince1970)), identity: SenderIdentity(organization: "o", contact: "mailto:a@b.example", submitter: "b.example", from: "a@b.example"))
+        #expect(reports.count == 8)
+        #expect(Collector.restNanoseconds(queueLength: 10) == 0)
+        #expect(Collector.restNanoseconds(queueLength: 512) == 512_000)
+        #expect(Collector.restNanoseconds(queueLength: 10_000) == 2_000_000)
+        #expect(Collector.restNanoseconds(queueLength: nil) == 0)
+    }
 }
