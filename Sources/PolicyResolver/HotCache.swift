@@ -3,64 +3,28 @@ import Atomics
 import NIOCore
 import Metrics
 import NIOConcurrencyHelpers
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// The in-memory layer: entries by domain with a coarse last-use time; past its capacity the
-/// least recently used tenth leaves at once (amortised, no per-hit bookkeeping beyond a store).
-/// An entry is kept compact: the times the hit path and refresh look at, the rest of the entry
-/// packed into one byte array (`PackedEntry`; decoded only when a caller needs the whole entry),
-/// and the reply rendered from it (by the caller's key: the zone and the configuration's
-/// generation), so a cached look-up writes bytes made once; replacing the entry drops them.
-/// Its slots are classes, reached only through the resolver's lock and never handed out (callers
-/// get decoded entries and copied bytes): hence `@unchecked Sendable`.
-struct HotCache: @unchecked Sendable {
-    /// One cached domain (a class: the table holds a reference, not the fields).
-    final class Slot {
-        let packed: [UInt8]
-        let fetchedAt: Double
-        let expiresAt: Double
-        let checkedAt: Double
-        var lastUsed: Double
-        let negative: Bool
-        /// The reply rendered for one zone under one configuration generation (one zone at a
-        /// time: a daemon answers one socketmap name in almost every set-up).
-        var reply: (zone: String, generation: Int, bytes: [UInt8])?
-
-        init(_ entry: CacheEntry) {
-            packed = PackedEntry.pack(entry)
-            fetchedAt = entry.fetchedAt
-            expiresAt = entry.expiresAt
-            checkedAt = entry.checkedAt
-            lastUsed = entry.lastUsed
-            negative = entry.policy == nil
-        }
-
-        func entry(_ domain: String) -> CacheEntry? {
-            PackedEntry.unpack(packed, domain: domain, fetchedAt: fetchedAt, expiresAt: expiresAt, checkedAt: checkedAt, lastUsed: lastUsed)
-        }
-
-        /// Is this the slot `entry` would make (the reply rendered from `entry` may be kept)?
-        func holds(_ entry: CacheEntry) -> Bool {
-            entry.fetchedAt == fetchedAt && entry.expiresAt == expiresAt && entry.checkedAt == checkedAt
-                && (entry.policy == nil) == negative && PackedEntry.pack(entry) == packed
-        }
-    }
-
-    /// A domain with its hash worked out once: a probe of the table compares the hashes before
-    /// the names (a Swift dictionary keeps no hashes, and a name over 15 bytes is compared with
-    /// memcmp at every probe, which dominated look-ups that miss).
-    struct Key: Hashable {
-        let hash: Int
-        let text: String
-        init(_ text: String) {
-            self.text = text
-            var hasher = Hasher()
-            hasher.combine(text)
-            hash = hasher.finalize()
-        }
-        static func == (a: Key, b: Key) -> Bool { a.hash == b.hash && a.text == b.text }
-        func hash(into hasher: inout Hasher) { hasher.combine(hash) }
-    }
-
+/// The in-memory layer, read without a lock on the socketmap hit path.
+///
+/// Entries live as records in one mapped region (an arena): the times the hit path and refresh
+/// look at, the domain, the reply rendered for one zone under one configuration generation, and
+/// the rest of the entry packed (`PackedEntry`; decoded only when a caller needs the whole entry).
+/// An open-addressing index of 64-bit words (a tag of the domain's hash and the record's offset)
+/// finds them. Writers (puts, replies kept, evictions) take `writer`; records are appended and
+/// published by one atomic store of their index word, so a reader sees the old record or the new
+/// one, both whole. What moves records (compaction, the index rebuilt) or rewrites a reply in
+/// place makes `sequence` odd for its length: a reader that saw it change (or odd) reads again, and
+/// after a few tries takes the writer's lock (a seqlock). Readers only read the region, which
+/// stays mapped for the cache's life, and bound every offset by its size, so a torn read is
+/// caught by the sequence and can never reach outside it. The last-use time and the "used since
+/// the last flush" mark are atomics beside the index, per slot: a stale reader that stores one
+/// into a slot reused meanwhile only makes another domain look used (eviction order), never a
+/// wrong reply. Past its capacity the least recently used tenth leaves at once, negative entries
+/// first.
+final class HotCache: @unchecked Sendable {
     /// What the hit path needs: validity, whether a record check is due, the kept reply.
     struct Hit {
         var expiresAt: Double
@@ -70,98 +34,479 @@ struct HotCache: @unchecked Sendable {
     }
 
     let capacity: Int
-    private var slots: [Key: Slot] = [:]
-    /// Domains used since the last `takeUsed()`, for the persistent store's last-use column.
-    private var used: Set<String> = []
+    private let writer = NIOLock()
+    /// Even: stable; odd: records are being moved or rewritten.
+    private let sequence = ManagedAtomic<UInt64>(0)
 
-    init(capacity: Int) { self.capacity = max(1, capacity) }
+    // The index: `slotCount` words; 0 empty, 1 removed, else tag << 40 | offset / 8.
+    private let slotCount: Int
+    private let slots: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    private let lastUsed: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
+    private let usedMarks: UnsafeMutablePointer<UnsafeAtomic<UInt8>.Storage>
 
-    var count: Int { slots.count }
+    // The arena: one mapped region; records from `firstOffset` to `end`.
+    private let region: UnsafeMutableRawPointer
+    private let regionSize: Int
+    private var end = HotCache.firstOffset
+    private var liveBytes = 0
+    private var liveCount = 0
+    private var removedSlots = 0
+    /// Moves so far (tests).
+    private(set) var compactions = 0
 
-    func peek(_ domain: String) -> CacheEntry? { slots[Key(domain)]?.entry(domain) }
+    static let firstOffset = 16
+    static let headerSize = 56
+    static let offsetMask: UInt64 = (1 << 40) - 1
 
-    mutating func use(_ domain: String, at now: Double) -> CacheEntry? {
-        guard let slot = slots[Key(domain)] else { return nil }
-        markUsed(slot, domain, at: now)
-        return slot.entry(domain)
+    /// `regionBytes`: the address space reserved for records (pages become memory only as they
+    /// are written); by default 4 KiB per entry of capacity, at least 64 MiB.
+    init(capacity: Int, regionBytes: Int? = nil) {
+        self.capacity = max(1, capacity)
+        var n = 16
+        while n < self.capacity * 2 { n <<= 1 }
+        slotCount = n
+        slots = .allocate(capacity: n)
+        lastUsed = .allocate(capacity: n)
+        usedMarks = .allocate(capacity: n)
+        for k in 0..<n {
+            (slots + k).initialize(to: .init(0))
+            (lastUsed + k).initialize(to: .init(0))
+            (usedMarks + k).initialize(to: .init(0))
+        }
+        var size = regionBytes ?? max(64 << 20, self.capacity * 4096)
+        var mapped: UnsafeMutableRawPointer?
+        while mapped == nil {
+            let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            if let p, p != UnsafeMutableRawPointer(bitPattern: -1) {
+                mapped = p
+            } else {
+                precondition(size > 1 << 20, "cannot map memory for the policy cache")
+                size /= 2
+            }
+        }
+        region = mapped!
+        regionSize = size
+    }
+
+    deinit {
+        munmap(region, regionSize)
+        slots.deallocate()
+        lastUsed.deallocate()
+        usedMarks.deallocate()
+    }
+
+    private func slot(_ k: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: slots + k) }
+    private func lastUse(_ k: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: lastUsed + k) }
+    private func usedMark(_ k: Int) -> UnsafeAtomic<UInt8> { UnsafeAtomic(at: usedMarks + k) }
+
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hasher = Hasher()
+        hasher.combine(bytes: bytes)
+        return UInt64(bitPattern: Int64(hasher.finalize()))
+    }
+
+    /// A record's fields at `offset` (the caller bounds it).
+    private struct Record {
+        let base: UnsafeMutableRawPointer
+        var hash: UInt64 { base.loadUnaligned(as: UInt64.self) }
+        var expiresAt: Double { base.loadUnaligned(fromByteOffset: 8, as: Double.self) }
+        var checkedAt: Double { base.loadUnaligned(fromByteOffset: 16, as: Double.self) }
+        var fetchedAt: Double { base.loadUnaligned(fromByteOffset: 24, as: Double.self) }
+        var generation: Int64 { base.loadUnaligned(fromByteOffset: 32, as: Int64.self) }
+        var packedCount: Int { Int(base.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) }
+        var replyCount: Int { Int(base.loadUnaligned(fromByteOffset: 44, as: UInt32.self)) }
+        var replyRoom: Int { Int(base.loadUnaligned(fromByteOffset: 48, as: UInt32.self)) }
+        var domainCount: Int { Int(base.loadUnaligned(fromByteOffset: 52, as: UInt8.self)) }
+        var zoneCount: Int { Int(base.loadUnaligned(fromByteOffset: 53, as: UInt8.self)) }
+        var flags: UInt8 { base.loadUnaligned(fromByteOffset: 54, as: UInt8.self) }
+        var negative: Bool { flags & 1 != 0 }
+        var hasReply: Bool { flags & 2 != 0 }
+        var domain: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + HotCache.headerSize, count: domainCount) }
+        var zone: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + HotCache.headerSize + domainCount, count: zoneCount) }
+        var replyStart: Int { HotCache.headerSize + domainCount + zoneCount }
+        var reply: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + replyStart, count: replyCount) }
+        var packed: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + replyStart + replyRoom, count: packedCount) }
+        /// Header and variable parts, rounded up to 8 bytes.
+        var size: Int { HotCache.recordSize(domain: domainCount, zone: zoneCount, replyRoom: replyRoom, packed: packedCount) }
+    }
+
+    static func recordSize(domain: Int, zone: Int, replyRoom: Int, packed: Int) -> Int {
+        (headerSize + domain + zone + replyRoom + packed + 7) & ~7
+    }
+
+    // MARK: the reader
+
+    /// One probe of the index, no lock, no decoding of the entry: the socketmap hit path.
+    func hit(_ domain: String, zone: String, generation: Int, at now: Double) -> Hit? {
+        var key = domain, zoneText = zone
+        return key.withUTF8 { name in
+            zoneText.withUTF8 { zoneBytes in
+                let name = UnsafeRawBufferPointer(name), zoneBytes = UnsafeRawBufferPointer(zoneBytes)
+                let h = Self.hash(name)
+                for _ in 0..<4 {
+                    let before = sequence.load(ordering: .acquiring)
+                    if before & 1 != 0 {
+                        sched_yield()
+                        continue
+                    }
+                    let (found, consistent) = probe(h, name, zoneBytes, generation)
+                    atomicMemoryFence(ordering: .acquiring)
+                    guard consistent, sequence.load(ordering: .relaxed) == before else { continue }
+                    guard let (k, hit) = found else { return nil }
+                    markUsed(k, at: now)
+                    return hit
+                }
+                // Records kept moving: read under the writer's lock (nothing moves then).
+                return writer.withLock {
+                    guard let (k, hit) = probe(h, name, zoneBytes, generation).found else { return nil }
+                    markUsed(k, at: now)
+                    return hit
+                }
+            }
+        }
+    }
+
+    /// The slot and hit for `name`, and whether what was read was consistent (every offset and
+    /// length within the region). Valid only if the sequence did not change meanwhile.
+    private func probe(_ h: UInt64, _ name: UnsafeRawBufferPointer, _ zone: UnsafeRawBufferPointer, _ generation: Int) -> (found: (Int, Hit)?, consistent: Bool) {
+        let mask = slotCount - 1
+        var k = Int(truncatingIfNeeded: h) & mask
+        let tag = h >> 40
+        for _ in 0..<slotCount {
+            let word = slot(k).load(ordering: .acquiring)
+            if word == 0 { return (nil, true) }
+            if word != 1 && word >> 40 == tag {
+                let offset = Int(word & Self.offsetMask) << 3
+                guard offset >= Self.firstOffset, offset <= regionSize - Self.headerSize else { return (nil, false) }
+                let record = Record(base: region + offset)
+                if record.hash == h {
+                    guard offset + record.replyStart + record.replyRoom + record.packedCount <= regionSize, record.replyCount <= record.replyRoom else { return (nil, false) }
+                    if record.domainCount == name.count, memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 {
+                        var reply: ByteBuffer?
+                        if record.hasReply, record.generation == Int64(generation), record.zoneCount == zone.count,
+                           zone.count == 0 || memcmp(record.zone.baseAddress!, zone.baseAddress!, zone.count) == 0 {
+                            reply = ByteBuffer(bytes: record.reply)
+                        }
+                        return ((k, Hit(expiresAt: record.expiresAt, checkedAt: record.checkedAt, negative: record.negative, reply: reply)), true)
+                    }
+                }
+            }
+            k = (k + 1) & mask
+        }
+        return (nil, true)
     }
 
     /// A use, written coarsely: once per entry per minute at most.
-    private mutating func markUsed(_ slot: Slot, _ domain: String, at now: Double) {
-        guard now - slot.lastUsed >= 60 else { return }
-        slot.lastUsed = now
-        used.insert(domain)
+    private func markUsed(_ k: Int, at now: Double) {
+        guard now - Double(bitPattern: lastUse(k).load(ordering: .relaxed)) >= 60 else { return }
+        lastUse(k).store(now.bitPattern, ordering: .relaxed)
+        usedMark(k).store(1, ordering: .relaxed)
     }
 
-    /// One hash look-up, no decoding of the entry: the socketmap hit path.
-    mutating func hit(_ domain: String, zone: String, generation: Int, at now: Double) -> Hit? {
-        guard let slot = slots[Key(domain)] else { return nil }
-        markUsed(slot, domain, at: now)
-        var reply: ByteBuffer?
-        if let kept = slot.reply, kept.generation == generation, kept.zone == zone { reply = ByteBuffer(bytes: kept.bytes) }
-        return Hit(expiresAt: slot.expiresAt, checkedAt: slot.checkedAt, negative: slot.negative, reply: reply)
+    // MARK: the writers (under `writer`)
+
+    /// The slot holding `domain`, or nil.
+    private func find(_ name: UnsafeRawBufferPointer, _ h: UInt64) -> Int? {
+        let mask = slotCount - 1
+        var k = Int(truncatingIfNeeded: h) & mask
+        for _ in 0..<slotCount {
+            let word = slot(k).load(ordering: .relaxed)
+            if word == 0 { return nil }
+            if word != 1 && word >> 40 == h >> 40 {
+                let record = Record(base: region + (Int(word & Self.offsetMask) << 3))
+                if record.hash == h, record.domainCount == name.count, memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 { return k }
+            }
+            k = (k + 1) & mask
+        }
+        return nil
     }
 
-    mutating func put(_ entry: CacheEntry) {
-        slots[Key(entry.domain)] = Slot(entry)
-        if slots.count > capacity { evictLeastRecentlyUsed() }
+    private func find(_ domain: String) -> Int? {
+        var d = domain
+        return d.withUTF8 { find(UnsafeRawBufferPointer($0), Self.hash(UnsafeRawBufferPointer($0))) }
     }
+
+    private func record(at k: Int) -> Record {
+        Record(base: region + (Int(slot(k).load(ordering: .relaxed) & Self.offsetMask) << 3))
+    }
+
+    private func entry(at k: Int) -> CacheEntry? {
+        let record = record(at: k)
+        return PackedEntry.unpack(Array(record.packed), domain: String(decoding: record.domain, as: UTF8.self), fetchedAt: record.fetchedAt,
+                                  expiresAt: record.expiresAt, checkedAt: record.checkedAt, lastUsed: Double(bitPattern: lastUse(k).load(ordering: .relaxed)))
+    }
+
+    var count: Int { writer.withLock { liveCount } }
+
+    func peek(_ domain: String) -> CacheEntry? {
+        writer.withLock { find(domain).flatMap(entry(at:)) }
+    }
+
+    func use(_ domain: String, at now: Double) -> CacheEntry? {
+        writer.withLock {
+            guard let k = find(domain) else { return nil }
+            markUsed(k, at: now)
+            return entry(at: k)
+        }
+    }
+
+    func put(_ entry: CacheEntry) { writer.withLock { insert(entry) } }
+
+    func put(_ entries: [CacheEntry]) { writer.withLock { entries.forEach { insert($0) } } }
 
     /// Puts `entry` unless the layer holds a newer one for its domain (fetched or checked later);
     /// returns the entry now cached.
-    mutating func putUnlessNewer(_ entry: CacheEntry) -> CacheEntry {
-        if let current = slots[Key(entry.domain)], current.fetchedAt > entry.fetchedAt
-            || (current.fetchedAt == entry.fetchedAt && current.checkedAt >= entry.checkedAt), let decoded = current.entry(entry.domain) {
-            return decoded
+    func putUnlessNewer(_ entry: CacheEntry) -> CacheEntry {
+        writer.withLock {
+            if let k = find(entry.domain) {
+                let current = record(at: k)
+                if current.fetchedAt > entry.fetchedAt || (current.fetchedAt == entry.fetchedAt && current.checkedAt >= entry.checkedAt),
+                   let decoded = self.entry(at: k) {
+                    return decoded
+                }
+            }
+            insert(entry)
+            return entry
         }
-        put(entry)
-        return entry
     }
 
-    mutating func remove(_ domain: String) { slots[Key(domain)] = nil }
+    func remove(_ domain: String) { writer.withLock { delete(domain) } }
+
+    func remove(_ domains: [String]) { writer.withLock { domains.forEach { delete($0) } } }
+
+    private func delete(_ domain: String) {
+        guard let k = find(domain) else { return }
+        liveBytes -= record(at: k).size
+        liveCount -= 1
+        slot(k).store(1, ordering: .releasing)
+        removedSlots += 1
+        usedMark(k).store(0, ordering: .relaxed)
+    }
+
+    /// Room for the reply a policy's record keeps (its netstring: the match list and a little
+    /// more), so that keeping it later rewrites it in place instead of appending a copy.
+    static func replyRoom(_ entry: CacheEntry) -> Int {
+        guard let policy = entry.policy else { return 32 }
+        return 64 + policy.mx.reduce(0) { $0 + $1.description.utf8.count + 1 } + (entry.mxHosts?.reduce(0) { $0 + $1.utf8.count + 1 } ?? 0)
+    }
+
+    private func insert(_ entry: CacheEntry) {
+        let packed = PackedEntry.pack(entry)
+        var domain = entry.domain
+        domain.withUTF8 { nameBytes in
+            let name = UnsafeRawBufferPointer(nameBytes)
+            guard name.count <= 255 else { return }
+            let h = Self.hash(name)
+            let room = Self.replyRoom(entry)
+            let size = Self.recordSize(domain: name.count, zone: 0, replyRoom: room, packed: packed.count)
+            let existing = find(name, h)
+            guard let offset = reserve(size) else { return }
+            let base = region + offset
+            base.storeBytes(of: h, as: UInt64.self)
+            base.storeBytes(of: entry.expiresAt, toByteOffset: 8, as: Double.self)
+            base.storeBytes(of: entry.checkedAt, toByteOffset: 16, as: Double.self)
+            base.storeBytes(of: entry.fetchedAt, toByteOffset: 24, as: Double.self)
+            base.storeBytes(of: Int64(0), toByteOffset: 32, as: Int64.self)
+            base.storeBytes(of: UInt32(packed.count), toByteOffset: 40, as: UInt32.self)
+            base.storeBytes(of: UInt32(0), toByteOffset: 44, as: UInt32.self)
+            base.storeBytes(of: UInt32(room), toByteOffset: 48, as: UInt32.self)
+            base.storeBytes(of: UInt8(name.count), toByteOffset: 52, as: UInt8.self)
+            base.storeBytes(of: UInt8(0), toByteOffset: 53, as: UInt8.self)
+            base.storeBytes(of: UInt8(entry.policy == nil ? 1 : 0), toByteOffset: 54, as: UInt8.self)
+            (base + Self.headerSize).copyMemory(from: name.baseAddress!, byteCount: name.count)
+            packed.withUnsafeBytes { (base + Self.headerSize + name.count + room).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            let word = (h >> 40) << 40 | UInt64(offset >> 3)
+            // A compaction in `reserve` may have moved the old record: look again.
+            if let k = existing.flatMap({ _ in find(name, h) }) {
+                liveBytes -= record(at: k).size
+                slot(k).store(word, ordering: .releasing)
+                lastUse(k).store(entry.lastUsed.bitPattern, ordering: .relaxed)
+            } else {
+                let k = freeSlot(h)
+                if slot(k).load(ordering: .relaxed) == 1 { removedSlots -= 1 }
+                lastUse(k).store(entry.lastUsed.bitPattern, ordering: .relaxed)
+                usedMark(k).store(0, ordering: .relaxed)
+                slot(k).store(word, ordering: .releasing)
+                liveCount += 1
+            }
+            liveBytes += size
+            end = offset + size
+        }
+        if liveCount > capacity { evictLeastRecentlyUsed() }
+        // Many removed slots lengthen probes: the index is built again.
+        if removedSlots > slotCount / 4 { compact() }
+    }
+
+    /// The first empty or removed slot on `h`'s probe path.
+    private func freeSlot(_ h: UInt64) -> Int {
+        let mask = slotCount - 1
+        var k = Int(truncatingIfNeeded: h) & mask
+        while slot(k).load(ordering: .relaxed) > 1 { k = (k + 1) & mask }
+        return k
+    }
+
+    /// The offset for a record of `size` bytes at the end of the arena, after moving the records
+    /// together if the space left by replaced and removed ones is large, or the region is full
+    /// (then the least recently used tenth leaves if that is not enough). Nil: it does not fit.
+    private func reserve(_ size: Int) -> Int? {
+        let garbage = end - Self.firstOffset - liveBytes
+        if end + size > regionSize || garbage > max(liveBytes / 4, 1 << 20) { compact() }
+        if end + size > regionSize {
+            evictLeastRecentlyUsed()
+            compact()
+        }
+        return end + size <= regionSize ? end : nil
+    }
+
+    /// Moves the live records together in address order, builds the index again without the
+    /// removed slots, and gives the freed pages back, with the sequence odd meanwhile.
+    private func compact() {
+        var live: [(offset: Int, hash: UInt64, lastUsed: UInt64, used: UInt8)] = []
+        live.reserveCapacity(liveCount)
+        for k in 0..<slotCount {
+            let word = slot(k).load(ordering: .relaxed)
+            if word > 1 {
+                live.append((Int(word & Self.offsetMask) << 3, Record(base: region + (Int(word & Self.offsetMask) << 3)).hash,
+                             lastUse(k).load(ordering: .relaxed), usedMark(k).load(ordering: .relaxed)))
+            }
+        }
+        live.sort { $0.offset < $1.offset }
+        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+        for k in 0..<slotCount {
+            slot(k).store(0, ordering: .relaxed)
+            usedMark(k).store(0, ordering: .relaxed)
+        }
+        var cursor = Self.firstOffset
+        for item in live {
+            let size = Record(base: region + item.offset).size
+            if item.offset != cursor { (region + cursor).copyMemory(from: region + item.offset, byteCount: size) }
+            let k = freeSlot(item.hash)
+            slot(k).store((item.hash >> 40) << 40 | UInt64(cursor >> 3), ordering: .relaxed)
+            lastUse(k).store(item.lastUsed, ordering: .relaxed)
+            usedMark(k).store(item.used, ordering: .relaxed)
+            cursor += size
+        }
+        let oldEnd = end
+        end = cursor
+        liveBytes = cursor - Self.firstOffset
+        liveCount = live.count
+        removedSlots = 0
+        compactions += 1
+        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+        // The pages past the records are given back (a late reader finds zeros there).
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let from = (cursor + page - 1) / page * page
+        if oldEnd > from { _ = madvise(region + from, oldEnd - from, Int32(MADV_DONTNEED)) }
+    }
 
     /// Keeps `reply` for `domain` under `zone` if the entry it was rendered from is still the one
-    /// cached (a reply is never kept beside a newer entry).
-    mutating func keep(_ reply: ByteBuffer, _ domain: String, zone: String, generation: Int, renderedFrom entry: CacheEntry) {
-        guard let slot = slots[Key(domain)], slot.holds(entry) else { return }
-        slot.reply = (zone, generation, Array(reply.readableBytesView))
+    /// cached (a reply is never kept beside a newer entry): in the record's room for it, or in a
+    /// copy of the record with room enough.
+    func keep(_ reply: ByteBuffer, _ domain: String, zone: String, generation: Int, renderedFrom entry: CacheEntry) {
+        writer.withLock {
+            guard let k = find(domain) else { return }
+            let current = record(at: k)
+            let packed = PackedEntry.pack(entry)
+            guard entry.fetchedAt == current.fetchedAt, entry.expiresAt == current.expiresAt, entry.checkedAt == current.checkedAt,
+                  (entry.policy == nil) == current.negative, packed.elementsEqual(current.packed) else { return }
+            let zoneBytes = Array(zone.utf8), bytes = reply.readableBytesView
+            guard zoneBytes.count <= 255 else { return }
+            if zoneBytes.count == current.zoneCount && zoneBytes.elementsEqual(current.zone) || current.zoneCount == 0 && zoneBytes.isEmpty,
+               bytes.count <= current.replyRoom {
+                // In place, with the sequence odd: a reader meanwhile reads again.
+                sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+                let base = current.base
+                bytes.withUnsafeBytes { (base + current.replyStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                base.storeBytes(of: UInt32(bytes.count), toByteOffset: 44, as: UInt32.self)
+                base.storeBytes(of: Int64(generation), toByteOffset: 32, as: Int64.self)
+                base.storeBytes(of: current.flags | 2, toByteOffset: 54, as: UInt8.self)
+                sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+                return
+            }
+            // A new record: the zone's name and a reply that did not fit.
+            let room = max(bytes.count, current.replyRoom)
+            let size = Self.recordSize(domain: current.domainCount, zone: zoneBytes.count, replyRoom: room, packed: packed.count)
+            let oldSize = current.size
+            guard let offset = reserve(size), let k = find(domain) else { return }  // (reserve may move records)
+            let old = record(at: k)
+            let base = region + offset
+            base.copyMemory(from: old.base, byteCount: Self.headerSize)
+            base.storeBytes(of: Int64(generation), toByteOffset: 32, as: Int64.self)
+            base.storeBytes(of: UInt32(bytes.count), toByteOffset: 44, as: UInt32.self)
+            base.storeBytes(of: UInt32(room), toByteOffset: 48, as: UInt32.self)
+            base.storeBytes(of: UInt8(zoneBytes.count), toByteOffset: 53, as: UInt8.self)
+            base.storeBytes(of: old.flags | 2, toByteOffset: 54, as: UInt8.self)
+            (base + Self.headerSize).copyMemory(from: old.domain.baseAddress!, byteCount: old.domainCount)
+            zoneBytes.withUnsafeBytes { (base + Self.headerSize + old.domainCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            let replyAt = Self.headerSize + old.domainCount + zoneBytes.count
+            bytes.withUnsafeBytes { (base + replyAt).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            packed.withUnsafeBytes { (base + replyAt + room).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            let h = old.hash
+            slot(k).store((h >> 40) << 40 | UInt64(offset >> 3), ordering: .releasing)
+            liveBytes += size - oldSize
+            end = offset + size
+        }
     }
 
     /// The entries whose times pass `filter` (fetched, expires, checked, last used, negative),
     /// decoded; the others are not.
     func entries(where filter: (_ fetchedAt: Double, _ expiresAt: Double, _ checkedAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [CacheEntry] {
-        slots.compactMap { key, slot in
-            filter(slot.fetchedAt, slot.expiresAt, slot.checkedAt, slot.lastUsed, slot.negative) ? slot.entry(key.text) : nil
+        writer.withLock {
+            (0..<slotCount).compactMap { k in
+                guard slot(k).load(ordering: .relaxed) > 1 else { return nil }
+                let r = record(at: k)
+                return filter(r.fetchedAt, r.expiresAt, r.checkedAt, Double(bitPattern: lastUse(k).load(ordering: .relaxed)), r.negative) ? entry(at: k) : nil
+            }
         }
     }
 
     /// The domains whose times pass `filter`.
     func domains(where filter: (_ expiresAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [String] {
-        slots.compactMap { key, slot in filter(slot.expiresAt, slot.lastUsed, slot.negative) ? key.text : nil }
+        writer.withLock {
+            (0..<slotCount).compactMap { k in
+                guard slot(k).load(ordering: .relaxed) > 1 else { return nil }
+                let r = record(at: k)
+                return filter(r.expiresAt, Double(bitPattern: lastUse(k).load(ordering: .relaxed)), r.negative) ? String(decoding: r.domain, as: UTF8.self) : nil
+            }
+        }
     }
 
-    mutating func takeUsed() -> [String] {
-        defer { used.removeAll(keepingCapacity: true) }
-        return Array(used)
+    /// Domains used since the last call, for the persistent store's last-use column.
+    func takeUsed() -> [String] {
+        writer.withLock {
+            (0..<slotCount).compactMap { k in
+                guard slot(k).load(ordering: .relaxed) > 1, usedMark(k).exchange(0, ordering: .relaxed) != 0 else { return nil }
+                return String(decoding: record(at: k).domain, as: UTF8.self)
+            }
+        }
     }
 
     /// "No policy" entries leave first (least recently used first), policies only when nothing
     /// else is left: mail to thousands of domains without MTA-STS cannot push a cached enforce
     /// policy out of memory (after which blocking its policy host would downgrade the domain).
-    private mutating func evictLeastRecentlyUsed() {
+    private func evictLeastRecentlyUsed() {
         let drop = max(1, capacity / 10)
-        // One rank per entry (negative entries below every policy, then by last use), sorted as
-        // plain numbers: the cut-off below which the tenth to drop lies, without sorting (and
-        // retaining) the entries themselves.
-        func rank(_ slot: Slot) -> Double { slot.negative ? slot.lastUsed - 1e15 : slot.lastUsed }
-        var ranks = slots.values.map(rank)
+        func rank(_ k: Int) -> Double {
+            let used = Double(bitPattern: lastUse(k).load(ordering: .relaxed))
+            return record(at: k).negative ? used - 1e15 : used
+        }
+        let occupied = (0..<slotCount).filter { slot(k: $0) }
+        guard !occupied.isEmpty else { return }
+        var ranks = occupied.map(rank)
         ranks.sort()
         let cutoff = ranks[min(drop, ranks.count) - 1]
-        var victims: [Key] = []
-        victims.reserveCapacity(drop)
-        for (key, slot) in slots where victims.count < drop && rank(slot) <= cutoff { victims.append(key) }
-        for key in victims { slots[key] = nil }
+        var dropped = 0
+        for k in occupied where dropped < drop && rank(k) <= cutoff {
+            liveBytes -= record(at: k).size
+            liveCount -= 1
+            slot(k).store(1, ordering: .releasing)
+            usedMark(k).store(0, ordering: .relaxed)
+            removedSlots += 1
+            dropped += 1
+        }
     }
+
+    private func slot(k: Int) -> Bool { slot(k).load(ordering: .relaxed) > 1 }
 }
 
 /// A cache entry without its domain and times, in one byte array: flags, the DANE state, then

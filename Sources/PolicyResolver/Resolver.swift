@@ -90,7 +90,7 @@ public final class PolicyResolver: Sendable {
     let dns: DNSResolver
     let fetcher: PolicyFetcher
     let clock: any PolicyClock
-    let hot: NIOLockedValueBox<HotCache>
+    let hot: HotCache
     let flights = NIOLockedValueBox<[String: Flight]>([:])
     /// The store behind its time limits and breaker (nil for a memory-only cache).
     let guarded: StoreGuard?
@@ -109,7 +109,7 @@ public final class PolicyResolver: Sendable {
         self.limiter = AsyncLimiter(limit: settings.resolveConcurrency)
         self.clock = clock
         self.metrics = metrics
-        self.hot = NIOLockedValueBox(HotCache(capacity: settings.hotCapacity))
+        self.hot = HotCache(capacity: settings.hotCapacity)
         self.logger = logger
         self.guarded = store.map {
             StoreGuard(store: $0, timeout: settings.storeTimeout, retryAfter: settings.storeRetryAfter, clock: clock,
@@ -133,7 +133,7 @@ public final class PolicyResolver: Sendable {
     /// when the entry has not been checked for `recheckAfter`.
     public func cached(_ domain: DomainName) -> Resolution? {
         let now = clock.now()
-        guard let entry = hot.withLockedValue({ $0.use(domain.text, at: now) }), entry.isValid(at: now) else { return nil }
+        guard let entry = hot.use(domain.text, at: now), entry.isValid(at: now) else { return nil }
         metrics.lookups.increment()
         metrics.hits.increment()
         if !entry.isNegative, now - entry.checkedAt >= settings.recheckAfter { refreshInBackground(domain) }
@@ -164,15 +164,15 @@ public final class PolicyResolver: Sendable {
     /// (nil: not kept, e.g. a TEMP reply). Nil when the domain has no valid entry.
     public func cachedReply(_ domain: String, zone: String, generation: Int, render: (Resolution) -> ByteBuffer?) -> ByteBuffer? {
         let now = clock.now()
-        guard let hit = hot.withLockedValue({ $0.hit(domain, zone: zone, generation: generation, at: now) }), now < hit.expiresAt else { return nil }
+        guard let hit = hot.hit(domain, zone: zone, generation: generation, at: now), now < hit.expiresAt else { return nil }
         metrics.lookups.increment()
         metrics.hits.increment()
         if !hit.negative, now - hit.checkedAt >= settings.recheckAfter, let name = try? DomainName(domain) { refreshInBackground(name) }
         if let kept = hit.reply { return kept }
         // The first hit for this zone: render from the entry, keep the bytes with it.
-        guard let entry = hot.withLockedValue({ $0.peek(domain) }), let name = try? DomainName(domain),
+        guard let entry = hot.peek(domain), let name = try? DomainName(domain),
               let rendered = render(resolution(from: entry, domain: name, source: .cache)) else { return nil }
-        hot.withLockedValue { $0.keep(rendered, domain, zone: zone, generation: generation, renderedFrom: entry) }
+        hot.keep(rendered, domain, zone: zone, generation: generation, renderedFrom: entry)
         return rendered
     }
 
@@ -205,13 +205,13 @@ public final class PolicyResolver: Sendable {
             let now = self.clock.now()
             guard stored.isValid(at: now) else { return finish(nil) }
             // A newer entry that reached the hot layer meanwhile (a fetch) is the one used.
-            let entry = self.hot.withLockedValue { $0.putUnlessNewer(stored) }
+            let entry = self.hot.putUnlessNewer(stored)
             self.metrics.lookups.increment()
             self.metrics.misses.increment()
             self.metrics.storeHits.increment()
             if !entry.isNegative, now - entry.checkedAt >= self.settings.recheckAfter { self.refreshInBackground(name) }
             guard let bytes = render(self.resolution(from: entry, domain: name, source: .cache)) else { return finish(nil) }
-            self.hot.withLockedValue { $0.keep(bytes, domain, zone: zone, generation: generation, renderedFrom: entry) }
+            self.hot.keep(bytes, domain, zone: zone, generation: generation, renderedFrom: entry)
             finish(bytes)
         }
         return promise.futureResult
@@ -295,7 +295,7 @@ public final class PolicyResolver: Sendable {
 
     func resolveUncached(_ domain: DomainName, _ flight: Flight = Flight()) async -> Resolution {
         let now = clock.now()
-        var previous = hot.withLockedValue { $0.peek(domain.text) }
+        var previous = hot.peek(domain.text)
         var storeDown = false
         if let guarded {
             flight.set(.store)
@@ -303,7 +303,7 @@ public final class PolicyResolver: Sendable {
             case .success(let stored):
                 if let stored, stored.isValid(at: now) {
                     // Fetched by another daemon sharing the store, or before a restart.
-                    hot.withLockedValue { $0.put(stored) }
+                    hot.put(stored)
                     metrics.storeHits.increment()
                     return resolution(from: stored, domain: domain, source: .cache)
                 }
@@ -330,7 +330,7 @@ public final class PolicyResolver: Sendable {
             var used = entry
             used.lastUsed = now
             let entry = used
-            hot.withLockedValue { $0.put(entry) }
+            hot.put(entry)
             // Written without the reply waiting (kept for later while the store is down).
             guarded?.save(entry)
             return resolution(from: entry, domain: domain, source: .fetched)
@@ -561,7 +561,7 @@ public final class PolicyResolver: Sendable {
 
     func refreshNow(_ domain: DomainName, force: Bool) async {
         let now = clock.now()
-        var current = hot.withLockedValue { $0.peek(domain.text) }
+        var current = hot.peek(domain.text)
         if let guarded, case .success(let stored?) = await guarded.call({ try $0.load(domain.text) }) {
             if current == nil || stored.fetchedAt > current!.fetchedAt || stored.checkedAt > current!.checkedAt { current = stored }
         }
@@ -619,7 +619,7 @@ public final class PolicyResolver: Sendable {
     }
 
     func save(_ entry: CacheEntry) {
-        hot.withLockedValue { $0.put(entry) }
+        hot.put(entry)
         guarded?.save(entry)
     }
 
@@ -633,18 +633,16 @@ public final class PolicyResolver: Sendable {
         let unusedBefore = now - settings.evictAfter
         // Candidates: from the store (a query, not the whole table) or the hot layer.
         // Only the entries whose times call for it are decoded.
-        var candidates = hot.withLockedValue {
-            $0.entries { fetched, expires, _, _, negative in !negative && now < expires && now >= fetched + (expires - fetched) / 2 }
-        }
+        var candidates = hot.entries { fetched, expires, _, _, negative in !negative && now < expires && now >= fetched + (expires - fetched) / 2 }
         if let guarded, case .success(let stored) = await guarded.call({ try $0.refreshCandidates(at: now) }) {
             var byDomain = Dictionary(candidates.map { ($0.domain, $0) }, uniquingKeysWith: { a, _ in a })
             for e in stored where byDomain[e.domain].map({ e.fetchedAt > $0.fetchedAt }) ?? true { byDomain[e.domain] = e }
             candidates = Array(byDomain.values)
         }
         let evictAfter = settings.evictAfter
-        let evict = hot.withLockedValue { $0.domains { expires, lastUsed, negative in now - lastUsed > evictAfter || (negative && !(now < expires)) } }
+        let evict = hot.domains { expires, lastUsed, negative in now - lastUsed > evictAfter || (negative && !(now < expires)) }
         var evicted = evict.count
-        if !evict.isEmpty { hot.withLockedValue { cache in evict.forEach { cache.remove($0) } } }
+        if !evict.isEmpty { hot.remove(evict) }
         if let guarded, case .success(let n) = await guarded.call({ try $0.evict(unusedBefore: unusedBefore, at: now) }) { evicted = max(evicted, n) }
         metrics.evictions.increment(by: evicted)
         let due = candidates.filter { e in
@@ -686,7 +684,7 @@ public final class PolicyResolver: Sendable {
             let limit = min(slice, settings.hotCapacity - loaded), offset = loaded
             let valid: [CacheEntry]
             do { valid = try await blocking { try store.recent(limit: limit, offset: offset, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
-            hot.withLockedValue { cache in valid.forEach { cache.put($0) } }
+            hot.put(valid)
             loaded += valid.count
             if valid.count < limit { break }
         }
@@ -696,13 +694,13 @@ public final class PolicyResolver: Sendable {
     /// Writes the coarse last-use times of the hot layer to the store (for eviction across restarts).
     public func flushUse() async {
         guard let guarded else { return }
-        let used = hot.withLockedValue { $0.takeUsed() }
+        let used = hot.takeUsed()
         guard !used.isEmpty else { return }
         let now = clock.now()
         _ = await guarded.call { try $0.touch(used, at: now) }
     }
 
-    public var hotCount: Int { hot.withLockedValue { $0.count } }
+    public var hotCount: Int { hot.count }
 
     static func format(_ time: Double) -> String {
         RFC3339.format(Int64(time))

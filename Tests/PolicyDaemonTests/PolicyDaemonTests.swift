@@ -274,10 +274,8 @@ import TLSRPTSender
         let enforce = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n").policy)
         let testing = try #require(STSPolicy.parse("version: STSv1\nmode: testing\nmx: mx.example.com\nmax_age: 86400\n").policy)
         func put(_ policy: STSPolicy) {
-            resolver.hot.withLockedValue {
-                $0.put(CacheEntry(domain: "example.com", policy: policy, stsID: "1", fetchedAt: 1_800_000_000, expiresAt: 1_800_086_400,
-                                  checkedAt: 1_800_000_000, lastUsed: 1_800_000_000))
-            }
+            resolver.hot.put(CacheEntry(domain: "example.com", policy: policy, stsID: "1", fetchedAt: 1_800_000_000, expiresAt: 1_800_086_400,
+                                        checkedAt: 1_800_000_000, lastUsed: 1_800_000_000))
         }
         // Nothing cached: the key is normalised, so the request goes straight to the resolver.
         if case .notCached = responder.cachedReply(payload: Self.payload("postfix example.com")) {} else { Issue.record("expected notCached") }

@@ -1,0 +1,190 @@
+import Foundation
+import MTASTSCore
+import NIOCore
+@testable import PolicyResolver
+import Testing
+
+/// The hot layer's arena and lock-free reader: what it returns, what it drops, and that readers
+/// racing writers that replace, remove, evict and move records never see a reply that is not
+/// the domain's own.
+@Suite struct HotCacheTests {
+    static let policy = STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx.example.net\nmx: *.backup.example.net\nmax_age: 86400\n").policy!
+
+    static func entry(_ domain: String, id: String = "1", at t: Double = 1_000, negative: Bool = false, lastUsed: Double? = nil) -> CacheEntry {
+        CacheEntry(domain: domain, policy: negative ? nil : policy, stsID: negative ? nil : id, fetchedAt: t, expiresAt: t + 86_400,
+                   checkedAt: t, lastUsed: lastUsed ?? t)
+    }
+
+    static func reply(_ domain: String, _ id: String) -> ByteBuffer {
+        ByteBuffer(string: "OK secure match=\(domain) id=\(id)")
+    }
+
+    @Test("put, hit, keep (in place and in a new record), replace, remove; peek decodes the whole entry")
+    func basics() throws {
+        let cache = HotCache(capacity: 100)
+        #expect(cache.hit("a.example", zone: "z", generation: 1, at: 1_000) == nil)
+        let a = Self.entry("a.example")
+        cache.put(a)
+        let first = try #require(cache.hit("a.example", zone: "z", generation: 1, at: 1_000))
+        #expect(first.reply == nil && first.expiresAt == 87_400 && !first.negative)
+        #expect(cache.peek("a.example") == a)
+        cache.keep(Self.reply("a.example", "1"), "a.example", zone: "", generation: 1, renderedFrom: a)
+        #expect(cache.hit("a.example", zone: "", generation: 1, at: 1_000)?.reply == Self.reply("a.example", "1"))
+        #expect(cache.hit("a.example", zone: "", generation: 2, at: 1_000)?.reply == nil)
+        // Another zone's name: a new record; a reply larger than the room kept for it: likewise.
+        let long = ByteBuffer(string: String(repeating: "x", count: 5_000))
+        cache.keep(long, "a.example", zone: "strict", generation: 3, renderedFrom: a)
+        #expect(cache.hit("a.example", zone: "strict", generation: 3, at: 1_000)?.reply == long)
+        #expect(cache.peek("a.example") == a)
+        // A reply rendered from an older entry is not kept beside a newer one.
+        let newer = Self.entry("a.example", id: "2", at: 2_000)
+        cache.put(newer)
+        cache.keep(Self.reply("a.example", "1"), "a.example", zone: "", generation: 1, renderedFrom: a)
+        #expect(cache.hit("a.example", zone: "", generation: 1, at: 2_000)?.reply == nil)
+        #expect(cache.putUnlessNewer(a) == newer)
+        #expect(cache.count == 1)
+        cache.put(Self.entry("b.example", negative: true))
+        #expect(cache.hit("b.example", zone: "", generation: 1, at: 1_000)?.negative == true)
+        cache.remove("a.example")
+        #expect(cache.hit("a.example", zone: "", generation: 1, at: 2_000) == nil && cache.peek("a.example") == nil && cache.count == 1)
+        // Names that differ only past a shared prefix, or by length, are distinct.
+        cache.put(Self.entry("a.example.net"))
+        #expect(cache.hit("a.example", zone: "", generation: 1, at: 1_000) == nil)
+    }
+
+    @Test("past the capacity a tenth leaves, negative entries first, then the least recently used; use marks are taken once")
+    func eviction() {
+        let cache = HotCache(capacity: 20)
+        for k in 0..<10 { cache.put(Self.entry("n\(k).example", negative: true, lastUsed: 5_000)) }
+        for k in 0..<10 { cache.put(Self.entry("p\(k).example", lastUsed: Double(1_000 + k))) }
+        cache.put(Self.entry("p10.example", lastUsed: 9_000))  // 21 > 20: two leave
+        #expect(cache.count == 19)
+        #expect(cache.peek("n0.example") == nil || cache.peek("n1.example") == nil)
+        #expect((0..<11).allSatisfy { cache.peek("p\($0).example") != nil })
+        _ = cache.hit("p3.example", zone: "", generation: 0, at: 10_000)
+        _ = cache.hit("p4.example", zone: "", generation: 0, at: 10_030)
+        _ = cache.hit("p4.example", zone: "", generation: 0, at: 10_040)
+        #expect(Set(cache.takeUsed()) == ["p3.example", "p4.example"])
+        #expect(cache.takeUsed().isEmpty)
+        #expect(cache.peek("p3.example")?.lastUsed == 10_000)
+        #expect(cache.domains { _, lastUsed, _ in lastUsed >= 10_000 }.sorted() == ["p3.example", "p4.example"])
+    }
+
+    @Test("a small region: replaced records are moved together (compaction) and every entry and reply survives it")
+    func compaction() throws {
+        let cache = HotCache(capacity: 2_000, regionBytes: 1 << 20)
+        for round in 0..<20 {
+            for k in 0..<500 {
+                let e = Self.entry("d\(k).example", id: "\(round)", at: Double(1_000 + round))
+                cache.put(e)
+                cache.keep(Self.reply("d\(k).example", "\(round)"), "d\(k).example", zone: "", generation: 1, renderedFrom: e)
+            }
+        }
+        #expect(cache.compactions > 0)
+        #expect(cache.count == 500)
+        for k in 0..<500 {
+            #expect(cache.hit("d\(k).example", zone: "", generation: 1, at: 1_100)?.reply == Self.reply("d\(k).example", "19"))
+            #expect(cache.peek("d\(k).example")?.stsID == "19")
+        }
+    }
+
+    @Test("readers without a lock racing a writer that replaces, removes, evicts and compacts: every reply is the domain's own")
+    func racingReaders() async throws {
+        let cache = HotCache(capacity: 3_000, regionBytes: 2 << 20)
+        let domains = (0..<2_000).map { "r\($0).example" }
+        for d in domains {
+            let e = Self.entry(d)
+            cache.put(e)
+            cache.keep(Self.reply(d, "1"), d, zone: "", generation: 1, renderedFrom: e)
+        }
+        let stop = ManagedFlag()
+        let readers = (0..<3).map { r in
+            Thread.detachedResult {
+                var hits = 0, wrong = 0
+                var k = r * 7
+                while !stop.isSet {
+                    let d = domains[k % domains.count]
+                    k &+= 13
+                    guard let hit = cache.hit(d, zone: "", generation: 1, at: 2_000), let reply = hit.reply else { continue }
+                    hits += 1
+                    let text = String(buffer: reply)
+                    if !text.hasPrefix("OK secure match=\(d) id=") { wrong += 1 }
+                }
+                return (hits, wrong)
+            }
+        }
+        var version = 1
+        let end = Date().addingTimeInterval(2)
+        while Date() < end {
+            version += 1
+            for (i, d) in domains.enumerated() where i % 3 == version % 3 {
+                let e = Self.entry(d, id: "\(version)", at: Double(1_000 + version))
+                cache.put(e)
+                // Replies of every size: in place, or a new record.
+                let pad = String(repeating: "p", count: (i * version) % 300)
+                cache.keep(ByteBuffer(string: "OK secure match=\(d) id=\(version) \(pad)"), d, zone: "", generation: 1, renderedFrom: e)
+            }
+            cache.remove(domains.filter { $0.hasSuffix("7.example") })
+            for k in 0..<200 { cache.put(Self.entry("extra\(version)-\(k).example", negative: true)) }
+        }
+        stop.set()
+        var hits = 0, wrong = 0
+        for reader in readers {
+            let (h, w) = await reader.value
+            hits += h
+            wrong += w
+        }
+        #expect(cache.compactions > 0)
+        #expect(hits > 1_000)
+        #expect(wrong == 0)
+    }
+}
+
+/// A flag set once, read by other threads.
+final class ManagedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
+
+extension Thread {
+    /// Runs `body` on a thread of its own (not the cooperative pool), its result awaited.
+    static func detachedResult<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Task<T, Never> {
+        let box = ResultBox<T>()
+        let thread = Thread {
+            box.finish(body())
+        }
+        thread.start()
+        return Task { await box.value() }
+    }
+}
+
+final class ResultBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: T?
+    private var waiter: CheckedContinuation<T, Never>?
+    func finish(_ value: T) {
+        lock.lock()
+        if let waiter {
+            self.waiter = nil
+            lock.unlock()
+            waiter.resume(returning: value)
+        } else {
+            result = value
+            lock.unlock()
+        }
+    }
+    func value() async -> T {
+        await withCheckedContinuation { c in
+            lock.lock()
+            if let result {
+                lock.unlock()
+                c.resume(returning: result)
+            } else {
+                waiter = c
+                lock.unlock()
+            }
+        }
+    }
+}
