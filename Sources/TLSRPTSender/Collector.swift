@@ -142,14 +142,14 @@ public final class Collector: @unchecked Sendable {
     static let readBatch = 32
 
     /// How long the reader may rest after a drain that found only a few datagrams, given the
-    /// kernel's queue length: no longer than a burst of 250,000 datagrams a second (more than a
-    /// do-nothing reader takes here) needs to fill a quarter of the queue, at most 2 ms, and not
-    /// at all where that is under 200 µs (the kernel's default queue of 10). Resting lets the
+    /// kernel's queue length: no longer than a burst of 250,000 datagrams a second (over twice what
+    /// a do-nothing reader takes here) needs to fill half of the queue, at most 2 ms, and not at
+    /// all where that is under 200 µs (the kernel's default queue of 10). Resting lets the
     /// datagrams of moderate rates be taken a few dozen per wake-up instead of one (a wake-up
     /// costs more than the datagram's own work) without letting the queue fill.
     public static func restNanoseconds(queueLength: Int?) -> Int {
         guard let q = queueLength else { return 0 }
-        let ns = min(2_000_000, q * 1_000)
+        let ns = min(2_000_000, q * 2_000)  // q / 2 datagrams at 250,000/s
         return ns >= 200_000 ? ns : 0
     }
 
@@ -235,9 +235,11 @@ public final class Collector: @unchecked Sendable {
         var lastCommit = now()
         var local: [(bytes: [UInt8], time: Double)] = []
         // Byte-identical datagrams are common (every successful session to a domain looks the
-        // same): the last few thousand decodings are kept. The day string changes once a day.
-        var decoded: [DatagramBytes: TLSRPTDatagram] = [:]
-        var decodedBytes = 0
+        // same): the rows of the last few thousand are kept, for the day they were made for.
+        // Within one hand-over the same bytes are counted first and folded in once.
+        var prepared: [DatagramBytes: SessionBatch.Prepared] = [:]
+        var preparedBytes = 0
+        var counts: [DatagramBytes: Int] = [:]
         var day = (number: Int64.min, text: "")
         while true {
             lock.lock()
@@ -251,34 +253,49 @@ public final class Collector: @unchecked Sendable {
             lock.unlock()
             var repaired = 0
             var droppedNow = 0
+            var pending = 0  // datagrams counted, not yet folded in
+            func fold() {
+                for (bytes, n) in counts {
+                    if let p = prepared[bytes] {
+                        batch.add(p, count: n)
+                        if p.repairedUTF8 { repaired += n }
+                        continue
+                    }
+                    do {
+                        let p = SessionBatch.Prepared(try TLSRPTDatagram.decode(bytes.bytes), day: day.text)
+                        batch.add(p, count: n)
+                        if p.repairedUTF8 { repaired += n }
+                        if prepared.count >= 4_096 || preparedBytes + bytes.bytes.count > 4 << 20 {
+                            prepared.removeAll(keepingCapacity: true)
+                            preparedBytes = 0
+                        }
+                        prepared[bytes] = p
+                        preparedBytes += bytes.bytes.count
+                    } catch {
+                        for _ in 0..<n { malformed(bytes.bytes, error.reason) }
+                    }
+                }
+                counts.removeAll(keepingCapacity: true)
+                pending = 0
+            }
             for item in local {
                 // While commits fail the batch is kept; past the backlog bound new datagrams are dropped.
-                if batch.datagrams >= configuration.maxBacklog {
+                if batch.datagrams + pending >= configuration.maxBacklog {
                     droppedNow += 1
                     continue
                 }
                 let seconds = Int64(item.time)
                 let number = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-                if number != day.number { day = (number, RFC3339.formatDay(seconds)) }
-                if let d = decoded[DatagramBytes(item.bytes)] {
-                    batch.add(d, day: day.text)
-                    if d.repairedUTF8 { repaired += 1 }
-                    continue
+                if number != day.number {
+                    fold()  // what came before, on its own day
+                    day = (number, RFC3339.formatDay(seconds))
+                    prepared.removeAll(keepingCapacity: true)  // (rows are made for one day)
+                    preparedBytes = 0
                 }
-                do {
-                    let d = try TLSRPTDatagram.decode(item.bytes)
-                    batch.add(d, day: day.text)
-                    if d.repairedUTF8 { repaired += 1 }
-                    if decoded.count >= 4_096 || decodedBytes + item.bytes.count > 4 << 20 {
-                        decoded.removeAll(keepingCapacity: true)
-                        decodedBytes = 0
-                    }
-                    decoded[DatagramBytes(item.bytes)] = d
-                    decodedBytes += item.bytes.count
-                } catch {
-                    malformed(item.bytes, error.reason)
-                }
+                counts[DatagramBytes(item.bytes), default: 0] += 1
+                pending += 1
             }
+            fold()
             if repaired > 0 { bump { $0.repairedUTF8 += repaired } }
             if droppedNow > 0 {
                 bump { $0.dropped += droppedNow }
@@ -291,7 +308,7 @@ public final class Collector: @unchecked Sendable {
                     try store.commit(batch)
                     let n = batch.datagrams
                     bump { $0.committed += n; $0.commits += 1 }
-                    batch = SessionBatch()
+                    batch.clear()
                 } catch {
                     // Kept in memory and retried with what follows: nothing is dropped while the database is away.
                     bump { $0.commitFailures += 1 }

@@ -6,29 +6,86 @@ import Storage
 /// `_smtp._tls` record, policy) the successful and failed sessions, and per failure detail (its
 /// whole content) the sessions it stands for.
 public struct SessionBatch: Sendable {
+    /// A policy's row: its identity, and the JSON texts the database stores, made once with the
+    /// key (not at every commit); compared by its hash first.
     public struct PolicyKey: Hashable, Sendable {
-        public var day: String
-        public var domain: String
-        public var record: String
-        public var type: String
-        public var policyDomain: String
-        public var strings: [String]
-        public var mxHosts: [String]
-
+        public let day: String
+        public let domain: String
+        public let record: String
+        public let type: String
+        public let policyDomain: String
+        public let strings: [String]
+        public let mxHosts: [String]
         /// One string that identifies the policy's whole content (for the database key).
-        var key: String {
-            String(decoding: JSONValue.array([.string(type), .string(policyDomain), .array(strings.map(JSONValue.string)), .array(mxHosts.map(JSONValue.string))]).serializedBytes(), as: UTF8.self)
+        let key: String
+        let stringsJSON: String
+        let mxHostsJSON: String
+        private let hash: Int
+
+        public init(day: String, domain: String, record: String, type: String, policyDomain: String, strings: [String], mxHosts: [String]) {
+            self.day = day
+            self.domain = domain
+            self.record = record
+            self.type = type
+            self.policyDomain = policyDomain
+            self.strings = strings
+            self.mxHosts = mxHosts
+            func json(_ value: JSONValue) -> String { String(decoding: value.serializedBytes(), as: UTF8.self) }
+            let stringsValue = JSONValue.array(strings.map(JSONValue.string)), mxValue = JSONValue.array(mxHosts.map(JSONValue.string))
+            key = json(.array([.string(type), .string(policyDomain), stringsValue, mxValue]))
+            stringsJSON = json(stringsValue)
+            mxHostsJSON = json(mxValue)
+            var hasher = Hasher()
+            hasher.combine(day)
+            hasher.combine(domain)
+            hasher.combine(record)
+            hasher.combine(key)
+            hash = hasher.finalize()
         }
+
+        // (the key holds the type, the policy domain, the strings and the MX hosts)
+        public static func == (a: PolicyKey, b: PolicyKey) -> Bool {
+            a.hash == b.hash && a.day == b.day && a.domain == b.domain && a.record == b.record && a.key == b.key
+        }
+        public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
     }
 
     public struct DetailKey: Hashable, Sendable {
-        public var policy: PolicyKey
-        public var detail: FailureDetail
+        public let policy: PolicyKey
+        public let detail: FailureDetail
+        let key: String
+        private let hash: Int
 
-        var key: String {
+        public init(policy: PolicyKey, detail: FailureDetail) {
+            self.policy = policy
+            var detail = detail
+            detail.failedSessionCount = 0
+            self.detail = detail
             let d = detail
-            return String(decoding: JSONValue.array([d.resultType.rawValue, d.sendingMTAIP, d.receivingMXHostname, d.receivingMXHelo, d.receivingIP,
-                                                      d.additionalInformation, d.failureReasonCode].map { $0.map(JSONValue.string) ?? .null }).serializedBytes(), as: UTF8.self)
+            key = String(decoding: JSONValue.array([d.resultType.rawValue, d.sendingMTAIP, d.receivingMXHostname, d.receivingMXHelo, d.receivingIP,
+                                                    d.additionalInformation, d.failureReasonCode].map { $0.map(JSONValue.string) ?? .null }).serializedBytes(), as: UTF8.self)
+            var hasher = Hasher()
+            hasher.combine(policy)
+            hasher.combine(key)
+            hash = hasher.finalize()
+        }
+
+        public static func == (a: DetailKey, b: DetailKey) -> Bool { a.hash == b.hash && a.key == b.key && a.policy == b.policy }
+        public func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    }
+
+    /// A datagram's rows on one day, made once: the collector keeps them beside the bytes they
+    /// came from, so a datagram seen before is folded in without building its keys again.
+    public struct Prepared: Sendable {
+        public let repairedUTF8: Bool
+        let rows: [(policy: PolicyKey, failed: Bool, details: [DetailKey])]
+
+        public init(_ d: TLSRPTDatagram, day: String) {
+            repairedUTF8 = d.repairedUTF8
+            rows = d.policies.map { p in
+                let key = PolicyKey(day: day, domain: d.domain, record: d.record, type: p.type.rawValue, policyDomain: p.domain, strings: p.strings, mxHosts: p.mxHosts)
+                return (key, p.failed, p.failures.map { DetailKey(policy: key, detail: $0) })
+            }
         }
     }
 
@@ -43,16 +100,24 @@ public struct SessionBatch: Sendable {
 
     /// Folds one datagram in, on the UTC day `day`.
     public mutating func add(_ d: TLSRPTDatagram, day: String) {
-        datagrams += 1
-        for p in d.policies {
-            let key = PolicyKey(day: day, domain: d.domain, record: d.record, type: p.type.rawValue, policyDomain: p.domain, strings: p.strings, mxHosts: p.mxHosts)
-            if p.failed { sessions[key, default: (0, 0)].failed += 1 } else { sessions[key, default: (0, 0)].successful += 1 }
-            for f in p.failures {
-                var detail = f
-                detail.failedSessionCount = 0
-                details[DetailKey(policy: key, detail: detail), default: 0] += 1
-            }
+        add(Prepared(d, day: day))
+    }
+
+    /// Folds `count` datagrams with these rows in.
+    public mutating func add(_ p: Prepared, count: Int = 1) {
+        datagrams += count
+        let n = Int64(count)
+        for row in p.rows {
+            if row.failed { sessions[row.policy, default: (0, 0)].failed += n } else { sessions[row.policy, default: (0, 0)].successful += n }
+            for detail in row.details { details[detail, default: 0] += n }
         }
+    }
+
+    /// Empty again, keeping the tables' room (a collector's batches are alike in size).
+    public mutating func clear() {
+        sessions.removeAll(keepingCapacity: true)
+        details.removeAll(keepingCapacity: true)
+        datagrams = 0
     }
 
     /// Folds another batch in (a failed commit is retried together with what came after it).
@@ -110,9 +175,7 @@ public final class SessionStore: @unchecked Sendable {
                     VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (day, domain, record, policy_key)
                     DO UPDATE SET successful = tlsrpt_sessions.successful + excluded.successful, failed = tlsrpt_sessions.failed + excluded.failed
                     """, [.text(k.day), .text(k.domain), .text(k.record), .text(k.key), .text(k.type), .text(k.policyDomain),
-                          .text(String(decoding: JSONValue.array(k.strings.map(JSONValue.string)).serializedBytes(), as: UTF8.self)),
-                          .text(String(decoding: JSONValue.array(k.mxHosts.map(JSONValue.string)).serializedBytes(), as: UTF8.self)),
-                          .integer(v.successful), .integer(v.failed)])
+                          .text(k.stringsJSON), .text(k.mxHostsJSON), .integer(v.successful), .integer(v.failed)])
             }
             for (k, n) in batch.details {
                 let d = k.detail

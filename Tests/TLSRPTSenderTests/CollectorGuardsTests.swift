@@ -114,8 +114,13 @@ import TLSRPTSender
         #expect(collector.snapshot.malformed == 1)
         let reports = try store.buildReports(day: RFC3339.formatDay(Int64(Date().timeIntervalSince1970)), identity: SenderIdentity(organization: "o", contact: "mailto:a@b.example", submitter: "b.example", from: "a@b.example"))
         #expect(reports.count == 8)
+        // Identical datagrams are counted and folded in together: each domain has its 100.
+        #expect(reports.map { "\($0.domain) \($0.report.totalSuccessful + $0.report.totalFailed)" }.sorted()
+                == (0..<7).map { "d\($0).example 100" } + ["victim.example 1"])
         #expect(Collector.restNanoseconds(queueLength: 10) == 0)
-        #expect(Collector.restNanoseconds(queueLength: 512) == 512_000)
+        #expect(Collector.restNanoseconds(queueLength: 512) == 1_024_000)
+        #expect(Collector.restNanoseconds(queueLength: 64) == 0)
+        #expect(Collector.restNanoseconds(queueLength: 100) == 200_000)
         #expect(Collector.restNanoseconds(queueLength: 10_000) == 2_000_000)
         #expect(Collector.restNanoseconds(queueLength: nil) == 0)
     }
