@@ -403,10 +403,20 @@ extension Collector.SocketError: MTASTSErrorConvertible {
     public var mtastsError: MTASTSError { MTASTSError(.setup, description, temporary: true) }
 }
 
-/// A datagram's bytes as a dictionary key, hashed as one block (an array of bytes hashes each
-/// byte on its own, which cost more than the rest of the cached path).
+/// A datagram's bytes as a dictionary key: hashed once, as one block (an array of bytes hashes
+/// each byte on its own), compared with memcmp; the collector looks each up twice.
 struct DatagramBytes: Hashable {
     let bytes: [UInt8]
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+    let hash: Int
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        var hasher = Hasher()
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        hash = hasher.finalize()
+    }
+    func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    static func == (a: DatagramBytes, b: DatagramBytes) -> Bool {
+        a.hash == b.hash && a.bytes.count == b.bytes.count
+            && a.bytes.withUnsafeBytes { x in b.bytes.withUnsafeBytes { y in x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 } }
+    }
 }

@@ -7,8 +7,9 @@ import Storage
 /// whole content) the sessions it stands for.
 public struct SessionBatch: Sendable {
     /// A policy's row: its identity, and the JSON texts the database stores, made once with the
-    /// key (not at every commit); compared by its hash first.
-    public struct PolicyKey: Hashable, Sendable {
+    /// key (not at every commit); compared by its hash first. A class: a key is copied into
+    /// tables at every datagram, and a reference is one retain where the fields were ten.
+    public final class PolicyKey: Hashable, Sendable {
         public let day: String
         public let domain: String
         public let record: String

@@ -45,6 +45,8 @@ import Testing
         #expect((try? DaemonConfig.parse("policy_failure_level: encrypt\n", file: "d.yml"))?.policyFailureLevel == "encrypt")
         // The collector's backlog must hold at least one batch.
         #expect(error("collector:\n  batch_size: 5000\n  max_backlog: 2000\n")?.description.contains("above collector.max_backlog") == true)
+        // The default batch follows a smaller backlog instead of refusing it.
+        #expect((try? DaemonConfig.parse("collector:\n  max_backlog: 2000\n", file: "d.yml"))?.collector?.batchSize == 2_000)
     }
 }
 
