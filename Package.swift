@@ -49,7 +49,8 @@ let package = Package(
         ]),
         // SQLite and PostgreSQL (libpq) through system-library shims; small blocking wrappers.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
-        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ"),
+        // libpq opened on first use (dlopen), not linked: see Sources/CLibPQ/include/CLibPQ.h.
+        .target(name: "CLibPQ"),
         .target(name: "Storage", dependencies: ["CSQLite", "CLibPQ", "MTASTSCore"]),
         // The sender's policy resolver: DNS + strict fetch + cache stores + refresh (RFC 8461 §3.3, §5).
         .target(name: "PolicyResolver", dependencies: [

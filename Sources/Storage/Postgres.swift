@@ -26,6 +26,7 @@ public final class PostgresDatabase: @unchecked Sendable {
     public init(dsn: String, statementTimeout: Duration = .seconds(5), connectNow: Bool = true) throws(StorageError) {
         self.dsn = dsn
         self.statementTimeout = statementTimeout
+        if let why = mtasts_pq_load() { throw StorageError("PostgreSQL: \(String(cString: why))") }
         guard connectNow else { return }
         lock.lock()
         defer { lock.unlock() }
@@ -37,19 +38,19 @@ public final class PostgresDatabase: @unchecked Sendable {
         max(1, statementTimeout.components.seconds * 1000 + statementTimeout.components.attoseconds / 1_000_000_000_000_000)
     }
 
-    deinit { PQfinish(connection) }
+    deinit { mtasts_PQfinish(connection) }
 
     private func connect() throws(StorageError) {
-        PQfinish(connection)
+        mtasts_PQfinish(connection)
         connection = nil
         // The DSN is expanded (URI or key=value); connect_timeout after it wins over one in it.
         // libpq counts it in whole seconds, at least 2.
         let connectSeconds = String(max(2, (timeoutMilliseconds + 999) / 1000))
         let keywords = ["dbname", "connect_timeout"], values = [dsn, connectSeconds]
-        let opened: OpaquePointer? = withCStrings(keywords) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
-        guard let opened, PQstatus(opened) == CONNECTION_OK else {
-            let message = opened.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
-            PQfinish(opened)
+        let opened: OpaquePointer? = withCStrings(keywords) { k in withCStrings(values) { v in mtasts_PQconnectdbParams(k, v, 1) } }
+        guard let opened, mtasts_PQstatus(opened) == CONNECTION_OK else {
+            let message = opened.map { String(cString: mtasts_PQerrorMessage($0)) } ?? "out of memory"
+            mtasts_PQfinish(opened)
             throw StorageError("cannot connect to PostgreSQL (\(Self.redact(dsn))): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         connection = opened
@@ -66,7 +67,7 @@ public final class PostgresDatabase: @unchecked Sendable {
             defer { inTransaction = false }
             return try run(sql, parameters)
         }
-        if connection == nil || PQstatus(connection) != CONNECTION_OK {
+        if connection == nil || mtasts_PQstatus(connection) != CONNECTION_OK {
             // A statement is never retried outside the transaction it belonged to: the server has
             // rolled the transaction back with the connection, so the caller must start again.
             guard !inTransaction else {
@@ -82,7 +83,7 @@ public final class PostgresDatabase: @unchecked Sendable {
         } catch {
             // The server may have restarted: reconnect once and retry, outside a transaction only.
             // Not after the client-side limit (connection dropped): that would double the wait.
-            guard connection != nil, PQstatus(connection) != CONNECTION_OK else { throw error }
+            guard connection != nil, mtasts_PQstatus(connection) != CONNECTION_OK else { throw error }
             if inTransaction {
                 inTransaction = false
                 throw StorageError("the PostgreSQL connection was lost inside a transaction (rolled back; try again): \(error)")
@@ -102,17 +103,17 @@ public final class PostgresDatabase: @unchecked Sendable {
         let texts: [String?] = parameters.map { $0.postgresText }
         let sent: Int32
         if texts.isEmpty {
-            sent = PQsendQuery(connection, sql)
+            sent = mtasts_PQsendQuery(connection, sql)
         } else {
             var cStrings: [UnsafeMutablePointer<CChar>?] = texts.map { $0.flatMap { strdup($0) } }
             defer { cStrings.forEach { free($0) } }
             sent = cStrings.withUnsafeMutableBufferPointer { buffer in
                 buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
-                    PQsendQueryParams(connection, sql, Int32(texts.count), nil, values.baseAddress, nil, nil, 0)
+                    mtasts_PQsendQueryParams(connection, sql, Int32(texts.count), nil, values.baseAddress, nil, nil, 0)
                 }
             }
         }
-        guard sent == 1 else { throw StorageError("PostgreSQL: \(String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines))") }
+        guard sent == 1 else { throw StorageError("PostgreSQL: \(String(cString: mtasts_PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines))") }
         // The answer, within the client-side limit; several statements give several results
         // (the last one's rows are returned, the first error is thrown).
         let limit = timeoutMilliseconds + 1_000
@@ -120,44 +121,44 @@ public final class PostgresDatabase: @unchecked Sendable {
         var rows: [[SQLValue]] = []
         var failure: String?
         while true {
-            while PQisBusy(connection) == 1 {
+            while mtasts_PQisBusy(connection) == 1 {
                 let now = DispatchTime.now().uptimeNanoseconds
-                var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+                var descriptor = pollfd(fd: mtasts_PQsocket(connection), events: Int16(POLLIN), revents: 0)
                 let ready = now >= deadline ? 0 : poll(&descriptor, 1, Int32(min((deadline - now) / 1_000_000 + 1, 60_000)))
                 if ready < 0, errno == EINTR { continue }
                 if ready <= 0 {
                     // No answer in time: the connection is given up (a late answer would be read
                     // as the next statement's); the next call connects again.
-                    PQfinish(connection)
+                    mtasts_PQfinish(connection)
                     self.connection = nil
                     throw StorageError("PostgreSQL did not answer within \(limit / 1000) s (client-side limit; the connection is dropped)")
                 }
-                guard PQconsumeInput(connection) == 1 else {
-                    throw StorageError("PostgreSQL: \(String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines))")
+                guard mtasts_PQconsumeInput(connection) == 1 else {
+                    throw StorageError("PostgreSQL: \(String(cString: mtasts_PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines))")
                 }
             }
-            guard let result = PQgetResult(connection) else { break }
-            defer { PQclear(result) }
-            let status = PQresultStatus(result)
+            guard let result = mtasts_PQgetResult(connection) else { break }
+            defer { mtasts_PQclear(result) }
+            let status = mtasts_PQresultStatus(result)
             guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else {
-                if failure == nil { failure = String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines) }
+                if failure == nil { failure = String(cString: mtasts_PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines) }
                 continue
             }
             rows = Self.rows(result)
         }
-        if let failure { throw StorageError("PostgreSQL: \(failure.isEmpty ? String(cString: PQerrorMessage(connection)) : failure)") }
+        if let failure { throw StorageError("PostgreSQL: \(failure.isEmpty ? String(cString: mtasts_PQerrorMessage(connection)) : failure)") }
         return rows
     }
 
     private static func rows(_ result: OpaquePointer) -> [[SQLValue]] {
-        let rowCount = PQntuples(result)
-        let columnCount = PQnfields(result)
+        let rowCount = mtasts_PQntuples(result)
+        let columnCount = mtasts_PQnfields(result)
         var rows: [[SQLValue]] = []
         rows.reserveCapacity(Int(rowCount))
         for r in 0..<rowCount {
             var row: [SQLValue] = []
             for c in 0..<columnCount {
-                row.append(PQgetisnull(result, r, c) == 1 ? .null : .text(String(cString: PQgetvalue(result, r, c))))
+                row.append(mtasts_PQgetisnull(result, r, c) == 1 ? .null : .text(String(cString: mtasts_PQgetvalue(result, r, c))))
             }
             rows.append(row)
         }

@@ -144,6 +144,13 @@ final class Daemon: @unchecked Sendable {
 
     func signal(_ sig: Int32) { if let pid { kill(pid, sig) } }
 
+    /// The files the daemon has mapped (its libraries).
+    var maps: String {
+        guard let pid, let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/maps") else { return "" }
+        defer { try? handle.close() }
+        return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)  // (read to the end: a proc file has no size)
+    }
+
     static func accepts(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -375,6 +382,8 @@ struct RawClient {
         // DNS now points nowhere: only the cache can answer.
         let second = try Daemon(world, cache: cache, dnsServer: "127.0.0.1:9")
         #expect(second.log.contains("2 valid entries loaded"), "\(second.log)")
+        // libpq (and what it needs: Kerberos, LDAP, GnuTLS…) is opened only for PostgreSQL.
+        #expect(second.maps.contains("libsqlite3") && !second.maps.contains("libpq"))
         #expect(try second.postmap(["good.test", "wild.test"]) == [
             "good.test": "secure match=mail.good.test servername=hostname",
             "wild.test": "secure match=a.mx.wild.test:mail.wild.test servername=hostname",
@@ -390,6 +399,7 @@ struct RawClient {
         let cache = "cache:\n  type: postgres\n  options:\n    dsn: \"\(pg.dsn)\"\n    timeout: 2"
         let a = try Daemon(world, cache: cache)
         #expect(try a.postmap(["good.test"]) == ["good.test": "secure match=mail.good.test servername=hostname"])
+        #expect(a.maps.contains("libpq.so.5"))
         let b = try Daemon(world, cache: cache, dnsServer: "127.0.0.1:9")
         #expect(try b.postmap(["good.test"]) == ["good.test": "secure match=mail.good.test servername=hostname"], "\(b.log)")
         pg.stop()
