@@ -1,5 +1,6 @@
 // libFuzzer target: the MTA-STS policy parser (bytes from a policy host), and the policy cache's
-// canonical reading, which must never accept what the full parser reads differently.
+// canonical reading, which must never accept what the full parser reads differently, and the
+// memory cache's compact form.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPolicy(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
@@ -11,9 +12,17 @@ public func fuzzPolicy(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         if policy.extensions.isEmpty {
             precondition(STSPolicy.parseCanonical(policy.render(lineEnding: "\n")) == policy, "the canonical reading misses what the cache writes")
         }
+        if let compact = policy.compactBytes {
+            precondition(STSPolicy(compact: compact[...]) == policy, "the compact form does not round-trip")
+        }
     }
     if let text = String(validating: bytes, as: UTF8.self), let fast = STSPolicy.parseCanonical(text) {
         precondition(fast == result.policy, "the canonical reading disagrees with the parser")
+    }
+    // The compact reader on any bytes: never a crash, and what it accepts is a policy the
+    // parser reads the same from its text.
+    if let compact = STSPolicy(compact: bytes[...]) {
+        precondition(STSPolicy.parse(compact.render()).policy == compact, "the compact reader accepts what is no policy")
     }
     return 0
 }

@@ -289,3 +289,55 @@ public enum FNV1a {
         return hash
     }
 }
+
+extension STSPolicy {
+    /// A compact binary form, for a cache that holds many policies in memory: the mode, max_age
+    /// and the patterns, each length-prefixed. Nil for a policy with extension fields or patterns
+    /// too many or too long for it (such a policy is kept as its text).
+    public var compactBytes: [UInt8]? {
+        guard extensions.isEmpty, mx.count < 256, mx.allSatisfy({ $0.text.utf8.count < 256 }),
+              let mode = STSMode.allCases.firstIndex(of: mode), maxAge >= 0, maxAge <= Self.maxAgeLimit else { return nil }
+        var out: [UInt8] = [UInt8(mode)]
+        out.reserveCapacity(6 + mx.reduce(0) { $0 + 1 + $1.text.utf8.count })
+        withUnsafeBytes(of: UInt32(maxAge).littleEndian) { out.append(contentsOf: $0) }
+        out.append(UInt8(mx.count))
+        for pattern in mx {
+            out.append(UInt8(pattern.text.utf8.count))
+            out.append(contentsOf: pattern.text.utf8)
+        }
+        return out
+    }
+
+    /// Reads `compactBytes` back; nil if they are not such bytes (every pattern is checked to be
+    /// in the canonical form the parser makes).
+    public init?(compact bytes: ArraySlice<UInt8>) {
+        var i = bytes.startIndex
+        func byte() -> Int? {
+            guard i < bytes.endIndex else { return nil }
+            defer { i += 1 }
+            return Int(bytes[i])
+        }
+        guard let m = byte(), m < STSMode.allCases.count, bytes.endIndex - i >= 4 else { return nil }
+        var age: UInt32 = 0
+        for k in 0..<4 { age |= UInt32(bytes[i + k]) << (8 * k) }
+        i += 4
+        guard age <= Self.maxAgeLimit, let count = byte() else { return nil }
+        var mx: [MXPattern] = []
+        mx.reserveCapacity(count)
+        for _ in 0..<count {
+            guard let n = byte(), bytes.endIndex - i >= n else { return nil }
+            let canonical = bytes[i..<(i + n)].withUnsafeBufferPointer { value -> Bool in
+                var body = value[...]
+                if value.count > 2, value[0] == UInt8(ascii: "*"), value[1] == UInt8(ascii: ".") { body = value[2...] }
+                return body.count <= 253 && Self.isCanonicalHost(body)
+            }
+            guard canonical else { return nil }
+            let pattern = MXPattern(canonical: String(decoding: bytes[i..<(i + n)], as: UTF8.self))
+            i += n
+            guard !mx.contains(pattern) else { return nil }
+            mx.append(pattern)
+        }
+        guard i == bytes.endIndex, STSMode.allCases[m] == .none || !mx.isEmpty else { return nil }
+        self.init(mode: STSMode.allCases[m], maxAge: Int(age), mx: mx)
+    }
+}

@@ -283,11 +283,16 @@ final class HotCache: @unchecked Sendable {
         usedMark(k).store(0, ordering: .relaxed)
     }
 
-    /// Room for the reply a policy's record keeps (its netstring: the match list and a little
-    /// more), so that keeping it later rewrites it in place instead of appending a copy.
+    /// Room for the reply a policy's record keeps, so that keeping it later rewrites it in place
+    /// instead of appending a copy: the netstring of `OK secure match=… servername=hostname`
+    /// (40 bytes and the list), the list being the patterns or, for a wildcard, the MX hosts it
+    /// covers beside the other patterns. A longer reply (another zone's options) takes a copy.
     static func replyRoom(_ entry: CacheEntry) -> Int {
         guard let policy = entry.policy else { return 32 }
-        return 64 + policy.mx.reduce(0) { $0 + $1.description.utf8.count + 1 } + (entry.mxHosts?.reduce(0) { $0 + $1.utf8.count + 1 } ?? 0)
+        let patterns = policy.mx.reduce(0) { $0 + $1.text.utf8.count + 1 }
+        let plain = policy.mx.reduce(0) { $0 + ($1.isWildcard ? 0 : $1.text.utf8.count + 1) }
+        let hosts = entry.mxHosts?.reduce(0) { $0 + $1.utf8.count + 1 } ?? 0
+        return 40 + max(patterns, plain + hosts)
     }
 
     private func insert(_ entry: CacheEntry) {
@@ -513,24 +518,27 @@ final class HotCache: @unchecked Sendable {
 /// the optional fields as length-prefixed UTF-8 (the policy in its canonical text, read back by
 /// `STSPolicy.parseCanonical`), the failure time as its bit pattern.
 enum PackedEntry {
+    /// Flag bit 7: the policy is in `STSPolicy.compactBytes` form, not its text.
+    static let compactPolicy: UInt8 = 1 << 7
+
     static func pack(_ e: CacheEntry) -> [UInt8] {
         var out: [UInt8] = []
-        let policy = e.policy?.render(lineEnding: "\n")
+        let compact = e.policy?.compactBytes
+        let policy = compact == nil ? e.policy?.render(lineEnding: "\n") : nil
         let hosts = e.mxHosts?.joined(separator: " ")
-        var flags: UInt8 = 0
-        for (bit, present) in [policy != nil, e.stsID != nil, e.failedID != nil, e.failedAt != nil, e.failure != nil, e.reason != nil, hosts != nil].enumerated() where present {
+        var flags: UInt8 = compact == nil ? 0 : compactPolicy
+        for (bit, present) in [e.policy != nil, e.stsID != nil, e.failedID != nil, e.failedAt != nil, e.failure != nil, e.reason != nil, hosts != nil].enumerated() where present {
             flags |= 1 << UInt8(bit)
         }
-        out.reserveCapacity(2 + (policy?.utf8.count ?? 0) + (e.stsID?.utf8.count ?? 0) + (hosts?.utf8.count ?? 0) + 32)
+        out.reserveCapacity(2 + (compact?.count ?? policy?.utf8.count ?? 0) + (e.stsID?.utf8.count ?? 0) + (hosts?.utf8.count ?? 0) + 32)
         out.append(flags)
         out.append(UInt8(e.dane.rawValue))
-        func string(_ s: String?) {
-            guard let s else { return }
-            let count = UInt32(s.utf8.count)
-            withUnsafeBytes(of: count.littleEndian) { out.append(contentsOf: $0) }
-            out.append(contentsOf: s.utf8)
+        func bytes(_ b: some Collection<UInt8>) {
+            withUnsafeBytes(of: UInt32(b.count).littleEndian) { out.append(contentsOf: $0) }
+            out.append(contentsOf: b)
         }
-        string(policy)
+        func string(_ s: String?) { if let s { bytes(s.utf8) } }
+        if let compact { bytes(compact) } else { string(policy) }
         string(e.stsID)
         string(e.failedID)
         if let failedAt = e.failedAt { withUnsafeBytes(of: failedAt.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
@@ -552,13 +560,17 @@ enum PackedEntry {
             i += MemoryLayout<T>.size
             return value
         }
-        func string(_ bit: Int) -> String?? {
+        func field(_ bit: Int) -> ArraySlice<UInt8>?? {
             guard has(bit) else { return .some(nil) }
             guard let count = integer(UInt32.self), bytes.count - i >= Int(count) else { return nil }
             defer { i += Int(count) }
-            return String(decoding: bytes[i..<(i + Int(count))], as: UTF8.self)
+            return bytes[i..<(i + Int(count))]
         }
-        guard let policyText = string(0), let stsID = string(1), let failedID = string(2) else { return nil }
+        func string(_ bit: Int) -> String?? {
+            guard let f = field(bit) else { return nil }
+            return .some(f.map { String(decoding: $0, as: UTF8.self) })
+        }
+        guard let policyBytes = field(0), let stsID = string(1), let failedID = string(2) else { return nil }
         var failedAt: Double?
         if has(3) {
             guard let bits = integer(UInt64.self) else { return nil }
@@ -566,9 +578,15 @@ enum PackedEntry {
         }
         guard let failure = string(4), let reason = string(5), let hosts = string(6) else { return nil }
         var policy: STSPolicy?
-        if let policyText {
-            guard let parsed = STSPolicy.parseCanonical(policyText) ?? STSPolicy.parse(policyText).policy else { return nil }
-            policy = parsed
+        if let policyBytes {
+            if flags & compactPolicy != 0 {
+                guard let parsed = STSPolicy(compact: policyBytes) else { return nil }
+                policy = parsed
+            } else {
+                let text = String(decoding: policyBytes, as: UTF8.self)
+                guard let parsed = STSPolicy.parseCanonical(text) ?? STSPolicy.parse(text).policy else { return nil }
+                policy = parsed
+            }
         }
         return CacheEntry(domain: domain, policy: policy, stsID: stsID, fetchedAt: fetchedAt, expiresAt: expiresAt, checkedAt: checkedAt,
                           failedID: failedID, failedAt: failedAt, failure: failure.map(ResultType.init), reason: reason,

@@ -52,6 +52,32 @@ import Testing
         #expect(STSPolicy.parseCanonical(head + "mx: *.b-1.example\nmx: " + String(repeating: "a", count: 63) + ".example\nmax_age: 0\n")?.mx.count == 2)
     }
 
+    @Test("the compact form of the memory cache reads back every policy it is made for, and refuses what is not such bytes")
+    func compactForm() throws {
+        var made = 0
+        for v in try loadVectors("policies.json") {
+            guard let policy = STSPolicy.parse(try #require(v["input"] as? String)).policy else { continue }
+            guard let bytes = policy.compactBytes else {
+                #expect(!policy.extensions.isEmpty)
+                continue
+            }
+            made += 1
+            #expect(STSPolicy(compact: bytes[...]) == policy)
+            // Cut anywhere, or with a byte more, it is refused.
+            for end in 0..<bytes.count { #expect(STSPolicy(compact: bytes[0..<end]) == nil) }
+            #expect(STSPolicy(compact: (bytes + [0])[...]) == nil)
+        }
+        #expect(made > 5)
+        let p = try #require(STSPolicy.parse("version: STSv1\nmode: testing\nmx: *.mx.example\nmx: mx2.example\nmax_age: 604800\n").policy)
+        var bytes = try #require(p.compactBytes)
+        #expect(bytes.count == 1 + 4 + 1 + 1 + 12 + 1 + 11)
+        bytes[8] = UInt8(ascii: "M")  // not the parser's lower case
+        #expect(STSPolicy(compact: bytes[...]) == nil)
+        bytes[0] = 7  // no such mode
+        #expect(STSPolicy(compact: bytes[...]) == nil)
+        #expect(try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 1\nx: y\n").policy).compactBytes == nil)
+    }
+
     @Test func errorsCarryLineNumbers() {
         let result = STSPolicy.parse("version: STSv1\nmode: enforce\nmx: bad_host.example\nmax_age: 86400\n")
         let error = result.diagnostics.errors.first
