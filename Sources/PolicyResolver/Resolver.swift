@@ -66,6 +66,10 @@ public final class PolicyResolver: Sendable {
         /// Proactive refresh (`refreshDue`, called by the daemon on its interval): how many
         /// fetches at once, and when an unused entry is dropped.
         public var refreshConcurrency: Int = 16
+        /// Background record checks (a hit on an entry not checked for `recheckAfter`) running at
+        /// once: past it a due check waits for a later hit, so a busy cache whose DNS fails does
+        /// not start a check per cached domain at once (memory, a flood of queries).
+        public var recheckConcurrency: Int = 32
         /// Uncached resolutions (DNS, then the policy host) running at once, over all domains and
         /// connections: a burst of look-ups for new domains waits its turn instead of opening
         /// thousands of fetches.
@@ -98,6 +102,9 @@ public final class PolicyResolver: Sendable {
     let limiter: AsyncLimiter
     /// Background record checks in flight, by domain: one at a time per domain.
     let refreshing = NIOLockedValueBox<[String: Task<Void, Never>]>([:])
+    /// Failed refreshes are logged at most a few a minute (DNS down: one line per cached domain
+    /// would flood the log); `mtasts_refresh_failures_total` counts them all.
+    let refreshWarnings = WarningLimiter(perWindow: 20, window: 60)
     let logger: Logger
 
     public init(dns: DNSResolver, fetcher: PolicyFetcher, store: (any PolicyStore)?, settings: Settings = Settings(),
@@ -167,7 +174,7 @@ public final class PolicyResolver: Sendable {
         guard let hit = hot.hit(domain, zone: zone, generation: generation, at: now), now < hit.expiresAt else { return nil }
         metrics.lookups.increment()
         metrics.hits.increment()
-        if !hit.negative, now - hit.checkedAt >= settings.recheckAfter, let name = try? DomainName(domain) { refreshInBackground(name) }
+        if !hit.negative, now - hit.checkedAt >= settings.recheckAfter { refreshInBackground(domain) { try? DomainName(domain) } }
         if let kept = hit.reply { return kept }
         // The first hit for this zone: render from the entry, keep the bytes with it.
         guard let entry = hot.peek(domain), let name = try? DomainName(domain),
@@ -538,11 +545,18 @@ public final class PolicyResolver: Sendable {
 
     /// Looks at the record of a cached policy again, without the caller waiting.
     func refreshInBackground(_ domain: DomainName) {
+        refreshInBackground(domain.text) { domain }
+    }
+
+    /// Starts a background check of `text` unless one runs for it or `recheckConcurrency` run
+    /// already (the name is made only when one starts: the hit path calls this at every hit on a
+    /// due entry).
+    func refreshInBackground(_ text: String, _ name: () -> DomainName?) {
         refreshing.withLockedValue { running in
-            guard running[domain.text] == nil else { return }
-            running[domain.text] = Task {
+            guard running[text] == nil, running.count < settings.recheckConcurrency, let domain = name() else { return }
+            running[text] = Task {
                 await self.refreshNow(domain, force: false)
-                _ = self.refreshing.withLockedValue { $0.removeValue(forKey: domain.text) }
+                _ = self.refreshing.withLockedValue { $0.removeValue(forKey: text) }
             }
         }
     }
@@ -580,7 +594,7 @@ public final class PolicyResolver: Sendable {
         switch await lookupRecord(domain) {
         case .temporary(let reason):
             metrics.refreshFailures.increment()
-            logger.warning("refresh of \(domain): \(reason)")
+            refreshWarnings.warn(logger, "refresh of \(domain): \(reason)")
             return
         case .none:
             entry.checkedAt = now
@@ -606,14 +620,14 @@ public final class PolicyResolver: Sendable {
         case .failure(let type, let reason):
             metrics.fetchOutcomes.increment(type.rawValue)
             metrics.refreshFailures.increment()
-            logger.warning("refresh of \(domain) (id \(record.id)): \(type.rawValue): \(reason); keeping the cached policy until \(Self.format(entry.expiresAt))")
+            refreshWarnings.warn(logger, "refresh of \(domain) (id \(record.id)): \(type.rawValue): \(reason); keeping the cached policy until \(Self.format(entry.expiresAt))")
             entry.failedID = record.id
             entry.failedAt = now
             entry.failure = type
             entry.reason = reason
         case .temporary(let reason):
             metrics.refreshFailures.increment()
-            logger.warning("refresh of \(domain): \(reason)")
+            refreshWarnings.warn(logger, "refresh of \(domain): \(reason)")
         }
         await keep(entry)
     }
@@ -710,4 +724,40 @@ public final class PolicyResolver: Sendable {
 /// Runs a blocking call (the SQLite or PostgreSQL store) on the shared blocking pool.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await BlockingPool.shared.run(body)
+}
+
+/// At most `perWindow` warnings per `window` seconds; the ones left out are counted and said in
+/// the first line of the next window.
+final class WarningLimiter: Sendable {
+    private struct State {
+        var windowStart = 0.0
+        var lines = 0
+        var suppressed = 0
+    }
+    private let state = NIOLockedValueBox(State())
+    let perWindow: Int
+    let window: Double
+
+    init(perWindow: Int, window: Double) {
+        self.perWindow = perWindow
+        self.window = window
+    }
+
+    func warn(_ logger: Logger, _ message: @autoclosure () -> String, now: Double = Double(DispatchTime.now().uptimeNanoseconds) / 1e9) {
+        let (print, suppressed): (Bool, Int) = state.withLockedValue { s in
+            if now - s.windowStart >= window {
+                let before = s.suppressed
+                s = State(windowStart: now, lines: 1, suppressed: 0)
+                return (true, before)
+            }
+            guard s.lines < perWindow else {
+                s.suppressed += 1
+                return (false, 0)
+            }
+            s.lines += 1
+            return (true, 0)
+        }
+        guard print else { return }
+        logger.warning("\(message())\(suppressed > 0 ? " (\(suppressed) more like it in the last \(Int(window)) s not logged)" : "")")
+    }
 }

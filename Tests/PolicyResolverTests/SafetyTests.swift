@@ -3,6 +3,7 @@ import MailDNS
 import MTASTSCore
 import MTASTSNet
 import NIOConcurrencyHelpers
+import NIOCore
 @testable import PolicyResolver
 import Storage
 import Testing
@@ -194,6 +195,28 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
 
     /// Issue 13 #7 (lost update): two daemons share PostgreSQL; one daemon's recheck, held up by
     /// slow DNS, does not overwrite the newer policy the other stored meanwhile.
+    @Test("hits on many entries due for a record check start at most recheckConcurrency checks at once; the rest wait for a later hit")
+    func boundedRechecks() async throws {
+        let names = (0..<200).map { "d\($0).recheck.test" }
+        let dns = try FakeDNS(records: names.map { .txt("_mta-sts.\($0)", "v=STSv1; id=1;") })
+        dns.update { zone in for n in names { zone.delay["_mta-sts.\(n)"] = 1.0 } }
+        let clock = ManualClock(1_800_000_000)
+        let r = try resolver(dns, clock: clock, dnsTimeout: 3) { $0.recheckAfter = 60; $0.recheckConcurrency = 8 }
+        let policy = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx.recheck.test\nmax_age: 86400\n").policy)
+        r.hot.put(names.map { CacheEntry(domain: $0, policy: policy, stsID: "1", fetchedAt: 1_799_999_000, expiresAt: 1_800_080_000,
+                                        checkedAt: 1_799_999_000, lastUsed: 1_799_999_000) })
+        for n in names {
+            #expect(r.cachedReply(n, zone: "", generation: 1) { _ in ByteBuffer(string: "OK") } != nil)
+        }
+        #expect(r.refreshing.withLockedValue { $0.count } == 8)
+        // When they are done, later hits start the next ones.
+        let deadline = Date().addingTimeInterval(10)
+        while r.refreshing.withLockedValue({ $0.count }) > 0 && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        for n in names.suffix(100) { _ = r.cachedReply(n, zone: "", generation: 1) { _ in ByteBuffer(string: "OK") } }
+        #expect(r.refreshing.withLockedValue { $0.count } == 8)
+        #expect(dns.asked.filter { $0.hasPrefix("_mta-sts.") }.count <= 16)
+    }
+
     @Test("a recheck held up by slow DNS does not put an older policy back over the one another daemon stored")
     func lostUpdate() async throws {
         let pg = try PostgresServer()
