@@ -302,6 +302,21 @@ final class HotCache: @unchecked Sendable {
             let name = UnsafeRawBufferPointer(nameBytes)
             guard name.count <= 255 else { return }
             let h = Self.hash(name)
+            // The same entry checked again (a record check that changed nothing): its check time
+            // is written in place and the reply rendered from it stays.
+            if let k = find(name, h) {
+                let current = record(at: k)
+                if current.fetchedAt == entry.fetchedAt, current.expiresAt == entry.expiresAt, current.negative == (entry.policy == nil),
+                   current.packedCount == packed.count, packed.withUnsafeBytes({ memcmp($0.baseAddress!, current.packed.baseAddress!, $0.count) == 0 }) {
+                    if current.checkedAt != entry.checkedAt {
+                        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+                        current.base.storeBytes(of: entry.checkedAt, toByteOffset: 16, as: Double.self)
+                        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+                    }
+                    lastUse(k).store(entry.lastUsed.bitPattern, ordering: .relaxed)
+                    return
+                }
+            }
             let room = Self.replyRoom(entry)
             let size = Self.recordSize(domain: name.count, zone: 0, replyRoom: room, packed: packed.count)
             let existing = find(name, h)

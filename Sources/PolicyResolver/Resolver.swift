@@ -595,6 +595,12 @@ public final class PolicyResolver: Sendable {
         case .temporary(let reason):
             metrics.refreshFailures.increment()
             refreshWarnings.warn(logger, "refresh of \(domain): \(reason)")
+            // Not looked at again before `recheckAfter` (in memory only): with DNS down, the
+            // hits on every cached domain would otherwise start checks without a pause.
+            if !force {
+                entry.checkedAt = now
+                _ = hot.putUnlessNewer(entry)
+            }
             return
         case .none:
             entry.checkedAt = now

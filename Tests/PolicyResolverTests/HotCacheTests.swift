@@ -36,7 +36,14 @@ import Testing
         cache.keep(long, "a.example", zone: "strict", generation: 3, renderedFrom: a)
         #expect(cache.hit("a.example", zone: "strict", generation: 3, at: 1_000)?.reply == long)
         #expect(cache.peek("a.example") == a)
-        // A reply rendered from an older entry is not kept beside a newer one.
+        // The same entry checked later: the check time changes in place and the reply stays.
+        var checked = a
+        checked.checkedAt = 1_500
+        cache.put(checked)
+        #expect(cache.hit("a.example", zone: "strict", generation: 3, at: 1_000)?.reply == long)
+        #expect(cache.hit("a.example", zone: "strict", generation: 3, at: 1_000)?.checkedAt == 1_500)
+        #expect(cache.peek("a.example") == checked)
+                // A reply rendered from an older entry is not kept beside a newer one.
         let newer = Self.entry("a.example", id: "2", at: 2_000)
         cache.put(newer)
         cache.keep(Self.reply("a.example", "1"), "a.example", zone: "", generation: 1, renderedFrom: a)
