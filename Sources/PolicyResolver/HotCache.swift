@@ -55,7 +55,7 @@ final class HotCache: @unchecked Sendable {
     private(set) var compactions = 0
 
     static let firstOffset = 16
-    static let headerSize = 56
+    static let headerSize = 43
     static let offsetMask: UInt64 = (1 << 40) - 1
 
     /// `regionBytes`: the address space reserved for records (pages become memory only as they
@@ -105,20 +105,21 @@ final class HotCache: @unchecked Sendable {
         return UInt64(bitPattern: Int64(hasher.finalize()))
     }
 
-    /// A record's fields at `offset` (the caller bounds it).
+    /// A record's fields at `offset` (the caller bounds it): the times, the reply's generation, the
+    /// lengths, the flags, then the domain, the zone, the reply (in room of `replyRoom` bytes)
+    /// and the packed entry.
     private struct Record {
         let base: UnsafeMutableRawPointer
-        var hash: UInt64 { base.loadUnaligned(as: UInt64.self) }
-        var expiresAt: Double { base.loadUnaligned(fromByteOffset: 8, as: Double.self) }
-        var checkedAt: Double { base.loadUnaligned(fromByteOffset: 16, as: Double.self) }
-        var fetchedAt: Double { base.loadUnaligned(fromByteOffset: 24, as: Double.self) }
-        var generation: Int64 { base.loadUnaligned(fromByteOffset: 32, as: Int64.self) }
-        var packedCount: Int { Int(base.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) }
-        var replyCount: Int { Int(base.loadUnaligned(fromByteOffset: 44, as: UInt32.self)) }
-        var replyRoom: Int { Int(base.loadUnaligned(fromByteOffset: 48, as: UInt32.self)) }
-        var domainCount: Int { Int(base.loadUnaligned(fromByteOffset: 52, as: UInt8.self)) }
-        var zoneCount: Int { Int(base.loadUnaligned(fromByteOffset: 53, as: UInt8.self)) }
-        var flags: UInt8 { base.loadUnaligned(fromByteOffset: 54, as: UInt8.self) }
+        var expiresAt: Double { base.loadUnaligned(as: Double.self) }
+        var checkedAt: Double { base.loadUnaligned(fromByteOffset: 8, as: Double.self) }
+        var fetchedAt: Double { base.loadUnaligned(fromByteOffset: 16, as: Double.self) }
+        var generation: UInt32 { base.loadUnaligned(fromByteOffset: 24, as: UInt32.self) }
+        var packedCount: Int { Int(base.loadUnaligned(fromByteOffset: 28, as: UInt32.self)) }
+        var replyCount: Int { Int(base.loadUnaligned(fromByteOffset: 32, as: UInt32.self)) }
+        var replyRoom: Int { Int(base.loadUnaligned(fromByteOffset: 36, as: UInt32.self)) }
+        var domainCount: Int { Int(base.loadUnaligned(fromByteOffset: 40, as: UInt8.self)) }
+        var zoneCount: Int { Int(base.loadUnaligned(fromByteOffset: 41, as: UInt8.self)) }
+        var flags: UInt8 { base.loadUnaligned(fromByteOffset: 42, as: UInt8.self) }
         var negative: Bool { flags & 1 != 0 }
         var hasReply: Bool { flags & 2 != 0 }
         var domain: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + HotCache.headerSize, count: domainCount) }
@@ -128,7 +129,34 @@ final class HotCache: @unchecked Sendable {
         var packed: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + replyStart + replyRoom, count: packedCount) }
         /// Header and variable parts, rounded up to 8 bytes.
         var size: Int { HotCache.recordSize(domain: domainCount, zone: zoneCount, replyRoom: replyRoom, packed: packedCount) }
+        /// The domain's hash (recomputed: the index word keeps its top 24 bits).
+        var hash: UInt64 { HotCache.hash(domain) }
+
+        func setHeader(expiresAt: Double, checkedAt: Double, fetchedAt: Double, generation: UInt32, packedCount: Int, replyCount: Int,
+                       replyRoom: Int, domainCount: Int, zoneCount: Int, flags: UInt8) {
+            base.storeBytes(of: expiresAt, as: Double.self)
+            base.storeBytes(of: checkedAt, toByteOffset: 8, as: Double.self)
+            base.storeBytes(of: fetchedAt, toByteOffset: 16, as: Double.self)
+            base.storeBytes(of: generation, toByteOffset: 24, as: UInt32.self)
+            base.storeBytes(of: UInt32(packedCount), toByteOffset: 28, as: UInt32.self)
+            base.storeBytes(of: UInt32(replyCount), toByteOffset: 32, as: UInt32.self)
+            base.storeBytes(of: UInt32(replyRoom), toByteOffset: 36, as: UInt32.self)
+            base.storeBytes(of: UInt8(domainCount), toByteOffset: 40, as: UInt8.self)
+            base.storeBytes(of: UInt8(zoneCount), toByteOffset: 41, as: UInt8.self)
+            base.storeBytes(of: flags, toByteOffset: 42, as: UInt8.self)
+        }
+
+        func setCheckedAt(_ t: Double) { base.storeBytes(of: t, toByteOffset: 8, as: Double.self) }
+
+        func setReply(count: Int, generation: UInt32) {
+            base.storeBytes(of: generation, toByteOffset: 24, as: UInt32.self)
+            base.storeBytes(of: UInt32(count), toByteOffset: 32, as: UInt32.self)
+            base.storeBytes(of: flags | 2, toByteOffset: 42, as: UInt8.self)
+        }
     }
+
+    /// The generation as a record keeps it.
+    static func generation(_ g: Int) -> UInt32 { UInt32(truncatingIfNeeded: g) }
 
     static func recordSize(domain: Int, zone: Int, replyRoom: Int, packed: Int) -> Int {
         (headerSize + domain + zone + replyRoom + packed + 7) & ~7
@@ -179,11 +207,11 @@ final class HotCache: @unchecked Sendable {
                 let offset = Int(word & Self.offsetMask) << 3
                 guard offset >= Self.firstOffset, offset <= regionSize - Self.headerSize else { return (nil, false) }
                 let record = Record(base: region + offset)
-                if record.hash == h {
+                if record.domainCount == name.count {
                     guard offset + record.replyStart + record.replyRoom + record.packedCount <= regionSize, record.replyCount <= record.replyRoom else { return (nil, false) }
-                    if record.domainCount == name.count, memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 {
+                    if memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 {
                         var reply: ByteBuffer?
-                        if record.hasReply, record.generation == Int64(generation), record.zoneCount == zone.count,
+                        if record.hasReply, record.generation == Self.generation(generation), record.zoneCount == zone.count,
                            zone.count == 0 || memcmp(record.zone.baseAddress!, zone.baseAddress!, zone.count) == 0 {
                             reply = ByteBuffer(bytes: record.reply)
                         }
@@ -214,7 +242,7 @@ final class HotCache: @unchecked Sendable {
             if word == 0 { return nil }
             if word != 1 && word >> 40 == h >> 40 {
                 let record = Record(base: region + (Int(word & Self.offsetMask) << 3))
-                if record.hash == h, record.domainCount == name.count, memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 { return k }
+                if record.domainCount == name.count, memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 { return k }
             }
             k = (k + 1) & mask
         }
@@ -310,7 +338,7 @@ final class HotCache: @unchecked Sendable {
                    current.packedCount == packed.count, packed.withUnsafeBytes({ memcmp($0.baseAddress!, current.packed.baseAddress!, $0.count) == 0 }) {
                     if current.checkedAt != entry.checkedAt {
                         sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
-                        current.base.storeBytes(of: entry.checkedAt, toByteOffset: 16, as: Double.self)
+                        current.setCheckedAt(entry.checkedAt)
                         sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
                     }
                     lastUse(k).store(entry.lastUsed.bitPattern, ordering: .relaxed)
@@ -322,17 +350,9 @@ final class HotCache: @unchecked Sendable {
             let existing = find(name, h)
             guard let offset = reserve(size) else { return }
             let base = region + offset
-            base.storeBytes(of: h, as: UInt64.self)
-            base.storeBytes(of: entry.expiresAt, toByteOffset: 8, as: Double.self)
-            base.storeBytes(of: entry.checkedAt, toByteOffset: 16, as: Double.self)
-            base.storeBytes(of: entry.fetchedAt, toByteOffset: 24, as: Double.self)
-            base.storeBytes(of: Int64(0), toByteOffset: 32, as: Int64.self)
-            base.storeBytes(of: UInt32(packed.count), toByteOffset: 40, as: UInt32.self)
-            base.storeBytes(of: UInt32(0), toByteOffset: 44, as: UInt32.self)
-            base.storeBytes(of: UInt32(room), toByteOffset: 48, as: UInt32.self)
-            base.storeBytes(of: UInt8(name.count), toByteOffset: 52, as: UInt8.self)
-            base.storeBytes(of: UInt8(0), toByteOffset: 53, as: UInt8.self)
-            base.storeBytes(of: UInt8(entry.policy == nil ? 1 : 0), toByteOffset: 54, as: UInt8.self)
+            Record(base: base).setHeader(expiresAt: entry.expiresAt, checkedAt: entry.checkedAt, fetchedAt: entry.fetchedAt, generation: 0,
+                                         packedCount: packed.count, replyCount: 0, replyRoom: room, domainCount: name.count, zoneCount: 0,
+                                         flags: entry.policy == nil ? 1 : 0)
             (base + Self.headerSize).copyMemory(from: name.baseAddress!, byteCount: name.count)
             packed.withUnsafeBytes { (base + Self.headerSize + name.count + room).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             let word = (h >> 40) << 40 | UInt64(offset >> 3)
@@ -437,9 +457,7 @@ final class HotCache: @unchecked Sendable {
                 sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
                 let base = current.base
                 bytes.withUnsafeBytes { (base + current.replyStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                base.storeBytes(of: UInt32(bytes.count), toByteOffset: 44, as: UInt32.self)
-                base.storeBytes(of: Int64(generation), toByteOffset: 32, as: Int64.self)
-                base.storeBytes(of: current.flags | 2, toByteOffset: 54, as: UInt8.self)
+                current.setReply(count: bytes.count, generation: Self.generation(generation))
                 sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
                 return
             }
@@ -450,12 +468,9 @@ final class HotCache: @unchecked Sendable {
             guard let offset = reserve(size), let k = find(domain) else { return }  // (reserve may move records)
             let old = record(at: k)
             let base = region + offset
-            base.copyMemory(from: old.base, byteCount: Self.headerSize)
-            base.storeBytes(of: Int64(generation), toByteOffset: 32, as: Int64.self)
-            base.storeBytes(of: UInt32(bytes.count), toByteOffset: 44, as: UInt32.self)
-            base.storeBytes(of: UInt32(room), toByteOffset: 48, as: UInt32.self)
-            base.storeBytes(of: UInt8(zoneBytes.count), toByteOffset: 53, as: UInt8.self)
-            base.storeBytes(of: old.flags | 2, toByteOffset: 54, as: UInt8.self)
+            Record(base: base).setHeader(expiresAt: old.expiresAt, checkedAt: old.checkedAt, fetchedAt: old.fetchedAt,
+                                         generation: Self.generation(generation), packedCount: old.packedCount, replyCount: bytes.count,
+                                         replyRoom: room, domainCount: old.domainCount, zoneCount: zoneBytes.count, flags: old.flags | 2)
             (base + Self.headerSize).copyMemory(from: old.domain.baseAddress!, byteCount: old.domainCount)
             zoneBytes.withUnsafeBytes { (base + Self.headerSize + old.domainCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             let replyAt = Self.headerSize + old.domainCount + zoneBytes.count
@@ -530,26 +545,37 @@ final class HotCache: @unchecked Sendable {
 }
 
 /// A cache entry without its domain and times, in one byte array: flags, the DANE state, then
-/// the optional fields as length-prefixed UTF-8 (the policy in its canonical text, read back by
-/// `STSPolicy.parseCanonical`), the failure time as its bit pattern.
+/// the optional fields, each with a variable-length (LEB128) length: the policy in its compact
+/// form (`STSPolicy.compactBytes`, or its canonical text where it has none, read back by
+/// `STSPolicy.parseCanonical`), the failure time as its bit pattern, the MX hosts each as the
+/// index of the policy's `mx` pattern that names it or as its text.
 enum PackedEntry {
     /// Flag bit 7: the policy is in `STSPolicy.compactBytes` form, not its text.
     static let compactPolicy: UInt8 = 1 << 7
+    /// A host byte below this is the index of a policy pattern; this one says the text follows.
+    static let literalHost: UInt8 = 0xFF
 
     static func pack(_ e: CacheEntry) -> [UInt8] {
         var out: [UInt8] = []
         let compact = e.policy?.compactBytes
         let policy = compact == nil ? e.policy?.render(lineEnding: "\n") : nil
-        let hosts = e.mxHosts?.joined(separator: " ")
         var flags: UInt8 = compact == nil ? 0 : compactPolicy
-        for (bit, present) in [e.policy != nil, e.stsID != nil, e.failedID != nil, e.failedAt != nil, e.failure != nil, e.reason != nil, hosts != nil].enumerated() where present {
+        for (bit, present) in [e.policy != nil, e.stsID != nil, e.failedID != nil, e.failedAt != nil, e.failure != nil, e.reason != nil, e.mxHosts != nil].enumerated() where present {
             flags |= 1 << UInt8(bit)
         }
-        out.reserveCapacity(2 + (compact?.count ?? policy?.utf8.count ?? 0) + (e.stsID?.utf8.count ?? 0) + (hosts?.utf8.count ?? 0) + 32)
+        out.reserveCapacity(8 + (compact?.count ?? policy?.utf8.count ?? 0) + (e.stsID?.utf8.count ?? 0) + (e.mxHosts?.count ?? 0))
         out.append(flags)
         out.append(UInt8(e.dane.rawValue))
+        func length(_ n: Int) {
+            var n = UInt64(n)
+            while n >= 0x80 {
+                out.append(UInt8(n & 0x7F) | 0x80)
+                n >>= 7
+            }
+            out.append(UInt8(n))
+        }
         func bytes(_ b: some Collection<UInt8>) {
-            withUnsafeBytes(of: UInt32(b.count).littleEndian) { out.append(contentsOf: $0) }
+            length(b.count)
             out.append(contentsOf: b)
         }
         func string(_ s: String?) { if let s { bytes(s.utf8) } }
@@ -559,7 +585,19 @@ enum PackedEntry {
         if let failedAt = e.failedAt { withUnsafeBytes(of: failedAt.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
         string(e.failure?.rawValue)
         string(e.reason)
-        string(hosts)
+        if let hosts = e.mxHosts {
+            // Most hosts are named by a pattern of the policy: one byte each.
+            let patterns = compact == nil ? [] : (e.policy?.mx.map(\.text) ?? [])
+            length(hosts.count)
+            for host in hosts {
+                if let k = patterns.firstIndex(of: host), k < Int(literalHost) {
+                    out.append(UInt8(k))
+                } else {
+                    out.append(literalHost)
+                    string(host)
+                }
+            }
+        }
         return out
     }
 
@@ -568,18 +606,27 @@ enum PackedEntry {
         let flags = bytes[0]
         var i = 2
         func has(_ bit: Int) -> Bool { flags & (1 << UInt8(bit)) != 0 }
-        func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
-            guard bytes.count - i >= MemoryLayout<T>.size else { return nil }
-            var value: T = 0
-            for k in 0..<MemoryLayout<T>.size { value |= T(bytes[i + k]) << (8 * k) }
-            i += MemoryLayout<T>.size
-            return value
+        func length() -> Int? {
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            while i < bytes.count, shift < 35 {
+                let b = bytes[i]
+                i += 1
+                value |= UInt64(b & 0x7F) << shift
+                if b & 0x80 == 0 { return Int(value) }
+                shift += 7
+            }
+            return nil
+        }
+        func chunk() -> ArraySlice<UInt8>? {
+            guard let count = length(), bytes.count - i >= count else { return nil }
+            defer { i += count }
+            return bytes[i..<(i + count)]
         }
         func field(_ bit: Int) -> ArraySlice<UInt8>?? {
             guard has(bit) else { return .some(nil) }
-            guard let count = integer(UInt32.self), bytes.count - i >= Int(count) else { return nil }
-            defer { i += Int(count) }
-            return bytes[i..<(i + Int(count))]
+            guard let c = chunk() else { return nil }
+            return .some(c)
         }
         func string(_ bit: Int) -> String?? {
             guard let f = field(bit) else { return nil }
@@ -588,10 +635,13 @@ enum PackedEntry {
         guard let policyBytes = field(0), let stsID = string(1), let failedID = string(2) else { return nil }
         var failedAt: Double?
         if has(3) {
-            guard let bits = integer(UInt64.self) else { return nil }
+            guard bytes.count - i >= 8 else { return nil }
+            var bits: UInt64 = 0
+            for k in 0..<8 { bits |= UInt64(bytes[i + k]) << (8 * k) }
+            i += 8
             failedAt = Double(bitPattern: bits)
         }
-        guard let failure = string(4), let reason = string(5), let hosts = string(6) else { return nil }
+        guard let failure = string(4), let reason = string(5) else { return nil }
         var policy: STSPolicy?
         if let policyBytes {
             if flags & compactPolicy != 0 {
@@ -603,10 +653,30 @@ enum PackedEntry {
                 policy = parsed
             }
         }
+        var hosts: [String]?
+        if has(6) {
+            let patterns = flags & compactPolicy != 0 ? (policy?.mx ?? []) : []
+            guard let count = length(), count <= bytes.count - i else { return nil }
+            var list: [String] = []
+            list.reserveCapacity(count)
+            for _ in 0..<count {
+                guard i < bytes.count else { return nil }
+                let k = bytes[i]
+                i += 1
+                if k == literalHost {
+                    guard let text = chunk() else { return nil }
+                    list.append(String(decoding: text, as: UTF8.self))
+                } else {
+                    guard Int(k) < patterns.count else { return nil }
+                    list.append(patterns[Int(k)].text)
+                }
+            }
+            hosts = list
+        }
+        guard i == bytes.count else { return nil }
         return CacheEntry(domain: domain, policy: policy, stsID: stsID, fetchedAt: fetchedAt, expiresAt: expiresAt, checkedAt: checkedAt,
                           failedID: failedID, failedAt: failedAt, failure: failure.map(ResultType.init), reason: reason,
-                          dane: DANEState(rawValue: Int(bytes[1])) ?? .none,
-                          mxHosts: hosts.map { $0.isEmpty ? [] : $0.split(separator: " ").map(String.init) }, lastUsed: lastUsed)
+                          dane: DANEState(rawValue: Int(bytes[1])) ?? .none, mxHosts: hosts, lastUsed: lastUsed)
     }
 }
 

@@ -59,6 +59,35 @@ import Testing
         #expect(cache.hit("a.example", zone: "", generation: 1, at: 1_000) == nil)
     }
 
+    @Test("an entry packed and read back is the same: hosts named by a pattern or not, failures, negative, a policy with extensions")
+    func packing() throws {
+        let wild = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx1.example\nmx: *.pool.example\nmax_age: 86400\n").policy)
+        let ext = try #require(STSPolicy.parse("version: STSv1\nmode: testing\nmx: mx1.example\nmax_age: 86400\nfoo: bar\n").policy)
+        let long = String(repeating: "r", count: 300)
+        let entries = [
+            CacheEntry(domain: "a.example", policy: wild, stsID: "20260101", fetchedAt: 1.5, expiresAt: 86_401.5, checkedAt: 3,
+                       mxHosts: ["mx1.example", "a.pool.example", "b.pool.example"], lastUsed: 4),
+            CacheEntry(domain: "b.example", policy: ext, stsID: "x", fetchedAt: 1, expiresAt: 2, checkedAt: 3, failedID: "y", failedAt: 7.25,
+                       failure: .stsPolicyFetchError, reason: long, dane: .usable, mxHosts: ["mx1.example"], lastUsed: 4),
+            CacheEntry(domain: "c.example", policy: nil, stsID: nil, fetchedAt: 1, expiresAt: 301, checkedAt: 1, failure: .stsPolicyInvalid,
+                       reason: "no record", lastUsed: 1),
+            CacheEntry(domain: "d.example", policy: wild, stsID: "1", fetchedAt: 1, expiresAt: 2, checkedAt: 3, mxHosts: [], lastUsed: 4),
+        ]
+        for e in entries {
+            let packed = PackedEntry.pack(e)
+            #expect(PackedEntry.unpack(packed, domain: e.domain, fetchedAt: e.fetchedAt, expiresAt: e.expiresAt, checkedAt: e.checkedAt, lastUsed: e.lastUsed) == e)
+            // Cut short, it is refused, never misread.
+            for end in 0..<packed.count {
+                #expect(PackedEntry.unpack(Array(packed[..<end]), domain: e.domain, fetchedAt: 0, expiresAt: 0, checkedAt: 0, lastUsed: 0) == nil)
+            }
+        }
+        // A host named by a pattern takes one byte.
+        var one = entries[3], none = entries[3]
+        one.mxHosts = ["mx1.example"]
+        none.mxHosts = []
+        #expect(PackedEntry.pack(one).count == PackedEntry.pack(none).count + 1)
+    }
+
     @Test("past the capacity a tenth leaves, negative entries first, then the least recently used; use marks are taken once")
     func eviction() {
         let cache = HotCache(capacity: 20)
