@@ -10,7 +10,8 @@ import Glibc
 /// The in-memory layer, read without a lock on the socketmap hit path.
 ///
 /// Entries live as records in one mapped region (an arena): the times the hit path and refresh
-/// look at, the domain, the reply rendered for one zone under one configuration generation, and
+/// look at, the domain, the reply rendered for one zone (a socketmap name, by its index in a
+/// small table) under one configuration generation, and
 /// the rest of the entry packed (`PackedEntry`; decoded only when a caller needs the whole entry).
 /// An open-addressing index of 64-bit words (a tag of the domain's hash and the record's offset)
 /// finds them. Writers (puts, replies kept, evictions) take `writer`; records are appended and
@@ -54,6 +55,13 @@ final class HotCache: @unchecked Sendable {
     /// Moves so far (tests).
     private(set) var compactions = 0
 
+    /// The socketmap names replies were kept for (a daemon answers one or two): up to 255 of
+    /// `zoneSlot` bytes each (a length byte, then the name), written once each under the writer's
+    /// lock before a record names them, never changed; a record keeps 1 + the index.
+    private let zoneTable: UnsafeMutableRawPointer
+    private var zoneNames = 0
+    static let zoneSlot = 64
+
     static let firstOffset = 16
     static let headerSize = 43
     static let offsetMask: UInt64 = (1 << 40) - 1
@@ -86,10 +94,13 @@ final class HotCache: @unchecked Sendable {
         }
         region = mapped!
         regionSize = size
+        zoneTable = .allocate(byteCount: 255 * Self.zoneSlot, alignment: 8)
+        zoneTable.initializeMemory(as: UInt8.self, repeating: 0, count: 255 * Self.zoneSlot)
     }
 
     deinit {
         munmap(region, regionSize)
+        zoneTable.deallocate()
         slots.deallocate()
         lastUsed.deallocate()
         usedMarks.deallocate()
@@ -106,7 +117,8 @@ final class HotCache: @unchecked Sendable {
     }
 
     /// A record's fields at `offset` (the caller bounds it): the times, the reply's generation, the
-    /// lengths, the flags, then the domain, the zone, the reply (in room of `replyRoom` bytes)
+    /// lengths, the reply's zone (an index into the zone table), the flags, then the domain, the
+    /// reply (in room of `replyRoom` bytes)
     /// and the packed entry.
     private struct Record {
         let base: UnsafeMutableRawPointer
@@ -118,22 +130,22 @@ final class HotCache: @unchecked Sendable {
         var replyCount: Int { Int(base.loadUnaligned(fromByteOffset: 32, as: UInt32.self)) }
         var replyRoom: Int { Int(base.loadUnaligned(fromByteOffset: 36, as: UInt32.self)) }
         var domainCount: Int { Int(base.loadUnaligned(fromByteOffset: 40, as: UInt8.self)) }
-        var zoneCount: Int { Int(base.loadUnaligned(fromByteOffset: 41, as: UInt8.self)) }
+        /// 0: no reply kept; else 1 + the zone's index in the table.
+        var zone: Int { Int(base.loadUnaligned(fromByteOffset: 41, as: UInt8.self)) }
         var flags: UInt8 { base.loadUnaligned(fromByteOffset: 42, as: UInt8.self) }
         var negative: Bool { flags & 1 != 0 }
         var hasReply: Bool { flags & 2 != 0 }
         var domain: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + HotCache.headerSize, count: domainCount) }
-        var zone: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + HotCache.headerSize + domainCount, count: zoneCount) }
-        var replyStart: Int { HotCache.headerSize + domainCount + zoneCount }
+        var replyStart: Int { HotCache.headerSize + domainCount }
         var reply: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + replyStart, count: replyCount) }
         var packed: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base + replyStart + replyRoom, count: packedCount) }
         /// Header and variable parts, rounded up to 8 bytes.
-        var size: Int { HotCache.recordSize(domain: domainCount, zone: zoneCount, replyRoom: replyRoom, packed: packedCount) }
+        var size: Int { HotCache.recordSize(domain: domainCount, replyRoom: replyRoom, packed: packedCount) }
         /// The domain's hash (recomputed: the index word keeps its top 24 bits).
         var hash: UInt64 { HotCache.hash(domain) }
 
         func setHeader(expiresAt: Double, checkedAt: Double, fetchedAt: Double, generation: UInt32, packedCount: Int, replyCount: Int,
-                       replyRoom: Int, domainCount: Int, zoneCount: Int, flags: UInt8) {
+                       replyRoom: Int, domainCount: Int, zone: Int, flags: UInt8) {
             base.storeBytes(of: expiresAt, as: Double.self)
             base.storeBytes(of: checkedAt, toByteOffset: 8, as: Double.self)
             base.storeBytes(of: fetchedAt, toByteOffset: 16, as: Double.self)
@@ -142,14 +154,15 @@ final class HotCache: @unchecked Sendable {
             base.storeBytes(of: UInt32(replyCount), toByteOffset: 32, as: UInt32.self)
             base.storeBytes(of: UInt32(replyRoom), toByteOffset: 36, as: UInt32.self)
             base.storeBytes(of: UInt8(domainCount), toByteOffset: 40, as: UInt8.self)
-            base.storeBytes(of: UInt8(zoneCount), toByteOffset: 41, as: UInt8.self)
+            base.storeBytes(of: UInt8(zone), toByteOffset: 41, as: UInt8.self)
             base.storeBytes(of: flags, toByteOffset: 42, as: UInt8.self)
         }
 
         func setCheckedAt(_ t: Double) { base.storeBytes(of: t, toByteOffset: 8, as: Double.self) }
 
-        func setReply(count: Int, generation: UInt32) {
+        func setReply(count: Int, generation: UInt32, zone: Int) {
             base.storeBytes(of: generation, toByteOffset: 24, as: UInt32.self)
+            base.storeBytes(of: UInt8(zone), toByteOffset: 41, as: UInt8.self)
             base.storeBytes(of: UInt32(count), toByteOffset: 32, as: UInt32.self)
             base.storeBytes(of: flags | 2, toByteOffset: 42, as: UInt8.self)
         }
@@ -158,8 +171,8 @@ final class HotCache: @unchecked Sendable {
     /// The generation as a record keeps it.
     static func generation(_ g: Int) -> UInt32 { UInt32(truncatingIfNeeded: g) }
 
-    static func recordSize(domain: Int, zone: Int, replyRoom: Int, packed: Int) -> Int {
-        (headerSize + domain + zone + replyRoom + packed + 7) & ~7
+    static func recordSize(domain: Int, replyRoom: Int, packed: Int) -> Int {
+        (headerSize + domain + replyRoom + packed + 7) & ~7
     }
 
     // MARK: the reader
@@ -211,8 +224,7 @@ final class HotCache: @unchecked Sendable {
                     guard offset + record.replyStart + record.replyRoom + record.packedCount <= regionSize, record.replyCount <= record.replyRoom else { return (nil, false) }
                     if memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 {
                         var reply: ByteBuffer?
-                        if record.hasReply, record.generation == Self.generation(generation), record.zoneCount == zone.count,
-                           zone.count == 0 || memcmp(record.zone.baseAddress!, zone.baseAddress!, zone.count) == 0 {
+                        if record.hasReply, record.generation == Self.generation(generation), zoneMatches(record.zone, zone) {
                             reply = ByteBuffer(bytes: record.reply)
                         }
                         return ((k, Hit(expiresAt: record.expiresAt, checkedAt: record.checkedAt, negative: record.negative, reply: reply)), true)
@@ -222,6 +234,30 @@ final class HotCache: @unchecked Sendable {
             k = (k + 1) & mask
         }
         return (nil, true)
+    }
+
+    /// Is `zone` (1 + an index, 0 for none) the name `bytes`?
+    private func zoneMatches(_ zone: Int, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard zone > 0, zone <= 255 else { return false }
+        let entry = zoneTable + (zone - 1) * Self.zoneSlot
+        let count = Int(entry.load(as: UInt8.self))
+        return count == bytes.count && (count == 0 || memcmp(entry + 1, bytes.baseAddress!, count) == 0)
+    }
+
+    /// 1 + the index of `zone` in the table, added if new (writer); nil when the name is too
+    /// long or the table is full (the reply is then not kept).
+    private func zoneIndex(_ zone: String) -> Int? {
+        var name = zone
+        return name.withUTF8 { bytes -> Int? in
+            let raw = UnsafeRawBufferPointer(bytes)
+            for k in 0..<zoneNames where zoneMatches(k + 1, raw) { return k + 1 }
+            guard raw.count < Self.zoneSlot, zoneNames < 255 else { return nil }
+            let entry = zoneTable + zoneNames * Self.zoneSlot
+            if raw.count > 0 { (entry + 1).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+            entry.storeBytes(of: UInt8(raw.count), as: UInt8.self)
+            zoneNames += 1
+            return zoneNames
+        }
     }
 
     /// A use, written coarsely: once per entry per minute at most.
@@ -265,6 +301,9 @@ final class HotCache: @unchecked Sendable {
     }
 
     var count: Int { writer.withLock { liveCount } }
+
+    /// The bytes the arena's records take, garbage included (tests).
+    var arenaBytes: Int { writer.withLock { end } }
 
     func peek(_ domain: String) -> CacheEntry? {
         writer.withLock { find(domain).flatMap(entry(at:)) }
@@ -346,12 +385,12 @@ final class HotCache: @unchecked Sendable {
                 }
             }
             let room = Self.replyRoom(entry)
-            let size = Self.recordSize(domain: name.count, zone: 0, replyRoom: room, packed: packed.count)
+            let size = Self.recordSize(domain: name.count, replyRoom: room, packed: packed.count)
             let existing = find(name, h)
             guard let offset = reserve(size) else { return }
             let base = region + offset
             Record(base: base).setHeader(expiresAt: entry.expiresAt, checkedAt: entry.checkedAt, fetchedAt: entry.fetchedAt, generation: 0,
-                                         packedCount: packed.count, replyCount: 0, replyRoom: room, domainCount: name.count, zoneCount: 0,
+                                         packedCount: packed.count, replyCount: 0, replyRoom: room, domainCount: name.count, zone: 0,
                                          flags: entry.policy == nil ? 1 : 0)
             (base + Self.headerSize).copyMemory(from: name.baseAddress!, byteCount: name.count)
             packed.withUnsafeBytes { (base + Self.headerSize + name.count + room).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -449,31 +488,29 @@ final class HotCache: @unchecked Sendable {
             let packed = PackedEntry.pack(entry)
             guard entry.fetchedAt == current.fetchedAt, entry.expiresAt == current.expiresAt, entry.checkedAt == current.checkedAt,
                   (entry.policy == nil) == current.negative, packed.elementsEqual(current.packed) else { return }
-            let zoneBytes = Array(zone.utf8), bytes = reply.readableBytesView
-            guard zoneBytes.count <= 255 else { return }
-            if zoneBytes.count == current.zoneCount && zoneBytes.elementsEqual(current.zone) || current.zoneCount == 0 && zoneBytes.isEmpty,
-               bytes.count <= current.replyRoom {
+            let bytes = reply.readableBytesView
+            guard let zone = zoneIndex(zone) else { return }
+            if bytes.count <= current.replyRoom {
                 // In place, with the sequence odd: a reader meanwhile reads again.
                 sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
                 let base = current.base
                 bytes.withUnsafeBytes { (base + current.replyStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                current.setReply(count: bytes.count, generation: Self.generation(generation))
+                current.setReply(count: bytes.count, generation: Self.generation(generation), zone: zone)
                 sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
                 return
             }
-            // A new record: the zone's name and a reply that did not fit.
-            let room = max(bytes.count, current.replyRoom)
-            let size = Self.recordSize(domain: current.domainCount, zone: zoneBytes.count, replyRoom: room, packed: packed.count)
+            // A new record with room for a reply that did not fit.
+            let room = bytes.count
+            let size = Self.recordSize(domain: current.domainCount, replyRoom: room, packed: packed.count)
             let oldSize = current.size
             guard let offset = reserve(size), let k = find(domain) else { return }  // (reserve may move records)
             let old = record(at: k)
             let base = region + offset
             Record(base: base).setHeader(expiresAt: old.expiresAt, checkedAt: old.checkedAt, fetchedAt: old.fetchedAt,
                                          generation: Self.generation(generation), packedCount: old.packedCount, replyCount: bytes.count,
-                                         replyRoom: room, domainCount: old.domainCount, zoneCount: zoneBytes.count, flags: old.flags | 2)
+                                         replyRoom: room, domainCount: old.domainCount, zone: zone, flags: old.flags | 2)
             (base + Self.headerSize).copyMemory(from: old.domain.baseAddress!, byteCount: old.domainCount)
-            zoneBytes.withUnsafeBytes { (base + Self.headerSize + old.domainCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            let replyAt = Self.headerSize + old.domainCount + zoneBytes.count
+            let replyAt = Self.headerSize + old.domainCount
             bytes.withUnsafeBytes { (base + replyAt).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             packed.withUnsafeBytes { (base + replyAt + room).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             let h = old.hash

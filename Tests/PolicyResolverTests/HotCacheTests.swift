@@ -28,8 +28,14 @@ import Testing
         let first = try #require(cache.hit("a.example", zone: "z", generation: 1, at: 1_000))
         #expect(first.reply == nil && first.expiresAt == 87_400 && !first.negative)
         #expect(cache.peek("a.example") == a)
+        // A reply that fits the room kept for it is written in place, whatever its zone.
+        let before = cache.arenaBytes
+        cache.keep(Self.reply("a.example", "0"), "a.example", zone: "postfix", generation: 1, renderedFrom: a)
+        #expect(cache.hit("a.example", zone: "postfix", generation: 1, at: 1_000)?.reply == Self.reply("a.example", "0"))
         cache.keep(Self.reply("a.example", "1"), "a.example", zone: "", generation: 1, renderedFrom: a)
         #expect(cache.hit("a.example", zone: "", generation: 1, at: 1_000)?.reply == Self.reply("a.example", "1"))
+        #expect(cache.hit("a.example", zone: "postfix", generation: 1, at: 1_000)?.reply == nil)
+        #expect(cache.arenaBytes == before)
         #expect(cache.hit("a.example", zone: "", generation: 2, at: 1_000)?.reply == nil)
         // Another zone's name: a new record; a reply larger than the room kept for it: likewise.
         let long = ByteBuffer(string: String(repeating: "x", count: 5_000))
