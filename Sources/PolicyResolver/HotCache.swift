@@ -350,16 +350,19 @@ final class HotCache: @unchecked Sendable {
         usedMark(k).store(0, ordering: .relaxed)
     }
 
-    /// Room for the reply a policy's record keeps, so that keeping it later rewrites it in place
-    /// instead of appending a copy: the netstring of `OK secure match=… servername=hostname`
-    /// (40 bytes and the list), the list being the patterns or, for a wildcard, the MX hosts it
-    /// covers beside the other patterns. A longer reply (another zone's options) takes a copy.
+    /// Room for the reply a policy's record keeps, so that keeping it later writes it in place
+    /// instead of appending a copy: the size of the netstring of the default zone's reply,
+    /// `OK secure match=NAMES servername=hostname`, NAMES being the plain patterns and the MX
+    /// hosts a wildcard covers (as `SocketmapReply.render` makes them). Another zone's longer
+    /// reply (TLSRPT attributes) takes a copy of the record.
     static func replyRoom(_ entry: CacheEntry) -> Int {
         guard let policy = entry.policy else { return 32 }
-        let patterns = policy.mx.reduce(0) { $0 + $1.text.utf8.count + 1 }
-        let plain = policy.mx.reduce(0) { $0 + ($1.isWildcard ? 0 : $1.text.utf8.count + 1) }
-        let hosts = entry.mxHosts?.reduce(0) { $0 + $1.utf8.count + 1 } ?? 0
-        return 40 + max(patterns, plain + hosts)
+        var names = Set(policy.mx.filter { !$0.isWildcard }.map(\.text))
+        let wildcards = policy.mx.filter(\.isWildcard)
+        for host in entry.mxHosts ?? [] where wildcards.contains(where: { $0.matches(normalized: host) }) { names.insert(host) }
+        let list = names.isEmpty ? 38 : names.reduce(-1) { $0 + $1.utf8.count + 1 }
+        let body = 36 + list
+        return body + String(body).utf8.count + 2
     }
 
     private func insert(_ entry: CacheEntry) {

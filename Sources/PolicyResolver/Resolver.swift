@@ -698,7 +698,7 @@ public final class PolicyResolver: Sendable {
         guard let store else { return 0 }
         let now = clock.now()
         // In slices: the rows of a large cache are never all in memory beside the hot layer.
-        let slice = 5_000
+        let slice = 1_000
         var loaded = 0
         while loaded < settings.hotCapacity {
             let limit = min(slice, settings.hotCapacity - loaded), offset = loaded

@@ -94,6 +94,19 @@ import Testing
         #expect(PackedEntry.pack(one).count == PackedEntry.pack(none).count + 1)
     }
 
+    @Test("the room kept for a reply is the size of the default zone's reply")
+    func replyRoom() throws {
+        let wild = try #require(STSPolicy.parse("version: STSv1\nmode: enforce\nmx: mx1.example\nmx: *.pool.example\nmax_age: 86400\n").policy)
+        func room(_ hosts: [String]?) -> Int {
+            HotCache.replyRoom(CacheEntry(domain: "a.example", policy: wild, stsID: "1", fetchedAt: 0, expiresAt: 1, checkedAt: 0, mxHosts: hosts, lastUsed: 0))
+        }
+        func netstring(_ s: String) -> Int { s.utf8.count + String(s.utf8.count).utf8.count + 2 }
+        #expect(room(["mx1.example", "a.pool.example"]) == netstring("OK secure match=a.pool.example:mx1.example servername=hostname"))
+        #expect(room(["mx1.example"]) == netstring("OK secure match=mx1.example servername=hostname"))
+        let many = (0..<40).map { "host\($0).pool.example" }
+        #expect(room(many) == netstring("OK secure match=" + (["mx1.example"] + many).sorted().joined(separator: ":") + " servername=hostname"))
+    }
+
     @Test("past the capacity a tenth leaves, negative entries first, then the least recently used; use marks are taken once")
     func eviction() {
         let cache = HotCache(capacity: 20)
