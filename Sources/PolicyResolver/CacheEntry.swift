@@ -80,9 +80,10 @@ public protocol PolicyStore: Sendable {
     func remove(_ domain: String) throws(StorageErrorBox)
     /// Records use without rewriting the entry.
     func touch(_ domains: [String], at time: Double) throws(StorageErrorBox)
-    /// The most recently used entries still valid at `time` (warm start), at most `limit`, after
-    /// skipping the first `offset` of them (read in slices).
-    func recent(limit: Int, offset: Int, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry]
+    /// The most recently used entries still valid at `time` (warm start), at most `limit`, most
+    /// recent first (by last use, then domain, both descending), those after `before` in that
+    /// order: the last entry of the previous slice.
+    func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry]
     /// Policies past half their max_age and not expired at `time` (proactive refresh candidates).
     func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry]
     /// Drops entries unused since `unusedBefore` and negative entries expired at `time`; returns how many.

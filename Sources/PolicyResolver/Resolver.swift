@@ -700,13 +700,15 @@ public final class PolicyResolver: Sendable {
         // In slices: the rows of a large cache are never all in memory beside the hot layer.
         let slice = 1_000
         var loaded = 0
+        var last: (lastUsed: Double, domain: String)?
         while loaded < settings.hotCapacity {
-            let limit = min(slice, settings.hotCapacity - loaded), offset = loaded
+            let limit = min(slice, settings.hotCapacity - loaded), before = last
             let valid: [CacheEntry]
-            do { valid = try await blocking { try store.recent(limit: limit, offset: offset, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
+            do { valid = try await blocking { try store.recent(limit: limit, before: before, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
             hot.put(valid)
             loaded += valid.count
-            if valid.count < limit { break }
+            guard valid.count == limit, let end = valid.last else { break }
+            last = (end.lastUsed, end.domain)
         }
         return loaded
     }

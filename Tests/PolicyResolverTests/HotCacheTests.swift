@@ -3,6 +3,7 @@ import MTASTSCore
 import NIOCore
 @testable import PolicyResolver
 import Testing
+import TestSupport
 
 /// The hot layer's arena and lock-free reader: what it returns, what it drops, and that readers
 /// racing writers that replace, remove, evict and move records never see a reply that is not
@@ -241,5 +242,42 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
                 lock.unlock()
             }
         }
+    }
+}
+
+/// The warm start's slices: down the (last_used, domain) index from where the previous one ended,
+/// every valid entry once, most recent first, ties by domain; SQLite and PostgreSQL alike.
+@Suite struct RecentSlicesTests {
+    func walk(_ store: any PolicyStore) throws {
+        let policy = HotCacheTests.policy
+        // 2,500 entries, last uses in 50 groups of ties, 100 of them expired.
+        for k in 0..<2_500 {
+            let expires: Double = k % 25 == 0 ? 500 : 90_000
+            try store.save(CacheEntry(domain: "s\(k).example", policy: policy, stsID: "1", fetchedAt: 100, expiresAt: expires, checkedAt: 100,
+                                      lastUsed: Double(1_000 + k % 50)))
+        }
+        var seen: [CacheEntry] = []
+        var before: (lastUsed: Double, domain: String)?
+        while true {
+            let slice = try store.recent(limit: 300, before: before, validAt: 1_000)
+            seen += slice
+            guard slice.count == 300, let last = slice.last else { break }
+            before = (last.lastUsed, last.domain)
+        }
+        #expect(seen.count == 2_400)
+        #expect(Set(seen.map(\.domain)).count == 2_400)
+        let order = seen.map { ($0.lastUsed, $0.domain) }
+        #expect(zip(order, order.dropFirst()).allSatisfy { a, b in a.0 > b.0 || (a.0 == b.0 && a.1 > b.1) })
+        #expect(seen.allSatisfy { $0.expiresAt > 1_000 })
+    }
+
+    @Test func sqlite() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("recent-\(UUID().uuidString.prefix(8)).db").path
+        try walk(try SQLitePolicyStore(path: path))
+    }
+
+    @Test func postgres() throws {
+        let pg = try PostgresServer()
+        try walk(try PostgresPolicyStore(dsn: pg.dsn))
     }
 }
