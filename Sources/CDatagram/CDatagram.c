@@ -2,6 +2,8 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include "CDatagram.h"
 
 #define BATCH_MAX 64
@@ -21,4 +23,8 @@ int mtasts_recv_batch(int fd, unsigned char *region, size_t stride, size_t slot,
     int n = recvmmsg(fd, msgs, count, wait_for_one ? MSG_WAITFORONE : MSG_DONTWAIT, NULL);
     for (int k = 0; k < n; k++) lengths[k] = msgs[k].msg_len;
     return n;
+}
+
+int mtasts_nice_this_thread(int increment) {
+    return setpriority(PRIO_PROCESS, (id_t)gettid(), increment);
 }

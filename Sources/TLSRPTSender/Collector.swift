@@ -169,7 +169,12 @@ public final class Collector: @unchecked Sendable {
         }
         defer { munmap(region, stride * batch) }
         var lengths = [UInt32](repeating: 0, count: batch)
-        let rest = Self.restNanoseconds(queueLength: Self.maxDatagramQueue)
+        let queueLength = Self.maxDatagramQueue
+        let rest = Self.restNanoseconds(queueLength: queueLength)
+        // Resting is for moderate rates: above q × 50 datagrams a second (25,600/s with a queue of
+        // 512) every wake-up finds a batch anyway, and an oversleep would only risk the queue.
+        let restBelowRate = Double(queueLength ?? 0) * 50
+        var lastWake = DispatchTime.now().uptimeNanoseconds
         var received: [(bytes: [UInt8], time: Double)] = []
         received.reserveCapacity(256)
         let bytes = region.assumingMemoryBound(to: UInt8.self)
@@ -220,7 +225,10 @@ public final class Collector: @unchecked Sendable {
             // switches a datagram at moderate rates); fewer wait for its flush interval.
             if queue.count >= Self.wakeWriterAt { lock.signal() }
             lock.unlock()
-            let few = received.count < Self.readBatch
+            let woke = DispatchTime.now().uptimeNanoseconds
+            let rate = Double(received.count) * 1e9 / Double(max(1, woke &- lastWake))
+            lastWake = woke
+            let few = received.count < Self.readBatch && rate < restBelowRate
             received.removeAll(keepingCapacity: true)
             if closed { break }
             if few && rest > 0 {
@@ -231,6 +239,9 @@ public final class Collector: @unchecked Sendable {
     }
 
     private func writeLoop() {
+        // The writer's latency does not matter (it has the queue); the reader's does (the kernel's
+        // queue is short): the writer yields the CPU to it under load (nice 10, this thread only).
+        _ = mtasts_nice_this_thread(10)
         var batch = SessionBatch()
         var lastCommit = now()
         var local: [(bytes: [UInt8], time: Double)] = []

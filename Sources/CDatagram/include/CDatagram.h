@@ -9,4 +9,8 @@
    Returns the number taken, or -1 with errno. */
 int mtasts_recv_batch(int fd, unsigned char *region, size_t stride, size_t slot, unsigned count, int wait_for_one,
                       unsigned *lengths);
+
+/* Lowers the calling thread's scheduling weight (nice `increment`; threads have their own on
+   Linux): 0 on success, else -1 with errno. */
+int mtasts_nice_this_thread(int increment);
 #endif
