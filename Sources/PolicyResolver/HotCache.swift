@@ -158,6 +158,12 @@ final class HotCache: @unchecked Sendable {
             base.storeBytes(of: flags, toByteOffset: 42, as: UInt8.self)
         }
 
+        /// Was this record made from `entry` (packed as `packed`), its check time aside?
+        func holds(_ entry: CacheEntry, packed: [UInt8]) -> Bool {
+            fetchedAt == entry.fetchedAt && expiresAt == entry.expiresAt && negative == (entry.policy == nil) && packedCount == packed.count
+                && packed.withUnsafeBytes { $0.count == 0 || memcmp($0.baseAddress!, self.packed.baseAddress!, $0.count) == 0 }
+        }
+
         func setCheckedAt(_ t: Double) { base.storeBytes(of: t, toByteOffset: 8, as: Double.self) }
 
         func setReply(count: Int, generation: UInt32, zone: Int) {
@@ -207,9 +213,22 @@ final class HotCache: @unchecked Sendable {
         }
     }
 
-    /// The slot and hit for `name`, and whether what was read was consistent (every offset and
-    /// length within the region). Valid only if the sequence did not change meanwhile.
+    /// The slot and hit for `name`; `consistent` false when what was read does not hold together.
+    /// Valid only if the sequence did not change meanwhile.
     private func probe(_ h: UInt64, _ name: UnsafeRawBufferPointer, _ zone: UnsafeRawBufferPointer, _ generation: Int) -> (found: (Int, Hit)?, consistent: Bool) {
+        let (located, consistent) = locate(name, h)
+        guard let (k, record) = located else { return (nil, consistent) }
+        var reply: ByteBuffer?
+        if record.hasReply, record.generation == Self.generation(generation), zoneMatches(record.zone, zone) {
+            reply = ByteBuffer(bytes: record.reply)
+        }
+        return ((k, Hit(expiresAt: record.expiresAt, checkedAt: record.checkedAt, negative: record.negative, reply: reply)), true)
+    }
+
+    /// The slot and record holding `name` (hash `h`), for readers and writers alike; `consistent`
+    /// false when an index word or a record's lengths point outside the region (a reader saw a
+    /// move half done: it reads again; never the case under the writers' lock).
+    private func locate(_ name: UnsafeRawBufferPointer, _ h: UInt64) -> (found: (slot: Int, record: Record)?, consistent: Bool) {
         let mask = slotCount - 1
         var k = Int(truncatingIfNeeded: h) & mask
         let tag = h >> 40
@@ -222,13 +241,7 @@ final class HotCache: @unchecked Sendable {
                 let record = Record(base: region + offset)
                 if record.domainCount == name.count {
                     guard offset + record.replyStart + record.replyRoom + record.packedCount <= regionSize, record.replyCount <= record.replyRoom else { return (nil, false) }
-                    if memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 {
-                        var reply: ByteBuffer?
-                        if record.hasReply, record.generation == Self.generation(generation), zoneMatches(record.zone, zone) {
-                            reply = ByteBuffer(bytes: record.reply)
-                        }
-                        return ((k, Hit(expiresAt: record.expiresAt, checkedAt: record.checkedAt, negative: record.negative, reply: reply)), true)
-                    }
+                    if memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 { return ((k, record), true) }
                 }
             }
             k = (k + 1) & mask
@@ -270,20 +283,7 @@ final class HotCache: @unchecked Sendable {
     // MARK: the writers (under `writer`)
 
     /// The slot holding `domain`, or nil.
-    private func find(_ name: UnsafeRawBufferPointer, _ h: UInt64) -> Int? {
-        let mask = slotCount - 1
-        var k = Int(truncatingIfNeeded: h) & mask
-        for _ in 0..<slotCount {
-            let word = slot(k).load(ordering: .relaxed)
-            if word == 0 { return nil }
-            if word != 1 && word >> 40 == h >> 40 {
-                let record = Record(base: region + (Int(word & Self.offsetMask) << 3))
-                if record.domainCount == name.count, memcmp(record.domain.baseAddress!, name.baseAddress!, name.count) == 0 { return k }
-            }
-            k = (k + 1) & mask
-        }
-        return nil
-    }
+    private func find(_ name: UnsafeRawBufferPointer, _ h: UInt64) -> Int? { locate(name, h).found?.slot }
 
     private func find(_ domain: String) -> Int? {
         var d = domain
@@ -372,12 +372,12 @@ final class HotCache: @unchecked Sendable {
             let name = UnsafeRawBufferPointer(nameBytes)
             guard name.count <= 255 else { return }
             let h = Self.hash(name)
+            let existing = find(name, h)
             // The same entry checked again (a record check that changed nothing): its check time
             // is written in place and the reply rendered from it stays.
-            if let k = find(name, h) {
+            if let k = existing {
                 let current = record(at: k)
-                if current.fetchedAt == entry.fetchedAt, current.expiresAt == entry.expiresAt, current.negative == (entry.policy == nil),
-                   current.packedCount == packed.count, packed.withUnsafeBytes({ memcmp($0.baseAddress!, current.packed.baseAddress!, $0.count) == 0 }) {
+                if current.holds(entry, packed: packed) {
                     if current.checkedAt != entry.checkedAt {
                         sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
                         current.setCheckedAt(entry.checkedAt)
@@ -389,7 +389,6 @@ final class HotCache: @unchecked Sendable {
             }
             let room = Self.replyRoom(entry)
             let size = Self.recordSize(domain: name.count, replyRoom: room, packed: packed.count)
-            let existing = find(name, h)
             guard let offset = reserve(size) else { return }
             let base = region + offset
             Record(base: base).setHeader(expiresAt: entry.expiresAt, checkedAt: entry.checkedAt, fetchedAt: entry.fetchedAt, generation: 0,
@@ -489,8 +488,7 @@ final class HotCache: @unchecked Sendable {
             guard let k = find(domain) else { return }
             let current = record(at: k)
             let packed = PackedEntry.pack(entry)
-            guard entry.fetchedAt == current.fetchedAt, entry.expiresAt == current.expiresAt, entry.checkedAt == current.checkedAt,
-                  (entry.policy == nil) == current.negative, packed.elementsEqual(current.packed) else { return }
+            guard current.holds(entry, packed: packed), entry.checkedAt == current.checkedAt else { return }
             let bytes = reply.readableBytesView
             guard let zone = zoneIndex(zone) else { return }
             if bytes.count <= current.replyRoom {
@@ -528,7 +526,7 @@ final class HotCache: @unchecked Sendable {
     func entries(where filter: (_ fetchedAt: Double, _ expiresAt: Double, _ checkedAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [CacheEntry] {
         writer.withLock {
             (0..<slotCount).compactMap { k in
-                guard slot(k).load(ordering: .relaxed) > 1 else { return nil }
+                guard isOccupied(k) else { return nil }
                 let r = record(at: k)
                 return filter(r.fetchedAt, r.expiresAt, r.checkedAt, Double(bitPattern: lastUse(k).load(ordering: .relaxed)), r.negative) ? entry(at: k) : nil
             }
@@ -539,7 +537,7 @@ final class HotCache: @unchecked Sendable {
     func domains(where filter: (_ expiresAt: Double, _ lastUsed: Double, _ negative: Bool) -> Bool) -> [String] {
         writer.withLock {
             (0..<slotCount).compactMap { k in
-                guard slot(k).load(ordering: .relaxed) > 1 else { return nil }
+                guard isOccupied(k) else { return nil }
                 let r = record(at: k)
                 return filter(r.expiresAt, Double(bitPattern: lastUse(k).load(ordering: .relaxed)), r.negative) ? String(decoding: r.domain, as: UTF8.self) : nil
             }
@@ -550,7 +548,7 @@ final class HotCache: @unchecked Sendable {
     func takeUsed() -> [String] {
         writer.withLock {
             (0..<slotCount).compactMap { k in
-                guard slot(k).load(ordering: .relaxed) > 1, usedMark(k).exchange(0, ordering: .relaxed) != 0 else { return nil }
+                guard isOccupied(k), usedMark(k).exchange(0, ordering: .relaxed) != 0 else { return nil }
                 return String(decoding: record(at: k).domain, as: UTF8.self)
             }
         }
@@ -565,7 +563,7 @@ final class HotCache: @unchecked Sendable {
             let used = Double(bitPattern: lastUse(k).load(ordering: .relaxed))
             return record(at: k).negative ? used - 1e15 : used
         }
-        let occupied = (0..<slotCount).filter { slot(k: $0) }
+        let occupied = (0..<slotCount).filter(isOccupied)
         guard !occupied.isEmpty else { return }
         var ranks = occupied.map(rank)
         ranks.sort()
@@ -581,7 +579,8 @@ final class HotCache: @unchecked Sendable {
         }
     }
 
-    private func slot(k: Int) -> Bool { slot(k).load(ordering: .relaxed) > 1 }
+    /// Does slot `k` hold a record (not empty, not removed)?
+    private func isOccupied(_ k: Int) -> Bool { slot(k).load(ordering: .relaxed) > 1 }
 }
 
 /// A cache entry without its domain and times, in one byte array: flags, the DANE state, then
