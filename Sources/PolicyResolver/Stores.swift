@@ -111,14 +111,10 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         // Read down the (last_used, domain) index from where the previous slice ended: each
         // slice costs its own rows (an OFFSET, or an ORDER BY without the index, sorted the whole
         // table for every slice).
-        guard let before else {
-            return try query("SELECT \(columns) FROM sts_policy_cache WHERE expires_at > ? ORDER BY last_used DESC, domain DESC LIMIT ?",
-                             [.real(time), .integer(Int64(limit))]).compactMap(entry)
-        }
-        return try query("""
-            SELECT \(columns) FROM sts_policy_cache WHERE (last_used, domain) < (?, ?) AND expires_at > ?
-            ORDER BY last_used DESC, domain DESC LIMIT ?
-            """, [.real(before.lastUsed), .text(before.domain), .real(time), .integer(Int64(limit))]).compactMap(entry)
+        let after = before.map { _ in "(last_used, domain) < (?, ?) AND " } ?? ""
+        let from: [SQLValue] = before.map { [.real($0.lastUsed), .text($0.domain)] } ?? []
+        return try query("SELECT \(columns) FROM sts_policy_cache WHERE \(after)expires_at > ? ORDER BY last_used DESC, domain DESC LIMIT ?",
+                         from + [.real(time), .integer(Int64(limit))]).compactMap(entry)
     }
 
     public func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry] {
