@@ -733,39 +733,3 @@ public final class PolicyResolver: Sendable {
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await BlockingPool.shared.run(body)
 }
-
-/// At most `perWindow` warnings per `window` seconds; the ones left out are counted and said in
-/// the first line of the next window.
-final class WarningLimiter: Sendable {
-    private struct State {
-        var windowStart = 0.0
-        var lines = 0
-        var suppressed = 0
-    }
-    private let state = NIOLockedValueBox(State())
-    let perWindow: Int
-    let window: Double
-
-    init(perWindow: Int, window: Double) {
-        self.perWindow = perWindow
-        self.window = window
-    }
-
-    func warn(_ logger: Logger, _ message: @autoclosure () -> String, now: Double = Double(DispatchTime.now().uptimeNanoseconds) / 1e9) {
-        let (print, suppressed): (Bool, Int) = state.withLockedValue { s in
-            if now - s.windowStart >= window {
-                let before = s.suppressed
-                s = State(windowStart: now, lines: 1, suppressed: 0)
-                return (true, before)
-            }
-            guard s.lines < perWindow else {
-                s.suppressed += 1
-                return (false, 0)
-            }
-            s.lines += 1
-            return (true, 0)
-        }
-        guard print else { return }
-        logger.warning("\(message())\(suppressed > 0 ? " (\(suppressed) more like it in the last \(Int(window)) s not logged)" : "")")
-    }
-}

@@ -106,3 +106,43 @@ enum RFC3339Now {
                       Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
     }
 }
+
+/// At most `perWindow` warnings per `window` seconds; the ones left out are counted and said in
+/// the first line logged after them (a failure that repeats for every datagram or every cached
+/// domain must not flood the log; the metrics count them all).
+public final class WarningLimiter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var windowStart = -Double.infinity
+    private var lines = 0
+    private var suppressed = 0
+    public let perWindow: Int
+    public let window: Double
+
+    public init(perWindow: Int, window: Double) {
+        self.perWindow = perWindow
+        self.window = window
+    }
+
+    /// Logs `message` at warning level unless the window's lines are used up; returns the line
+    /// logged (nil: counted, not logged). `now` in seconds (monotonic by default).
+    @discardableResult
+    public func warn(_ logger: Logger, _ message: @autoclosure () -> String,
+                     now: Double = Double(DispatchTime.now().uptimeNanoseconds) / 1e9) -> String? {
+        lock.lock()
+        var left = 0
+        if now - windowStart >= window {
+            left = suppressed
+            (windowStart, lines, suppressed) = (now, 0, 0)
+        }
+        guard lines < perWindow else {
+            suppressed += 1
+            lock.unlock()
+            return nil
+        }
+        lines += 1
+        lock.unlock()
+        let line = message() + (left > 0 ? " (\(left) more like it not logged before this)" : "")
+        logger.warning("\(line)")
+        return line
+    }
+}

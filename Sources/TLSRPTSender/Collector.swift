@@ -2,6 +2,7 @@ import CDatagram
 import Foundation
 import Logging
 import Metrics
+import ServerSupport
 import MTASTSConfig
 import MTASTSCore
 import Storage
@@ -43,8 +44,9 @@ public final class Collector: @unchecked Sendable {
     private var reader: Thread?
     private var writer: Thread?
     private let done = DispatchSemaphore(value: 0)
-    private var lastMalformedLog: Double = 0
-    private var suppressedMalformed = 0
+    /// Malformed datagrams are logged at most once per 10 s (the quarantine and the counter keep
+    /// them all).
+    private let malformedWarnings = WarningLimiter(perWindow: 1, window: 10)
     private var quarantineSecond: Int64 = 0
     private var quarantineLines = 0
 
@@ -368,13 +370,7 @@ public final class Collector: @unchecked Sendable {
     private func malformed(_ bytes: [UInt8], _ reason: String) {
         bump { $0.malformed += 1 }
         let t = now()
-        if t - lastMalformedLog >= 10 {
-            logger.warning("malformed datagram (\(bytes.count) bytes): \(reason)\(suppressedMalformed > 0 ? " (\(suppressedMalformed) more since the last message)" : "")")
-            lastMalformedLog = t
-            suppressedMalformed = 0
-        } else {
-            suppressedMalformed += 1
-        }
+        malformedWarnings.warn(logger, "malformed datagram (\(bytes.count) bytes): \(reason)", now: t)
         if let path = configuration.quarantine { quarantine(bytes, reason, at: t, path: path) }
     }
 

@@ -110,3 +110,19 @@ import Testing
         }
     }
 }
+
+@Suite struct WarningLimiterTests {
+    @Test("at most perWindow lines a window; the rest are counted and said in the next line logged")
+    func limits() {
+        let limiter = WarningLimiter(perWindow: 2, window: 10)
+        let logger = Logger(label: "test")
+        #expect(limiter.warn(logger, "a", now: 100) == "a")
+        #expect(limiter.warn(logger, "b", now: 101) == "b")
+        #expect(limiter.warn(logger, "c", now: 102) == nil)
+        #expect(limiter.warn(logger, "d", now: 109.9) == nil)
+        #expect(limiter.warn(logger, "e", now: 110) == "e (2 more like it not logged before this)")
+        #expect(limiter.warn(logger, "f", now: 111) == "f")
+        #expect(limiter.warn(logger, "g", now: 112) == nil)
+        #expect(limiter.warn(logger, "h", now: 500) == "h (1 more like it not logged before this)")
+    }
+}
