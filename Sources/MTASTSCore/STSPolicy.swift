@@ -56,6 +56,15 @@ public struct STSPolicy: Hashable, Sendable {
     /// `version`, `mode`, the `mx` lines in lower case, `max_age` within the limit, nothing else.
     /// Read without the linter's work (no diagnostics, no strings per line); anything else, an
     /// extension included, is nil and the caller parses it fully.
+    /// An `mx` value in the form the parser keeps (lower-case LDH labels of 1 to 63 octets, no
+    /// '-' at either end, an optional `*.` before them: what `MXPattern(strict:)` keeps), or nil.
+    static func canonicalPattern(_ value: UnsafeBufferPointer<UInt8>) -> MXPattern? {
+        var body = value[...]
+        if value.count > 2, value[0] == UInt8(ascii: "*"), value[1] == UInt8(ascii: ".") { body = value[2...] }
+        guard body.count <= 253, isCanonicalHost(body) else { return nil }
+        return MXPattern(canonical: String(decoding: value, as: UTF8.self))
+    }
+
     static func isCanonicalHost(_ name: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
         var length = 0
         var previous: UInt8 = 0x2E
@@ -100,14 +109,7 @@ public struct STSPolicy: Hashable, Sendable {
                   let mode = STSMode(rawValue: String(decoding: UnsafeBufferPointer(rebasing: bytes[modeRange]), as: UTF8.self)) else { return nil }
             var mx: [MXPattern] = []
             while let r = line(after: "mx: ") {
-                let value = UnsafeBufferPointer(rebasing: bytes[r])
-                var body = value[...]
-                if value.count > 2, value[0] == UInt8(ascii: "*"), value[1] == UInt8(ascii: ".") { body = value[2...] }
-                // Lower-case LDH labels of 1 to 63 octets, no '-' at either end: what
-                // `MXPattern(strict:)` keeps.
-                guard body.count <= 253, Self.isCanonicalHost(body) else { return nil }
-                let pattern = MXPattern(canonical: String(decoding: value, as: UTF8.self))
-                guard !mx.contains(pattern) else { return nil }
+                guard let pattern = canonicalPattern(UnsafeBufferPointer(rebasing: bytes[r])), !mx.contains(pattern) else { return nil }
                 mx.append(pattern)
             }
             guard let age = line(after: "max_age: "), i == n, age.count <= 10 else { return nil }
@@ -326,15 +328,9 @@ extension STSPolicy {
         mx.reserveCapacity(count)
         for _ in 0..<count {
             guard let n = byte(), bytes.endIndex - i >= n else { return nil }
-            let canonical = bytes[i..<(i + n)].withUnsafeBufferPointer { value -> Bool in
-                var body = value[...]
-                if value.count > 2, value[0] == UInt8(ascii: "*"), value[1] == UInt8(ascii: ".") { body = value[2...] }
-                return body.count <= 253 && Self.isCanonicalHost(body)
-            }
-            guard canonical else { return nil }
-            let pattern = MXPattern(canonical: String(decoding: bytes[i..<(i + n)], as: UTF8.self))
+            let pattern = bytes[i..<(i + n)].withUnsafeBufferPointer(Self.canonicalPattern)
             i += n
-            guard !mx.contains(pattern) else { return nil }
+            guard let pattern, !mx.contains(pattern) else { return nil }
             mx.append(pattern)
         }
         guard i == bytes.endIndex, STSMode.allCases[m] == .none || !mx.isEmpty else { return nil }
