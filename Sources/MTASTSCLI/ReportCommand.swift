@@ -48,31 +48,39 @@ struct ReportParse: ParsableCommand {
         var log: String?
     }
 
-    func process(_ path: String) -> Outcome {
+    /// What `process` needs, read once from the parsed options (a property wrapper read per file
+    /// showed in the profile).
+    struct Job {
+        let maxSize: Int
+        let json: Bool
+        let quiet: Bool
+    }
+
+    static func process(_ path: String, _ job: Job) -> Outcome {
         var outcome = Outcome()
         let result: ReportReader.Result
         do {
-            let bytes = try InputFiles.read(path, maxSize: maxSize * 2)
-            result = try ReportReader.read(bytes, maxSize: maxSize)
+            let bytes = try InputFiles.read(path, maxSize: job.maxSize * 2)
+            result = try ReportReader.read(bytes, maxSize: job.maxSize)
         } catch let error as NotAReport {
             outcome.failed = true
-            if output.json {
+            if job.json {
                 outcome.output = JSONValue.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("not a TLS report: \(error.reason)"))]).serializedBytes(pretty: true, indent: 1)
-            } else if !quiet {
+            } else if !job.quiet {
                 outcome.output = Array("\(path): \(Console.red("not a TLS report")): \(error.reason)\n".utf8)
             }
             return outcome
         } catch {
             outcome.failed = true
             outcome.log = "\(error)"
-            if output.json {
+            if job.json {
                 outcome.output = JSONValue.object([JSONMember("file", .string(path)), JSONMember("ok", .bool(false)), JSONMember("error", .string("\(error)"))]).serializedBytes(pretty: true, indent: 1)
             }
             return outcome
         }
-        if output.json {
+        if job.json {
             outcome.output = result.jsonBytes(file: path, indent: 1)
-        } else if !quiet {
+        } else if !job.quiet {
             outcome.output = Array(result.text(file: path, style: Console.style).utf8)
         }
         return outcome
@@ -85,8 +93,8 @@ struct ReportParse: ParsableCommand {
         var first = true
         // Files are parsed in batches across --jobs threads; results are printed in input order
         // as each batch completes, so output is streamed and memory stays bounded.
-        let command = UncheckedSendable(self)
-        ParallelBatches.map(paths, jobs: paths.first == "-" ? 1 : jobs, transform: { command.value.process($0) }) { outcomes in
+        let job = Job(maxSize: maxSize, json: output.json, quiet: quiet)
+        ParallelBatches.map(paths, jobs: paths.first == "-" ? 1 : jobs, transform: { ReportParse.process($0, job) }) { outcomes in
             for outcome in outcomes {
                 if outcome.failed { failed += 1 }
                 if let log = outcome.log { Console.err(log) }

@@ -29,10 +29,16 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible, Comparabl
     ///   - string: the name as written; a trailing dot and surrounding spaces are tolerated.
     ///   - allowUnderscore: accept `_` in labels (`_mta-sts.example.com`, `_smtp._tls…`).
     public init(_ string: String, allowUnderscore: Bool = false) throws(Invalid) {
+        // The common case (a lowercase LDH name as written) is checked in one pass over the bytes
+        // and kept as it is: no copy, no split.
+        if DomainName.isPlainLDH(string.utf8, allowUnderscore: allowUnderscore) {
+            text = string
+            return
+        }
         var s = String(string.trimmingWSP())
         if s.utf8.last == 0x2E { s.removeLast() }
         guard !s.isEmpty else { throw Invalid(input: string, reason: "empty") }
-        if !s.unicodeScalars.allSatisfy(\.isASCII) {
+        if s.utf8.contains(where: { $0 >= 0x80 }) {
             var components = URLComponents()
             components.host = s
             guard let encoded = components.encodedHost, encoded.unicodeScalars.allSatisfy(\.isASCII),
@@ -55,6 +61,29 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible, Comparabl
         var s = String(string.trimmingWSP())
         if let at = s.lastIndex(of: "@") { s = String(s[s.index(after: at)...]) }
         try self.init(s)
+    }
+
+    /// Is the text already a normalised name: at most 253 octets of lowercase LDH labels (1–63
+    /// octets, no '-' at either end), no trailing dot, no white space? Exactly the names the full
+    /// path below keeps unchanged, so taking them as they are gives the same result.
+    static func isPlainLDH(_ bytes: String.UTF8View, allowUnderscore: Bool) -> Bool {
+        guard !bytes.isEmpty, bytes.count <= 253 else { return false }
+        var length = 0
+        var last: UInt8 = 0x2E
+        for b in bytes {
+            if b == 0x2E {
+                guard length > 0, last != 0x2D else { return false }
+                length = 0
+            } else {
+                let ok = (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || (b == 0x2D && length > 0)
+                    || (allowUnderscore && b == 0x5F)
+                guard ok else { return false }
+                length += 1
+                guard length <= 63 else { return false }
+            }
+            last = b
+        }
+        return length > 0 && last != 0x2D
     }
 
     /// Returns the reason an ASCII label is not an LDH label (RFC 5321 §4.1.2), or nil.

@@ -21,7 +21,7 @@ public enum Gzip {
         var consumed = 0
         repeat {
             let (chunk, used) = try inflateMember(input, from: consumed, maxSize: maxSize - output.count)
-            output += chunk
+            if output.isEmpty { output = chunk } else { output += chunk }
             consumed += used
             // Trailing zero padding after a member is tolerated.
             while consumed < input.count && input[consumed] == 0 { consumed += 1 }
@@ -37,19 +37,19 @@ public enum Gzip {
         guard mtasts_inflate_init_gzip(&stream) == Z_OK else { throw Failure(reason: "zlib could not start") }
         defer { inflateEnd(&stream) }
         var output: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
+        // Scratch space zlib writes into (not zeroed first: it is only read where zlib wrote).
+        let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 65_536)
+        defer { buffer.deallocate() }
         var status: Int32 = Z_OK
         let total = input.count - offset
         let result: Result<Int, Failure> = input.withUnsafeBufferPointer { inBuf in
             stream.next_in = UnsafeMutablePointer(mutating: inBuf.baseAddress! + offset)
             stream.avail_in = uInt(total)
             while true {
-                let produced: Int = buffer.withUnsafeMutableBufferPointer { outBuf in
-                    stream.next_out = outBuf.baseAddress
-                    stream.avail_out = uInt(outBuf.count)
-                    status = inflate(&stream, Z_NO_FLUSH)
-                    return outBuf.count - Int(stream.avail_out)
-                }
+                stream.next_out = buffer.baseAddress
+                stream.avail_out = uInt(buffer.count)
+                status = inflate(&stream, Z_NO_FLUSH)
+                let produced = buffer.count - Int(stream.avail_out)
                 if status != Z_OK && status != Z_STREAM_END && !(status == Z_BUF_ERROR && produced > 0) {
                     let message = stream.msg.map { String(cString: $0) } ?? "error \(status)"
                     return .failure(Failure(reason: status == Z_BUF_ERROR ? "the gzip data is truncated" : "the gzip data is corrupt: \(message)"))
@@ -57,7 +57,7 @@ public enum Gzip {
                 if output.count + produced > maxSize {
                     return .failure(Failure(reason: "the data inflates to more than \(maxSize) bytes"))
                 }
-                output.append(contentsOf: buffer[0..<produced])
+                output.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<produced]))
                 if status == Z_STREAM_END { return .success(total - Int(stream.avail_in)) }
                 if produced == 0 && stream.avail_in == 0 {
                     return .failure(Failure(reason: "the gzip data is truncated"))

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// A JSON value, members kept in document order (RFC 8259), from a small strict parser that also
 /// notes where a document departs from I-JSON (RFC 7493): duplicate member names, integers beyond
 /// ±2^53. Bounded nesting, so hostile input cannot exhaust the stack.
@@ -131,6 +134,7 @@ public struct JSONParser {
         try enter()
         i += 1
         var members: [JSONMember] = []
+        members.reserveCapacity(8)
         // Duplicate names are found in linear time: a scan while the object is small, a set after.
         var names: Set<String>?
         skipWhitespace()
@@ -142,7 +146,7 @@ public struct JSONParser {
         while true {
             skipWhitespace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a member name") }
-            let key = try parseString()
+            let key = try parseString(key: true)
             skipWhitespace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
             i += 1
@@ -188,7 +192,22 @@ public struct JSONParser {
         return .array(items)
     }
 
-    private mutating func parseString() throws(JSONParseError) -> String {
+    /// Member names of TLS reports (RFC 8460 §4.4) too long for Swift's inline small strings:
+    /// a key equal to one of them shares its text instead of allocating a copy.
+    private static let longKeys: [(bytes: [UInt8], text: String)] = [
+        "organization-name", "total-successful-session-count", "total-failure-session-count", "receiving-mx-hostname",
+        "receiving-mx-helo", "failed-session-count", "additional-information", "failure-reason-code", "additional-info-uri",
+    ].map { (Array($0.utf8), $0) }
+
+    private static func knownKey(_ slice: UnsafeBufferPointer<UInt8>) -> String? {
+        guard slice.count > 15 else { return nil }
+        for key in longKeys where key.bytes.count == slice.count {
+            if key.bytes.withUnsafeBufferPointer({ memcmp($0.baseAddress!, slice.baseAddress!, slice.count) == 0 }) { return key.text }
+        }
+        return nil
+    }
+
+    private mutating func parseString(key: Bool = false) throws(JSONParseError) -> String {
         i += 1
         let start = i
         // Fast path: no escapes; ASCII needs no validation.
@@ -198,7 +217,10 @@ public struct JSONParser {
             if b == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<i])
                 i += 1
-                if ascii { return String(decoding: slice, as: UTF8.self) }
+                if ascii {
+                    if key, let known = JSONParser.knownKey(slice) { return known }
+                    return String(decoding: slice, as: UTF8.self)
+                }
                 guard let s = String(validating: slice, as: UTF8.self) else {
                     i = start
                     throw error("a string is not valid UTF-8")

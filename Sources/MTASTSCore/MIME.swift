@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// A small, strict-enough RFC 5322 / MIME (RFC 2045–2047, 2231) reader for report mail: folded
 /// headers, nested multiparts, base64 and quoted-printable bodies. It never throws on odd input:
 /// what cannot be understood is an empty or raw part; depth and part counts are bounded.
@@ -26,18 +29,35 @@ public struct MIMEPart: Sendable {
 
     /// The first header of that name (case-insensitive).
     public func header(_ name: String) -> String? {
-        let lower = name.lowercased()
-        return headers.first { $0.key == lower }?.value
+        header(key: MIMEPart.asciiLowercased(name.utf8))
+    }
+
+    /// The first header whose lowercase name is `key`.
+    func header(key: String) -> String? {
+        headers.first { $0.key == key }?.value
     }
 
     public var transferEncoding: String {
-        header("Content-Transfer-Encoding")?.lowercased().trimmingWSP().description ?? "7bit"
+        header(key: "content-transfer-encoding").map { MIMEPart.asciiLowercased($0.trimmingWSP().utf8) } ?? "7bit"
     }
 
     /// `filename` of Content-Disposition, else `name` of Content-Type.
     public var filename: String? {
-        if let cd = header("Content-Disposition"), let name = MediaType.parameters(of: cd)["filename"] { return name }
+        if let cd = header(key: "content-disposition"), let name = MediaType.parameters(of: cd)["filename"] { return name }
         return contentType.parameters["name"]
+    }
+
+    /// ASCII letters lowered, other bytes as they are (header names and MIME tokens are ASCII;
+    /// Unicode lowering would also map e.g. the Kelvin sign to 'k').
+    static func asciiLowercased<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+        String(unsafeUninitializedCapacity: bytes.count) { buffer in
+            var n = 0
+            for b in bytes {
+                buffer[n] = b >= 0x41 && b <= 0x5A ? b | 0x20 : b
+                n += 1
+            }
+            return n
+        }
     }
 
     /// The body after Content-Transfer-Encoding decoding.
@@ -82,56 +102,83 @@ public struct MIMEPart: Sendable {
 
     /// Reads the header block; returns the headers and where the body begins.
     static func parseHeaders(_ bytes: ArraySlice<UInt8>) -> ([Header], Int) {
+        let base = bytes.startIndex
+        let (headers, end) = bytes.withUnsafeBufferPointer { parseHeaders($0) }
+        return (headers, end.map { base + $0 } ?? bytes.endIndex)
+    }
+
+    /// The same on a buffer; the body's offset, or nil for "no body" (the end of the bytes).
+    private static func parseHeaders(_ bytes: UnsafeBufferPointer<UInt8>) -> ([Header], Int?) {
         var headers: [Header] = []
-        var i = bytes.startIndex
-        var current: [UInt8] = []
-        func flush() {
-            guard !current.isEmpty else { return }
-            if let colon = current.firstIndex(of: 0x3A) {
-                func isWSP(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
-                var nameBytes = current[..<colon]
-                while let l = nameBytes.last, isWSP(l) { nameBytes = nameBytes.dropLast() }
-                var valueBytes = current[(colon + 1)...]
-                while let f = valueBytes.first, isWSP(f) { valueBytes = valueBytes.dropFirst() }
-                while let l = valueBytes.last, isWSP(l) { valueBytes = valueBytes.dropLast() }
-                if !nameBytes.isEmpty && !nameBytes.contains(where: isWSP) {
-                    let name = String(decoding: nameBytes, as: UTF8.self)
-                    headers.append(Header(name: name, value: String(decoding: valueBytes, as: UTF8.self), key: name.lowercased()))
-                }
-            }
-            current.removeAll(keepingCapacity: true)
+        let n = bytes.count
+        guard let p = bytes.baseAddress, n > 0 else { return ([], nil) }
+        func isWSP(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+        func find(_ byte: UInt8, _ from: Int, _ to: Int) -> Int? {
+            guard from < to, let hit = memchr(p + from, Int32(byte), to - from) else { return nil }
+            return UnsafeRawPointer(hit) - UnsafeRawPointer(p)
         }
-        while i < bytes.endIndex {
-            guard i - bytes.startIndex <= maxHeaderBytes, headers.count < maxHeaders else { return ([], bytes.endIndex) }
-            let lineEnd = bytes[i...].firstIndex(of: 0x0A) ?? bytes.endIndex
-            var line = bytes[i..<lineEnd]
-            if line.last == 0x0D { line = line.dropLast() }
-            let next = lineEnd < bytes.endIndex ? lineEnd + 1 : lineEnd
-            if line.isEmpty {
+        // The field being read: one line in place, or the lines of a folded field joined.
+        var fieldStart = 0, fieldEnd = 0
+        var folded: [UInt8] = []
+        func add(_ field: UnsafeBufferPointer<UInt8>) {
+            guard let colon = field.firstIndex(of: 0x3A) else { return }
+            var nameEnd = colon
+            while nameEnd > 0, isWSP(field[nameEnd - 1]) { nameEnd -= 1 }
+            var valueStart = colon + 1, valueEnd = field.count
+            while valueStart < valueEnd, isWSP(field[valueStart]) { valueStart += 1 }
+            while valueEnd > valueStart, isWSP(field[valueEnd - 1]) { valueEnd -= 1 }
+            let name = UnsafeBufferPointer(rebasing: field[0..<nameEnd])
+            guard !name.isEmpty, !name.contains(where: isWSP) else { return }
+            headers.append(Header(name: String(decoding: name, as: UTF8.self),
+                                  value: String(decoding: UnsafeBufferPointer(rebasing: field[valueStart..<valueEnd]), as: UTF8.self),
+                                  key: asciiLowercased(name)))
+        }
+        func flush() {
+            if !folded.isEmpty {
+                folded.withUnsafeBufferPointer { add($0) }
+                folded.removeAll(keepingCapacity: true)
+            } else if fieldEnd > fieldStart {
+                add(UnsafeBufferPointer(rebasing: bytes[fieldStart..<fieldEnd]))
+            }
+            fieldStart = 0
+            fieldEnd = 0
+        }
+        var i = 0
+        while i < n {
+            guard i <= maxHeaderBytes, headers.count < maxHeaders else { return ([], nil) }
+            let lineEnd = find(0x0A, i, n) ?? n
+            var end = lineEnd
+            if end > i && p[end - 1] == 0x0D { end -= 1 }
+            let next = lineEnd < n ? lineEnd + 1 : lineEnd
+            if end == i {
                 flush()
                 return (headers, next)
             }
-            if line.first == 0x20 || line.first == 0x09 {
-                if current.isEmpty && headers.isEmpty && i == bytes.startIndex {
+            if isWSP(p[i]) {
+                if fieldEnd == fieldStart && folded.isEmpty && headers.isEmpty && i == 0 {
                     // A body that begins with white space: no header block at all.
-                    return ([], bytes.startIndex)
+                    return ([], 0)
                 }
-                current.append(0x20)
-                current.append(contentsOf: line.drop(while: { $0 == 0x20 || $0 == 0x09 }))
+                if folded.isEmpty { folded.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[fieldStart..<fieldEnd])) }
+                var k = i
+                while k < end, isWSP(p[k]) { k += 1 }
+                folded.append(0x20)
+                folded.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[k..<end]))
             } else {
-                if !line.contains(0x3A) {
+                if find(0x3A, i, end) == nil {
                     // Not a header line: the header block ended without an empty line.
                     flush()
                     return (headers, i)
                 }
                 flush()
-                current.append(contentsOf: line)
+                fieldStart = i
+                fieldEnd = end
             }
             i = next
         }
         flush()
-        guard bytes.endIndex - bytes.startIndex <= maxHeaderBytes, headers.count <= maxHeaders else { return ([], bytes.endIndex) }
-        return (headers, bytes.endIndex)
+        guard n <= maxHeaderBytes, headers.count <= maxHeaders else { return ([], nil) }
+        return (headers, nil)
     }
 
     /// Splits a multipart body at its delimiter lines (RFC 2046 §5.1.1). The line break before a
@@ -187,52 +234,73 @@ public struct MediaType: Sendable, Equatable, CustomStringConvertible {
     }
 
     public init?(parsing value: String) {
-        let main = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingWSP().lowercased() } ?? ""
-        let pieces = main.split(separator: "/", maxSplits: 1)
-        guard pieces.count == 2, !pieces[0].isEmpty, !pieces[1].isEmpty else { return nil }
-        type = String(pieces[0]).trimmingWSP().description
-        subtype = String(pieces[1]).trimmingWSP().description
-        parameters = MediaType.parameters(of: value)
+        // On the UTF-8 bytes: every delimiter is ASCII.
+        let bytes = Array(value.utf8)
+        let semicolon = bytes.firstIndex(of: 0x3B) ?? bytes.endIndex
+        guard let slash = bytes[..<semicolon].firstIndex(of: 0x2F) else { return nil }
+        let type = MediaType.trimmedWSP(bytes[..<slash])
+        let subtype = MediaType.trimmedWSP(bytes[(slash + 1)..<semicolon])
+        guard !type.isEmpty, !subtype.isEmpty else { return nil }
+        self.type = MIMEPart.asciiLowercased(type)
+        self.subtype = MIMEPart.asciiLowercased(subtype)
+        parameters = MediaType.parameters(bytes)
+    }
+
+    static func trimmedWSP(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var slice = bytes
+        while let f = slice.first, f == 0x20 || f == 0x09 { slice = slice.dropFirst() }
+        while let l = slice.last, l == 0x20 || l == 0x09 { slice = slice.dropLast() }
+        return slice
     }
 
     /// Parameters of a structured header value (`a/b; k=v; k2="quoted; v"`), RFC 2231 continuations
     /// and charset'language'percent-encoded values included.
     public static func parameters(of value: String) -> [String: String] {
+        parameters(Array(value.utf8))
+    }
+
+    /// The same on the value's UTF-8 bytes (every delimiter is ASCII, so a value's other bytes,
+    /// multi-byte characters included, are copied as they are).
+    static func parameters(_ bytes: [UInt8]) -> [String: String] {
         var result: [String: String] = [:]
         var continued: [String: [Int: String]] = [:]
-        let scalars = Array(value.unicodeScalars)
+        let quote = UInt8(ascii: "\""), semicolon = UInt8(ascii: ";"), equals = UInt8(ascii: "="), backslash = UInt8(ascii: "\\")
+        let n = bytes.count
         var i = 0
         // Skip the leading token (media type or disposition).
-        while i < scalars.count && scalars[i] != ";" {
-            if scalars[i] == "\"" { i += 1; while i < scalars.count && scalars[i] != "\"" { i += 1 } }
+        while i < n && bytes[i] != semicolon {
+            if bytes[i] == quote { i += 1; while i < n && bytes[i] != quote { i += 1 } }
             i += 1
         }
-        while i < scalars.count {
+        while i < n {
             i += 1  // past ';'
-            while i < scalars.count && (scalars[i] == " " || scalars[i] == "\t") { i += 1 }
-            var name = ""
-            while i < scalars.count && scalars[i] != "=" && scalars[i] != ";" { name.unicodeScalars.append(scalars[i]); i += 1 }
-            name = name.trimmingWSP().lowercased()
-            guard i < scalars.count, scalars[i] == "=" else { continue }
+            while i < n && (bytes[i] == 0x20 || bytes[i] == 0x09) { i += 1 }
+            let nameStart = i
+            while i < n && bytes[i] != equals && bytes[i] != semicolon { i += 1 }
+            var name = MIMEPart.asciiLowercased(trimmedWSP(bytes[nameStart..<i]))
+            guard i < n, bytes[i] == equals else { continue }
             i += 1
-            while i < scalars.count && (scalars[i] == " " || scalars[i] == "\t") { i += 1 }
-            var v = ""
-            if i < scalars.count && scalars[i] == "\"" {
+            while i < n && (bytes[i] == 0x20 || bytes[i] == 0x09) { i += 1 }
+            var v: String
+            if i < n && bytes[i] == quote {
                 i += 1
-                while i < scalars.count && scalars[i] != "\"" {
-                    if scalars[i] == "\\" && i + 1 < scalars.count { i += 1 }
-                    v.unicodeScalars.append(scalars[i])
+                var unquoted: [UInt8] = []
+                while i < n && bytes[i] != quote {
+                    if bytes[i] == backslash && i + 1 < n { i += 1 }
+                    unquoted.append(bytes[i])
                     i += 1
                 }
-                while i < scalars.count && scalars[i] != ";" { i += 1 }
+                v = String(decoding: unquoted, as: UTF8.self)
+                while i < n && bytes[i] != semicolon { i += 1 }
             } else {
-                while i < scalars.count && scalars[i] != ";" { v.unicodeScalars.append(scalars[i]); i += 1 }
-                v = String(v.trimmingWSP())
+                let valueStart = i
+                while i < n && bytes[i] != semicolon { i += 1 }
+                v = String(decoding: trimmedWSP(bytes[valueStart..<i]), as: UTF8.self)
             }
             guard !name.isEmpty else { continue }
             // RFC 2231: name*=charset'lang'value, name*0=, name*1*=
             var extended = false
-            if name.hasSuffix("*") {
+            if name.utf8.last == UInt8(ascii: "*") {
                 extended = true
                 name.removeLast()
             }

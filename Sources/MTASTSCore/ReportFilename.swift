@@ -23,18 +23,21 @@ public struct ReportFilename: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses a filename; returns the reason it does not follow §5.1 otherwise.
     public static func parse(_ name: String) -> Result<ReportFilename, NotAReport> {
+        // On the UTF-8 bytes: every delimiter is ASCII, and a byte view is much cheaper than
+        // Characters.
         let compressed: Bool
-        let stem: Substring
-        if name.hasSuffix(".json.gz") {
+        let stem: Substring.UTF8View
+        let bytes = name.utf8
+        if bytes.count >= 8, bytes.suffix(8).elementsEqual(".json.gz".utf8) {
             compressed = true
-            stem = name.dropLast(8)
-        } else if name.hasSuffix(".json") {
+            stem = Substring(name).utf8.dropLast(8)
+        } else if bytes.count >= 5, bytes.suffix(5).elementsEqual(".json".utf8) {
             compressed = false
-            stem = name.dropLast(5)
+            stem = Substring(name).utf8.dropLast(5)
         } else {
             return .failure(NotAReport("'\(name)': the extension must be .json or .json.gz"))
         }
-        let fields = stem.split(separator: "!", omittingEmptySubsequences: false)
+        let fields = stem.split(separator: UInt8(ascii: "!"), omittingEmptySubsequences: false).map { Substring($0) }
         guard fields.count == 4 || fields.count == 5 else {
             return .failure(NotAReport("'\(name)': expected sender!policy-domain!begin!end[!unique-id]"))
         }
@@ -74,9 +77,9 @@ public struct ReportSubject: Sendable, Equatable {
     public var folded: String { "Report Domain: \(domain)\r\n Submitter: \(submitter)\r\n Report-ID: <\(reportID)>" }
 
     public static func parse(_ subject: String) -> ReportSubject? {
-        // Split on scalars: "\r\n" is one Character in Swift.
-        let words = subject.unicodeScalars.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" })
-            .map { String(String.UnicodeScalarView($0)) }
+        // Split on bytes ("\r\n" is one Character in Swift; every separator is ASCII).
+        let words = Substring(subject).utf8.split(whereSeparator: { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A })
+            .map { Substring($0) }
         guard words.count == 7, words[0] == "Report", words[1] == "Domain:", words[3] == "Submitter:", words[5] == "Report-ID:" else {
             return nil
         }

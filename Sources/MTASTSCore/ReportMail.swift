@@ -100,9 +100,9 @@ public enum ReportReader {
         if message.headers.filter({ $0.key == "from" }).count > 1 { throw NotAReport("the message has more than one From header") }
         var diagnostics: [Diagnostic] = []
         let headers = ReportMailHeaders(
-            from: message.header("From"), subject: message.header("Subject"), messageID: message.header("Message-ID"),
-            date: message.header("Date"), tlsReportDomain: message.header("TLS-Report-Domain"),
-            tlsReportSubmitter: message.header("TLS-Report-Submitter"), dkimSignature: message.header("DKIM-Signature"))
+            from: message.header(key: "from"), subject: message.header(key: "subject"), messageID: message.header(key: "message-id"),
+            date: message.header(key: "date"), tlsReportDomain: message.header(key: "tls-report-domain"),
+            tlsReportSubmitter: message.header(key: "tls-report-submitter"), dkimSignature: message.header(key: "dkim-signature"))
 
         var reports: [ParsedReport] = []
         var failures: [String] = []

@@ -193,15 +193,17 @@ private struct ReportDecoder {
     /// would falsify every sum made from it.
     static let maxCount: Int64 = 9_007_199_254_740_991
 
-    mutating func inRange(_ v: Int64, _ name: String) -> Int {
+    mutating func inRange(_ v: Int64, _ name: @autoclosure () -> String) -> Int {
         guard (0...Self.maxCount).contains(v) else {
-            if invalid == nil { invalid = "'\(name)' is \(v): a session count must be an integer from 0 to 2^53−1" }
+            if invalid == nil { invalid = "'\(name())' is \(v): a session count must be an integer from 0 to 2^53−1" }
             return 0
         }
         return Int(v)
     }
 
     mutating func count(_ value: JSONValue?, _ key: String, _ where_: String) -> Int {
+        // Fast path first: the name is only written into a warning.
+        if case .int(let v)? = value, v >= 0, v <= Self.maxCount { return Int(v) }
         let name = "\(where_): \(key)"
         switch value {
         case .int(let v)?:

@@ -21,7 +21,8 @@ public enum InputFiles {
 
     static func read(fd: Int32, name path: String, maxSize: Int) throws -> [UInt8] {
         var st = stat()
-        let hint = fstat(fd, &st) == 0 && st.st_size > 0 ? Int(st.st_size) : 65_536
+        let known = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+        let hint = known && st.st_size > 0 ? Int(st.st_size) : 65_536
         var bytes = [UInt8](repeating: 0, count: min(hint, maxSize) + 1)
         var count = 0
         while true {
@@ -36,6 +37,9 @@ public enum InputFiles {
             }
             if n == 0 { break }
             count += n
+            // A regular file read to the size fstat gave, with room left over: that was its end
+            // (no second read to be told so). A file still growing is read to where it was.
+            if known && count == hint && count < bytes.count { break }
         }
         guard count <= maxSize else { throw Failure(description: "\(path): larger than \(maxSize) bytes") }
         bytes.removeSubrange(count...)
