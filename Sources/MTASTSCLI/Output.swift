@@ -44,6 +44,20 @@ struct Console {
         FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }
 
+    /// Bytes to standard output with write(2), whole (short writes and EINTR retried; a closed
+    /// pipe ends the writing): no copy into Data on the way.
+    static func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = Glibc.write(1, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return }
+                offset += n
+            }
+        }
+    }
+
     static func err(_ text: String) {
         FileHandle.standardError.write(Data(("mtasts: " + text + "\n").utf8))
     }

@@ -99,16 +99,16 @@ struct ReportParse: ParsableCommand {
                 if outcome.failed { failed += 1 }
                 if let log = outcome.log { Console.err(log) }
                 if output.json {
-                    buffer += Array((first ? "[\n  " : ",\n  ").utf8)
+                    buffer.append(contentsOf: first ? [0x5B, 0x0A, 0x20, 0x20] : [0x2C, 0x0A, 0x20, 0x20])  // "[\n  " or ",\n  "
                     first = false
                 }
                 buffer += outcome.output
             }
-            FileHandle.standardOutput.write(Data(buffer))
+            Console.write(buffer)
             buffer.removeAll(keepingCapacity: true)
         }
         if output.json {
-            FileHandle.standardOutput.write(Data((first ? "[]\n" : "\n]\n").utf8))
+            Console.write(Array((first ? "[]\n" : "\n]\n").utf8))
         }
         if failed > 0 { throw ExitCode(Exit.problems) }
     }

@@ -16,7 +16,9 @@ public enum JSONValue: Sendable, Equatable {
     /// The first member of that name, for an object.
     public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
-        return members.first(where: { $0.key == key })?.value
+        // Lengths first: most members are not the one looked for, and a length is at hand.
+        let length = key.utf8.count
+        return members.first(where: { $0.key.utf8.count == length && $0.key == key })?.value
     }
 
     public var stringValue: String? {
@@ -370,7 +372,7 @@ extension JSONValue {
 
     static func newline(_ out: inout [UInt8], _ indent: Int) {
         out.append(0x0A)
-        for _ in 0..<indent { out.append(0x20); out.append(0x20) }
+        out.append(contentsOf: repeatElement(0x20, count: 2 * indent))
     }
 
     func write(into out: inout [UInt8], pretty: Bool, indent: Int) {
@@ -525,7 +527,7 @@ public struct JSONWriter {
 
     public mutating func bool(_ value: Bool) {
         next()
-        bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+        if value { bytes.append(contentsOf: [0x74, 0x72, 0x75, 0x65]) } else { bytes.append(contentsOf: [0x66, 0x61, 0x6C, 0x73, 0x65]) }
     }
 
     /// A tree written in place (small parts: diagnostics).

@@ -339,22 +339,31 @@ public enum Base64 {
 
     /// Decodes base64, skipping line breaks and anything outside the alphabet; stops at '='.
     public static func decode<C: Collection>(_ input: C) -> [UInt8] where C.Element == UInt8 {
-        var out: [UInt8] = []
-        out.reserveCapacity(input.count * 3 / 4)
-        var acc: UInt32 = 0
-        var bits = 0
-        for c in input {
-            if c == UInt8(ascii: "=") { break }
-            let v = table[Int(c)]
-            if v == 0xFF { continue }
-            acc = acc << 6 | UInt32(v)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: acc >> UInt32(bits)))
+        if let decoded = input.withContiguousStorageIfAvailable({ decode(buffer: $0) }) { return decoded }
+        return Array(input).withUnsafeBufferPointer { decode(buffer: $0) }
+    }
+
+    private static func decode(buffer input: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        table.withUnsafeBufferPointer { table in
+            [UInt8](unsafeUninitializedCapacity: input.count * 3 / 4 + 3) { out, count in
+                var n = 0
+                var acc: UInt32 = 0
+                var bits = 0
+                for c in input {
+                    if c == UInt8(ascii: "=") { break }
+                    let v = table[Int(c)]
+                    if v == 0xFF { continue }
+                    acc = acc << 6 | UInt32(v)
+                    bits += 6
+                    if bits >= 8 {
+                        bits -= 8
+                        out[n] = UInt8(truncatingIfNeeded: acc >> UInt32(bits))
+                        n += 1
+                    }
+                }
+                count = n
             }
         }
-        return out
     }
 
     /// Encodes, wrapping lines at `lineLength` characters with CRLF (0: no wrapping).
