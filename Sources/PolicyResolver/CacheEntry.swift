@@ -80,10 +80,11 @@ public protocol PolicyStore: Sendable {
     func remove(_ domain: String) throws(StorageErrorBox)
     /// Records use without rewriting the entry.
     func touch(_ domains: [String], at time: Double) throws(StorageErrorBox)
-    /// The most recently used entries still valid at `time` (warm start), at most `limit`, most
-    /// recent first (by last use, then domain, both descending), those after `before` in that
-    /// order: the last entry of the previous slice.
-    func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry]
+    /// The most recently used entries still valid at `time` (warm start): at most `limit` rows,
+    /// most recent first (by last use, then domain, both descending), those after `before` in
+    /// that order (the previous slice's `last`). A row that no longer decodes is read but left
+    /// out of `entries`, so a slice can hold fewer entries than rows read.
+    func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> RecentSlice
     /// Policies past half their max_age and not expired at `time` (proactive refresh candidates).
     func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry]
     /// Drops entries unused since `unusedBefore` and negative entries expired at `time`; returns how many.
@@ -105,4 +106,18 @@ public struct StorageErrorBox: Error, CustomStringConvertible, Sendable {
 
 extension StorageErrorBox: MTASTSErrorConvertible {
     public var mtastsError: MTASTSError { MTASTSError(.storage, description, temporary: true) }
+}
+
+/// One slice of the warm start: the entries read, how many rows that took, and where the next
+/// slice begins (the last row read, decoded or not).
+public struct RecentSlice: Sendable {
+    public var entries: [CacheEntry]
+    public var rows: Int
+    public var last: (lastUsed: Double, domain: String)?
+
+    public init(entries: [CacheEntry], rows: Int, last: (lastUsed: Double, domain: String)?) {
+        self.entries = entries
+        self.rows = rows
+        self.last = last
+    }
 }

@@ -703,12 +703,12 @@ public final class PolicyResolver: Sendable {
         var last: (lastUsed: Double, domain: String)?
         while loaded < settings.hotCapacity {
             let limit = min(slice, settings.hotCapacity - loaded), before = last
-            let valid: [CacheEntry]
-            do { valid = try await blocking { try store.recent(limit: limit, before: before, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
-            hot.put(valid)
-            loaded += valid.count
-            guard valid.count == limit, let end = valid.last else { break }
-            last = (end.lastUsed, end.domain)
+            let slice: RecentSlice
+            do { slice = try await blocking { try store.recent(limit: limit, before: before, validAt: now) } } catch let e as StorageErrorBox { throw e } catch { throw StorageErrorBox("\(error)") }
+            hot.put(slice.entries)
+            loaded += slice.entries.count
+            guard slice.rows == limit, let end = slice.last else { break }
+            last = end
         }
         return loaded
     }

@@ -107,14 +107,19 @@ public class SQLPolicyStore: PolicyStore, @unchecked Sendable {
         try query("DELETE FROM sts_policy_cache WHERE domain = ?", [.text(domain)])
     }
 
-    public func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] {
+    public func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> RecentSlice {
         // Read down the (last_used, domain) index from where the previous slice ended: each
         // slice costs its own rows (an OFFSET, or an ORDER BY without the index, sorted the whole
         // table for every slice).
         let after = before.map { _ in "(last_used, domain) < (?, ?) AND " } ?? ""
         let from: [SQLValue] = before.map { [.real($0.lastUsed), .text($0.domain)] } ?? []
-        return try query("SELECT \(columns) FROM sts_policy_cache WHERE \(after)expires_at > ? ORDER BY last_used DESC, domain DESC LIMIT ?",
-                         from + [.real(time), .integer(Int64(limit))]).compactMap(entry)
+        let rows = try query("SELECT \(columns) FROM sts_policy_cache WHERE \(after)expires_at > ? ORDER BY last_used DESC, domain DESC LIMIT ?",
+                             from + [.real(time), .integer(Int64(limit))])
+        // The next slice starts after the last row read, even one that does not decode (its
+        // entry is left out; were the cursor taken from the last entry, a slice ending in such a
+        // row would look short and end the warm start).
+        let last = rows.last.flatMap { r in r.count == 13 ? r[0].string.map { (lastUsed: r[11].double ?? 0, domain: $0) } : nil }
+        return RecentSlice(entries: rows.compactMap(entry), rows: rows.count, last: last)
     }
 
     public func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry] {

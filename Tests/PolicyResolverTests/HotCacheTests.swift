@@ -1,7 +1,10 @@
 import Foundation
+import MailDNS
 import MTASTSCore
+import MTASTSNet
 import NIOCore
 @testable import PolicyResolver
+import Storage
 import Testing
 import TestSupport
 
@@ -260,9 +263,11 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         var before: (lastUsed: Double, domain: String)?
         while true {
             let slice = try store.recent(limit: 300, before: before, validAt: 1_000)
-            seen += slice
-            guard slice.count == 300, let last = slice.last else { break }
-            before = (last.lastUsed, last.domain)
+            seen += slice.entries
+            #expect(slice.rows == slice.entries.count)
+            guard slice.rows == 300, let last = slice.last else { break }
+            #expect(last.domain == slice.entries.last?.domain)
+            before = last
         }
         #expect(seen.count == 2_400)
         #expect(Set(seen.map(\.domain)).count == 2_400)
@@ -279,5 +284,29 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
     @Test func postgres() throws {
         let pg = try PostgresServer()
         try walk(try PostgresPolicyStore(dsn: pg.dsn))
+    }
+
+    /// A row that no longer decodes, read last in a slice, is skipped; the next slice starts after
+    /// it, and the warm start goes on to the rest (the cursor was once taken from the last
+    /// decoded entry: such a slice looked short and ended the warm start there).
+    @Test func warmReadsPastAnUndecodableRow() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("warm-\(UUID().uuidString.prefix(8)).db").path
+        let store = try SQLitePolicyStore(path: path)
+        for k in 0..<1_500 {
+            try store.save(CacheEntry(domain: "w\(k).example", policy: HotCacheTests.policy, stsID: "1", fetchedAt: 100, expiresAt: 90_000,
+                                      checkedAt: 100, lastUsed: Double(1_000 + k)))
+        }
+        // Most recent first: the 1,000th row of the first slice is w500.
+        _ = try SQLiteDatabase(path: path).query("UPDATE sts_policy_cache SET policy = 'not a policy' WHERE domain = 'w500.example'")
+        let first = try store.recent(limit: 1_000, before: nil, validAt: 1_000)
+        #expect(first.rows == 1_000)
+        #expect(first.entries.count == 999)
+        #expect(first.last?.domain == "w500.example")
+        let fetcher = PolicyFetcher(checker: try CertificateChecker(systemRoots: false, extraPEMFiles: []), port: 9,
+                                    connectTimeout: .seconds(1), deadline: .seconds(1))
+        let resolver = PolicyResolver(dns: try DNSResolver(.init(server: "127.0.0.1:9", timeout: 1, tries: 1)), fetcher: fetcher, store: store,
+                                      settings: PolicyResolver.Settings(), clock: ManualClock(1_000))
+        #expect(try await resolver.warm() == 1_499)
+        #expect(resolver.hotCount == 1_499)
     }
 }

@@ -37,7 +37,7 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
     func save(_ entry: CacheEntry) throws(StorageErrorBox) { try gate(); lock.withLock { entries[entry.domain] = entry } }
     func remove(_ domain: String) throws(StorageErrorBox) { try gate(); _ = lock.withLock { entries.removeValue(forKey: domain) } }
     func touch(_ domains: [String], at time: Double) throws(StorageErrorBox) { try gate() }
-    func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> [CacheEntry] { try gate(); return [] }
+    func recent(limit: Int, before: (lastUsed: Double, domain: String)?, validAt time: Double) throws(StorageErrorBox) -> RecentSlice { try gate(); return RecentSlice(entries: [], rows: 0, last: nil) }
     func refreshCandidates(at time: Double) throws(StorageErrorBox) -> [CacheEntry] { try gate(); return [] }
     func evict(unusedBefore: Double, at time: Double) throws(StorageErrorBox) -> Int { try gate(); return 0 }
 }
