@@ -102,6 +102,9 @@ public final class PolicyResolver: Sendable {
     let limiter: AsyncLimiter
     /// Background record checks in flight, by domain: one at a time per domain.
     let refreshing = NIOLockedValueBox<[String: Task<Void, Never>]>([:])
+    /// Background checks running (the size of `refreshing`, read without its lock): a hit on a
+    /// due entry while `recheckConcurrency` run takes no lock at all.
+    let refreshesRunning = ManagedAtomic(0)
     /// Failed refreshes are logged at most a few a minute (DNS down: one line per cached domain
     /// would flood the log); `mtasts_refresh_failures_total` counts them all.
     let refreshWarnings = WarningLimiter(perWindow: 20, window: 60)
@@ -552,11 +555,16 @@ public final class PolicyResolver: Sendable {
     /// already (the name is made only when one starts: the hit path calls this at every hit on a
     /// due entry).
     func refreshInBackground(_ text: String, _ name: () -> DomainName?) {
+        guard refreshesRunning.load(ordering: .relaxed) < settings.recheckConcurrency else { return }
         refreshing.withLockedValue { running in
             guard running[text] == nil, running.count < settings.recheckConcurrency, let domain = name() else { return }
+            refreshesRunning.wrappingIncrement(ordering: .relaxed)
             running[text] = Task {
                 await self.refreshNow(domain, force: false)
-                _ = self.refreshing.withLockedValue { $0.removeValue(forKey: text) }
+                self.refreshing.withLockedValue { running in
+                    running.removeValue(forKey: text)
+                    self.refreshesRunning.wrappingDecrement(ordering: .relaxed)
+                }
             }
         }
     }
