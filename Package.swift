@@ -248,7 +248,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
-        .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore", "MTASTSNet", "TestSupport"]),
+        .testTarget(name: "TLSRPTSenderTests", dependencies: ["TLSRPTSender", "MTASTSCore", "MTASTSNet", "Storage", "TestSupport"]),
         .testTarget(name: "MTASTSCheckTests", dependencies: ["mtasts", "MTASTSNet", "TestSupport"]),
     ]
 )

@@ -19,7 +19,10 @@ struct CollectLogCommand: AsyncParsableCommand {
             datagram: the day is the log line's UTC day, the TLSRPT record is looked up in DNS
             (_smtp._tls.DOMAIN; domains without one are skipped, as Postfix does), and the policy is
             the one the daemon's policy cache holds for the domain (cache: in --config), else
-            no-policy-found.
+            no-policy-found. An answer is kept an hour; a failed look-up (a timeout, SERVFAIL) a
+            minute, and the attempts it concerned are not counted (tlsrpt-lookup-failed in --json).
+            With --follow, a database error is reported once a minute and outlived: what was read
+            stays in memory and is committed when the database is back.
 
             What counts as a failure under an MTA-STS policy: what Postfix refused ("TLS is required,
             but was not offered" → starttls-not-supported; "Server certificate not verified" →
@@ -56,18 +59,37 @@ struct CollectLogCommand: AsyncParsableCommand {
         let collector = PostfixLogCollector(
             store: store, reader: PostfixLogReader(defaultYear: year ?? currentYear, utcOffset: Int64(TimeZone.current.secondsFromGMT())),
             record: { domain in
-                guard let answer = try? await dns.txt("_smtp._tls." + domain) else { return nil }
-                let chosen = answer.records.map { String(decoding: $0.joined(), as: UTF8.self) }.filter { $0.hasPrefix("v=TLSRPTv1") }
-                return chosen.count == 1 ? chosen[0] : nil
+                do {
+                    let answer = try await dns.txt("_smtp._tls." + domain)
+                    let chosen = answer.records.map { String(decoding: $0.joined(), as: UTF8.self) }.filter { $0.hasPrefix("v=TLSRPTv1") }
+                    return chosen.count == 1 ? .found(chosen[0]) : .none
+                } catch let error as DNSError {
+                    return error.kind == .nxdomain || error.kind == .nodata ? .none : .failed
+                } catch {
+                    return .failed
+                }
             },
             policy: { domain in (try? policies?.load(domain))??.policy })
         if log == "-" {
             while let line = readLine(strippingNewline: true) { try await collector.take(line) }
         } else {
             var tail = try LogTail(path: log)
+            // Following, a database error (locked past its time-out, a full disk, PostgreSQL
+            // restarting) is said (once a minute) and outlived: the lines read stay in memory and
+            // their commit is tried again every second.
+            var lastSaid = -Double.infinity
+            func outlive(_ error: any Error) throws {
+                guard follow else { throw error }
+                let now = Date().timeIntervalSince1970
+                guard now - lastSaid >= 60 else { return }
+                lastSaid = now
+                Console.err("collect-log: \(error); the lines read are kept and their commit is retried every second")
+            }
             while true {
-                while let line = tail.next() { try await collector.take(line) }
-                try collector.commit()
+                while let line = tail.next() {
+                    do { try await collector.take(line) } catch { try outlive(error) }
+                }
+                do { try collector.commit() } catch { try outlive(error) }
                 guard follow else { break }
                 try await Task.sleep(for: .milliseconds(500))
                 tail.reopenIfRotated()
@@ -79,9 +101,11 @@ struct CollectLogCommand: AsyncParsableCommand {
             Console.out(String(decoding: JSONValue.object([
                 JSONMember("lines", .int(Int64(counts.lines))), JSONMember("delivery-attempts", .int(Int64(counts.attempts))),
                 JSONMember("stored", .int(Int64(counts.stored))), JSONMember("no-tlsrpt-record", .int(Int64(counts.noRecord))),
+                JSONMember("tlsrpt-lookup-failed", .int(Int64(counts.lookupFailed))),
             ]).serializedBytes(pretty: true), as: UTF8.self))
         } else {
-            Console.out("\(counts.lines) lines, \(counts.attempts) delivery attempts: \(counts.stored) stored, \(counts.noRecord) to domains without a TLSRPT record")
+            Console.out("\(counts.lines) lines, \(counts.attempts) delivery attempts: \(counts.stored) stored, \(counts.noRecord) to domains without a TLSRPT record"
+                + (counts.lookupFailed > 0 ? ", \(counts.lookupFailed) not counted because the TLSRPT look-up failed" : ""))
         }
     }
 }

@@ -66,7 +66,7 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible, Comparabl
     /// Is the text already a normalised name: at most 253 octets of lowercase LDH labels (1–63
     /// octets, no '-' at either end), no trailing dot, no white space? Exactly the names the full
     /// path below keeps unchanged, so taking them as they are gives the same result.
-    static func isPlainLDH(_ bytes: String.UTF8View, allowUnderscore: Bool) -> Bool {
+    static func isPlainLDH<C: Collection>(_ bytes: C, allowUnderscore: Bool = false) -> Bool where C.Element == UInt8 {
         guard !bytes.isEmpty, bytes.count <= 253 else { return false }
         var length = 0
         var last: UInt8 = 0x2E

@@ -61,26 +61,8 @@ public struct STSPolicy: Hashable, Sendable {
     static func canonicalPattern(_ value: UnsafeBufferPointer<UInt8>) -> MXPattern? {
         var body = value[...]
         if value.count > 2, value[0] == UInt8(ascii: "*"), value[1] == UInt8(ascii: ".") { body = value[2...] }
-        guard body.count <= 253, isCanonicalHost(body) else { return nil }
+        guard DomainName.isPlainLDH(body) else { return nil }
         return MXPattern(canonical: String(decoding: value, as: UTF8.self))
-    }
-
-    static func isCanonicalHost(_ name: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
-        var length = 0
-        var previous: UInt8 = 0x2E
-        for b in name {
-            if b == 0x2E {
-                guard length > 0, previous != 0x2D else { return false }
-                length = 0
-            } else {
-                guard (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D else { return false }
-                if length == 0, b == 0x2D { return false }
-                length += 1
-                guard length <= 63 else { return false }
-            }
-            previous = b
-        }
-        return length > 0 && previous != 0x2D
     }
 
     public static func parseCanonical(_ text: String) -> STSPolicy? {

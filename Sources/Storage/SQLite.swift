@@ -125,8 +125,20 @@ public final class SQLiteDatabase: @unchecked Sendable {
             db = nil
             throw StorageError("cannot open the SQLite database \(path): \(message)")
         }
-        sqlite3_busy_timeout(db, Int32(busyTimeout.components.seconds * 1000))
-        try execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        sqlite3_busy_timeout(db, Int32(clamping: busyTimeout.components.seconds * 1000 + busyTimeout.components.attoseconds / 1_000_000_000_000_000))
+        // Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+        // locked" at once, without its busy handler, when another process opening the same new
+        // file holds a shared one (the daemon and a cron job started together). Retried here
+        // within the same time-out.
+        let deadline = ContinuousClock.now + busyTimeout
+        while true {
+            let (rc, message) = run("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            if rc == SQLITE_OK { break }
+            guard rc & 0xFF == SQLITE_BUSY || rc & 0xFF == SQLITE_LOCKED, ContinuousClock.now < deadline else {
+                throw StorageError("SQLite \(path): \(message)")
+            }
+            usleep(UInt32.random(in: 2_000...20_000))
+        }
     }
 
     deinit {
@@ -136,14 +148,20 @@ public final class SQLiteDatabase: @unchecked Sendable {
 
     /// Runs one or more statements without parameters or results (schema, pragmas).
     public func execute(_ sql: String) throws(StorageError) {
+        let (rc, message) = run(sql)
+        if rc != SQLITE_OK { throw StorageError("SQLite \(path): \(message)") }
+    }
+
+    /// sqlite3_exec under the lock: its result code (extended) and message.
+    private func run(_ sql: String) -> (Int32, String) {
         lock.lock()
         defer { lock.unlock() }
         var error: UnsafeMutablePointer<CChar>?
-        if sqlite3_exec(db, sql, nil, nil, &error) != SQLITE_OK {
-            let message = error.map { String(cString: $0) } ?? "unknown error"
-            sqlite3_free(error)
-            throw StorageError("SQLite \(path): \(message)")
-        }
+        let rc = sqlite3_exec(db, sql, nil, nil, &error)
+        guard rc != SQLITE_OK else { return (rc, "") }
+        let message = error.map { String(cString: $0) } ?? "unknown error"
+        sqlite3_free(error)
+        return (sqlite3_extended_errcode(db), message)
     }
 
     /// Runs one statement with `?` parameters; returns its rows.

@@ -7,20 +7,37 @@ import MTASTSCore
 /// role needs neither; time comes from the log line, or the injected clock.
 public final class PostfixLogCollector {
     public struct Counts: Sendable {
-        public var lines = 0, attempts = 0, stored = 0, noRecord = 0
+        /// `lookupFailed`: attempts not counted because their domain's `_smtp._tls` look-up failed
+        /// (a timeout, SERVFAIL), as opposed to `noRecord` (the domain publishes none).
+        public var lines = 0, attempts = 0, stored = 0, noRecord = 0, lookupFailed = 0
     }
+
+    /// What the `_smtp._tls` look-up of a domain gave.
+    public enum RecordLookup: Sendable, Equatable {
+        case found(String)
+        /// The domain publishes no (single, valid) TLSRPT record.
+        case none
+        /// The look-up failed (timeout, SERVFAIL): asked again a minute later.
+        case failed
+    }
+
+    /// How long a look-up's answer is kept: an answer (a record or none) an hour, so that a
+    /// follower running for weeks sees records published or withdrawn since it started; a failure
+    /// a minute, so that a DNS outage costs the attempts of that minute, not those of the run.
+    public static let answerLifetime: Double = 3600
+    public static let failureLifetime: Double = 60
 
     let store: SessionStore
     var reader: PostfixLogReader
-    let record: (String) async -> String?
+    let record: (String) async -> RecordLookup
     let policy: (String) -> STSPolicy?
     let clock: any WallClock
-    var records: [String: String?] = [:]
+    var records: [String: (lookup: RecordLookup, until: Double)] = [:]
     var batch = SessionBatch()
     var lastCommit: Double
     public private(set) var counts = Counts()
 
-    public init(store: SessionStore, reader: PostfixLogReader, record: @escaping (String) async -> String?,
+    public init(store: SessionStore, reader: PostfixLogReader, record: @escaping (String) async -> RecordLookup,
                 policy: @escaping (String) -> STSPolicy?, clock: any WallClock = SystemClock()) {
         self.store = store
         self.reader = reader
@@ -30,24 +47,44 @@ public final class PostfixLogCollector {
         lastCommit = clock.now()
     }
 
-    /// One log line; commits every 1,000 attempts or every second.
+    /// One log line; commits every 1,000 attempts or every second. A commit that throws keeps
+    /// the line (and the rest of the batch) for the next one, tried a second later: a caller that
+    /// goes on after the error loses nothing.
     public func take(_ line: String) async throws {
         counts.lines += 1
         guard let outcome = reader.read(line) else { return }
         counts.attempts += 1
-        if records[outcome.domain] == nil { records[outcome.domain] = .some(await record(outcome.domain)) }
-        guard let found = records[outcome.domain] ?? nil else {
+        let now = clock.now()
+        let lookup: RecordLookup
+        if let known = records[outcome.domain], known.until > now {
+            lookup = known.lookup
+        } else {
+            lookup = await record(outcome.domain)
+            let lifetime = lookup == .failed ? Self.failureLifetime : Self.answerLifetime
+            if records.count >= 100_000 { records = records.filter { $0.value.until > now } }
+            records[outcome.domain] = (lookup, now + lifetime)
+        }
+        let found: String
+        switch lookup {
+        case .found(let text): found = text
+        case .none:
             counts.noRecord += 1
             return
+        case .failed:
+            counts.lookupFailed += 1
+            return
         }
-        let time = outcome.time ?? Int64(clock.now())
+        let time = outcome.time ?? Int64(now)
         batch.add(Self.datagram(outcome, record: found, policy: policy(outcome.domain)), day: RFC3339.formatDay(time))
-        if batch.datagrams >= 1_000 || clock.now() - lastCommit >= 1 { try commit() }
+        if batch.datagrams >= 1_000 || now - lastCommit >= 1 { try commit() }
     }
 
     public func commit() throws {
         guard !batch.isEmpty else { return }
-        try store.commit(batch)
+        do { try store.commit(batch) } catch {
+            lastCommit = clock.now()
+            throw error
+        }
         counts.stored += batch.datagrams
         batch = SessionBatch()
         lastCommit = clock.now()

@@ -653,8 +653,11 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
             }.joined()
         }
         try lines(2, pid: 1).write(toFile: log, atomically: true, encoding: .utf8)
-        let follower = try Spawned(CLI.binary.path, ["collect-log", log, "--follow", "--config", config])
+        let followerErrors = dir.appendingPathComponent("follow.stderr").path
+        let follower = try Spawned(CLI.binary.path, ["collect-log", log, "--follow", "--config", config], stderrPath: followerErrors)
         defer { follower.stop() }
+        // What the follower said, shown when an expectation fails (an early exit says why here).
+        func said() -> Comment { Comment(rawValue: "collect-log said: " + ((try? String(contentsOfFile: followerErrors, encoding: .utf8)) ?? "")) }
         func stored() throws -> Int {
             let days = (try CLI.run(["reports", "status", "--json", "--database", db]).json as? [String: Any])?["days"] as? [[String: Any]]
             return days?.first?["successful"] as? Int ?? 0
@@ -668,16 +671,39 @@ func today() -> String { String(ISO8601DateFormatter().string(from: Date()).pref
             }
             return now
         }
-        #expect(try waitFor(2) == 2)
+        #expect(try waitFor(2) == 2, said())
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         try handle.seekToEnd()
         try handle.write(contentsOf: Data(lines(3, pid: 2).utf8))
         try handle.close()
-        #expect(try waitFor(5) == 5)
+        #expect(try waitFor(5) == 5, said())
         // Rotation: the old file moves away, a new one takes the name.
         try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
         try lines(4, pid: 3).write(toFile: log, atomically: false, encoding: .utf8)
-        #expect(try waitFor(9) == 9)
-        #expect(!follower.hasExited)
+        #expect(try waitFor(9) == 9, said())
+        // The database locked past the follower's 5-s busy time-out (another process holding an
+        // exclusive transaction for 7 s): the error is said, the lines are kept and stored after.
+        let lockedFile = dir.appendingPathComponent("follow.locked").path
+        let locker = try Spawned("/usr/bin/python3", ["-c", """
+            import sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute("BEGIN EXCLUSIVE")
+            open(sys.argv[2], "w").close()
+            time.sleep(7)
+            c.execute("COMMIT")
+            """, db, lockedFile])
+        defer { locker.stop() }
+        let lockBy = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: lockedFile) && Date() < lockBy { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(FileManager.default.fileExists(atPath: lockedFile))
+        let more = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try more.seekToEnd()
+        try more.write(contentsOf: Data(lines(2, pid: 4).utf8))
+        try more.close()
+        let saidBy = Date().addingTimeInterval(12)
+        while !said().rawValue.contains("retried") && Date() < saidBy { Thread.sleep(forTimeInterval: 0.2) }
+        #expect(said().rawValue.contains("database is locked") && said().rawValue.contains("retried"), said())
+        #expect(try waitFor(11) == 11, said())
+        #expect(!follower.hasExited, said())
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import MTASTSCore
 import Storage
+import Synchronization
 import Testing
 import TestSupport
 
@@ -41,6 +42,31 @@ import TestSupport
             #expect(rows.first?[0].string == text)
             #expect(rows.first?[1].int == Int64(text.utf8.count))
         }
+    }
+
+    @Test("connections opening one new file at once (a daemon and a cron job started together) all open it and migrate it; none gets 'database is locked' (faults)")
+    func concurrentFirstOpen() throws {
+        let steps: [(version: Int, sql: [String])] = [
+            (1, ["CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"]),
+            (2, ["CREATE INDEX t_name ON t (name)"]),
+        ]
+        let failures = Mutex<[String]>([])
+        for _ in 0..<25 {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("storage-race-\(UUID().uuidString.prefix(8)).db").path
+            defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+            DispatchQueue.concurrentPerform(iterations: 4) { i in
+                do {
+                    let db = try SQLDatabase(sqlite: path)
+                    try db.migrate(component: "race", steps)
+                    try db.query("INSERT INTO t (name) VALUES (?)", [.text("connection \(i)")])
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }
+            let rows = try SQLDatabase(sqlite: path).query("SELECT count(*) FROM t")
+            #expect(rows.first?.first?.int == 4)
+        }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 }.prefix(3))")
     }
 
     @Test("a failing transaction leaves nothing; errors are temporary storage errors") func transactions() throws {

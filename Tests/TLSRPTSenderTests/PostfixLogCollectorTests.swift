@@ -1,5 +1,7 @@
 import Foundation
 import MTASTSCore
+import Storage
+import Synchronization
 import Testing
 import TLSRPTSender
 
@@ -21,7 +23,7 @@ import TLSRPTSender
         let asked = Asked()
         let collector = PostfixLogCollector(
             store: store, reader: PostfixLogReader(defaultYear: 2026, utcOffset: 0),
-            record: { domain in asked.add(domain); return domain == "y.test" || domain == "w.test" ? "v=TLSRPTv1; rua=mailto:r@\(domain)" : nil },
+            record: { domain in asked.add(domain); return domain == "y.test" || domain == "w.test" ? .found("v=TLSRPTv1; rua=mailto:r@\(domain)") : .none },
             policy: { domain in domain == "y.test" ? Self.enforce : domain == "w.test" ? Self.testing : nil },
             clock: ManualClock(1_795_000_000))
         let lines = """
@@ -46,6 +48,66 @@ import TLSRPTSender
         let identity = SenderIdentity(organization: "O", contact: "mailto:o@s.test", submitter: "s.test", from: "o@s.test")
         let w = try #require(try store.buildReports(day: "2026-11-29", identity: identity).first { $0.domain == "w.test" })
         #expect(w.report.policies.first?.failureDetails.first?.resultType == .certificateNotTrusted)
+    }
+
+    static func attempt(_ n: Int, to domain: String) -> String {
+        "2026-11-29T10:00:0\(n).000000+00:00 mx1 postfix/smtp[\(200 + n)]: Q\(n)X: to=<a@\(domain)>, relay=mx.\(domain)[192.0.2.7]:25, delay=0.1, delays=0/0/0.1/0, dsn=2.0.0, status=sent (250 Ok)"
+    }
+
+    @Test("a failed TLSRPT look-up is counted apart and asked again after a minute; an answer is kept an hour (faults)")
+    func lookupLifetimes() async throws {
+        let store = try SessionStore(url: FileManager.default.temporaryDirectory.appendingPathComponent("log-\(UUID().uuidString.prefix(8)).db").path)
+        let asked = Asked()
+        let dnsUp = Mutex(false)
+        let clock = ManualClock(1_795_000_000)
+        let collector = PostfixLogCollector(
+            store: store, reader: PostfixLogReader(defaultYear: 2026, utcOffset: 0),
+            record: { domain in
+                asked.add(domain)
+                guard dnsUp.withLock({ $0 }) else { return .failed }
+                return domain == "y.test" ? .found("v=TLSRPTv1; rua=mailto:r@y.test") : .none
+            },
+            policy: { _ in nil }, clock: clock)
+        try await collector.take(Self.attempt(1, to: "y.test"))
+        try await collector.take(Self.attempt(2, to: "y.test"))
+        #expect(collector.counts.lookupFailed == 2 && collector.counts.noRecord == 0)
+        #expect(asked.all == ["y.test"])  // the failure is kept for a minute
+        dnsUp.withLock { $0 = true }
+        clock.advance(61)
+        try await collector.take(Self.attempt(3, to: "y.test"))
+        try await collector.take(Self.attempt(4, to: "z.test"))
+        #expect(asked.all == ["y.test", "y.test", "z.test"])
+        clock.advance(3_000)
+        try await collector.take(Self.attempt(5, to: "y.test"))
+        #expect(asked.all.count == 3)  // the answer is kept for an hour
+        clock.advance(601)
+        try await collector.take(Self.attempt(6, to: "y.test"))
+        #expect(asked.all.count == 4)
+        try collector.commit()
+        #expect(collector.counts.stored == 3 && collector.counts.noRecord == 1)
+        #expect(try store.totals(day: "2026-11-29") == (successful: 3, failed: 0))  // no policy: a delivery in clear is no failure
+    }
+
+    @Test("a commit that fails (the database locked past its time-out) keeps every line for the next commit (faults)")
+    func failedCommitKeepsTheBatch() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("log-\(UUID().uuidString.prefix(8)).db").path
+        let store = try SessionStore(db: try SQLDatabase(sqlite: path, timeout: .milliseconds(200)))
+        let clock = ManualClock(1_795_000_000)
+        let collector = PostfixLogCollector(
+            store: store, reader: PostfixLogReader(defaultYear: 2026, utcOffset: 0),
+            record: { _ in .found("v=TLSRPTv1; rua=mailto:r@y.test") }, policy: { _ in nil }, clock: clock)
+        let locker = try SQLDatabase(sqlite: path)
+        try locker.query("BEGIN EXCLUSIVE")
+        try await collector.take(Self.attempt(1, to: "y.test"))
+        clock.advance(2)
+        await #expect(throws: (any Error).self) { try await collector.take(Self.attempt(2, to: "y.test")) }
+        #expect(throws: (any Error).self) { try collector.commit() }
+        #expect(collector.counts.stored == 0)
+        try locker.query("COMMIT")
+        clock.advance(2)
+        try await collector.take(Self.attempt(3, to: "y.test"))
+        #expect(collector.counts.stored == 3)
+        #expect(try store.totals(day: "2026-11-29") == (successful: 3, failed: 0))
     }
 
     @Test("the outcome as a datagram: a trusted connection to an MX outside the policy fails validation; no policy is no-policy-found") func mapping() throws {
