@@ -16,9 +16,9 @@ if [ ! -x .build-bench/venv/bin/checkdmarc ]; then
     [ -x .build-bench/venv/bin/python ] || python3 -m venv .build-bench/venv
     .build-bench/venv/bin/pip install -q checkdmarc==6.0.4
 fi
-swift build -c release --product mtasts >/dev/null
-swift build -c release --product mtasts-bench-world >/dev/null
-bindir=$(swift build -c release --show-bin-path)
+swift build -c release --static-swift-stdlib --product mtasts >/dev/null
+swift build -c release --static-swift-stdlib --product mtasts-bench-world >/dev/null
+bindir=$(swift build -c release --static-swift-stdlib --show-bin-path)
 mtasts=${MTASTS_BIN:-$bindir/mtasts}
 
 "$bindir/mtasts-bench-world" "$n" "$(pwd)/$work" >"$work/world.out" 2>&1 &

@@ -10,7 +10,8 @@
 #        without the peer; PERF=1 records a perf profile of our memory-cache daemon at 16
 #        connections into .build-bench/socketmap/perf.data, and of the many-policies daemons into
 #        perf-LABEL.data; SMAPS=1 writes each server's RSS by mapping after its 16-connection run
-#        into .build-bench/socketmap/smaps-LABEL.txt)
+#        into .build-bench/socketmap/smaps-LABEL.txt; MTASTS_BIN=path runs that build of mtasts
+#        as our daemon, for before/after comparisons)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
@@ -24,12 +25,13 @@ if [ ! -x "$venv/bin/mta-sts-daemon" ] || ! "$venv/bin/python" -c 'import uvloop
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q postfix-mta-sts-resolver==1.5.1 aiosqlite==0.22.1 uvloop==0.21.0
 fi
-swift build -c release --product mtasts >/dev/null
-swift build -c release --product mtasts-bench-world >/dev/null
-swift build -c release --product mtasts-bench-socketmap >/dev/null
-swift build -c release --product mtasts-bench-echo >/dev/null
-bindir=$(swift build -c release --show-bin-path)
+swift build -c release --static-swift-stdlib --product mtasts >/dev/null
+swift build -c release --static-swift-stdlib --product mtasts-bench-world >/dev/null
+swift build -c release --static-swift-stdlib --product mtasts-bench-socketmap >/dev/null
+swift build -c release --static-swift-stdlib --product mtasts-bench-echo >/dev/null
+bindir=$(swift build -c release --static-swift-stdlib --show-bin-path)
 load="$bindir/mtasts-bench-socketmap"
+mtasts=${MTASTS_BIN:-$bindir/mtasts}
 
 "$bindir/mtasts-bench-world" "$n" "$work" >"$work/world.out" 2>&1 &
 world=$!
@@ -79,7 +81,7 @@ dns_server: 127.0.0.53:53
 ca_file: $ca
 system_roots: false
 EOF
-    "$bindir/mtasts" daemon --config "$work/mtasts-$label.yml" 2>"$work/mtasts-$label.log" &
+    "$mtasts" daemon --config "$work/mtasts-$label.yml" 2>"$work/mtasts-$label.log" &
     local pid=$!
     pids+=($pid)
     wait_port "$port"
@@ -189,7 +191,7 @@ dns_server: 127.0.0.53:53
 ca_file: $ca
 system_roots: false
 EOF
-    "$bindir/mtasts" daemon --config "$work/mtasts-$label.yml" 2>"$work/mtasts-$label.log" &
+    "$mtasts" daemon --config "$work/mtasts-$label.yml" 2>"$work/mtasts-$label.log" &
     local pid=$!
     pids+=($pid)
     wait_port "$port"
