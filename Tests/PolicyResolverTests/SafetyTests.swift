@@ -173,7 +173,10 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
         let started = Date()
         let none = await resolver.resolve(try DomainName("nosts.test"))
         #expect(none.status == .noPolicy, "\(none.reason)")
-        #expect(Date().timeIntervalSince(started) < 5, "a hung store held the reply up")
+        // The store's time-out is 0.3 s, the resolver's deadline 8 s: a reply held up by the hung
+        // store would come at the deadline. The bound sits below it, with room for a loaded
+        // machine (5.5 s was seen once on CI with every in-process suite running at once).
+        #expect(Date().timeIntervalSince(started) < 7.5, "a hung store held the reply up to the resolver's deadline")
         #expect(!resolver.storeUp)
         // The store is not asked again before the retry delay: no thread waits on it.
         let callsWhileDown = store.lock.withLock { store.calls }
