@@ -74,25 +74,8 @@ struct CollectLogCommand: AsyncParsableCommand {
             while let line = readLine(strippingNewline: true) { try await collector.take(line) }
         } else {
             var tail = try LogTail(path: log)
-            // Following, a database error (locked past its time-out, a full disk, PostgreSQL
-            // restarting) is said (once a minute) and outlived: the lines read stay in memory and
-            // their commit is tried again every second.
-            var lastSaid = -Double.infinity
-            func outlive(_ error: any Error) throws {
-                guard follow else { throw error }
-                let now = Date().timeIntervalSince1970
-                guard now - lastSaid >= 60 else { return }
-                lastSaid = now
-                Console.err("collect-log: \(error); the lines read are kept and their commit is retried every second")
-            }
-            while true {
-                while let line = tail.next() {
-                    do { try await collector.take(line) } catch { try outlive(error) }
-                }
-                do { try collector.commit() } catch { try outlive(error) }
-                guard follow else { break }
-                try await Task.sleep(for: .milliseconds(500))
-                tail.reopenIfRotated()
+            try await collector.read(&tail, follow: follow) {
+                Console.err("collect-log: \($0); the lines read are kept and their commit is retried every second")
             }
         }
         try collector.commit()

@@ -1,5 +1,6 @@
 import Foundation
 import MTASTSCore
+import ServerSupport
 
 /// `mtasts collect-log`: Postfix's smtp log lines (3.9 and older have no libtlsrpt) become the
 /// sessions a libtlsrpt datagram would have given, into the same store. The `_smtp._tls` record
@@ -77,6 +78,31 @@ public final class PostfixLogCollector {
         let time = outcome.time ?? Int64(now)
         batch.add(Self.datagram(outcome, record: found, policy: policy(outcome.domain)), day: RFC3339.formatDay(time))
         if batch.datagrams >= 1_000 || now - lastCommit >= 1 { try commit() }
+    }
+
+    /// Reads `tail` to its end and commits; with `follow`, goes on every half second (a rotated
+    /// log reopened) until cancelled. Following, a failed commit (the database locked past its
+    /// time-out, a full disk, PostgreSQL restarting) is outlived: the lines read stay in the batch,
+    /// the commit is tried again a second later, and `said` hears of the error at most once a
+    /// minute. Without `follow` the error is thrown.
+    public func read(_ tail: inout LogTail, follow: Bool, said: (any Error) -> Void) async throws {
+        var lastSaid = -Double.infinity
+        func outlive(_ error: any Error) throws {
+            guard follow else { throw error }
+            let now = clock.now()
+            guard now - lastSaid >= 60 else { return }
+            lastSaid = now
+            said(error)
+        }
+        while true {
+            while let line = tail.next() {
+                do { try await take(line) } catch { try outlive(error) }
+            }
+            do { try commit() } catch { try outlive(error) }
+            guard follow else { return }
+            try await Task.sleep(for: .milliseconds(500))
+            tail.reopenIfRotated()
+        }
     }
 
     public func commit() throws {
