@@ -1,6 +1,9 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// The directory of this manifest (the link order file is named from it: the linker runs elsewhere).
+let packageRoot = String(#filePath.dropLast("/Package.swift".count))
+
 let package = Package(
     name: "swift-mta-sts",
     platforms: [.macOS(.v14)],
@@ -167,7 +170,23 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
-        .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"]),
+        // Release link on Linux (the daemons' resident memory; BENCHMARKS.md, "Where the daemon's
+        // memory is"): lld, relative relocations packed (DT_RELR, glibc 2.36+: 3 MB of .rela.dyn
+        // no longer read at start), no symbol table exported to the dynamic linker (2 MB), and the
+        // functions the daemons run at start and per look-up laid out together in the order of
+        // scripts/link-order.txt (made by scripts/link-order.sh). The order needs the code in one
+        // section per function: release builds pass `-Xswiftc -function-sections`
+        // (scripts/build-release.sh); without it, or with a stale order, the binary is only larger
+        // in memory, never wrong.
+        .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"], linkerSettings: [
+            .unsafeFlags([
+                "-use-ld=lld",
+                "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+                "-Xlinker", "--no-export-dynamic",
+                "-Xlinker", "--symbol-ordering-file=\(packageRoot)/scripts/link-order.txt",
+                "-Xlinker", "--no-warn-symbol-ordering",
+            ], .when(platforms: [.linux], configuration: .release)),
+        ]),
         // Golden vectors are read from the source tree (input beside expected output).
         .testTarget(name: "MTASTSCoreTests", dependencies: ["MTASTSCore"], exclude: ["Vectors"]),
         .testTarget(name: "MTASTSCLITests", dependencies: ["mtasts", "MTASTSCore", "TestSupport"]),

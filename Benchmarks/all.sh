@@ -16,7 +16,7 @@ export RESULTS=$PWD/$out/results.jsonl
 : >"$RESULTS"
 scripts/setup.sh >/dev/null
 # One build before the clock starts (each script builds what it needs; this makes it a no-op).
-swift build -c release --static-swift-stdlib >/dev/null
+scripts/build-release.sh >/dev/null
 
 # The arguments each benchmark runs with here (the command the table names).
 declare -A args=(

@@ -16,16 +16,16 @@ if [ ! -x .build-bench/venv/bin/checkdmarc ]; then
     [ -x .build-bench/venv/bin/python ] || python3 -m venv .build-bench/venv
     .build-bench/venv/bin/pip install -q checkdmarc==6.0.4
 fi
-swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-swift build -c release --static-swift-stdlib --product mtasts-bench-world >/dev/null
-bindir=$(swift build -c release --static-swift-stdlib --show-bin-path)
+scripts/build-release.sh --product mtasts >/dev/null
+scripts/build-release.sh --product mtasts-bench-world >/dev/null
+bindir=$(scripts/build-release.sh --show-bin-path)
 mtasts=${MTASTS_BIN:-$bindir/mtasts}
 
 "$bindir/mtasts-bench-world" "$n" "$(pwd)/$work" >"$work/world.out" 2>&1 &
 world=$!
 trap 'kill $world 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q ready "$work/world.out" 2>/dev/null && break; sleep 0.2; done
-grep -q ready "$work/world.out" || { cat "$work/world.out"; exit 1; }
+for _ in $(seq 100); do grep -q "^ready " "$work/world.out" 2>/dev/null && break; sleep 0.2; done
+grep -q "^ready " "$work/world.out" || { cat "$work/world.out"; exit 1; }
 dns=$(sed -n 's/.*dns=\([^ ]*\).*/\1/p' "$work/world.out")
 ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
 list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")

@@ -46,8 +46,8 @@ done
 if [ -n "${MTASTS_BIN:-}" ]; then
     bin=$MTASTS_BIN
 else
-    swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-    bin=$(swift build -c release --static-swift-stdlib --show-bin-path)/mtasts
+    scripts/build-release.sh --product mtasts >/dev/null
+    bin=$(scripts/build-release.sh --show-bin-path)/mtasts
 fi
 qlen_before=$(cat /proc/sys/net/unix/max_dgram_qlen)
 trap 'echo "$qlen_before" > /proc/sys/net/unix/max_dgram_qlen; pkill -f "$work/" 2>/dev/null || true' EXIT

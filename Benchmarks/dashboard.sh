@@ -10,8 +10,8 @@ runs=${1:-20}
 work=.build-bench/dashboard
 rm -rf "$work" && mkdir -p "$work"
 source Benchmarks/lib.sh
-swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-bin=$(swift build -c release --static-swift-stdlib --show-bin-path)/mtasts
+scripts/build-release.sh --product mtasts >/dev/null
+bin=$(scripts/build-release.sh --show-bin-path)/mtasts
 db=$work/million.db
 "$bin" reports list --database "$db" >/dev/null
 python3 Benchmarks/million_db.py "$db"

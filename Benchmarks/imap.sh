@@ -15,9 +15,9 @@ rm -rf "$work" && mkdir -p "$work"
 source Benchmarks/peers.sh
 source Benchmarks/lib.sh
 need_parsedmarc
-swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-swift build -c release --static-swift-stdlib --product mtasts-bench-dovecot >/dev/null
-bindir=$(swift build -c release --static-swift-stdlib --show-bin-path)
+scripts/build-release.sh --product mtasts >/dev/null
+scripts/build-release.sh --product mtasts-bench-dovecot >/dev/null
+bindir=$(scripts/build-release.sh --show-bin-path)
 python3 Benchmarks/make_reports.py "$interop" "$work/gen" "$n" >/dev/null
 mkfifo "$work/hold"
 "$bindir/mtasts-bench-dovecot" "$work/dovecot" "$work/gen/Maildir/new" INBOX Peer <"$work/hold" >"$work/dovecot.json" &

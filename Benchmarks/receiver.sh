@@ -16,8 +16,8 @@ rm -rf "$work" && mkdir -p "$work"
 source Benchmarks/peers.sh
 source Benchmarks/lib.sh
 need_parsedmarc
-swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-bin=$(swift build -c release --static-swift-stdlib --show-bin-path)/mtasts
+scripts/build-release.sh --product mtasts >/dev/null
+bin=$(scripts/build-release.sh --show-bin-path)/mtasts
 python3 Benchmarks/make_reports.py "$interop" "$work/gen" "$n"
 cp -r "$work/gen/Maildir" "$work/Maildir-peer1"
 cp -r "$work/gen/Maildir" "$work/Maildir-peer2"

@@ -17,8 +17,8 @@ if [ ! -x "$work/venv/bin/python" ] || ! "$work/venv/bin/python" -c 'import pars
     python3 -m venv "$work/venv"
     "$work/venv/bin/pip" install -q parsedmarc==11.1.0
 fi
-swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-bin=${MTASTS_BIN:-$(swift build -c release --static-swift-stdlib --show-bin-path)/mtasts}
+scripts/build-release.sh --product mtasts >/dev/null
+bin=${MTASTS_BIN:-$(scripts/build-release.sh --show-bin-path)/mtasts}
 
 corpus=$work/corpus
 rm -rf "$corpus" && mkdir -p "$corpus"

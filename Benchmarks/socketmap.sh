@@ -25,11 +25,11 @@ if [ ! -x "$venv/bin/mta-sts-daemon" ] || ! "$venv/bin/python" -c 'import uvloop
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q postfix-mta-sts-resolver==1.5.1 aiosqlite==0.22.1 uvloop==0.21.0
 fi
-swift build -c release --static-swift-stdlib --product mtasts >/dev/null
-swift build -c release --static-swift-stdlib --product mtasts-bench-world >/dev/null
-swift build -c release --static-swift-stdlib --product mtasts-bench-socketmap >/dev/null
-swift build -c release --static-swift-stdlib --product mtasts-bench-echo >/dev/null
-bindir=$(swift build -c release --static-swift-stdlib --show-bin-path)
+scripts/build-release.sh --product mtasts >/dev/null
+scripts/build-release.sh --product mtasts-bench-world >/dev/null
+scripts/build-release.sh --product mtasts-bench-socketmap >/dev/null
+scripts/build-release.sh --product mtasts-bench-echo >/dev/null
+bindir=$(scripts/build-release.sh --show-bin-path)
 load="$bindir/mtasts-bench-socketmap"
 mtasts=${MTASTS_BIN:-$bindir/mtasts}
 
@@ -37,8 +37,8 @@ mtasts=${MTASTS_BIN:-$bindir/mtasts}
 world=$!
 pids=($world)
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q ready "$work/world.out" 2>/dev/null && break; sleep 0.2; done
-grep -q ready "$work/world.out" || { cat "$work/world.out"; exit 1; }
+for _ in $(seq 100); do grep -q "^ready " "$work/world.out" 2>/dev/null && break; sleep 0.2; done
+grep -q "^ready " "$work/world.out" || { cat "$work/world.out"; exit 1; }
 ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
 list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
 echo "nameserver 127.0.0.53" >"$work/resolv.conf"

@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-swift build -c release --static-swift-stdlib --product mtasts
-bin=$(swift build -c release --static-swift-stdlib --show-bin-path)/mtasts
+scripts/build-release.sh --product mtasts
+bin=$(scripts/build-release.sh --show-bin-path)/mtasts
 out=$(mktemp -d)
 echo
 echo "== mtasts policy init (the policy file and the DNS records to publish)"

@@ -39,8 +39,14 @@ final class HotCache: @unchecked Sendable {
     /// Even: stable; odd: records are being moved or rewritten.
     private let sequence = ManagedAtomic<UInt64>(0)
 
-    // The index: `slotCount` words; 0 empty, 1 removed, else tag << 40 | offset / 8.
-    private let slotCount: Int
+    // The index: `slotCount` words; 0 empty, 1 removed, else tag << 40 | offset / 8. It starts
+    // small and doubles while more than half full, up to `maxSlots` (twice the capacity): its
+    // arrays are reserved at that size and become memory only as they are written, so a daemon
+    // configured for 100,000 entries that holds 1,000 keeps an index of 2,048 slots, not 262,144
+    // (4.25 MB, all written at start before).
+    private let maxSlots: Int
+    private let slotCountStore: ManagedAtomic<Int>
+    private var slotCount: Int { slotCountStore.load(ordering: .relaxed) }
     private let slots: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     private let lastUsed: UnsafeMutablePointer<UnsafeAtomic<UInt64>.Storage>
     private let usedMarks: UnsafeMutablePointer<UnsafeAtomic<UInt8>.Storage>
@@ -54,6 +60,8 @@ final class HotCache: @unchecked Sendable {
     private var removedSlots = 0
     /// Moves so far (tests).
     private(set) var compactions = 0
+    /// Times the index doubled (tests).
+    private(set) var growths = 0
 
     /// The socketmap names replies were kept for (a daemon answers one or two): up to 255 of
     /// `zoneSlot` bytes each (a length byte, then the name), written once each under the writer's
@@ -72,15 +80,12 @@ final class HotCache: @unchecked Sendable {
         self.capacity = max(1, capacity)
         var n = 16
         while n < self.capacity * 2 { n <<= 1 }
-        slotCount = n
-        slots = .allocate(capacity: n)
-        lastUsed = .allocate(capacity: n)
-        usedMarks = .allocate(capacity: n)
-        for k in 0..<n {
-            (slots + k).initialize(to: .init(0))
-            (lastUsed + k).initialize(to: .init(0))
-            (usedMarks + k).initialize(to: .init(0))
-        }
+        maxSlots = n
+        slotCountStore = ManagedAtomic(min(n, Self.initialSlots))
+        // Zero-filled by the kernel: zero is an empty slot, an unused entry, no mark.
+        slots = Self.mapZeroed(n, of: UnsafeAtomic<UInt64>.Storage.self)
+        lastUsed = Self.mapZeroed(n, of: UnsafeAtomic<UInt64>.Storage.self)
+        usedMarks = Self.mapZeroed(n, of: UnsafeAtomic<UInt8>.Storage.self)
         var size = regionBytes ?? max(64 << 20, self.capacity * 4096)
         var mapped: UnsafeMutableRawPointer?
         while mapped == nil {
@@ -101,10 +106,23 @@ final class HotCache: @unchecked Sendable {
     deinit {
         munmap(region, regionSize)
         zoneTable.deallocate()
-        slots.deallocate()
-        lastUsed.deallocate()
-        usedMarks.deallocate()
+        munmap(slots, maxSlots * MemoryLayout<UnsafeAtomic<UInt64>.Storage>.stride)
+        munmap(lastUsed, maxSlots * MemoryLayout<UnsafeAtomic<UInt64>.Storage>.stride)
+        munmap(usedMarks, maxSlots * MemoryLayout<UnsafeAtomic<UInt8>.Storage>.stride)
     }
+
+    /// The index's size before it first grows.
+    static let initialSlots = 1024
+
+    /// `count` values of `T` in anonymous memory, all zero bytes (pages are memory once written).
+    private static func mapZeroed<T>(_ count: Int, of: T.Type) -> UnsafeMutablePointer<T> {
+        let p = mmap(nil, count * MemoryLayout<T>.stride, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != UnsafeMutableRawPointer(bitPattern: -1) else { fatalError("cannot map memory for the policy cache's index") }
+        return p.bindMemory(to: T.self, capacity: count)
+    }
+
+    /// The index's size now (tests).
+    var indexSlots: Int { writer.withLock { slotCount } }
 
     private func slot(_ k: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: slots + k) }
     private func lastUse(_ k: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: lastUsed + k) }
@@ -229,10 +247,11 @@ final class HotCache: @unchecked Sendable {
     /// false when an index word or a record's lengths point outside the region (a reader saw a
     /// move half done: it reads again; never the case under the writers' lock).
     private func locate(_ name: UnsafeRawBufferPointer, _ h: UInt64) -> (found: (slot: Int, record: Record)?, consistent: Bool) {
-        let mask = slotCount - 1
+        let count = slotCount  // read once: a reader may see it double (the sequence tells)
+        let mask = count - 1
         var k = Int(truncatingIfNeeded: h) & mask
         let tag = h >> 40
-        for _ in 0..<slotCount {
+        for _ in 0..<count {
             let word = slot(k).load(ordering: .acquiring)
             if word == 0 { return (nil, true) }
             if word != 1 && word >> 40 == tag {
@@ -414,8 +433,12 @@ final class HotCache: @unchecked Sendable {
             end = offset + size
         }
         if liveCount > capacity { evictLeastRecentlyUsed() }
-        // Many removed slots lengthen probes: the index is built again.
-        if removedSlots > slotCount / 4 { compact() }
+        if liveCount * 2 > slotCount, slotCount < maxSlots {
+            grow()
+        } else if removedSlots > slotCount / 4 {
+            // Many removed slots lengthen probes: the index is built again.
+            compact()
+        }
     }
 
     /// The first empty or removed slot on `h`'s probe path.
@@ -424,6 +447,36 @@ final class HotCache: @unchecked Sendable {
         var k = Int(truncatingIfNeeded: h) & mask
         while slot(k).load(ordering: .relaxed) > 1 { k = (k + 1) & mask }
         return k
+    }
+
+    /// Doubles the index and places every live record's word again (the records do not move),
+    /// with the sequence odd meanwhile: a reader that saw the old size reads again.
+    private func grow() {
+        let old = slotCount
+        var live: [(word: UInt64, hash: UInt64, lastUsed: UInt64, used: UInt8)] = []
+        live.reserveCapacity(liveCount)
+        for k in 0..<old {
+            let word = slot(k).load(ordering: .relaxed)
+            if word > 1 {
+                live.append((word, Record(base: region + (Int(word & Self.offsetMask) << 3)).hash,
+                             lastUse(k).load(ordering: .relaxed), usedMark(k).load(ordering: .relaxed)))
+            }
+        }
+        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+        for k in 0..<old {
+            slot(k).store(0, ordering: .relaxed)
+            usedMark(k).store(0, ordering: .relaxed)
+        }
+        slotCountStore.store(old * 2, ordering: .relaxed)
+        for item in live {
+            let k = freeSlot(item.hash)
+            slot(k).store(item.word, ordering: .relaxed)
+            lastUse(k).store(item.lastUsed, ordering: .relaxed)
+            usedMark(k).store(item.used, ordering: .relaxed)
+        }
+        removedSlots = 0
+        growths += 1
+        sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
     }
 
     /// The offset for a record of `size` bytes at the end of the arena, after moving the records

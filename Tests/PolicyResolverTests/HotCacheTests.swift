@@ -147,6 +147,54 @@ import TestSupport
         }
     }
 
+    @Test("the index grows with the entries, not with the capacity, while readers without a lock find every entry that stays")
+    func growingIndex() async throws {
+        let cache = HotCache(capacity: 100_000)
+        #expect(cache.indexSlots == HotCache.initialSlots)
+        let stable = (0..<100).map { "s\($0).example" }
+        for d in stable {
+            let e = Self.entry(d)
+            cache.put(e)
+            cache.keep(Self.reply(d, "1"), d, zone: "", generation: 1, renderedFrom: e)
+        }
+        let stop = ManagedFlag()
+        let readers = (0..<3).map { r in
+            Thread.detachedResult {
+                var hits = 0, missed = 0, wrong = 0
+                var k = r
+                while !stop.isSet {
+                    let d = stable[k % stable.count]
+                    k &+= 7
+                    guard let hit = cache.hit(d, zone: "", generation: 1, at: 2_000), let reply = hit.reply else {
+                        missed += 1
+                        continue
+                    }
+                    hits += 1
+                    if String(buffer: reply) != "OK secure match=\(d) id=1" { wrong += 1 }
+                }
+                return (hits, missed, wrong)
+            }
+        }
+        for k in 0..<900 { cache.put(Self.entry("g\(k).example")) }
+        #expect(cache.indexSlots == 2_048)  // 1,000 entries: at most half full
+        for k in 900..<30_000 { cache.put(Self.entry("g\(k).example")) }
+        stop.set()
+        var hits = 0, missed = 0, wrong = 0
+        for reader in readers {
+            let (h, m, w) = await reader.value
+            hits += h
+            missed += m
+            wrong += w
+        }
+        #expect(cache.growths == 6)  // 1,024 → 65,536 for 30,100 entries
+        #expect(cache.indexSlots == 65_536)
+        #expect(hits > 100)
+        #expect(missed == 0)
+        #expect(wrong == 0)
+        #expect(cache.count == 30_100)
+        #expect((0..<30_000).allSatisfy { cache.hit("g\($0).example", zone: "", generation: 1, at: 2_000) != nil })
+    }
+
     @Test("readers without a lock racing a writer that replaces, removes, evicts and compacts: every reply is the domain's own")
     func racingReaders() async throws {
         let cache = HotCache(capacity: 3_000, regionBytes: 2 << 20)

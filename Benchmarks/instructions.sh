@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Instructions per cached socketmap look-up, counted by valgrind's callgrind (user space only;
+# stable on a noisy machine where CPU time is not): the bound (Benchmarks/Echo, the daemon's stack
+# answering fixed bytes), `mtasts daemon` with the memory and the SQLite cache, and
+# postfix-mta-sts-resolver 1.5.1 (internal cache), on the benchmark world of Benchmarks/socketmap.sh.
+# Each server runs under callgrind with counting off; the cache is warmed; counting is switched on
+# for SECONDS of 16-connection load and off again before the server stops. Instructions / look-ups.
+# Usage: Benchmarks/instructions.sh [N domains, default 1000] [SECONDS, default 5]
+#        (NO_PEER=1 leaves out the Python peer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000}
+secs=${2:-5}
+work=$(pwd)/.build-bench/instructions
+rm -rf "$work" && mkdir -p "$work"
+scripts/setup.sh
+source Benchmarks/lib.sh
+command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+venv=.build-bench/resolver-venv
+if [ -z "${NO_PEER:-}" ] && { [ ! -x "$venv/bin/mta-sts-daemon" ] || ! "$venv/bin/python" -c 'import uvloop' 2>/dev/null; }; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q postfix-mta-sts-resolver==1.5.1 aiosqlite==0.22.1 uvloop==0.21.0
+fi
+for product in mtasts mtasts-bench-world mtasts-bench-socketmap mtasts-bench-echo; do
+    scripts/build-release.sh --product "$product" >/dev/null
+done
+bindir=$(scripts/build-release.sh --show-bin-path)
+load="$bindir/mtasts-bench-socketmap"
+# valgrind cannot read the toolchain's DWARF 5; counting needs no debug information.
+for b in mtasts mtasts-bench-echo; do objcopy --strip-debug "$bindir/$b" "$work/$b"; done
+
+"$bindir/mtasts-bench-world" "$n" "$work" >"$work/world.out" 2>&1 &
+pids=($!)
+trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "^ready " "$work/world.out" 2>/dev/null && break; sleep 0.2; done
+grep -q "^ready " "$work/world.out" || { cat "$work/world.out"; exit 1; }
+ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
+list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
+echo "nameserver 127.0.0.53" >"$work/resolv.conf"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+vg="valgrind --tool=callgrind --collect-atstart=no --instr-atstart=no"
+
+# label port pid: warm (not counted), then SECONDS of 16 connections counted.
+count() {
+    local label=$1 port=$2 pid=$3 out lookups ir
+    "$load" --port "$port" --domains "$list" --warm >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    out=$("$load" --port "$port" --domains "$list" --connections 16 --seconds "$secs")
+    callgrind_control -i off "$pid" >/dev/null
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    sleep 1
+    lookups=$(sed -n 's/.*lookups=\([0-9]*\).*/\1/p' <<<"$out")
+    ir=$(python3 -c "
+import glob, re, sys
+total = 0
+for path in glob.glob(sys.argv[1] + '*'):
+    for line in open(path, errors='replace'):
+        m = re.match(r'^(?:summary|totals): (\d+)', line)
+        if m: total += int(m.group(1)); break
+print(total)" "$work/$label.callgrind")
+    echo "$label lookups=$lookups instructions=$ir per_lookup=$((ir / (lookups > 0 ? lookups : 1)))" | tee -a "$work/results"
+}
+
+ours() {  # label cache-yaml
+    local label=$1 cache=$2 port pid
+    port=$(free_port)
+    cat >"$work/$label.yml" <<YML
+host: 127.0.0.1
+port: $port
+$cache
+dns_server: 127.0.0.53:53
+ca_file: $ca
+system_roots: false
+YML
+    $vg --callgrind-out-file="$work/$label.callgrind" "$work/mtasts" daemon --config "$work/$label.yml" 2>"$work/$label.log" &
+    pid=$!; pids+=($pid)
+    wait_port "$port"
+    count "$label" "$port" "$pid"
+}
+
+: >"$work/results"
+port=$(free_port)
+$vg --callgrind-out-file="$work/echo-bound.callgrind" "$work/mtasts-bench-echo" --port "$port" >"$work/echo.out" 2>&1 &
+pid=$!; pids+=($pid)
+wait_port "$port"
+count echo-bound "$port" "$pid"
+ours mtasts-memory "cache:
+  type: internal
+  options:
+    cache_size: 100000"
+ours mtasts-sqlite "cache:
+  type: sqlite
+  options:
+    filename: $work/cache.db"
+if [ -z "${NO_PEER:-}" ]; then
+    port=$(free_port)
+    cat >"$work/peer.yml" <<YML
+host: 127.0.0.1
+port: $port
+cache:
+  type: internal
+  options:
+    cache_size: 100000
+YML
+    # As in Benchmarks/socketmap.sh: the peer reads the system resolver and trust store only.
+    SSL_CERT_FILE="$ca" unshare -m sh -c "mount --bind '$work/resolv.conf' /etc/resolv.conf && exec $vg --callgrind-out-file='$work/resolver-internal.callgrind' '$(pwd)/$venv/bin/python' '$(pwd)/$venv/bin/mta-sts-daemon' -c '$work/peer.yml'" 2>"$work/peer.log" &
+    wrapper=$!; pids+=($wrapper)
+    wait_port "$port"
+    pid=$(pgrep -f "callgrind.*mta-sts-daemon -c $work/peer.yml" | tail -1)
+    count resolver-internal "$port" "$pid"
+    wait "$wrapper" 2>/dev/null || true
+fi
+echo
+python3 - "$work/results" <<'PY'
+import re, sys
+rows = {l.split()[0]: dict(re.findall(r"(\w+)=(\d+)", l)) for l in open(sys.argv[1])}
+bound = int(rows["echo-bound"]["per_lookup"])
+for label, f in rows.items():
+    per = int(f["per_lookup"])
+    print(f"{label:20} {per:>9,} instructions per look-up   {per / bound:5.2f}× the bound")
+if "resolver-internal" in rows:
+    for ours in ("mtasts-memory", "mtasts-sqlite"):
+        print(f"{ours} / resolver-internal: {int(rows[ours]['per_lookup']) / int(rows['resolver-internal']['per_lookup']):.3f}")
+PY
