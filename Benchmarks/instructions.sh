@@ -3,7 +3,7 @@
 # stable on a noisy machine where CPU time is not): the bound (Benchmarks/Echo, the daemon's stack
 # answering fixed bytes), `mtasts daemon` with the memory and the SQLite cache, and
 # postfix-mta-sts-resolver 1.5.1 (internal cache), on the benchmark world of Benchmarks/socketmap.sh.
-# Each server runs under callgrind with counting off; the cache is warmed; counting is switched on
+# Each server runs under callgrind with instrumentation off (nothing counted); the cache is warmed; counting is switched on
 # for SECONDS of 16-connection load and off again before the server stops. Instructions / look-ups.
 # Usage: Benchmarks/instructions.sh [N domains, default 1000] [SECONDS, default 5]
 #        (NO_PEER=1 leaves out the Python peer)
@@ -39,7 +39,7 @@ list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
 echo "nameserver 127.0.0.53" >"$work/resolv.conf"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-vg="valgrind --tool=callgrind --collect-atstart=no --instr-atstart=no"
+vg="valgrind --tool=callgrind --instr-atstart=no"
 
 # label port pid: warm (not counted), then SECONDS of 16 connections counted.
 count() {
@@ -49,15 +49,23 @@ count() {
     out=$("$load" --port "$port" --domains "$list" --connections 16 --seconds "$secs")
     callgrind_control -i off "$pid" >/dev/null
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    sleep 1
+    # (the peer's valgrind is not this shell's child: its profile is written when it is gone)
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
     lookups=$(sed -n 's/.*lookups=\([0-9]*\).*/\1/p' <<<"$out")
+    # The sum of the self costs (a line after calls= is a call's inclusive cost: not summed).
     ir=$(python3 -c "
-import glob, re, sys
-total = 0
-for path in glob.glob(sys.argv[1] + '*'):
-    for line in open(path, errors='replace'):
-        m = re.match(r'^(?:summary|totals): (\d+)', line)
-        if m: total += int(m.group(1)); break
+import re, sys
+total, skip = 0, False
+for line in open(sys.argv[1], errors='replace'):
+    if skip:
+        skip = False
+        continue
+    if line.startswith('calls='):
+        skip = True
+        continue
+    m = re.match(r'^(?:[+-]?\d+|\*)\s+(\d+)$', line.strip())
+    if m:
+        total += int(m.group(1))
 print(total)" "$work/$label.callgrind")
     echo "$label lookups=$lookups instructions=$ir per_lookup=$((ir / (lookups > 0 ? lookups : 1)))" | tee -a "$work/results"
 }

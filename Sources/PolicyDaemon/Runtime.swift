@@ -82,15 +82,21 @@ public final class PolicyMapResponder: SocketmapResponder {
     /// cached domain's normalised text (lower case, no brackets, port or trailing dot: what
     /// Postfix sends for most mail) is answered here; any other key takes the ordinary path, which
     /// normalises it. The reply is rendered once per entry and zone and kept with the entry.
-    public func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer {
-        guard let (name, key, keyBytes) = Self.split(payload) else { return .notHandled }
-        let reply = resolver.cachedReply(key, zone: name, generation: generation.load(ordering: .relaxed)) { self.keptReply($0, zone: name) }
-        if let reply { return .reply(reply) }
-        // Lower-case letters, digits, '-', '_' and inner dots: the key is what normalising would
-        // make of it, so the ordinary cache look-up would miss as well.
-        let normalised = keyBytes.first != UInt8(ascii: ".") && keyBytes.last != UInt8(ascii: ".")
-            && keyBytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }
-        return normalised ? .notCached : .notHandled
+    public func cachedReply(payload: ByteBuffer, into out: inout ByteBuffer) -> SocketmapCacheAnswer {
+        let generation = generation.load(ordering: .relaxed)
+        return payload.withUnsafeReadableBytes { bytes -> SocketmapCacheAnswer in
+            guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0, space < bytes.count - 1 else { return .notHandled }
+            let zone = UnsafeRawBufferPointer(rebasing: bytes[..<space])
+            let key = UnsafeRawBufferPointer(rebasing: bytes[(space + 1)...])
+            if resolver.cachedReply(key, zone: zone, generation: generation, into: &out, render: { self.keptReply($0, zone: String(decoding: zone, as: UTF8.self)) }) {
+                return .written
+            }
+            // Lower-case letters, digits, '-', '_' and inner dots: the key is what normalising
+            // would make of it, so the ordinary cache look-up would miss as well.
+            let normalised = key.first != UInt8(ascii: ".") && key.last != UInt8(ascii: ".")
+                && key.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D || $0 == 0x2E || $0 == 0x5F }
+            return normalised ? .notCached : .notHandled
+        }
     }
 
     /// `name key` from the request bytes (both non-empty), without parsing the key further.

@@ -201,46 +201,70 @@ final class HotCache: @unchecked Sendable {
 
     // MARK: the reader
 
-    /// One probe of the index, no lock, no decoding of the entry: the socketmap hit path.
-    func hit(_ domain: String, zone: String, generation: Int, at now: Double) -> Hit? {
-        var key = domain, zoneText = zone
-        return key.withUTF8 { name in
-            zoneText.withUTF8 { zoneBytes in
-                let name = UnsafeRawBufferPointer(name), zoneBytes = UnsafeRawBufferPointer(zoneBytes)
-                let h = Self.hash(name)
-                for _ in 0..<4 {
-                    let before = sequence.load(ordering: .acquiring)
-                    if before & 1 != 0 {
-                        sched_yield()
-                        continue
-                    }
-                    let (found, consistent) = probe(h, name, zoneBytes, generation)
-                    atomicMemoryFence(ordering: .acquiring)
-                    guard consistent, sequence.load(ordering: .relaxed) == before else { continue }
-                    guard let (k, hit) = found else { return nil }
-                    markUsed(k, at: now)
-                    return hit
-                }
-                // Records kept moving: read under the writer's lock (nothing moves then).
-                return writer.withLock {
-                    guard let (k, hit) = probe(h, name, zoneBytes, generation).found else { return nil }
-                    markUsed(k, at: now)
-                    return hit
-                }
+    /// What the hit path reads of an entry; `replied`: its kept reply was appended to the caller's
+    /// buffer.
+    struct Probe {
+        var expiresAt: Double
+        var checkedAt: Double
+        var negative: Bool
+        var replied: Bool
+    }
+
+    /// One probe of the index, no lock, no decoding of the entry: the socketmap hit path. The
+    /// domain and zone are the request's bytes; the reply kept for them (this zone, this
+    /// generation) is appended to `out`, nothing else is (a read that did not hold together is
+    /// taken back before it is read again).
+    func hit(_ name: UnsafeRawBufferPointer, zone: UnsafeRawBufferPointer, generation: Int, at now: Double, into out: inout ByteBuffer) -> Probe? {
+        let h = Self.hash(name)
+        let mark = out.writerIndex
+        for _ in 0..<4 {
+            let before = sequence.load(ordering: .acquiring)
+            if before & 1 != 0 {
+                sched_yield()
+                continue
             }
+            let (found, consistent) = probe(h, name, zone, generation, into: &out)
+            atomicMemoryFence(ordering: .acquiring)
+            guard consistent, sequence.load(ordering: .relaxed) == before else {
+                out.moveWriterIndex(to: mark)
+                continue
+            }
+            guard let (k, hit) = found else { return nil }
+            markUsed(k, at: now)
+            return hit
+        }
+        // Records kept moving: read under the writer's lock (nothing moves then).
+        return writer.withLock {
+            guard let (k, hit) = probe(h, name, zone, generation, into: &out).found else { return nil }
+            markUsed(k, at: now)
+            return hit
         }
     }
 
-    /// The slot and hit for `name`; `consistent` false when what was read does not hold together.
-    /// Valid only if the sequence did not change meanwhile.
-    private func probe(_ h: UInt64, _ name: UnsafeRawBufferPointer, _ zone: UnsafeRawBufferPointer, _ generation: Int) -> (found: (Int, Hit)?, consistent: Bool) {
+    /// `hit` for text (tests, callers off the hit path): the kept reply as a buffer of its own.
+    func hit(_ domain: String, zone: String, generation: Int, at now: Double) -> Hit? {
+        var key = domain, zoneText = zone
+        var out = ByteBuffer()
+        let found = key.withUTF8 { name in
+            zoneText.withUTF8 { zoneBytes in
+                hit(UnsafeRawBufferPointer(name), zone: UnsafeRawBufferPointer(zoneBytes), generation: generation, at: now, into: &out)
+            }
+        }
+        return found.map { Hit(expiresAt: $0.expiresAt, checkedAt: $0.checkedAt, negative: $0.negative, reply: $0.replied ? out : nil) }
+    }
+
+    /// The slot and hit for `name`, the kept reply appended to `out`; `consistent` false when
+    /// what was read does not hold together. Valid only if the sequence did not change meanwhile.
+    private func probe(_ h: UInt64, _ name: UnsafeRawBufferPointer, _ zone: UnsafeRawBufferPointer, _ generation: Int,
+                       into out: inout ByteBuffer) -> (found: (Int, Probe)?, consistent: Bool) {
         let (located, consistent) = locate(name, h)
         guard let (k, record) = located else { return (nil, consistent) }
-        var reply: ByteBuffer?
+        var replied = false
         if record.hasReply, record.generation == Self.generation(generation), zoneMatches(record.zone, zone) {
-            reply = ByteBuffer(bytes: record.reply)
+            out.writeBytes(record.reply)
+            replied = true
         }
-        return ((k, Hit(expiresAt: record.expiresAt, checkedAt: record.checkedAt, negative: record.negative, reply: reply)), true)
+        return ((k, Probe(expiresAt: record.expiresAt, checkedAt: record.checkedAt, negative: record.negative, replied: replied)), true)
     }
 
     /// The slot and record holding `name` (hash `h`), for readers and writers alike; `consistent`

@@ -172,18 +172,30 @@ public final class PolicyResolver: Sendable {
     /// `zone` under the caller's configuration `generation`: the socketmap hit path, without
     /// parsing the name or rendering the policy again. `render` makes the bytes on the first hit
     /// (nil: not kept, e.g. a TEMP reply). Nil when the domain has no valid entry.
-    public func cachedReply(_ domain: String, zone: String, generation: Int, render: (Resolution) -> ByteBuffer?) -> ByteBuffer? {
+    /// The bytes go to the end of `out`; true when they did (nothing is appended otherwise).
+    /// `domain` and `zone` are bytes of the request: no string is made on a hit whose reply is kept.
+    public func cachedReply(_ domain: UnsafeRawBufferPointer, zone: UnsafeRawBufferPointer, generation: Int, into out: inout ByteBuffer,
+                            render: (Resolution) -> ByteBuffer?) -> Bool {
         let now = clock.now()
-        guard let hit = hot.hit(domain, zone: zone, generation: generation, at: now), now < hit.expiresAt else { return nil }
+        let mark = out.writerIndex
+        guard let hit = hot.hit(domain, zone: zone, generation: generation, at: now, into: &out), now < hit.expiresAt else {
+            out.moveWriterIndex(to: mark)
+            return false
+        }
         metrics.lookups.increment()
         metrics.hits.increment()
-        if !hit.negative, now - hit.checkedAt >= settings.recheckAfter { refreshInBackground(domain) { try? DomainName(domain) } }
-        if let kept = hit.reply { return kept }
+        if !hit.negative, now - hit.checkedAt >= settings.recheckAfter {
+            let text = String(decoding: domain, as: UTF8.self)
+            refreshInBackground(text) { try? DomainName(text) }
+        }
+        if hit.replied { return true }
         // The first hit for this zone: render from the entry, keep the bytes with it.
-        guard let entry = hot.peek(domain), let name = try? DomainName(domain),
-              let rendered = render(resolution(from: entry, domain: name, source: .cache)) else { return nil }
-        hot.keep(rendered, domain, zone: zone, generation: generation, renderedFrom: entry)
-        return rendered
+        let text = String(decoding: domain, as: UTF8.self), zoneText = String(decoding: zone, as: UTF8.self)
+        guard let entry = hot.peek(text), let name = try? DomainName(text),
+              var rendered = render(resolution(from: entry, domain: name, source: .cache)) else { return false }
+        hot.keep(rendered, text, zone: zoneText, generation: generation, renderedFrom: entry)
+        out.writeBuffer(&rendered)
+        return true
     }
 
     /// The pool that reads the store for look-ups that miss the hot layer (made on first use).

@@ -9,8 +9,8 @@ import ServerSupport
 /// cannot); `reply` may wait for DNS and HTTPS. Neither may throw: failures are `TEMP` replies.
 /// What the hit path makes of a request.
 public enum SocketmapCacheAnswer: Sendable {
-    /// The whole reply, already a netstring.
-    case reply(ByteBuffer)
+    /// The whole reply, already a netstring, was appended to the caller's buffer.
+    case written
     /// The key is in normalised form and not cached: the ordinary cache look-up would miss too,
     /// so the request goes straight to `reply(to:)`.
     case notCached
@@ -20,8 +20,8 @@ public enum SocketmapCacheAnswer: Sendable {
 
 public protocol SocketmapResponder: Sendable {
     /// The reply for a request payload (`name key` bytes) answered from memory without parsing
-    /// it into strings: the hit path.
-    func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer
+    /// it into strings, appended to `out` (`.written`; nothing appended otherwise): the hit path.
+    func cachedReply(payload: ByteBuffer, into out: inout ByteBuffer) -> SocketmapCacheAnswer
     /// For a `.notCached` key: the reply read from the persistent cache by a pool of readers,
     /// completed on `loop` (nil bytes: not there, or not usable as it is; the request then takes
     /// `reply(to:)`). Nil when there is no such store: `reply(to:)` at once.
@@ -31,7 +31,7 @@ public protocol SocketmapResponder: Sendable {
 }
 
 extension SocketmapResponder {
-    public func cachedReply(payload: ByteBuffer) -> SocketmapCacheAnswer { .notHandled }
+    public func cachedReply(payload: ByteBuffer, into out: inout ByteBuffer) -> SocketmapCacheAnswer { .notHandled }
     public func storedReply(payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer?>? { nil }
 }
 
@@ -162,6 +162,9 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     var closeAfterDrain = false
     var context: ChannelHandlerContext?
     var pendingFlush = false
+    /// The hit path's reply, written into the same storage request after request (it is free
+    /// again once the previous reply went out; if not, writing into it takes a copy).
+    var out = ByteBufferAllocator().buffer(capacity: 128)
     /// Replies a connection may owe before it is read no further: a client that pipelines
     /// requests without reading replies is held back (TCP backpressure), never queued without end.
     static let maxOwed = 128
@@ -181,9 +184,10 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
         let start = NIODeadline.now()
         var cached = SocketmapCacheAnswer.notHandled
         if queue.isEmpty {
-            cached = responder.cachedReply(payload: payload)
-            if case .reply(let bytes) = cached {
-                context.write(wrapOutboundOut(bytes), promise: nil)
+            out.clear()
+            cached = responder.cachedReply(payload: payload, into: &out)
+            if case .written = cached {
+                context.write(wrapOutboundOut(out), promise: nil)
                 pendingFlush = true
                 latency?.observe(NIODeadline.now() - start)
                 if !context.channel.isWritable { updateReading(context) }

@@ -258,3 +258,17 @@ final class FlakyStore: PolicyStore, @unchecked Sendable {
         _ = h
     }
 }
+
+extension PolicyResolver {
+    /// The hit path for text: the reply it appends, as a buffer of its own (nil: not answered).
+    func cachedReply(_ domain: String, zone: String, generation: Int, render: (Resolution) -> ByteBuffer?) -> ByteBuffer? {
+        var out = ByteBuffer()
+        var name = domain, zoneText = zone
+        let written = name.withUTF8 { d in
+            zoneText.withUTF8 { z in
+                cachedReply(UnsafeRawBufferPointer(d), zone: UnsafeRawBufferPointer(z), generation: generation, into: &out, render: render)
+            }
+        }
+        return written ? out : nil
+    }
+}
