@@ -4,12 +4,12 @@
 # peer, the bound, the ratios, CPU, RSS, the command, the date and the machine), so the figures
 # there are reproducible with one command and cannot drift from what was measured.
 # Usage: Benchmarks/all.sh [NAME…]   (default: every benchmark; names: socketmap collector
-#        report-parse check receiver dashboard imap). Logs in .build-bench/all/NAME.log;
+#        report-parse check receiver dashboard imap instructions). Logs in .build-bench/all/NAME.log;
 #        raw results in .build-bench/all/results.jsonl. NO_WRITE=1 prints the table only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(socketmap collector report-parse check receiver dashboard imap)
+[ ${#names[@]} -gt 0 ] || names=(socketmap collector report-parse check receiver dashboard imap instructions)
 out=.build-bench/all
 rm -rf "$out" && mkdir -p "$out"
 export RESULTS=$PWD/$out/results.jsonl
@@ -27,6 +27,7 @@ declare -A args=(
     [receiver]="2000"
     [dashboard]="20"
     [imap]="1000"
+    [instructions]="1000 5"
 )
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u +%FT%TZ)

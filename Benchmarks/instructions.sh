@@ -124,9 +124,19 @@ YML
     wait "$wrapper" 2>/dev/null || true
 fi
 echo
-python3 - "$work/results" <<'PY'
-import re, sys
+python3 - "$work/results" "$RESULTS" <<'PY'
+import json, re, sys
 rows = {l.split()[0]: dict(re.findall(r"(\w+)=(\d+)", l)) for l in open(sys.argv[1])}
+with open(sys.argv[2], "a") as out:
+    for ours, what in (("mtasts-memory", "instructions per cached look-up (callgrind, user space), memory cache (peer: internal), 16 connections"),
+                       ("mtasts-sqlite", "instructions per cached look-up (callgrind, user space), SQLite cache (peer: internal), 16 connections")):
+        if ours in rows:
+            peer = rows.get("resolver-internal")
+            out.write(json.dumps({"bench": "instructions", "what": what, "unit": "instructions", "better": "lower",
+                                  "ours": int(rows[ours]["per_lookup"]), "bound": int(rows["echo-bound"]["per_lookup"]),
+                                  "peer": int(peer["per_lookup"]) if peer else None,
+                                  "peer_name": "postfix-mta-sts-resolver 1.5.1" if peer else None,
+                                  "goal": "within 25 % of the bound's, or ≤ 1/10 of the peer's"}) + "\n")
 bound = int(rows["echo-bound"]["per_lookup"])
 for label, f in rows.items():
     per = int(f["per_lookup"])

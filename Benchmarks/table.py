@@ -9,6 +9,7 @@ commands = {
     "socketmap": "Benchmarks/socketmap.sh 1000 10", "collector": "Benchmarks/collector.sh 5",
     "report-parse": "Benchmarks/report-parse.sh", "check": "Benchmarks/check.sh 1000",
     "receiver": "Benchmarks/receiver.sh 2000", "dashboard": "Benchmarks/dashboard.sh 20", "imap": "Benchmarks/imap.sh 1000",
+    "instructions": "Benchmarks/instructions.sh 1000 5",
 }
 
 
