@@ -30,13 +30,9 @@ load="$bindir/mtasts-bench-socketmap"
 # valgrind cannot read the toolchain's DWARF 5; counting needs no debug information.
 for b in mtasts mtasts-bench-echo; do objcopy --strip-debug "$bindir/$b" "$work/$b"; done
 
-"$bindir/mtasts-bench-world" "$n" "$work" >"$work/world.out" 2>&1 &
-pids=($!)
+pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "^ready " "$work/world.out" 2>/dev/null && break; sleep 0.2; done
-grep -q "^ready " "$work/world.out" || { cat "$work/world.out"; exit 1; }
-ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
-list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
+start_world "$bindir" "$n" "$work"
 echo "nameserver 127.0.0.53" >"$work/resolv.conf"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -77,14 +73,7 @@ print(total)" "$work/$label.callgrind")
 ours() {  # label cache-yaml
     local label=$1 cache=$2 port pid
     port=$(free_port)
-    cat >"$work/$label.yml" <<YML
-host: 127.0.0.1
-port: $port
-$cache
-dns_server: 127.0.0.53:53
-ca_file: $ca
-system_roots: false
-YML
+    world_daemon_config "$work/$label.yml" "$port" "$cache"
     $vg --callgrind-out-file="$work/$label.callgrind" "$work/mtasts" daemon --config "$work/$label.yml" 2>"$work/$label.log" &
     pid=$!; pids+=($pid)
     wait_port "$port"

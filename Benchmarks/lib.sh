@@ -25,3 +25,23 @@ for arg in sys.argv[1:]:
 print(json.dumps(row, ensure_ascii=False))
 PY
 }
+
+# The benchmark world (Benchmarks/World: dnsmasq on 127.0.0.53 and one HTTPS policy host for N
+# domains, certificates from a CA made for the run): `start_world BINDIR N DIR` starts it, adds its
+# pid to the array `pids` (the caller's EXIT trap kills them) and sets `ca` (the CA file) and
+# `list` (the file of domains).
+start_world() {
+    "$1/mtasts-bench-world" "$2" "$3" >"$3/world.out" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q "^ready " "$3/world.out" 2>/dev/null && break; sleep 0.2; done
+    grep -q "^ready " "$3/world.out" || { cat "$3/world.out"; return 1; }
+    ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$3/world.out")
+    list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$3/world.out")
+}
+
+# `world_daemon_config FILE PORT CACHE-YAML [MORE-YAML]`: a configuration of `mtasts daemon` on
+# 127.0.0.1:PORT that resolves through the world's DNS and trusts only the world's CA.
+world_daemon_config() {
+    printf 'host: 127.0.0.1\nport: %s\n%s\ndns_server: 127.0.0.53:53\nca_file: %s\nsystem_roots: false\n%s' "$2" "$3" "$ca" "${4:+$4
+}" >"$1"
+}

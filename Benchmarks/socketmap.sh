@@ -33,14 +33,9 @@ bindir=$(scripts/build-release.sh --show-bin-path)
 load="$bindir/mtasts-bench-socketmap"
 mtasts=${MTASTS_BIN:-$bindir/mtasts}
 
-"$bindir/mtasts-bench-world" "$n" "$work" >"$work/world.out" 2>&1 &
-world=$!
-pids=($world)
+pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "^ready " "$work/world.out" 2>/dev/null && break; sleep 0.2; done
-grep -q "^ready " "$work/world.out" || { cat "$work/world.out"; exit 1; }
-ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
-list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
+start_world "$bindir" "$n" "$work"
 echo "nameserver 127.0.0.53" >"$work/resolv.conf"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -73,14 +68,7 @@ run() {
 ours() {  # label, cache yaml
     local label=$1 cache=$2 port
     port=$(free_port)
-    cat >"$work/mtasts-$label.yml" <<EOF
-host: 127.0.0.1
-port: $port
-$cache
-dns_server: 127.0.0.53:53
-ca_file: $ca
-system_roots: false
-EOF
+    world_daemon_config "$work/mtasts-$label.yml" "$port" "$cache"
     "$mtasts" daemon --config "$work/mtasts-$label.yml" 2>"$work/mtasts-$label.log" &
     local pid=$!
     pids+=($pid)

@@ -27,29 +27,18 @@ bindir=$(scripts/build-release.sh --show-bin-path)
 # valgrind cannot read the toolchain's DWARF 5; the symbol table is all the order needs.
 objcopy --strip-debug "$bindir/mtasts" "$work/mtasts"
 
-"$bindir/mtasts-bench-world" "$n" "$work" >"$work/world.out" 2>&1 &
-pids=($!)
+source Benchmarks/lib.sh
+pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "^ready " "$work/world.out" 2>/dev/null && break; sleep 0.2; done
-grep -q "^ready " "$work/world.out" || { cat "$work/world.out"; exit 1; }
-ca=$(sed -n 's/.*ca=\([^ ]*\).*/\1/p' "$work/world.out")
-list=$(sed -n 's/.*domains=\([^ ]*\).*/\1/p' "$work/world.out")
+start_world "$bindir" "$n" "$work"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 profile() {  # label, cache yaml
     local label=$1 cache=$2 port pid
     port=$(free_port)
-    cat >"$work/$label.yml" <<YML
-host: 127.0.0.1
-port: $port
-$cache
-dns_server: 127.0.0.53:53
-ca_file: $ca
-system_roots: false
-tlsrpt_database: $work/$label-tlsrpt.db
+    world_daemon_config "$work/$label.yml" "$port" "$cache" "tlsrpt_database: $work/$label-tlsrpt.db
 collector:
-  socket: $work/$label-tlsrpt.sock
-YML
+  socket: $work/$label-tlsrpt.sock"
     valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/$label.callgrind" \
         "$work/mtasts" daemon --config "$work/$label.yml" 2>"$work/$label.log" &
     pid=$!
