@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Resident memory of a process by mapping: `Benchmarks/smaps.py PID` prints RSS and private dirty
 kB per file (anonymous mappings, the heap and thread stacks grouped), largest first, with the
-total. Used by `SMAPS=1 Benchmarks/socketmap.sh` to show where the daemon's RSS goes."""
-import collections, re, sys
+total. Used by `SMAPS=1 Benchmarks/socketmap.sh` to show where the daemon's RSS goes.
+`Benchmarks/smaps.py PID --sections` also prints the resident kB of the process's executable by
+ELF section (`.text`, `.rodata`, …; from /proc/PID/pagemap, so as root), and how much of it is
+private (written: relocated data, `.data`)."""
+import collections, re, struct, subprocess, sys
 
 pid = sys.argv[1]
 rss = collections.Counter()
@@ -29,3 +32,35 @@ for n, v in rss.most_common():
         continue
     print(f"{v:>8} {dirty[n]:>8} {count[n]:>5}  {n}")
 print(f"{sum(rss.values()):>8} {sum(dirty.values()):>8} {sum(count.values()):>5}  total")
+
+if "--sections" in sys.argv[2:]:
+    binary = __import__("os").readlink(f"/proc/{pid}/exe")
+    sections = []
+    for line in subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True).stdout.splitlines():
+        m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", line)
+        if m and int(m.group(2), 16) and int(m.group(3), 16):
+            sections.append((m.group(1), int(m.group(2), 16), int(m.group(3), 16)))
+    resident, private = collections.Counter(), collections.Counter()
+    base = None
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in open(f"/proc/{pid}/maps"):
+            parts = line.split()
+            if len(parts) < 6 or parts[5] != binary:
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if base is None:
+                base = lo - int(parts[2], 16)
+            for page in range(lo, hi, 4096):
+                pagemap.seek(page // 4096 * 8)
+                entry = struct.unpack("<Q", pagemap.read(8))[0]
+                if entry >> 63 & 1:
+                    at = page - base
+                    name = next((n for n, start, size in sections if start <= at < start + size), "(between sections)")
+                    resident[name] += 4
+                    if not entry >> 61 & 1:  # not a page of the file: written, private
+                        private[name] += 4
+    print(f"\n{binary} by section:")
+    print(f"{'RSS kB':>8} {'private':>8}  section")
+    for n, v in resident.most_common():
+        print(f"{v:>8} {private[n]:>8}  {n}")
+    print(f"{sum(resident.values()):>8} {sum(private.values()):>8}  total")
