@@ -85,9 +85,7 @@ public final class PolicyMapResponder: SocketmapResponder {
     public func cachedReply(payload: ByteBuffer, into out: inout ByteBuffer) -> SocketmapCacheAnswer {
         let generation = generation.load(ordering: .relaxed)
         return payload.withUnsafeReadableBytes { bytes -> SocketmapCacheAnswer in
-            guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0, space < bytes.count - 1 else { return .notHandled }
-            let zone = UnsafeRawBufferPointer(rebasing: bytes[..<space])
-            let key = UnsafeRawBufferPointer(rebasing: bytes[(space + 1)...])
+            guard let (zone, key) = Self.split(bytes) else { return .notHandled }
             if resolver.cachedReply(key, zone: zone, generation: generation, into: &out, render: { self.keptReply($0, zone: String(decoding: zone, as: UTF8.self)) }) {
                 return .written
             }
@@ -100,11 +98,9 @@ public final class PolicyMapResponder: SocketmapResponder {
     }
 
     /// `name key` from the request bytes (both non-empty), without parsing the key further.
-    static func split(_ payload: ByteBuffer) -> (name: String, key: String, keyBytes: ByteBufferView.SubSequence)? {
-        let view = payload.readableBytesView
-        guard let space = view.firstIndex(of: UInt8(ascii: " ")), space > view.startIndex, space < view.endIndex - 1 else { return nil }
-        let keyBytes = view[(space + 1)...]
-        return (String(decoding: view[view.startIndex..<space], as: UTF8.self), String(decoding: keyBytes, as: UTF8.self), keyBytes)
+    static func split(_ bytes: UnsafeRawBufferPointer) -> (name: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer)? {
+        guard let space = bytes.firstIndex(of: UInt8(ascii: " ")), space > 0, space < bytes.count - 1 else { return nil }
+        return (UnsafeRawBufferPointer(rebasing: bytes[..<space]), UnsafeRawBufferPointer(rebasing: bytes[(space + 1)...]))
     }
 
     /// The bytes kept with a cached entry for `zone`: nil for what must not be kept (a `TEMP`, a
@@ -122,7 +118,10 @@ public final class PolicyMapResponder: SocketmapResponder {
     /// readers (`PolicyResolver.storedReply`): a policy fetched before a restart, by another
     /// daemon sharing the store, or pushed out of the hot layer.
     public func storedReply(payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<ByteBuffer?>? {
-        guard let (name, key, _) = Self.split(payload) else { return nil }
+        let split = payload.withUnsafeReadableBytes { bytes in
+            Self.split(bytes).map { (String(decoding: $0.name, as: UTF8.self), String(decoding: $0.key, as: UTF8.self)) }
+        }
+        guard let (name, key) = split else { return nil }
         return resolver.storedReply(key, zone: name, generation: generation.load(ordering: .relaxed), on: loop) { self.keptReply($0, zone: name) }
     }
 

@@ -476,31 +476,53 @@ final class HotCache: @unchecked Sendable {
     /// Doubles the index and places every live record's word again (the records do not move),
     /// with the sequence odd meanwhile: a reader that saw the old size reads again.
     private func grow() {
-        let old = slotCount
-        var live: [(word: UInt64, hash: UInt64, lastUsed: UInt64, used: UInt8)] = []
-        live.reserveCapacity(liveCount)
-        for k in 0..<old {
-            let word = slot(k).load(ordering: .relaxed)
-            if word > 1 {
-                live.append((word, Record(base: region + (Int(word & Self.offsetMask) << 3)).hash,
-                             lastUse(k).load(ordering: .relaxed), usedMark(k).load(ordering: .relaxed)))
-            }
-        }
+        let live = liveSlots()
         sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
-        for k in 0..<old {
-            slot(k).store(0, ordering: .relaxed)
-            usedMark(k).store(0, ordering: .relaxed)
-        }
-        slotCountStore.store(old * 2, ordering: .relaxed)
-        for item in live {
-            let k = freeSlot(item.hash)
-            slot(k).store(item.word, ordering: .relaxed)
-            lastUse(k).store(item.lastUsed, ordering: .relaxed)
-            usedMark(k).store(item.used, ordering: .relaxed)
-        }
+        clearIndex()
+        slotCountStore.store(slotCount * 2, ordering: .relaxed)
+        for item in live { place(item, at: item.offset) }
         removedSlots = 0
         growths += 1
         sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
+    }
+
+    /// A live slot of the index, as a rebuild (growth, compaction) carries it over.
+    private struct LiveSlot {
+        var word: UInt64
+        var hash: UInt64
+        var lastUsed: UInt64
+        var used: UInt8
+        var offset: Int { Int(word & HotCache.offsetMask) << 3 }
+    }
+
+    /// The index's live slots (the hash read again from the record: the word keeps 24 bits of it).
+    private func liveSlots() -> [LiveSlot] {
+        var live: [LiveSlot] = []
+        live.reserveCapacity(liveCount)
+        for k in 0..<slotCount {
+            let word = slot(k).load(ordering: .relaxed)
+            if word > 1 {
+                live.append(LiveSlot(word: word, hash: Record(base: region + (Int(word & Self.offsetMask) << 3)).hash,
+                                     lastUsed: lastUse(k).load(ordering: .relaxed), used: usedMark(k).load(ordering: .relaxed)))
+            }
+        }
+        return live
+    }
+
+    /// Empties the index (with the sequence odd).
+    private func clearIndex() {
+        for k in 0..<slotCount {
+            slot(k).store(0, ordering: .relaxed)
+            usedMark(k).store(0, ordering: .relaxed)
+        }
+    }
+
+    /// Puts `item` back into the index, its record now at `offset`.
+    private func place(_ item: LiveSlot, at offset: Int) {
+        let k = freeSlot(item.hash)
+        slot(k).store((item.hash >> 40) << 40 | UInt64(offset >> 3), ordering: .relaxed)
+        lastUse(k).store(item.lastUsed, ordering: .relaxed)
+        usedMark(k).store(item.used, ordering: .relaxed)
     }
 
     /// The offset for a record of `size` bytes at the end of the arena, after moving the records
@@ -519,29 +541,15 @@ final class HotCache: @unchecked Sendable {
     /// Moves the live records together in address order, builds the index again without the
     /// removed slots, and gives the freed pages back, with the sequence odd meanwhile.
     private func compact() {
-        var live: [(offset: Int, hash: UInt64, lastUsed: UInt64, used: UInt8)] = []
-        live.reserveCapacity(liveCount)
-        for k in 0..<slotCount {
-            let word = slot(k).load(ordering: .relaxed)
-            if word > 1 {
-                live.append((Int(word & Self.offsetMask) << 3, Record(base: region + (Int(word & Self.offsetMask) << 3)).hash,
-                             lastUse(k).load(ordering: .relaxed), usedMark(k).load(ordering: .relaxed)))
-            }
-        }
+        var live = liveSlots()
         live.sort { $0.offset < $1.offset }
         sequence.wrappingIncrement(ordering: .sequentiallyConsistent)
-        for k in 0..<slotCount {
-            slot(k).store(0, ordering: .relaxed)
-            usedMark(k).store(0, ordering: .relaxed)
-        }
+        clearIndex()
         var cursor = Self.firstOffset
         for item in live {
             let size = Record(base: region + item.offset).size
             if item.offset != cursor { (region + cursor).copyMemory(from: region + item.offset, byteCount: size) }
-            let k = freeSlot(item.hash)
-            slot(k).store((item.hash >> 40) << 40 | UInt64(cursor >> 3), ordering: .relaxed)
-            lastUse(k).store(item.lastUsed, ordering: .relaxed)
-            usedMark(k).store(item.used, ordering: .relaxed)
+            place(item, at: cursor)
             cursor += size
         }
         let oldEnd = end

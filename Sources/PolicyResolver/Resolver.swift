@@ -171,9 +171,9 @@ public final class PolicyResolver: Sendable {
     /// The reply for a cached `domain` (its normalised text) as bytes rendered once per entry and
     /// `zone` under the caller's configuration `generation`: the socketmap hit path, without
     /// parsing the name or rendering the policy again. `render` makes the bytes on the first hit
-    /// (nil: not kept, e.g. a TEMP reply). Nil when the domain has no valid entry.
-    /// The bytes go to the end of `out`; true when they did (nothing is appended otherwise).
-    /// `domain` and `zone` are bytes of the request: no string is made on a hit whose reply is kept.
+    /// (nil: not kept, e.g. a TEMP reply). The bytes go to the end of `out`; true when they did,
+    /// false (nothing appended) when the domain has no valid entry or no reply to keep. `domain`
+    /// and `zone` are bytes of the request: no string is made on a hit whose reply is kept.
     public func cachedReply(_ domain: UnsafeRawBufferPointer, zone: UnsafeRawBufferPointer, generation: Int, into out: inout ByteBuffer,
                             render: (Resolution) -> ByteBuffer?) -> Bool {
         let now = clock.now()

@@ -198,15 +198,18 @@ final class SocketmapHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        stopIdleTimer()
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        stopIdleTimer()
+        context.fireChannelInactive()
+    }
+
+    func stopIdleTimer() {
         idleTimer?.cancel()
         idleTimer = nil
-        context.fireChannelInactive()
     }
 
     /// The check for idleness, due `idleTimeout` after `from`: closes the connection if no

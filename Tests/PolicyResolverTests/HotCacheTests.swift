@@ -147,6 +147,15 @@ import TestSupport
         }
     }
 
+    /// Puts an entry for each domain and keeps its reply (`id=1`) for the default zone.
+    static func putWithReplies(_ cache: HotCache, _ domains: [String]) {
+        for d in domains {
+            let e = entry(d)
+            cache.put(e)
+            cache.keep(reply(d, "1"), d, zone: "", generation: 1, renderedFrom: e)
+        }
+    }
+
     /// Three readers without a lock asking for `domains` in turn until `stop`: hits, misses (no
     /// entry or no kept reply), and replies `right` says are not the domain's.
     static func readers(_ cache: HotCache, _ domains: [String], stop: ManagedFlag,
@@ -186,11 +195,7 @@ import TestSupport
         let cache = HotCache(capacity: 100_000)
         #expect(cache.indexSlots == HotCache.initialSlots)
         let stable = (0..<100).map { "s\($0).example" }
-        for d in stable {
-            let e = Self.entry(d)
-            cache.put(e)
-            cache.keep(Self.reply(d, "1"), d, zone: "", generation: 1, renderedFrom: e)
-        }
+        Self.putWithReplies(cache, stable)
         let stop = ManagedFlag()
         let readers = Self.readers(cache, stable, stop: stop) { d, text in text == "OK secure match=\(d) id=1" }
         for k in 0..<900 { cache.put(Self.entry("g\(k).example")) }
@@ -211,11 +216,7 @@ import TestSupport
     func racingReaders() async throws {
         let cache = HotCache(capacity: 3_000, regionBytes: 2 << 20)
         let domains = (0..<2_000).map { "r\($0).example" }
-        for d in domains {
-            let e = Self.entry(d)
-            cache.put(e)
-            cache.keep(Self.reply(d, "1"), d, zone: "", generation: 1, renderedFrom: e)
-        }
+        Self.putWithReplies(cache, domains)
         let stop = ManagedFlag()
         // (Removed and evicted domains are missed: that is not counted against the cache here.)
         let readers = Self.readers(cache, domains, stop: stop) { d, text in text.hasPrefix("OK secure match=\(d) id=") }
