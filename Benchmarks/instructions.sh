@@ -34,8 +34,6 @@ pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
 start_world "$bindir" "$n" "$work"
 echo "nameserver 127.0.0.53" >"$work/resolv.conf"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 vg="valgrind --tool=callgrind --instr-atstart=no"
 
 # label port pid: warm (not counted), then SECONDS of 16 connections counted.
@@ -76,7 +74,7 @@ ours() {  # label cache-yaml
     world_daemon_config "$work/$label.yml" "$port" "$cache"
     $vg --callgrind-out-file="$work/$label.callgrind" "$work/mtasts" daemon --config "$work/$label.yml" 2>"$work/$label.log" &
     pid=$!; pids+=($pid)
-    wait_port "$port"
+    wait_port "$port" 60
     count "$label" "$port" "$pid"
 }
 
@@ -84,7 +82,7 @@ ours() {  # label cache-yaml
 port=$(free_port)
 $vg --callgrind-out-file="$work/echo-bound.callgrind" "$work/mtasts-bench-echo" --port "$port" >"$work/echo.out" 2>&1 &
 pid=$!; pids+=($pid)
-wait_port "$port"
+wait_port "$port" 60
 count echo-bound "$port" "$pid"
 ours mtasts-memory "cache:
   type: internal
@@ -107,7 +105,7 @@ YML
     # As in Benchmarks/socketmap.sh: the peer reads the system resolver and trust store only.
     SSL_CERT_FILE="$ca" unshare -m sh -c "mount --bind '$work/resolv.conf' /etc/resolv.conf && exec $vg --callgrind-out-file='$work/resolver-internal.callgrind' '$(pwd)/$venv/bin/python' '$(pwd)/$venv/bin/mta-sts-daemon' -c '$work/peer.yml'" 2>"$work/peer.log" &
     wrapper=$!; pids+=($wrapper)
-    wait_port "$port"
+    wait_port "$port" 60
     pid=$(pgrep -f "callgrind.*mta-sts-daemon -c $work/peer.yml" | tail -1)
     count resolver-internal "$port" "$pid"
     wait "$wrapper" 2>/dev/null || true

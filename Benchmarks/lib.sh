@@ -45,3 +45,8 @@ world_daemon_config() {
     printf 'host: 127.0.0.1\nport: %s\n%s\ndns_server: 127.0.0.53:53\nca_file: %s\nsystem_roots: false\n%s' "$2" "$3" "$ca" "${4:+$4
 }" >"$1"
 }
+
+# A free TCP port on 127.0.0.1; `wait_port PORT [SECONDS]` waits (20 s by default) until something
+# listens on it.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq $((${2:-20} * 10))); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }

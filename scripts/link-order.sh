@@ -31,7 +31,6 @@ source Benchmarks/lib.sh
 pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
 start_world "$bindir" "$n" "$work"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 profile() {  # label, cache yaml
     local label=$1 cache=$2 port pid
