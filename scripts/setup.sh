@@ -3,8 +3,8 @@
 # apt-get runs only when a package is missing.
 set -euo pipefail
 # dovecot-imapd: the IMAP server of the IMAP ingestion tests; chromium and chromium-driver: the
-# dashboard's browser tests.
-packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 python3-venv time dnsmasq-base openssl ca-certificates curl postgresql postfix dovecot-imapd chromium chromium-driver)
+# dashboard's browser tests; gdb: the test watchdog's stack dump of a test process that hangs.
+packages=(zlib1g-dev libsqlite3-dev libpq-dev python3 python3-venv time dnsmasq-base openssl ca-certificates curl postgresql postfix dovecot-imapd chromium chromium-driver gdb)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

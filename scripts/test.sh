@@ -15,15 +15,41 @@ swift build --build-tests
 endtoend='^(DaemonTests|ReceiverTests|SenderTests|MTASTSCheckTests|MTASTSCLITests|MailDNSTests)\.'
 # 1. Every library in-process (no child process), then 2. end to end. Apart, so that the end-to-end
 # tests, which wait on child processes, do not hold the threads the in-process servers run on. Each
-# run has a watchdog: a hang fails the run with a message instead of waiting for CI's limit.
+# run has a watchdog: a hang fails the run with the stacks of the hung test process, instead of
+# waiting for CI's limit.
 run() {
     local what=$1; shift
     local started=$SECONDS
-    if ! timeout --signal=KILL 1200 swift test --skip-build "$@"; then
-        echo "test: the $what tests failed (or hung past 20 minutes)" >&2
+    swift test --skip-build "$@" &
+    local pid=$! limit=$((SECONDS + 1200))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $limit ]; do sleep 2; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "test: the $what tests hung past 20 minutes; what each test process was doing:" >&2
+        hung "$pid"
+        kill -KILL -- $(descendants "$pid") "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        exit 1
+    fi
+    if ! wait "$pid"; then
+        echo "test: the $what tests failed" >&2
         exit 1
     fi
     echo "test: $what tests took $((SECONDS - started)) s"
+}
+# Every process below $1 (children first, depth first).
+descendants() {
+    local c
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do descendants "$c"; echo "$c"; done
+}
+# The process tree under $1, and every thread's stack of each test process in it.
+hung() {
+    ps -o pid,ppid,stat,etime,args -p "$(descendants "$1" | tr '\n' ,)$1" >&2 || true
+    local p
+    for p in $(descendants "$1"); do
+        case "$(tr '\0' ' ' < /proc/"$p"/cmdline 2>/dev/null)" in
+            *.xctest*) gdb -p "$p" -batch -nx -ex "thread apply all bt 30" >&2 2>&1 || true ;;
+        esac
+    done
 }
 run in-process --skip "$endtoend"
 run end-to-end --filter "$endtoend"

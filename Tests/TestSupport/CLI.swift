@@ -51,6 +51,10 @@ public enum CLI {
         try out.close()
         try err.close()
         let outData = try Data(contentsOf: outURL), errData = try Data(contentsOf: errURL)
+        if process.terminationReason == .uncaughtSignal {
+            // A crash: its whole backtrace goes to the test log, whatever the test prints of it.
+            FileHandle.standardError.write(Data("mtasts \(arguments.prefix(2).joined(separator: " ")) died of signal \(process.terminationStatus):\n".utf8) + errData)
+        }
         return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
     }
 }
