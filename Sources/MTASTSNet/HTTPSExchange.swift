@@ -51,15 +51,12 @@ public enum HTTPSExchange {
             channel.close(promise: nil)
         }
         defer { timer.cancel() }
-        var response: Response
+        let response: Response
         do {
             response = try await promise.futureResult.get()
         } catch {
             channel.close(promise: nil)
             throw error
-        }
-        if let ssl = try? await channel.pipeline.handler(type: NIOSSLClientHandler.self).get() {
-            response.tlsVersion = TLSSetup.describe(ssl.tlsVersion)
         }
         channel.close(promise: nil)
         return response
@@ -114,7 +111,12 @@ final class ExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             body += buffer.readBytes(length: buffer.readableBytes) ?? []
         case .end:
-            if let head { finish(context, .success(HTTPSExchange.Response(head: head, body: body))) }
+            guard let head else { return }
+            // The TLS version is read here, on the channel's event loop: the TLS handler is not
+            // thread-safe, and once the server closes, the loop frees its connection (reading it
+            // from another thread then could dereference freed state).
+            let ssl = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self)
+            finish(context, .success(HTTPSExchange.Response(head: head, body: body, tlsVersion: ssl.flatMap { TLSSetup.describe($0.tlsVersion) })))
         }
     }
 
