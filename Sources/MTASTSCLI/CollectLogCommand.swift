@@ -61,8 +61,8 @@ struct CollectLogCommand: AsyncParsableCommand {
             record: { domain in
                 do {
                     let answer = try await dns.txt("_smtp._tls." + domain)
-                    let chosen = answer.records.map { String(decoding: $0.joined(), as: UTF8.self) }.filter { $0.hasPrefix("v=TLSRPTv1") }
-                    return chosen.count == 1 ? .found(chosen[0]) : .none
+                    let rrset = answer.records.map { $0.map { String(decoding: $0, as: UTF8.self) } }
+                    return TLSRPTRecord.selectText(rrset).map { .found($0) } ?? .none
                 } catch let error as DNSError {
                     return error.kind == .nxdomain || error.kind == .nodata ? .none : .failed
                 } catch {

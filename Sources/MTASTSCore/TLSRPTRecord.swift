@@ -188,6 +188,14 @@ public struct TLSRPTRecord: Hashable, Sendable {
             return (result.record, result.diagnostics)
         }
     }
+
+    /// The text of the record a sender reports to (RFC 8460 §3: the one record of the RRset that
+    /// begins with `v=TLSRPTv1;`, and it must parse), or nil when the domain gets no report. The
+    /// text is what a report is kept under, as libtlsrpt passes it.
+    public static func selectText(_ rrset: [[String]]) -> String? {
+        guard case .one(let text) = TXTRecordSet.select(rrset, prefix: version + ";"), parse(text).record != nil else { return nil }
+        return text
+    }
 }
 
 extension StringProtocol {

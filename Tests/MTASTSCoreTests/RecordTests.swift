@@ -24,7 +24,19 @@ import Testing
             let expected = v["rua"] as? [String]
             let (record, diagnostics) = TLSRPTRecord.select(rrset)
             #expect(record?.rua.map(\.uri) == expected, "\(v["case"]!) \(rrset): got \(record?.rua.map(\.uri) ?? []), \(diagnostics)")
+            // The text a sender keeps its report under: there exactly when a record is chosen.
+            #expect((TLSRPTRecord.selectText(rrset) != nil) == (record != nil), "\(v["case"]!) \(rrset)")
         }
+    }
+
+    @Test func selectedRecordText() {
+        let good = "v=TLSRPTv1; rua=mailto:tls@x.example"
+        #expect(TLSRPTRecord.selectText([["v=TLSRPTv1; rua=mailto:", "tls@x.example"]]) == good)  // strings joined
+        #expect(TLSRPTRecord.selectText([["v=spf1 -all"], [good]]) == good)
+        #expect(TLSRPTRecord.selectText([[good], ["v=TLSRPTv1; rua=mailto:b@x.example"]]) == nil)  // two: none
+        #expect(TLSRPTRecord.selectText([["v=TLSRPTv1x; rua=mailto:tls@x.example"]]) == nil)       // not the version
+        #expect(TLSRPTRecord.selectText([["v=TLSRPTv1; rua=http://x.example/"]]) == nil)            // no usable rua
+        #expect(TLSRPTRecord.selectText([[good], ["v=TLSRPTv1x; rua=mailto:b@x.example"]]) == good)
     }
 
     @Test func unsupportedSchemeIsWarnedAndSkipped() {
