@@ -4,7 +4,9 @@ kB per file (anonymous mappings, the heap and thread stacks grouped), largest fi
 total. Used by `SMAPS=1 Benchmarks/socketmap.sh` to show where the daemon's RSS goes.
 `Benchmarks/smaps.py PID --sections` also prints the resident kB of the process's executable by
 ELF section (`.text`, `.rodata`, …; from /proc/PID/pagemap, so as root), and how much of it is
-private (written: relocated data, `.data`)."""
+private (written: relocated data, `.data`). `--text` also splits the resident pages of the code by
+where they lie: inside the span the link order file (scripts/link-order.txt) laid out first, or
+outside it, by the module of the function each page starts in (Swift names by module; C by prefix)."""
 import collections, re, struct, subprocess, sys
 
 pid = sys.argv[1]
@@ -64,3 +66,55 @@ if "--sections" in sys.argv[2:]:
     for n, v in resident.most_common():
         print(f"{v:>8} {private[n]:>8}  {n}")
     print(f"{sum(resident.values()):>8} {sum(private.values()):>8}  total")
+
+if "--text" in sys.argv[2:]:
+    import bisect, os
+    binary = os.readlink(f"/proc/{pid}/exe")
+    symbols = []
+    for line in subprocess.run(["nm", "-n", "--defined-only", binary], capture_output=True, text=True).stdout.splitlines():
+        p = line.split()
+        if len(p) == 3 and p[1] in "tTwW":
+            symbols.append((int(p[0], 16), p[2]))
+    starts = [a for a, _ in symbols]
+    order_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "link-order.txt")
+    order = {l.strip() for l in open(order_file) if l.strip() and not l.startswith("#")}
+    ordered = [a for a, n in symbols if n in order] or [0]
+    lo, hi = min(ordered), max(ordered)
+
+    def module(n):
+        if n.startswith("$s"):
+            rest = n[2:]
+            if rest.startswith("s"):
+                return "Swift standard library"
+            m = re.match(r"(\d+)", rest)
+            return rest[len(m.group(1)):len(m.group(1)) + int(m.group(1))] if m else "Swift (other)"
+        for prefix, name in (("CNIOBoringSSL", "BoringSSL"), ("sqlite3", "SQLite"), ("swift_", "Swift runtime"),
+                             ("_ZN5swift", "Swift runtime"), ("yaml_", "libyaml"), ("_ZN", "C++ (other)")):
+            if n.startswith(prefix):
+                return name
+        return "C (other)"
+    inside, outside = 0, collections.Counter()
+    base = None
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in open(f"/proc/{pid}/maps"):
+            parts = line.split()
+            if len(parts) < 6 or parts[5] != binary:
+                continue
+            lo_map, hi_map = (int(x, 16) for x in parts[0].split("-"))
+            if base is None:
+                base = lo_map - int(parts[2], 16)
+            if "x" not in parts[1]:
+                continue
+            for page in range(lo_map, hi_map, 4096):
+                pagemap.seek(page // 4096 * 8)
+                if not struct.unpack("<Q", pagemap.read(8))[0] >> 63 & 1:
+                    continue
+                at = page - base
+                if lo <= at <= hi:
+                    inside += 4
+                else:
+                    i = bisect.bisect_right(starts, at) - 1
+                    outside[module(symbols[i][1]) if i >= 0 else "?"] += 4
+    print(f"\ncode resident: {inside} kB inside the ordered span ({(hi - lo) // 1024} kB long), {sum(outside.values())} kB outside it:")
+    for n, v in outside.most_common(20):
+        print(f"{v:>8}  {n}")

@@ -9,7 +9,7 @@
 #        ONLY=big runs only the 100,000 / 1,000,000-policy part; ONLY=ours the bound and our daemon,
 #        without the peer; PERF=1 records a perf profile of our memory-cache daemon at 16
 #        connections into .build-bench/socketmap/perf.data, and of the many-policies daemons into
-#        perf-LABEL.data; SMAPS=1 writes each server's RSS by mapping after its 16-connection run
+#        perf-LABEL.data; SMAPS=1 writes each server's RSS by mapping (and of the executable by ELF section, and its code by module) after its 16-connection run
 #        into .build-bench/socketmap/smaps-LABEL.txt; MTASTS_BIN=path runs that build of mtasts
 #        as our daemon, for before/after comparisons)
 set -euo pipefail
@@ -60,7 +60,7 @@ run() {
         echo "$label $out daemon_cpu_us_per_lookup=$(python3 -c "print(round(($after - $before) / $tick * 1e6 / max(1, $lookups), 1))") daemon_rss_kb=$(rss_kb "$pid")" | tee -a "$work/results"
     done
     # SMAPS=1: where the server's RSS is, by mapping, after the 16-connection run.
-    if [ -n "${SMAPS:-}" ]; then python3 Benchmarks/smaps.py "$pid" >"$work/smaps-$label.txt"; fi
+    if [ -n "${SMAPS:-}" ]; then python3 Benchmarks/smaps.py "$pid" --sections --text >"$work/smaps-$label.txt"; fi
 }
 
 ours() {  # label, cache yaml
