@@ -35,14 +35,9 @@ for n, v in rss.most_common():
     print(f"{v:>8} {dirty[n]:>8} {count[n]:>5}  {n}")
 print(f"{sum(rss.values()):>8} {sum(dirty.values()):>8} {sum(count.values()):>5}  total")
 
-if "--sections" in sys.argv[2:]:
-    binary = __import__("os").readlink(f"/proc/{pid}/exe")
-    sections = []
-    for line in subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True).stdout.splitlines():
-        m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", line)
-        if m and int(m.group(2), 16) and int(m.group(3), 16):
-            sections.append((m.group(1), int(m.group(2), 16), int(m.group(3), 16)))
-    resident, private = collections.Counter(), collections.Counter()
+def resident_pages(binary, code_only=False):
+    """(address in the file's layout, pagemap entry) of each resident page of the process's mappings
+    of `binary` (only the executable ones with `code_only`)."""
     base = None
     with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
         for line in open(f"/proc/{pid}/maps"):
@@ -52,15 +47,27 @@ if "--sections" in sys.argv[2:]:
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
             if base is None:
                 base = lo - int(parts[2], 16)
+            if code_only and "x" not in parts[1]:
+                continue
             for page in range(lo, hi, 4096):
                 pagemap.seek(page // 4096 * 8)
                 entry = struct.unpack("<Q", pagemap.read(8))[0]
                 if entry >> 63 & 1:
-                    at = page - base
-                    name = next((n for n, start, size in sections if start <= at < start + size), "(between sections)")
-                    resident[name] += 4
-                    if not entry >> 61 & 1:  # not a page of the file: written, private
-                        private[name] += 4
+                    yield page - base, entry
+
+if "--sections" in sys.argv[2:]:
+    binary = __import__("os").readlink(f"/proc/{pid}/exe")
+    sections = []
+    for line in subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True).stdout.splitlines():
+        m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", line)
+        if m and int(m.group(2), 16) and int(m.group(3), 16):
+            sections.append((m.group(1), int(m.group(2), 16), int(m.group(3), 16)))
+    resident, private = collections.Counter(), collections.Counter()
+    for at, entry in resident_pages(binary):
+        name = next((n for n, start, size in sections if start <= at < start + size), "(between sections)")
+        resident[name] += 4
+        if not entry >> 61 & 1:  # not a page of the file: written, private
+            private[name] += 4
     print(f"\n{binary} by section:")
     print(f"{'RSS kB':>8} {'private':>8}  section")
     for n, v in resident.most_common():
@@ -94,27 +101,12 @@ if "--text" in sys.argv[2:]:
                 return name
         return "C (other)"
     inside, outside = 0, collections.Counter()
-    base = None
-    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
-        for line in open(f"/proc/{pid}/maps"):
-            parts = line.split()
-            if len(parts) < 6 or parts[5] != binary:
-                continue
-            lo_map, hi_map = (int(x, 16) for x in parts[0].split("-"))
-            if base is None:
-                base = lo_map - int(parts[2], 16)
-            if "x" not in parts[1]:
-                continue
-            for page in range(lo_map, hi_map, 4096):
-                pagemap.seek(page // 4096 * 8)
-                if not struct.unpack("<Q", pagemap.read(8))[0] >> 63 & 1:
-                    continue
-                at = page - base
-                if lo <= at <= hi:
-                    inside += 4
-                else:
-                    i = bisect.bisect_right(starts, at) - 1
-                    outside[module(symbols[i][1]) if i >= 0 else "?"] += 4
+    for at, _ in resident_pages(binary, code_only=True):
+        if lo <= at <= hi:
+            inside += 4
+        else:
+            i = bisect.bisect_right(starts, at) - 1
+            outside[module(symbols[i][1]) if i >= 0 else "?"] += 4
     print(f"\ncode resident: {inside} kB inside the ordered span ({(hi - lo) // 1024} kB long), {sum(outside.values())} kB outside it:")
     for n, v in outside.most_common(20):
         print(f"{v:>8}  {n}")
