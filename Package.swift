@@ -3,6 +3,8 @@ import PackageDescription
 
 /// The directory of this manifest (the link order file is named from it: the linker runs elsewhere).
 let packageRoot = String(#filePath.dropLast("/Package.swift".count))
+/// `MTASTS_LINK_MAP=path`: the release link also writes its map there (for scripts/link-order.sh).
+let linkMap = Context.environment["MTASTS_LINK_MAP"].map { ["-Xlinker", "-Map=\($0)"] } ?? []
 
 let package = Package(
     name: "swift-mta-sts",
@@ -173,19 +175,19 @@ let package = Package(
         // Release link on Linux (the daemons' resident memory; BENCHMARKS.md, "Where the daemon's
         // memory is"): lld, relative relocations packed (DT_RELR, glibc 2.36+: 3 MB of .rela.dyn
         // no longer read at start), no symbol table exported to the dynamic linker (2 MB), and the
-        // functions the daemons run at start and per look-up laid out together in the order of
-        // scripts/link-order.txt (made by scripts/link-order.sh). The order needs the code in one
-        // section per function: release builds pass `-Xswiftc -function-sections`
-        // (scripts/build-release.sh); without it, or with a stale order, the binary is only larger
-        // in memory, never wrong.
+        // code the daemon runs at start and per look-up laid out together at the start of .text by
+        // the linker script scripts/link-order.ld (input sections, made by scripts/link-order.sh;
+        // MTASTS_LINK_MAP=path also writes the link map that script reads). The layout needs the
+        // code in one section per function: release builds pass `-Xswiftc -function-sections`
+        // (scripts/build-release.sh); without it, or with a stale script, the binary is only
+        // larger in memory, never wrong.
         .executableTarget(name: "mtasts", dependencies: ["MTASTSCLI"], linkerSettings: [
             .unsafeFlags([
                 "-use-ld=lld",
                 "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
                 "-Xlinker", "--no-export-dynamic",
-                "-Xlinker", "--symbol-ordering-file=\(packageRoot)/scripts/link-order.txt",
-                "-Xlinker", "--no-warn-symbol-ordering",
-            ], .when(platforms: [.linux], configuration: .release)),
+                "-Xlinker", "-T", "-Xlinker", "\(packageRoot)/scripts/link-order.ld",
+            ] + linkMap, .when(platforms: [.linux], configuration: .release)),
         ]),
         // Golden vectors are read from the source tree (input beside expected output).
         .testTarget(name: "MTASTSCoreTests", dependencies: ["MTASTSCore"], exclude: ["Vectors"]),

@@ -5,7 +5,7 @@ total. Used by `SMAPS=1 Benchmarks/socketmap.sh` to show where the daemon's RSS 
 `Benchmarks/smaps.py PID --sections` also prints the resident kB of the process's executable by
 ELF section (`.text`, `.rodata`, …; from /proc/PID/pagemap, so as root), and how much of it is
 private (written: relocated data, `.data`). `--text` also splits the resident pages of the code by
-where they lie: inside the span the link order file (scripts/link-order.txt) laid out first, or
+where they lie: inside the span the linker script (scripts/link-order.ld) lays out first, or
 outside it, by the module of the function each page starts in (Swift names by module; C by prefix)."""
 import collections, re, struct, subprocess, sys
 
@@ -83,10 +83,12 @@ if "--text" in sys.argv[2:]:
         if len(p) == 3 and p[1] in "tTwW":
             symbols.append((int(p[0], 16), p[2]))
     starts = [a for a, _ in symbols]
-    order_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "link-order.txt")
-    order = {l.strip() for l in open(order_file) if l.strip() and not l.startswith("#")}
-    ordered = [a for a, n in symbols if n in order] or [0]
-    lo, hi = min(ordered), max(ordered)
+    # The hot span: the start of .text, as long as the input sections scripts/link-order.ld puts there.
+    script = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "link-order.ld")).read()
+    hot = re.search(r"hot size (\d+) bytes", script)
+    text = subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True).stdout
+    lo = int(re.search(r"\]\s+\.text\s+PROGBITS\s+([0-9a-f]+)", text).group(1), 16)
+    hi = lo + (int(hot.group(1)) if hot else 0)
 
     def module(n):
         if n.startswith("$s"):
@@ -107,6 +109,6 @@ if "--text" in sys.argv[2:]:
         else:
             i = bisect.bisect_right(starts, at) - 1
             outside[module(symbols[i][1]) if i >= 0 else "?"] += 4
-    print(f"\ncode resident: {inside} kB inside the ordered span ({(hi - lo) // 1024} kB long), {sum(outside.values())} kB outside it:")
+    print(f"\ncode resident: {inside} kB inside the hot span ({(hi - lo) // 1024} kB long), {sum(outside.values())} kB outside it:")
     for n, v in outside.most_common(20):
         print(f"{v:>8}  {n}")

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Writes scripts/link-order.txt: the functions `mtasts daemon` runs (start, socketmap look-ups of
-# cached and uncached policies with the memory and the SQLite cache, TLSRPT datagrams, stop), by
-# their symbol names, for the release link to lay out together (Package.swift). Without the order
-# those few thousand functions are spread over 30 MB of code and the kernel maps 64 kB around each
-# page touched: about 13 MB of the daemon's resident memory was code it never ran (BENCHMARKS.md,
-# "Where the daemon's memory is"). Run it again after large changes; a stale order costs memory
-# only, never correctness.
-# How: valgrind's callgrind on a copy of the release binary without debug information, against the
-# benchmark world (Benchmarks/World: dnsmasq and a policy host for N domains) and the socketmap
-# load generator; every function callgrind saw executed goes into the order (sorted by name: the
-# file does not change with addresses).
+# Writes scripts/link-order.ld: the code `mtasts daemon` runs (start, socketmap look-ups of cached
+# and uncached policies with the memory and the SQLite cache, TLSRPT datagrams, stop), as the
+# linker's input sections, for the release link to lay out together at the start of `.text`
+# (Package.swift). Without it the few thousand functions the daemon runs are spread over 30 MB of
+# code and the kernel maps 64 kB around each page touched: most of the daemon's resident code was
+# code it never ran (BENCHMARKS.md, "Where the daemon's memory is"). Run it again after large
+# changes; a stale layout costs memory only, never correctness.
+# How: the release binary is linked with a link map (MTASTS_LINK_MAP, read by Package.swift), then
+# run under valgrind's callgrind against the benchmark world (Benchmarks/World: dnsmasq and a
+# policy host for N domains) and the socketmap load generator, with every executed instruction's
+# address in the profile. Each address is looked up in the map: the input section holding it
+# (object file and section name) goes into the script. Input sections, not symbol names: the
+# compiler emits many small functions without a symbol (value witnesses, `.text..L__unnamed_N`),
+# and helpers defined in many objects under one name, which a symbol order cannot place.
 # Usage: scripts/link-order.sh [N domains, default 200]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,12 +23,18 @@ scripts/setup.sh
 command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 cc=$(command -v clang || command -v cc)
 "$cc" -O2 -Wall -o "$work/dgram_load" Benchmarks/dgram_load.c
-for product in mtasts mtasts-bench-world mtasts-bench-socketmap; do
+for product in mtasts-bench-world mtasts-bench-socketmap; do
     scripts/build-release.sh --product "$product" >/dev/null
 done
 bindir=$(scripts/build-release.sh --show-bin-path)
-# valgrind cannot read the toolchain's DWARF 5; the symbol table is all the order needs.
+# The binary profiled is linked with a map of where each input section went (then linked again
+# without it, by the next release build: the layout is the same).
+rm -f "$bindir/mtasts"
+MTASTS_LINK_MAP="$work/mtasts.map" scripts/build-release.sh --product mtasts >/dev/null
+[ -s "$work/mtasts.map" ] || { echo "link-order: the release link wrote no map" >&2; exit 1; }
+# valgrind cannot read the toolchain's DWARF 5; the symbol table is all it needs.
 objcopy --strip-debug "$bindir/mtasts" "$work/mtasts"
+rm -f "$bindir/mtasts"
 
 source Benchmarks/lib.sh
 pids=()
@@ -38,13 +47,15 @@ profile() {  # label, cache yaml
     world_daemon_config "$work/$label.yml" "$port" "$cache" "tlsrpt_database: $work/$label-tlsrpt.db
 collector:
   socket: $work/$label-tlsrpt.sock"
-    valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/$label.callgrind" \
+    valgrind --tool=callgrind --demangle=no --dump-instr=yes --dump-line=no --compress-pos=no --compress-strings=no \
+        --callgrind-out-file="$work/$label.callgrind" \
         "$work/mtasts" daemon --config "$work/$label.yml" 2>"$work/$label.log" &
     pid=$!
     pids+=($pid)
     for _ in $(seq 600); do grep -q "socketmap on" "$work/$label.log" && break; sleep 0.1; done
     grep -q "socketmap on" "$work/$label.log" || { cat "$work/$label.log"; exit 1; }
     # Uncached (DNS, HTTPS fetch, store), then cached, on 1 and 16 connections; datagrams.
+    "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --warm >/dev/null
     "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --warm >/dev/null
     "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --connections 1 --seconds 3 >/dev/null
     "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --connections 16 --seconds 3 >/dev/null
@@ -59,53 +70,76 @@ profile sqlite "cache:
   options:
     filename: $work/cache.db"
 
-# The libraries of the toolchain, and the objects of this build, whose code is one section of
-# over 32 kB (FoundationEssentials, _RegexParser, parts of the Swift runtime: built without one
-# section per function): the linker moves such a section whole.
-static=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")/lib/swift_static/linux
-python3 - "$work/mtasts" scripts/link-order.txt "$static" "$bindir" "$work"/*.callgrind <<'PY'
-import glob, os, re, subprocess, sys
-binary, out, static, bindir, profiles = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-ran = set()
+python3 - "$work/mtasts" "$work/mtasts.map" scripts/link-order.ld "$work"/*.callgrind <<'PY'
+import bisect, collections, re, subprocess, sys
+binary, link_map, out, profiles = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+# Input sections of .text from the map: (address, size, file, section).
+sections = []
+in_text = False
+line_re = re.compile(r"\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ (.*)$")
+for line in open(link_map, errors="replace"):
+    m = line_re.match(line.rstrip("\n"))
+    if not m:
+        continue
+    rest = m.group(3)
+    if not rest.startswith(" "):
+        in_text = rest.strip() == ".text"
+    elif in_text and not rest.startswith(" " * 16):  # deeper lines are the symbols inside
+        f = re.match(r"(.*):\((.*)\)$", rest.strip())
+        if f and int(m.group(2), 16) > 0:
+            sections.append((int(m.group(1), 16), int(m.group(2), 16), f.group(1), f.group(2)))
+sections.sort()
+starts = [s[0] for s in sections]
+# Executed instruction addresses in the binary, from the profiles (positions uncompressed).
+executed, lowest = set(), {}
 for path in profiles:
-    names = {}
+    ours, fn = False, None
     for line in open(path, errors="replace"):
-        m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
-        if m:
-            if m.group(3):
-                names[m.group(2)] = m.group(3)
-            name = names.get(m.group(2))
-            if name:
-                ran.add(re.sub(r"'\d+$", "", name))  # callgrind marks recursion levels so
-defined = {}
+        if line.startswith("ob="):
+            ours = line[3:].strip() == binary
+        elif line.startswith("fn="):
+            fn = line[3:].strip()
+        elif ours and line.startswith("0x"):
+            a = int(line.split()[0], 16)
+            executed.add(a)
+            if fn not in lowest or a < lowest[fn]:
+                lowest[fn] = a
+# The profile's addresses against the binary's: the offset most functions named once agree on.
+symbols = collections.defaultdict(list)
 for line in subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True).stdout.splitlines():
     p = line.split()
     if len(p) == 3 and p[1] in "tTwW":
-        defined[p[2]] = defined.get(p[2], 0) + 1
-whole = set()
-files = sorted(glob.glob(os.path.join(static, "*.a"))) + sorted(glob.glob(os.path.join(bindir, "**", "*.o"), recursive=True))
-for path in files:
-    text = subprocess.run(["readelf", "-SsW", path], capture_output=True, encoding="utf-8", errors="replace").stdout
-    big = set()
-    for line in text.splitlines():
-        if line.startswith("File:"):
-            big = set()
-            continue
-        m = re.match(r"\s*\[\s*(\d+)\]\s+\.text\s+PROGBITS\s+[0-9a-f]+\s+[0-9a-f]+\s+([0-9a-f]+)", line)
-        if m and int(m.group(2), 16) > 32768:
-            big.add(m.group(1))
-            continue
-        m = re.match(r"\s*\d+:\s+[0-9a-f]+\s+\d+\s+FUNC\s+\S+\s+\S+\s+(\d+)\s+(\S+)", line)
-        if m and m.group(1) in big:
-            whole.add(m.group(2))
-# A name defined more than once is a local helper of many objects (`objectdestroyTm`, a partial
-# application thunk): the linker moves the section of every copy, and a copy inside a whole
-# module's section would drag all of that module's code along. Such names stay out; a name
-# defined once is in the section that ran anyway.
-dragging = {n for n in ran if defined.get(n, 0) > 1 and n in whole}
-order = sorted(n for n in ran if n in defined and n not in dragging)
+        symbols[p[2]].append(int(p[0], 16))
+offsets = collections.Counter(a - symbols[f][0] for f, a in lowest.items() if len(symbols.get(f, [])) == 1)
+if not offsets:
+    sys.exit("link-order: no function of the profile is in the binary")
+offset, agree = offsets.most_common(1)[0]
+if agree < 0.9 * sum(offsets.values()):
+    sys.exit(f"link-order: the profile does not match the binary ({agree} of {sum(offsets.values())} functions agree)")
+ran = set()
+for a in executed:
+    i = bisect.bisect_right(starts, a - offset) - 1
+    if i >= 0 and sections[i][0] <= a - offset < sections[i][0] + sections[i][1] and "<internal>" not in sections[i][2]:
+        ran.add(i)
+
+def pattern(path):
+    """An input-file pattern that holds wherever the checkout and the toolchain are: the object's
+    directory and name (`*ArgumentParser.build/Flag.swift.o`), or the archive and member
+    (`*libswiftCore.a:Swift.o`); '?' for a space."""
+    m = re.match(r"(?:.*/)?([^/()]+\.a)\(([^()]+)\)$", path)
+    name = m.group(1) + ":" + m.group(2) if m else "/".join(path.split("/")[-2:])
+    return "*" + name.replace(" ", "?")
+by_file = collections.defaultdict(set)
+for i in ran:
+    by_file[pattern(sections[i][2])].add(sections[i][3])
+size = sum(sections[i][1] for i in ran)
 with open(out, "w") as f:
-    f.write("".join(n + "\n" for n in order))
-print(f"{len(order)} functions in {out}; left out: {len(dragging)} local helpers with a copy in a whole module's section, "
-      f"{len(ran - set(defined))} names not in the binary (the C library's, unnamed code)")
+    f.write("/* Written by scripts/link-order.sh: the input sections `mtasts daemon` runs, first in .text\n"
+            f"   ({len(ran)} sections, hot size {size} bytes). A section not found is left where it would be. */\n")
+    f.write("OVERWRITE_SECTIONS {\n  .text : {\n")
+    for p in sorted(by_file):
+        f.write(f"    {p}({' '.join(sorted(by_file[p]))})\n")
+    f.write("  }\n}\n")
+unnamed = sum(1 for i in ran if "..L" in sections[i][3])
+print(f"{len(ran)} input sections ({size // 1024} kB, {unnamed} without a symbol) from {len(by_file)} files in {out}")
 PY
