@@ -8,11 +8,7 @@ interop=${MTASTS_INTEROP:-../shared/interop}
 [ -d "$interop/reports" ] || { echo "test: no interop data at $interop (set MTASTS_INTEROP)" >&2; exit 1; }
 export MTASTS_INTEROP=$(cd "$interop" && pwd)
 swift build --build-tests
-# Real peers (dnsmasq, Postfix, postmap, PostgreSQL, curl, dkimpy, the mtasts binary): these suites.
-# (PolicyResolverTests runs with the in-process group: its look-ups are async and time-limited, and
-# the synchronous end-to-end tests would hold the cooperative threads they need; it starts dnsmasq
-# but waits on nothing else.)
-endtoend='^(DaemonTests|ReceiverTests|SenderTests|MTASTSCheckTests|MTASTSCLITests|MailDNSTests)\.'
+source scripts/suites.sh  # $endtoend
 # 1. Every library in-process (no child process), then 2. end to end. Apart, so that the end-to-end
 # tests, which wait on child processes, do not hold the threads the in-process servers run on. Each
 # run has a watchdog: a hang fails the run with the stacks of the hung test process, instead of

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 interop=${MTASTS_INTEROP:-../shared/interop}
 export MTASTS_INTEROP=$(cd "$interop" && pwd)
-filter=${1:-'^(DaemonTests|ReceiverTests|SenderTests|MTASTSCheckTests|MTASTSCLITests|MailDNSTests)\.'}
+source scripts/suites.sh
+filter=${1:-$endtoend}
 swift build --build-tests
 swift build --sanitize=thread --scratch-path .build-tsan --product mtasts
 bin=$(swift build --sanitize=thread --scratch-path .build-tsan --show-bin-path)/mtasts
