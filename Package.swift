@@ -257,6 +257,7 @@ let package = Package(
             "ServerSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "MTASTSConfigTests", dependencies: ["MTASTSConfig", "MTASTSCore"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "MTASTSCore", "TestSupport"]),

@@ -142,11 +142,18 @@ public struct DaemonConfig: Sendable {
         return text
     }
 
-    public static func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {
-        let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch {
+    /// A configuration file's YAML tree (the daemon's and serve's). `Reader` reads every scalar
+    /// as its text, by its own rules for numbers and booleans, so Yams's tag resolution is not
+    /// used: its default resolver runs NSRegularExpressions (ICU) over each scalar, which would
+    /// bring ICU's tables and heap into every daemon's memory (`.basic` resolves no tags).
+    static func yaml(_ text: String, file: String) throws(ConfigError) -> Node? {
+        do { return try Yams.compose(yaml: text, .basic) } catch {
             throw ConfigError(file: file, line: nil, message: "not valid YAML: \(error)")
         }
+    }
+
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {
+        let root = try yaml(text, file: file)
         var config = DaemonConfig()
         guard let root else { return config }  // empty file: every default
         let reader = Reader(file: file)

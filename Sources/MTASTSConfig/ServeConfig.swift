@@ -124,10 +124,7 @@ public struct ServeConfig: Sendable {
     }
 
     public static func parse(_ text: String, file: String) throws(ConfigError) -> ServeConfig {
-        let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch {
-            throw ConfigError(file: file, line: nil, message: "not valid YAML: \(error)")
-        }
+        let root = try DaemonConfig.yaml(text, file: file)
         var config = ServeConfig()
         guard let root else { return config }
         let reader = DaemonConfig.Reader(file: file)

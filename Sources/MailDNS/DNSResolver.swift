@@ -80,7 +80,8 @@ public final class DNSResolver: Sendable {
 
     public let configuration: Configuration
     /// libresolv blocks for up to timeout × tries: look-ups run on their own bounded pool (the
-    /// project's one way off the async threads), wide enough for `mtasts check --concurrency 64`.
+    /// project's one way off the async threads), wide enough for `mtasts check --concurrency 64`;
+    /// its threads start as concurrent look-ups need them.
     public static let pool = BlockingPool(threads: 64)
     private let pool = StatePool()
     private let serverHost: String?

@@ -198,12 +198,9 @@ public final class PolicyResolver: Sendable {
         return true
     }
 
-    /// The pool that reads the store for look-ups that miss the hot layer (made on first use).
-    static let storeReaders: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 4)
-        pool.start()
-        return pool
-    }()
+    /// The pool that reads the store for look-ups that miss the hot layer (its threads start
+    /// when such look-ups come).
+    static let storeReaders = BlockingPool(threads: 4)
 
     /// A look-up that missed the hot layer, read from the store by a pool of readers (an SQLite
     /// store reads on connections of its own beside the writer): a policy still valid there goes
@@ -221,9 +218,9 @@ public final class PolicyResolver: Sendable {
             if done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged { promise.succeed(bytes) }
         }
         let timer = loop.scheduleTask(in: .nanoseconds(Int64(settings.storeTimeout * 1e9))) { finish(nil) }
-        Self.storeReaders.submit { state in
+        Self.storeReaders.submit { active in
             defer { timer.cancel() }
-            guard case .active = state, let stored = try? store.load(domain), let name = try? DomainName(domain) else { return finish(nil) }
+            guard active, let stored = try? store.load(domain), let name = try? DomainName(domain) else { return finish(nil) }
             let now = self.clock.now()
             guard stored.isValid(at: now) else { return finish(nil) }
             // A newer entry that reached the hot layer meanwhile (a fetch) is the one used.

@@ -5,23 +5,59 @@ import NIOCore
 import NIOPosix
 
 /// The one way blocking calls (libresolv, SQLite, libpq, sendmail, file reads) leave async code:
-/// a fixed pool of threads, so at most `threads` such calls run at once and no event loop or
-/// cooperative-pool thread ever waits on one.
-public final class BlockingPool: Sendable {
-    private let pool: NIOThreadPool
+/// a bounded pool of threads, so at most `threads` such calls run at once and no event loop or
+/// cooperative-pool thread ever waits on one. Threads are started when work needs them, up to
+/// `threads`, and then kept: a pool sized for a burst (the DNS pool's 64, for `mtasts check
+/// --concurrency 64`) costs a daemon only the threads its look-ups have used at once (each one
+/// a stack and, often, a malloc arena).
+public final class BlockingPool: @unchecked Sendable {
     public let threads: Int
+    private let condition = NSCondition()
+    // Under `condition`:
+    private var queue = CircularBuffer<@Sendable (_ active: Bool) -> Void>()
+    private var started = 0
+    private var waiting = 0
+    private var stopped = false
+    private var exits: [CheckedContinuation<Void, Never>] = []
 
     public init(threads: Int) {
         self.threads = max(1, threads)
-        pool = NIOThreadPool(numberOfThreads: self.threads)
-        pool.start()
     }
 
     /// The process's pool (4 threads): serve's database work, the daemon's stores and reporter.
     public static let shared = BlockingPool(threads: 4)
 
+    /// Threads started so far.
+    public var startedThreads: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return started
+    }
+
+    /// Queues `work`: it runs on a pool thread with `true`, or with `false` (at once or when the
+    /// pool is shut down before it ran) to say it must not do its work.
+    public func submit(_ work: @escaping @Sendable (_ active: Bool) -> Void) {
+        condition.lock()
+        if stopped {
+            condition.unlock()
+            return work(false)
+        }
+        queue.append(work)
+        // A thread more when the queue holds more than the waiting threads will take.
+        let spawn = queue.count > waiting && started < threads
+        if spawn { started += 1 }
+        if waiting > 0 { condition.signal() }
+        condition.unlock()
+        if spawn { startThread() }
+    }
+
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await pool.runIfActive(body)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            submit { active in
+                guard active else { return continuation.resume(throwing: NIOThreadPoolError.ThreadPoolInactive()) }
+                continuation.resume(with: Result { try body() })
+            }
+        }
     }
 
     /// Runs `body` on the pool, but waits at most `limit`: nil when it has not finished by then
@@ -29,13 +65,81 @@ public final class BlockingPool: Sendable {
     /// extra task: for calls on a hot path (the policy store on a cache miss).
     public func run<T: Sendable>(within limit: TimeAmount, _ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error>? {
         await race(limit) { finish in
-            pool.submit { state in
-                if case .active = state { finish(Result { try body() }) } else { finish(.failure(NIOThreadPoolError.ThreadPoolInactive())) }
+            submit { active in
+                if active { finish(Result { try body() }) } else { finish(.failure(NIOThreadPoolError.ThreadPoolInactive())) }
             }
         }
     }
 
-    public func shutdown() async { try? await pool.shutdownGracefully() }
+    /// Refuses new work, hands what is queued `false`, and waits for the threads to finish what
+    /// they run.
+    public func shutdown() async {
+        for work in stop() { work(false) }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            if started == 0 {
+                condition.unlock()
+                return continuation.resume()
+            }
+            exits.append(continuation)
+            condition.unlock()
+        }
+    }
+
+    private func stop() -> CircularBuffer<@Sendable (Bool) -> Void> {
+        condition.lock()
+        defer { condition.unlock() }
+        stopped = true
+        condition.broadcast()
+        defer { queue.removeAll() }
+        return queue
+    }
+
+    private func startThread() {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, &attributes, { context in
+            let pool = Unmanaged<BlockingPool>.fromOpaque(context!).takeRetainedValue()
+            pool.work()
+            return nil
+        }, context)
+        guard rc != 0 else { return }
+        // No thread: the work waits for the ones there are; with none at all it is refused
+        // rather than left queued for ever.
+        Unmanaged<BlockingPool>.fromOpaque(context).release()
+        condition.lock()
+        started -= 1
+        var refused = CircularBuffer<@Sendable (Bool) -> Void>()
+        if started == 0 { swap(&refused, &queue) }
+        condition.unlock()
+        for work in refused { work(false) }
+    }
+
+    private func work() {
+        condition.lock()
+        while true {
+            while queue.isEmpty && !stopped {
+                waiting += 1
+                condition.wait()
+                waiting -= 1
+            }
+            guard !queue.isEmpty else { break }
+            let next = queue.removeFirst()
+            let active = !stopped
+            condition.unlock()
+            next(active)
+            condition.lock()
+        }
+        started -= 1
+        let done = started == 0 ? exits : []
+        if started == 0 { exits.removeAll() }
+        condition.unlock()
+        for continuation in done { continuation.resume() }
+    }
 }
 
 /// `body`'s value, or nil when it has not finished within `seconds` (it goes on; its value is

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import NIOPosix
 @testable import ServerSupport
 import Testing
 
@@ -66,8 +67,31 @@ import Testing
             #expect(sum == 28)
         }
         #expect(running.withLockedValue { $0.peak } == 2)
+        #expect(pool.startedThreads == 2)
         struct Boom: Error {}
         await #expect(throws: Boom.self) { try await pool.run { throw Boom() } }
+        await pool.shutdown()
+        #expect(pool.startedThreads == 0)
+        await #expect(throws: NIOThreadPoolError.ThreadPoolInactive.self) { try await pool.run { 1 } }
+    }
+
+    @Test("threads start when work needs them, not before: one at a time needs one thread")
+    func lazy() async throws {
+        let pool = BlockingPool(threads: 64)
+        #expect(pool.startedThreads == 0)
+        for i in 0..<20 { #expect(try await pool.run { i * 2 } == i * 2) }
+        #expect(pool.startedThreads == 1)
+        // Work queued behind a blocked thread gets a thread of its own.
+        let gate = NIOLockedValueBox((running: false, open: false))
+        async let blocked: Void = pool.run {
+            gate.withLockedValue { $0.running = true }
+            while !gate.withLockedValue({ $0.open }) { usleep(1_000) }
+        }
+        while !gate.withLockedValue({ $0.running }) { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(try await pool.run { 7 } == 7)
+        gate.withLockedValue { $0.open = true }
+        try await blocked
+        #expect(pool.startedThreads == 2)
         await pool.shutdown()
     }
 }
