@@ -5,6 +5,10 @@ import PackageDescription
 let packageRoot = String(#filePath.dropLast("/Package.swift".count))
 /// `MTASTS_LINK_MAP=path`: the release link also writes its map there (for scripts/link-order.sh).
 let linkMap = Context.environment["MTASTS_LINK_MAP"].map { ["-Xlinker", "-Map=\($0)"] } ?? []
+/// `MTASTS_STATIC_LIBS=dir` (scripts/build-release.sh): a directory of links to the static archives
+/// of the C and C++ libraries the release binary would otherwise load as shared objects; searched
+/// first, so `-lstdc++`, `-lsqlite3`, … take the archive there.
+let staticLibs = Context.environment["MTASTS_STATIC_LIBS"].map { ["-L", $0] } ?? []
 
 let package = Package(
     name: "swift-mta-sts",
@@ -187,7 +191,7 @@ let package = Package(
                 "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
                 "-Xlinker", "--no-export-dynamic",
                 "-Xlinker", "-T", "-Xlinker", "\(packageRoot)/scripts/link-order.ld",
-            ] + linkMap, .when(platforms: [.linux], configuration: .release)),
+            ] + linkMap + staticLibs, .when(platforms: [.linux], configuration: .release)),
         ]),
         // Golden vectors are read from the source tree (input beside expected output).
         .testTarget(name: "MTASTSCoreTests", dependencies: ["MTASTSCore"], exclude: ["Vectors"]),

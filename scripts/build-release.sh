@@ -6,4 +6,16 @@
 # Usage: scripts/build-release.sh [swift build arguments, e.g. --product mtasts, --show-bin-path]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The C and C++ libraries the daemon calls are linked in from their static archives (libstdc++,
+# SQLite, zlib, libm, libresolv; libc stays shared): only the code it uses, laid out with its own
+# by scripts/link-order.ld, instead of five shared objects mapped whole (1.2 MB resident for
+# libsqlite3 alone). Package.swift searches this directory first (MTASTS_STATIC_LIBS).
+static=$(pwd)/.build/static-libs
+mkdir -p "$static"
+for archive in libstdc++.a libsqlite3.a libz.a libresolv.a; do
+    path=$(clang -print-file-name="$archive")
+    [ -f "$path" ] || { echo "build-release: $archive not found (scripts/setup.sh installs it)" >&2; exit 1; }
+    ln -sfn "$path" "$static/$archive"
+done
+export MTASTS_STATIC_LIBS=$static
 exec swift build -c release --static-swift-stdlib -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections "$@"

@@ -4,9 +4,9 @@
   link-order.py callgrind BINARY MAP OUT PROFILE...   every input section of .text holding an
       instruction callgrind saw executed (profiles with --dump-instr=yes --compress-pos=no
       --compress-strings=no --dump-line=no): a new script
-  link-order.py faults BINARY MAP OUT PERF_SCRIPT     the input sections outside the script's hot
+  link-order.py faults BINARY MAP OUT PERF_SCRIPT...  the input sections outside the script's hot
       span where the running daemon took a page fault (`perf script -F addr --show-mmap-events` of
-      `perf record -c 1 -e page-faults -d`): added to the script. On the real CPU the daemon runs
+      `perf record -c 1 -e page-faults -d`, one file per run): added to the script. On the real CPU the daemon runs
       code valgrind's CPU never takes (BoringSSL's AVX-512 and ADX variants), and each fault
       outside the span maps 64 kB of code around it.
 """
@@ -95,14 +95,8 @@ def from_callgrind(binary, link_map, out, profiles):
     print(f"{len(ran)} input sections ({size // 1024} kB, {unnamed} without a symbol) from {len(by_file)} files in {out}")
 
 
-def from_faults(binary, link_map, out, perf_script):
-    sections = text_sections(link_map)
-    starts = [s[0] for s in sections]
-    text = open(out).read()
-    count, size = (int(x) for x in HEADER.search(text).groups())
-    by_file = collections.defaultdict(set)
-    for p, names in re.findall(r"^    (\S+)\((.*)\)$", text, re.M):
-        by_file[p].update(names.split())
+def faults_of(binary, perf_script):
+    """The page faults of one run, as addresses in the binary's layout."""
     base, faults = None, []
     for line in open(perf_script, errors="replace"):
         if "PERF_RECORD_MMAP" in line:
@@ -115,11 +109,23 @@ def from_faults(binary, link_map, out, perf_script):
             except ValueError:
                 pass
     if base is None:
-        sys.exit(f"link-order: {binary} is not in the page-fault trace")
+        sys.exit(f"link-order: {binary} is not in the page-fault trace {perf_script}")
+    return [a - base for a in faults]
+
+
+def from_faults(binary, link_map, out, perf_scripts):
+    sections = text_sections(link_map)
+    starts = [s[0] for s in sections]
+    text = open(out).read()
+    count, size = (int(x) for x in HEADER.search(text).groups())
+    by_file = collections.defaultdict(set)
+    for p, names in re.findall(r"^    (\S+)\((.*)\)$", text, re.M):
+        by_file[p].update(names.split())
+    faults = [a for path in perf_scripts for a in faults_of(binary, path)]
     hot_end = sections[0][0] + size
     added = set()
     for a in faults:
-        i = holding(sections, starts, a - base)
+        i = holding(sections, starts, a)
         if i is None or sections[i][0] < hot_end:
             continue
         p, name = pattern(sections[i][2]), sections[i][3]
@@ -134,4 +140,4 @@ def from_faults(binary, link_map, out, perf_script):
 if __name__ == "__main__":
     kind, args = sys.argv[1], sys.argv[2:]
     {"callgrind": lambda: from_callgrind(args[0], args[1], args[2], args[3:]),
-     "faults": lambda: from_faults(*args)}[kind]()
+     "faults": lambda: from_faults(args[0], args[1], args[2], args[3:])}[kind]()

@@ -78,22 +78,30 @@ python3 scripts/link-order.py callgrind "$work/mtasts" "$work/mtasts.map" script
 # daemon under the same load with every page fault recorded, and add the input sections outside
 # the hot span where it faulted (code valgrind's CPU never takes; each such fault maps 64 kB).
 command -v perf >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
-for pass in $(seq "${PASSES:-3}"); do
-    rm -f "$bindir/mtasts"
-    MTASTS_LINK_MAP="$work/mtasts.map" scripts/build-release.sh --product mtasts >/dev/null
+faults() {  # label, cache yaml: the daemon under the load with every page fault recorded
+    local label=$1 cache=$2 port pid
     port=$(free_port)
-    world_daemon_config "$work/faults.yml" "$port" "cache:
-  type: internal"
-    perf record -q -c 1 -e page-faults -d -o "$work/faults.data" -- "$bindir/mtasts" daemon --config "$work/faults.yml" 2>"$work/faults.log" &
+    world_daemon_config "$work/faults-$label.yml" "$port" "$cache"
+    perf record -q -c 1 -e page-faults -d -o "$work/faults-$label.data" -- "$bindir/mtasts" daemon --config "$work/faults-$label.yml" 2>"$work/faults-$label.log" &
     pid=$!
     pids+=($pid)
     wait_port "$port"
     "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --warm >/dev/null
     "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --warm >/dev/null
     "$bindir/mtasts-bench-socketmap" --port "$port" --domains "$list" --connections 16 --seconds 3 >/dev/null
-    pkill -TERM -f "mtasts daemon --config $work/faults.yml"; wait "$pid" || true
-    perf script -i "$work/faults.data" -F addr --show-mmap-events >"$work/faults.txt" 2>/dev/null
+    pkill -TERM -f "^$bindir/mtasts daemon --config $work/faults-$label.yml"; wait "$pid" || true
+    perf script -i "$work/faults-$label.data" -F addr --show-mmap-events >"$work/faults-$label.txt" 2>/dev/null
+}
+for pass in $(seq "${PASSES:-3}"); do
+    rm -f "$bindir/mtasts"
+    MTASTS_LINK_MAP="$work/mtasts.map" scripts/build-release.sh --product mtasts >/dev/null
+    faults memory "cache:
+  type: internal"
+    faults sqlite "cache:
+  type: sqlite
+  options:
+    filename: $work/faults-cache.db"
     echo -n "pass $pass: "
-    python3 scripts/link-order.py faults "$(readlink -f "$bindir/mtasts")" "$work/mtasts.map" scripts/link-order.ld "$work/faults.txt"
+    python3 scripts/link-order.py faults "$(readlink -f "$bindir/mtasts")" "$work/mtasts.map" scripts/link-order.ld "$work"/faults-*.txt
 done
 rm -f "$bindir/mtasts"
