@@ -7,12 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The C and C++ libraries the daemon calls are linked in from their static archives (libstdc++,
-# SQLite, zlib, libm, libresolv; libc stays shared): only the code it uses, laid out with its own
-# by scripts/link-order.ld, instead of five shared objects mapped whole (1.2 MB resident for
-# libsqlite3 alone). Package.swift searches this directory first (MTASTS_STATIC_LIBS).
+# SQLite, zlib): only the code it uses, laid out with its own by scripts/link-order.ld, instead of
+# shared objects mapped whole (1.2 MB resident for libsqlite3 alone). Package.swift searches this
+# directory first (MTASTS_STATIC_LIBS). glibc's own libraries stay shared: libm.a does not link
+# into a dynamic executable, and libresolv.a would bind the binary to glibc's private symbols.
 static=$(pwd)/.build/static-libs
-mkdir -p "$static"
-for archive in libstdc++.a libsqlite3.a libz.a libresolv.a; do
+rm -rf "$static" && mkdir -p "$static"  # (no link left from an earlier list)
+for archive in libstdc++.a libsqlite3.a libz.a; do
     path=$(clang -print-file-name="$archive")
     [ -f "$path" ] || { echo "build-release: $archive not found (scripts/setup.sh installs it)" >&2; exit 1; }
     ln -sfn "$path" "$static/$archive"

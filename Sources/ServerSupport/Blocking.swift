@@ -112,11 +112,23 @@ public final class BlockingPool: @unchecked Sendable {
         // rather than left queued for ever.
         Unmanaged<BlockingPool>.fromOpaque(context).release()
         condition.lock()
+        threadEnded()
+    }
+
+    /// A thread counted in `started` is gone (it ended, or was never made); called holding the
+    /// lock, and releases it. With none left, what is queued is refused (no thread would take
+    /// it) and a waiting `shutdown` returns.
+    private func threadEnded() {
         started -= 1
         var refused = CircularBuffer<@Sendable (Bool) -> Void>()
-        if started == 0 { swap(&refused, &queue) }
+        var done: [CheckedContinuation<Void, Never>] = []
+        if started == 0 {
+            swap(&refused, &queue)
+            swap(&done, &exits)
+        }
         condition.unlock()
         for work in refused { work(false) }
+        for continuation in done { continuation.resume() }
     }
 
     private func work() {
@@ -134,11 +146,7 @@ public final class BlockingPool: @unchecked Sendable {
             next(active)
             condition.lock()
         }
-        started -= 1
-        let done = started == 0 ? exits : []
-        if started == 0 { exits.removeAll() }
-        condition.unlock()
-        for continuation in done { continuation.resume() }
+        threadEnded()
     }
 }
 
