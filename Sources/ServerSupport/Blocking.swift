@@ -86,13 +86,15 @@ public final class BlockingPool: @unchecked Sendable {
         }
     }
 
+    /// Marks the pool stopped and wakes its threads; what was queued, for the caller to refuse.
     private func stop() -> CircularBuffer<@Sendable (Bool) -> Void> {
         condition.lock()
         defer { condition.unlock() }
         stopped = true
         condition.broadcast()
-        defer { queue.removeAll() }
-        return queue
+        var left = CircularBuffer<@Sendable (Bool) -> Void>()
+        swap(&left, &queue)
+        return left
     }
 
     private func startThread() {
